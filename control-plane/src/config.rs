@@ -1,0 +1,309 @@
+//! The control plane's configuration: a TOML file, overridden by `CLOUD_*` environment variables,
+//! overridden by command-line flags.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"      # CLOUD_LISTEN, --listen
+//! data_dir = "/var/lib/cloud"    # CLOUD_DATA_DIR, --data-dir
+//!
+//! [database]
+//! url = "postgres://…"           # CLOUD_DATABASE_URL; absent: run the embedded PostgreSQL
+//! max_connections = 16           # CLOUD_DATABASE_MAX_CONNECTIONS
+//! connect_timeout_secs = 60      # CLOUD_DATABASE_CONNECT_TIMEOUT_SECS
+//!
+//! [embedded_database]
+//! bin_dir = "/usr/lib/postgresql/15/bin"  # CLOUD_EMBEDDED_DATABASE_BIN_DIR; default: searched
+//! port = 0                                # CLOUD_EMBEDDED_DATABASE_PORT; 0: a free port
+//!
+//! [log]
+//! format = "text"                # CLOUD_LOG_FORMAT: text | json
+//! filter = "info"                # CLOUD_LOG_FILTER: tracing EnvFilter directives
+//! ```
+//!
+//! Unknown keys are errors, and every error names the key and what is wrong with it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The effective configuration, after file, environment and flags were merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP API (REST, health, metrics).
+    pub listen: SocketAddr,
+    /// Where the control plane keeps its state: the embedded database, the fleet CA, tokens.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub embedded_database: EmbeddedDatabaseConfig,
+    pub log: LogConfig,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; `None` runs the embedded cluster in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub max_connections: u32,
+    /// How long to keep retrying (with backoff) when the database cannot be reached at start.
+    pub connect_timeout_secs: u64,
+}
+
+/// `[embedded_database]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedDatabaseConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
+    pub port: u16,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: default_data_dir(),
+            database: DatabaseConfig::default(),
+            embedded_database: EmbeddedDatabaseConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16, connect_timeout_secs: 60 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".to_owned() }
+    }
+}
+
+/// `/var/lib/cloud` for root (a system service), `~/.local/share/cloud` for anyone else.
+fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/cloud");
+    }
+    match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("cloud"),
+        None => std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".local/share/cloud"))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/cloud")),
+    }
+}
+
+/// Flags, each also read from its `CLOUD_*` environment variable; they override the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "CLOUD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, env = "CLOUD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// State directory [default: /var/lib/cloud as root].
+    #[arg(long, env = "CLOUD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL; without it the embedded PostgreSQL runs in the data directory.
+    #[arg(long, env = "CLOUD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Size of the database connection pool [default: 16].
+    #[arg(long, env = "CLOUD_DATABASE_MAX_CONNECTIONS", value_name = "N")]
+    pub database_max_connections: Option<u32>,
+    /// Seconds to keep retrying an unreachable database at start [default: 60].
+    #[arg(long, env = "CLOUD_DATABASE_CONNECT_TIMEOUT_SECS", value_name = "SECS")]
+    pub database_connect_timeout_secs: Option<u64>,
+    /// Directory with initdb and postgres for the embedded database [default: searched].
+    #[arg(long, env = "CLOUD_EMBEDDED_DATABASE_BIN_DIR", value_name = "DIR")]
+    pub embedded_database_bin_dir: Option<PathBuf>,
+    /// TCP port of the embedded database on 127.0.0.1 [default: 0, a free port].
+    #[arg(long, env = "CLOUD_EMBEDDED_DATABASE_PORT", value_name = "PORT")]
+    pub embedded_database_port: Option<u16>,
+    /// Log format [default: text].
+    #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info,control_plane=debug` [default: info].
+    #[arg(long, env = "CLOUD_LOG_FILTER", value_name = "FILTER")]
+    pub log_filter: Option<String>,
+}
+
+/// What is wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Parses a TOML document (unknown keys are errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+
+    /// Reads the file named by the overrides (if any), applies the overrides, validates.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Self::from_toml(&text, path)?
+            }
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies flags and environment variables over the file's values.
+    pub fn apply(&mut self, o: &Overrides) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut self.listen, &o.listen);
+        set(&mut self.data_dir, &o.data_dir);
+        if let Some(url) = o.database_url.as_ref().filter(|u| !u.is_empty()) {
+            self.database.url = Some(url.clone());
+        }
+        set(&mut self.database.max_connections, &o.database_max_connections);
+        set(&mut self.database.connect_timeout_secs, &o.database_connect_timeout_secs);
+        if o.embedded_database_bin_dir.is_some() {
+            self.embedded_database.bin_dir = o.embedded_database_bin_dir.clone();
+        }
+        set(&mut self.embedded_database.port, &o.embedded_database_port);
+        set(&mut self.log.format, &o.log_format);
+        set(&mut self.log.filter, &o.log_filter);
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
+        if self.data_dir.as_os_str().is_empty() || !self.data_dir.is_absolute() {
+            return invalid("data_dir", "must be an absolute path");
+        }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must start with postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return invalid("database.connect_timeout_secs", "must be at least 1");
+        }
+        if let Some(dir) = &self.embedded_database.bin_dir
+            && !dir.is_absolute()
+        {
+            return invalid("embedded_database.bin_dir", "must be an absolute path");
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::from_toml(text, Path::new("test.toml"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = parse("").expect("valid");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.database.url, None);
+        assert_eq!(config.database.max_connections, 16);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[database]\nurll = \"x\"\n").expect_err("unknown key");
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        let chain = format!("{}", std::error::Error::source(&err).expect("source"));
+        assert!(chain.contains("urll"), "{chain}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_named() {
+        let err = parse("listen = \"nonsense\"\n").expect_err("bad address");
+        let chain = format!("{}", std::error::Error::source(&err).expect("source"));
+        assert!(chain.contains("listen"), "{chain}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let err = parse("[database]\nmax_connections = 0\n").expect_err("zero pool");
+        assert!(matches!(err, ConfigError::Invalid { key: "database.max_connections", .. }));
+        let err = parse("[database]\nurl = \"mysql://x\"\n").expect_err("wrong scheme");
+        assert!(matches!(err, ConfigError::Invalid { key: "database.url", .. }));
+        let err = parse("data_dir = \"relative\"\n").expect_err("relative dir");
+        assert!(matches!(err, ConfigError::Invalid { key: "data_dir", .. }));
+        let err = parse("[log]\nfilter = \"=[\"\n").expect_err("bad filter");
+        assert!(matches!(err, ConfigError::Invalid { key: "log.filter", .. }));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut config = parse("listen = \"127.0.0.1:9000\"\n[database]\nmax_connections = 4\n").expect("valid");
+        let overrides = Overrides {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9001))),
+            database_url: Some("postgres://db/cloud".to_owned()),
+            ..Overrides::default()
+        };
+        config.apply(&overrides);
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.database.max_connections, 4);
+        assert_eq!(config.database.url.as_deref(), Some("postgres://db/cloud"));
+    }
+
+    #[test]
+    fn effective_config_round_trips_through_toml() {
+        let config = Config::default();
+        let text = toml::to_string(&config).expect("serialize");
+        assert_eq!(parse(&text).expect("valid"), config);
+    }
+}

@@ -1,0 +1,79 @@
+//! The datastore: connecting to PostgreSQL and migrating it. Every SQL statement of the control
+//! plane lives under this module; functions take `&mut PgConnection` or a transaction.
+
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// The schema, embedded from `migrations/` at build time (forward-only, `NNNN_verb_noun.sql`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Errors reaching or preparing the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL")]
+    InvalidUrl(#[source] sqlx::Error),
+    #[error("the database could not be reached within {waited:?} ({attempts} attempts)")]
+    Unreachable {
+        waited: Duration,
+        attempts: u32,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot apply the database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Parses a `postgres://` URL into connection options.
+pub fn options_from_url(url: &str) -> Result<PgConnectOptions, DbError> {
+    url.parse().map_err(DbError::InvalidUrl)
+}
+
+/// Opens a pool, retrying with exponential backoff (100 ms up to 5 s) until `timeout` has
+/// passed; each failed attempt is logged, so an operator sees why the service is waiting.
+pub async fn connect(options: PgConnectOptions, max_connections: u32, timeout: Duration) -> Result<PgPool, DbError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // One plain connection per attempt: the pool's own connect would wait out its whole
+        // acquire timeout before reporting anything.
+        let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let attempt =
+            tokio::time::timeout(remaining.min(Duration::from_secs(10)), PgConnection::connect_with(&options));
+        let source = match attempt.await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                return Ok(PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy_with(options));
+            }
+            Ok(Err(err)) => err,
+            Err(_) => sqlx::Error::PoolTimedOut,
+        };
+        let waited = started.elapsed();
+        if waited + delay > timeout {
+            return Err(DbError::Unreachable { waited, attempts, source });
+        }
+        tracing::warn!(error = %source, attempt = attempts, retry_in = ?delay, "database not reachable yet");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Applies every migration not yet applied (a no-op on an up-to-date database).
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await.map_err(DbError::Migrate)
+}
+
+/// `SELECT 1`: the health check's proof that the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! The embedded PostgreSQL supervisor: a private cluster in the control plane's data directory.
+//!
+//! With no database URL configured, the control plane runs its own PostgreSQL from the machine's
+//! PostgreSQL binaries (Debian package `postgresql`), so a single machine needs no database
+//! set-up at all. Production deployments point `database.url` at a real (HA) PostgreSQL instead.
+//!
+//! ```text
+//! <data_dir>/postgres/
+//!   pgdata/         the cluster (initdb'd once, reused on every later start)
+//!   run/            Unix socket directory (.s.PGSQL.<port>)
+//!   postgres.log    the server's own log
+//! ```
+//!
+//! - The cluster is initialised into `pgdata.init` and renamed into place, so a crash during
+//!   initdb never leaves a half-made cluster that later starts would trust.
+//! - `initdb` refuses to run as root; when we are root the server runs as the `postgres` user
+//!   (through `Command::uid/gid`, no sudo needed) and owns `<data_dir>/postgres`.
+//! - The server listens on the Unix socket and on a free loopback port, with trust
+//!   authentication limited to those two: nothing outside this machine can reach it.
+//! - It runs in its own process group, so a Ctrl-C on the terminal reaches only the control
+//!   plane, which then stops the server itself, after the last connection is closed.
+//! - A server left running by a control plane that was killed is detected through
+//!   `postmaster.pid` and shut down before the new one starts.
+
+use std::fs;
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, User, geteuid};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+/// The role the embedded cluster is initialised with (trust authentication, local only).
+pub const SUPERUSER: &str = "cloud";
+/// The database the control plane uses inside the embedded cluster.
+pub const DATABASE: &str = "cloud";
+/// The Unix user the server runs as when the control plane runs as root.
+const SERVICE_USER: &str = "postgres";
+/// Where Debian installs the server binaries, one directory per major version.
+const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run the embedded cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedDbOptions {
+    /// The control plane's data directory; the cluster lives in `<data_dir>/postgres`.
+    pub data_dir: PathBuf,
+    /// Directory holding `initdb`, `postgres` and `pg_ctl`; searched for when `None`.
+    pub bin_dir: Option<PathBuf>,
+    /// TCP port on 127.0.0.1; 0 picks a free one at each start.
+    pub port: u16,
+    /// Turn off fsync: only for throwaway clusters in tests, where durability does not matter.
+    pub unsafe_no_fsync: bool,
+}
+
+/// Errors of the embedded database supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedDbError {
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) were not found in {searched}; \
+         install them with `apt-get install postgresql` (Debian package postgresql-15) \
+         or set embedded_database.bin_dir"
+    )]
+    BinariesNotFound { searched: String },
+    #[error(
+        "the `{user}` user does not exist; it runs the embedded PostgreSQL when the control plane runs as root (install the Debian package postgresql)"
+    )]
+    ServiceUserMissing { user: &'static str },
+    #[error("cannot prepare the database directory {path}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot run {program}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("initdb failed ({status}): {output}")]
+    Initdb { status: std::process::ExitStatus, output: String },
+    #[error("no free TCP port on 127.0.0.1")]
+    NoFreePort(#[source] io::Error),
+    #[error("PostgreSQL exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    ExitedEarly { status: std::process::ExitStatus, log: PathBuf, tail: String },
+    #[error("PostgreSQL did not accept connections within {timeout:?}; see {log}")]
+    NotReady { timeout: Duration, log: PathBuf },
+    #[error("cannot create the database {name}")]
+    CreateDatabase {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("invalid database name {name:?}: use lowercase letters, digits and underscores")]
+    InvalidDatabaseName { name: String },
+    #[error("PostgreSQL (pid {pid}) did not stop within {timeout:?}")]
+    StopTimeout { pid: i32, timeout: Duration },
+}
+
+/// The machine's PostgreSQL server binaries.
+#[derive(Debug, Clone)]
+pub struct PgBinaries {
+    dir: PathBuf,
+}
+
+impl PgBinaries {
+    /// Finds the binaries: `bin_dir` if given, else `initdb` on PATH (symlinks resolved, as
+    /// Debian links only some tools into /usr/bin), else the newest `/usr/lib/postgresql/*/bin`.
+    pub fn find(bin_dir: Option<&Path>) -> Result<Self, EmbeddedDbError> {
+        let mut searched = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = bin_dir {
+            candidates.push(dir.to_path_buf());
+        } else {
+            if let Some(path) = std::env::var_os("PATH") {
+                for dir in std::env::split_paths(&path) {
+                    let initdb = dir.join("initdb");
+                    if let Ok(real) = fs::canonicalize(&initdb)
+                        && let Some(parent) = real.parent()
+                    {
+                        candidates.push(parent.to_path_buf());
+                    }
+                }
+            }
+            candidates.extend(debian_bin_dirs());
+        }
+        for dir in candidates {
+            let found = Self { dir: dir.clone() };
+            if found.initdb().is_file() && found.postgres().is_file() {
+                return Ok(found);
+            }
+            searched.push(dir.display().to_string());
+        }
+        if searched.is_empty() {
+            searched.push(format!("PATH and {DEBIAN_PG_ROOT}/*/bin"));
+        }
+        Err(EmbeddedDbError::BinariesNotFound { searched: searched.join(", ") })
+    }
+
+    /// The directory the binaries are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn initdb(&self) -> PathBuf {
+        self.dir.join("initdb")
+    }
+
+    fn postgres(&self) -> PathBuf {
+        self.dir.join("postgres")
+    }
+}
+
+/// `/usr/lib/postgresql/<major>/bin`, newest major version first.
+fn debian_bin_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(DEBIAN_PG_ROOT) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<(u32, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, e.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// A running embedded cluster. Stop it with [`EmbeddedPostgres::stop`]; dropping it stops it
+/// too (blocking), so a panicking test leaves no server behind.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    root: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl EmbeddedPostgres {
+    /// Initialises the cluster on first use, starts it, waits until it accepts connections and
+    /// makes sure the control plane's database exists. Blocking: call it from `spawn_blocking`
+    /// or [`EmbeddedPostgres::start`].
+    pub fn start_blocking(opts: &EmbeddedDbOptions) -> Result<Self, EmbeddedDbError> {
+        let bins = PgBinaries::find(opts.bin_dir.as_deref())?;
+        let owner = service_owner()?;
+        let root = opts.data_dir.join("postgres");
+        prepare_dirs(&opts.data_dir, &root, owner.as_ref())?;
+        let pgdata = root.join("pgdata");
+        if !pgdata.join("PG_VERSION").is_file() {
+            initdb(&bins, &root, owner.as_ref())?;
+        }
+        stop_stale_server(&pgdata);
+
+        let port = match opts.port {
+            0 => free_port()?,
+            port => port,
+        };
+        let log = root.join("postgres.log");
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| EmbeddedDbError::Prepare { path: log.clone(), source })?;
+        if let Some(user) = &owner {
+            chown(&log, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .map_err(|source| EmbeddedDbError::Prepare { path: log.clone(), source })?;
+        }
+        let stderr = log_file.try_clone().map_err(|source| EmbeddedDbError::Prepare { path: log.clone(), source })?;
+
+        let mut cmd = Command::new(bins.postgres());
+        cmd.arg("-D")
+            .arg(&pgdata)
+            .arg("-k")
+            .arg(root.join("run"))
+            .arg("-p")
+            .arg(port.to_string())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "max_connections=200"])
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(stderr)
+            .process_group(0);
+        if opts.unsafe_no_fsync {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        }
+        if let Some(user) = &owner {
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        tracing::info!(dir = %pgdata.display(), port, bin_dir = %bins.dir().display(), "starting embedded PostgreSQL");
+        let child = cmd.spawn().map_err(|source| EmbeddedDbError::Spawn { program: bins.postgres(), source })?;
+        let mut pg = Self { root, port, child: Some(child) };
+        pg.wait_ready(&log)?;
+        pg.ensure_database_blocking(DATABASE)?;
+        Ok(pg)
+    }
+
+    /// [`EmbeddedPostgres::start_blocking`] on tokio's blocking pool.
+    pub async fn start(opts: EmbeddedDbOptions) -> Result<Self, EmbeddedDbError> {
+        tokio::task::spawn_blocking(move || Self::start_blocking(&opts))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+
+    /// The TCP port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the Unix socket.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Connection options for `database` over the Unix socket.
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new().socket(self.socket_dir()).port(self.port).username(SUPERUSER).database(database)
+    }
+
+    /// A URL for `database` over loopback TCP (for psql, tools and other processes).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates `name` unless it exists. Names are restricted so they need no quoting.
+    pub async fn ensure_database(&self, name: &str) -> Result<(), EmbeddedDbError> {
+        ensure_database(self.connect_options("postgres"), name).await
+    }
+
+    fn ensure_database_blocking(&self, name: &str) -> Result<(), EmbeddedDbError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| EmbeddedDbError::Prepare { path: self.root.clone(), source })?;
+        rt.block_on(self.ensure_database(name))
+    }
+
+    fn wait_ready(&mut self, log: &Path) -> Result<(), EmbeddedDbError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let socket = self.socket_dir().join(format!(".s.PGSQL.{}", self.port));
+        let mut delay = Duration::from_millis(20);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(EmbeddedDbError::ExitedEarly { status, log: log.to_path_buf(), tail: tail_of(log, 20) });
+            }
+            // The socket appears once the postmaster listens; it accepts connections only
+            // after recovery finished, which `postmaster.pid` reports as "ready".
+            if socket.exists() && postmaster_status(&self.root.join("pgdata")).as_deref() == Some("ready") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EmbeddedDbError::NotReady { timeout: READY_TIMEOUT, log: log.to_path_buf() });
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops the server with a fast shutdown (clients disconnected, data flushed) and waits.
+    pub async fn stop(mut self) -> Result<(), EmbeddedDbError> {
+        let child = self.child.take();
+        tokio::task::spawn_blocking(move || stop_child(child))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if let Err(err) = stop_child(self.child.take()) {
+            tracing::error!(error = %err, "embedded PostgreSQL did not stop");
+        }
+    }
+}
+
+fn stop_child(child: Option<Child>) -> Result<(), EmbeddedDbError> {
+    let Some(mut child) = child else { return Ok(()) };
+    let pid = Pid::from_raw(child.id() as i32);
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return Ok(());
+    }
+    tracing::info!(pid = pid.as_raw(), "stopping embedded PostgreSQL");
+    // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+    let _ = kill(pid, Signal::SIGINT);
+    if wait_exit(&mut child, STOP_TIMEOUT) {
+        return Ok(());
+    }
+    // SIGQUIT is "immediate" shutdown: crash recovery runs at the next start, nothing is lost.
+    let _ = kill(pid, Signal::SIGQUIT);
+    if wait_exit(&mut child, Duration::from_secs(5)) {
+        return Ok(());
+    }
+    Err(EmbeddedDbError::StopTimeout { pid: pid.as_raw(), timeout: STOP_TIMEOUT })
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if Instant::now() >= deadline => return false,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Creates database `name` through a connection made with `admin` unless it exists.
+pub async fn ensure_database(admin: PgConnectOptions, name: &str) -> Result<(), EmbeddedDbError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !valid {
+        return Err(EmbeddedDbError::InvalidDatabaseName { name: name.to_owned() });
+    }
+    let err = |source| EmbeddedDbError::CreateDatabase { name: name.to_owned(), source };
+    let mut conn = admin.connect().await.map_err(err)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(err)?;
+    if !exists {
+        // The name was validated above, so it is safe to splice into the statement.
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(err)?;
+    }
+    conn.close().await.map_err(err)?;
+    Ok(())
+}
+
+/// `Some(user)` when we run as root and must hand the cluster to the service user.
+fn service_owner() -> Result<Option<User>, EmbeddedDbError> {
+    if !geteuid().is_root() {
+        return Ok(None);
+    }
+    match User::from_name(SERVICE_USER) {
+        Ok(Some(user)) => Ok(Some(user)),
+        _ => Err(EmbeddedDbError::ServiceUserMissing { user: SERVICE_USER }),
+    }
+}
+
+fn prepare_dirs(data_dir: &Path, root: &Path, owner: Option<&User>) -> Result<(), EmbeddedDbError> {
+    let prep = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EmbeddedDbError::Prepare { path, source }
+    };
+    fs::create_dir_all(data_dir).map_err(prep(data_dir))?;
+    for dir in [root.to_path_buf(), root.join("run")] {
+        fs::create_dir_all(&dir).map_err(prep(&dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(prep(&dir))?;
+        if let Some(user) = owner {
+            chown(&dir, Some(user.uid.as_raw()), Some(user.gid.as_raw())).map_err(prep(&dir))?;
+        }
+    }
+    if owner.is_some() {
+        // The service user must be able to traverse the data directory to reach its own
+        // subdirectory; it gets search permission only, never read.
+        let meta = fs::metadata(data_dir).map_err(prep(data_dir))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            fs::set_permissions(data_dir, fs::Permissions::from_mode(mode | 0o001)).map_err(prep(data_dir))?;
+        }
+    }
+    Ok(())
+}
+
+fn initdb(bins: &PgBinaries, root: &Path, owner: Option<&User>) -> Result<(), EmbeddedDbError> {
+    let target = root.join("pgdata");
+    let staging = root.join("pgdata.init");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|source| EmbeddedDbError::Prepare { path: staging.clone(), source })?;
+    }
+    tracing::info!(dir = %target.display(), "initialising the embedded PostgreSQL cluster");
+    let mut cmd = Command::new(bins.initdb());
+    cmd.arg("-D")
+        .arg(&staging)
+        .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"])
+        .stdin(Stdio::null())
+        .current_dir(root);
+    if let Some(user) = owner {
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let out = cmd.output().map_err(|source| EmbeddedDbError::Spawn { program: bins.initdb(), source })?;
+    if !out.status.success() {
+        let mut output = String::from_utf8_lossy(&out.stderr).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stdout));
+        return Err(EmbeddedDbError::Initdb { status: out.status, output: output.trim().to_owned() });
+    }
+    fs::rename(&staging, &target).map_err(|source| EmbeddedDbError::Prepare { path: target, source })
+}
+
+/// Line 1 of `postmaster.pid` is the pid; line 8 the status ("starting", "ready", "stopping").
+fn postmaster_status(pgdata: &Path) -> Option<String> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    text.lines().nth(7).map(|s| s.trim().to_owned())
+}
+
+/// Shuts down a server that a previous, killed control plane left running on this data dir.
+fn stop_stale_server(pgdata: &Path) {
+    let Ok(text) = fs::read_to_string(pgdata.join("postmaster.pid")) else { return };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    let pid = Pid::from_raw(pid);
+    if !is_postgres_process(pid, pgdata) {
+        return; // A stale file after a crash: postgres itself recovers from it.
+    }
+    tracing::warn!(pid = pid.as_raw(), "stopping an embedded PostgreSQL left running by an earlier control plane");
+    let _ = kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while is_postgres_process(pid, pgdata) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True when `pid` is alive and is a postgres serving `pgdata` (guards against pid reuse).
+fn is_postgres_process(pid: Pid, pgdata: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{}/cmdline", pid.as_raw())) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())) else { return false };
+    // A zombie (state Z) has exited already.
+    if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+        return false;
+    }
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_postgres = args.first().is_some_and(|a| a.ends_with(b"postgres"));
+    let dir = pgdata.as_os_str().as_encoded_bytes();
+    is_postgres && args.contains(&dir)
+}
+
+fn free_port() -> Result<u16, EmbeddedDbError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(EmbeddedDbError::NoFreePort)?;
+    let port = listener.local_addr().map_err(EmbeddedDbError::NoFreePort)?.port();
+    Ok(port)
+}
+
+fn tail_of(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_name_the_package() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = PgBinaries::find(Some(dir.path())).expect_err("no binaries in an empty dir");
+        assert!(matches!(err, EmbeddedDbError::BinariesNotFound { .. }));
+        assert!(err.to_string().contains("apt-get install postgresql"));
+    }
+
+    #[test]
+    fn postmaster_status_reads_line_eight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("postmaster.pid"), "123\n/d\n1\n5432\n/run\n127.0.0.1\n  1 2\nready   \n")
+            .expect("write");
+        assert_eq!(postmaster_status(dir.path()).as_deref(), Some("ready"));
+    }
+}

@@ -1,0 +1,91 @@
+//! The one error body of the API: `{"error": {"code", "message", "request_id"}}`.
+//!
+//! Details of server-side failures (5xx) go to the log under the request id, never into the
+//! response.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The id of the request being served (set by the request-id middleware).
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or `-` outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
+}
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The JSON error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for machines (`code`) and people (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable error code, e.g. `not_found`.
+    pub code: String,
+    pub message: String,
+    /// Quote this when reporting a problem; the server's logs carry it.
+    pub request_id: String,
+}
+
+impl ApiError {
+    /// 503: a dependency (the database, a host) cannot serve the request right now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
+    }
+
+    /// 404 for any path the API does not know.
+    pub fn route_not_found() -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such API route".to_owned() }
+    }
+
+    /// 500; `err` is logged with its whole chain and not shown to the caller.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %ErrorChain(err), request_id = %current_request_id(), "internal error");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; the request id identifies it in the server's logs".to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code.to_owned(), message: self.message, request_id: current_request_id() },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Displays an error and all its sources, `a: b: c`.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}

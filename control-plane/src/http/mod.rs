@@ -1,0 +1,58 @@
+//! The HTTP API: router, middleware (request ids, metrics, tracing) and one module per resource.
+
+pub mod error;
+pub mod health;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+
+use crate::App;
+use error::{ApiError, REQUEST_ID};
+
+/// The request/response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Builds the whole API.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::route_not_found() })
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// Gives every request an id (the caller's `x-request-id` if it is sane, else a new UUID),
+/// makes it available to error bodies and logs, echoes it in the response, and records metrics.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let span = tracing::info_span!("request", %method, path = %req.uri().path(), request_id = %request_id);
+    let mut response =
+        REQUEST_ID.scope(request_id.clone(), tracing::Instrument::instrument(next.run(req), span.clone())).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    app.metrics.observe_request(method.as_str(), &route, status, elapsed);
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed.as_millis() as u64, "served"));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}

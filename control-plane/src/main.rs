@@ -1,0 +1,85 @@
+//! `control-plane`: thin shell over the library.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use control_plane::config::{Config, Overrides};
+use control_plane::embedded_db::{self, EmbeddedPostgres};
+
+/// The cloud's control plane: REST API, scheduler and fleet registry.
+///
+/// Configuration comes from a TOML file (--config), overridden by CLOUD_* environment
+/// variables, overridden by flags. See the README for every key.
+#[derive(Debug, Parser)]
+#[command(version = control_plane::VERSION)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane (the default).
+    Serve,
+    /// Print the effective configuration as TOML and exit.
+    CheckConfig,
+    /// Run only the embedded PostgreSQL of the data directory, until SIGINT/SIGTERM, and print
+    /// its URL (for psql, and for the test suite's shared cluster).
+    EmbeddedDb {
+        /// Also write the URL to this file once the database accepts connections.
+        #[arg(long, value_name = "FILE")]
+        url_file: Option<std::path::PathBuf>,
+        /// Turn off fsync (throwaway test clusters only).
+        #[arg(long)]
+        unsafe_no_fsync: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+/// One line (the whole cause chain) on stderr, never a backtrace: operators read this.
+fn fail(err: &anyhow::Error) -> std::process::ExitCode {
+    let _ = writeln!(std::io::stderr(), "control-plane: error: {err:#}");
+    std::process::ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.overrides)?;
+    control_plane::telemetry::init(&config.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => control_plane::serve(config, control_plane::shutdown_signal()).await?,
+        Command::CheckConfig => {
+            let text = toml::to_string(&config).context("cannot print the configuration")?;
+            std::io::stdout().write_all(text.as_bytes())?;
+        }
+        Command::EmbeddedDb { url_file, unsafe_no_fsync } => {
+            let mut opts = control_plane::embedded_options(&config);
+            opts.unsafe_no_fsync = unsafe_no_fsync;
+            let pg = EmbeddedPostgres::start(opts).await?;
+            let url = pg.url(embedded_db::DATABASE);
+            if let Some(path) = url_file {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, &url).with_context(|| format!("cannot write {}", tmp.display()))?;
+                std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            writeln!(std::io::stdout(), "{url}")?;
+            control_plane::shutdown_signal().await;
+            pg.stop().await?;
+        }
+    }
+    Ok(())
+}

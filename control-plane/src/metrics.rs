@@ -1,0 +1,84 @@
+//! Prometheus metrics of the control plane, served at `GET /metrics`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// The registry and the handles the service updates.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram>,
+    db_connections: Gauge,
+    db_idle_connections: Gauge,
+}
+
+/// Encoding the text format failed (only on a formatter error).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the metrics")]
+pub struct EncodeError(#[source] std::fmt::Error);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `cloud` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cloud");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register("http_request_duration_seconds", "Time to serve HTTP requests", durations.clone());
+        let db_connections = Gauge::default();
+        registry.register("db_pool_connections", "Open database connections", db_connections.clone());
+        let db_idle_connections = Gauge::default();
+        registry.register("db_pool_idle_connections", "Idle database connections", db_idle_connections.clone());
+        let build = Family::<Vec<(String, String)>, Gauge>::default();
+        build.get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())]).set(1);
+        registry.register("build_info", "Version of the running control plane", build);
+        Self { registry: Mutex::new(registry), requests, durations, db_connections, db_idle_connections }
+    }
+
+    /// Records one served request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let (method, route) = (method.to_owned(), route.to_owned());
+        self.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+        self.durations.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition of every metric, with the pool gauges read now.
+    pub fn encode(&self, pool: &PgPool) -> Result<String, EncodeError> {
+        self.db_connections.set(i64::from(pool.size()));
+        self.db_idle_connections.set(pool.num_idle() as i64);
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut out, &registry).map_err(EncodeError)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,118 @@
+//! Test support: a fresh PostgreSQL database per test on a throwaway cluster per test run.
+//!
+//! The test command (`deploy/test.sh`) starts one cluster for the whole run and exports its URL
+//! in `CLOUD_TEST_DATABASE_URL`; every test then creates its own database on it. Run without
+//! that variable (plain `cargo nextest run`), each test process starts a private cluster in a
+//! temporary directory instead, shared by the tests of that process and stopped after the last.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::embedded_db::{self, EmbeddedDbError, EmbeddedDbOptions, EmbeddedPostgres};
+
+/// The environment variable naming the test run's shared cluster.
+pub const TEST_DATABASE_URL_ENV: &str = "CLOUD_TEST_DATABASE_URL";
+
+/// A private cluster owned by one test process.
+#[derive(Debug)]
+pub struct TestCluster {
+    // Field order matters: the server stops before its directory is removed.
+    pg: EmbeddedPostgres,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts a new cluster in a fresh temporary directory (fsync off: it is thrown away).
+    pub fn start() -> Result<Self, EmbeddedDbError> {
+        let dir = tempfile::Builder::new()
+            .prefix("cloud-test-pg-")
+            .tempdir()
+            .map_err(|source| EmbeddedDbError::Prepare { path: std::env::temp_dir(), source })?;
+        let opts =
+            EmbeddedDbOptions { data_dir: dir.path().to_path_buf(), bin_dir: None, port: 0, unsafe_no_fsync: true };
+        let pg = EmbeddedPostgres::start_blocking(&opts)?;
+        Ok(Self { pg, _dir: dir })
+    }
+
+    /// The running server.
+    pub fn postgres(&self) -> &EmbeddedPostgres {
+        &self.pg
+    }
+}
+
+static PROCESS_CLUSTER: Mutex<Weak<TestCluster>> = Mutex::new(Weak::new());
+
+/// A database of its own for one test; the pool is connected and migrated when asked.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database's name (`test_<uuid>`).
+    pub name: String,
+    /// A URL other processes (a control plane under test) can use.
+    pub url: String,
+    options: PgConnectOptions,
+    _cluster: Option<Arc<TestCluster>>,
+}
+
+impl TestDatabase {
+    /// Creates a new, empty database on the run's cluster.
+    pub async fn create() -> Result<Self, EmbeddedDbError> {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let (admin, cluster) = match std::env::var(TEST_DATABASE_URL_ENV).ok().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let options: PgConnectOptions =
+                    url.parse().map_err(|source| EmbeddedDbError::CreateDatabase { name: name.clone(), source })?;
+                (options, None)
+            }
+            None => {
+                let cluster = process_cluster().await?;
+                (cluster.postgres().connect_options("postgres"), Some(cluster))
+            }
+        };
+        embedded_db::ensure_database(admin.clone(), &name).await?;
+        let options = admin.database(&name);
+        let url = match &cluster {
+            Some(c) => c.postgres().url(&name),
+            None => {
+                let base = std::env::var(TEST_DATABASE_URL_ENV).unwrap_or_default();
+                match base.rsplit_once('/') {
+                    Some((prefix, _)) => format!("{prefix}/{name}"),
+                    None => base,
+                }
+            }
+        };
+        Ok(Self { name, url, options, _cluster: cluster })
+    }
+
+    /// Connection options for this database.
+    pub fn options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// A small pool on this database, without migrations.
+    pub async fn pool(&self) -> Result<PgPool, sqlx::Error> {
+        PgPoolOptions::new().max_connections(4).connect_with(self.options()).await
+    }
+
+    /// A pool on this database with every migration applied.
+    pub async fn migrated_pool(&self) -> Result<PgPool, crate::db::DbError> {
+        let pool = self.pool().await?;
+        crate::db::migrate(&pool).await?;
+        Ok(pool)
+    }
+}
+
+async fn process_cluster() -> Result<Arc<TestCluster>, EmbeddedDbError> {
+    tokio::task::spawn_blocking(|| {
+        let mut slot = PROCESS_CLUSTER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cluster) = slot.upgrade() {
+            return Ok(cluster);
+        }
+        let cluster = Arc::new(TestCluster::start()?);
+        *slot = Arc::downgrade(&cluster);
+        Ok(cluster)
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}

@@ -1,0 +1,87 @@
+//! The HTTP service in-process: health, metrics, OpenAPI, the error body.
+
+use std::sync::Arc;
+
+use control_plane::testing::TestDatabase;
+use control_plane::{App, http, metrics::Metrics};
+use serde_json::Value;
+
+struct Served {
+    base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve_app(pool: sqlx::PgPool) -> Served {
+    let app = Arc::new(App { pool, metrics: Metrics::new() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, http::router(app))
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Served { base, _stop: stop }
+}
+
+#[tokio::test]
+async fn healthz_metrics_and_openapi_answer() {
+    let db = TestDatabase::create().await.unwrap();
+    let served = serve_app(db.migrated_pool().await.unwrap()).await;
+    let client = reqwest::Client::new();
+
+    let health = client.get(format!("{}/healthz", served.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("x-request-id"));
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let doc: Value = client.get(format!("{}/v1/openapi.json", served.base)).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/healthz", "/metrics", "/v1/openapi.json"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+
+    let metrics = client.get(format!("{}/metrics", served.base)).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains(r#"cloud_http_requests_total{method="GET",route="/healthz",status="200"} 1"#), "{text}");
+    assert!(text.contains("cloud_db_pool_connections"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+}
+
+#[tokio::test]
+async fn unknown_routes_get_the_error_body_with_the_callers_request_id() {
+    let db = TestDatabase::create().await.unwrap();
+    let served = serve_app(db.migrated_pool().await.unwrap()).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/nothing-here", served.base))
+        .header("x-request-id", "req-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["x-request-id"], "req-123");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body["error"]["request_id"], "req-123");
+}
+
+#[tokio::test]
+async fn healthz_is_503_when_the_database_does_not_answer() {
+    // A pool that points at a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy(&format!("postgres://nobody@127.0.0.1:{port}/none"))
+        .unwrap();
+    let served = serve_app(pool).await;
+    let resp = reqwest::get(format!("{}/healthz", served.base)).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(!body["error"]["request_id"].as_str().unwrap().is_empty());
+}
