@@ -1,0 +1,30 @@
+# Shared helpers of the deploy scripts (sourced, not run).
+# shellcheck shell=bash
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# The cargo target directory lives outside the clone, so repeated runs reuse builds.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cloud/target}"
+
+# ensure_packages PKG...: installs the Debian packages that are missing, and only those.
+ensure_packages() {
+  local missing=()
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "packages present: $*"
+    return 0
+  fi
+  say "installing packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# What the system needs at run time on a host: PostgreSQL server binaries for the embedded
+# database; QEMU and the tools the VMM uses (qemu-img, config-drive tools); networking tools.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+RUNTIME_PACKAGES=(postgresql qemu-system-x86 qemu-utils dosfstools mtools iproute2 nftables openssh-client)

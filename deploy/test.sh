@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the whole test suite as CI does: formatting, lints, then every test against real
+# components (a PostgreSQL cluster for this run, QEMU, guest images built from Debian packages).
+# Installs what it needs first; safe to run again and again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=deploy/common.sh
+source deploy/common.sh
+
+ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config
+
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+if [ -x deploy/images/build-minimal.sh ]; then
+  say "guest image: minimal (cached; rebuilt when its inputs change)"
+  deploy/images/build-minimal.sh
+fi
+
+say "building the tests"
+cargo nextest run --workspace --no-run
+
+# One throwaway PostgreSQL cluster for the whole run; each test creates its own database on it.
+run_dir="$(mktemp -d /tmp/cloud-test-run.XXXXXX)"
+pg_pid=""
+cleanup() {
+  if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
+    kill -INT "$pg_pid" || true
+    wait "$pg_pid" || true
+  fi
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+say "starting the test run's PostgreSQL cluster in $run_dir"
+"$CARGO_TARGET_DIR/debug/control-plane" --data-dir "$run_dir" --log-filter warn \
+  embedded-db --unsafe-no-fsync --url-file "$run_dir/url" >/dev/null &
+pg_pid=$!
+for _ in $(seq 1 600); do
+  [ -s "$run_dir/url" ] && break
+  kill -0 "$pg_pid" 2>/dev/null || { say "the test cluster failed to start"; exit 1; }
+  sleep 0.1
+done
+[ -s "$run_dir/url" ] || { say "the test cluster did not start within 60 s"; exit 1; }
+CLOUD_TEST_DATABASE_URL="$(cat "$run_dir/url")"
+export CLOUD_TEST_DATABASE_URL
+
+say "cargo nextest run --workspace"
+cargo nextest run --workspace --no-fail-fast "$@"
