@@ -1,0 +1,309 @@
+//! `cargo bench -p vmm --bench vmm-bench [-- RUNS]`: boot and snapshot figures for the
+//! `minimal` guest (256 MiB, 1 vCPU), printed as JSON lines with median/min/max over RUNS
+//! (default 5) runs:
+//!
+//! - `start_to_qmp_ready_ms`: `Vm::start` until the QMP session is negotiated
+//! - `start_to_first_console_line_ms`: until `/init` prints `cloud-minimal: init start`
+//! - `start_to_ssh_ms`: until `ssh root@guest true` succeeds with the injected key
+//! - `snapshot_save_ms`, `snapshot_restore_ms`, `restore_to_ssh_ms`: full snapshot
+//! - `vmm_rss_kib`: QEMU's resident set once the guest is ready
+//! - the same boot with a bare hand-written QEMU command line (`bare_*`) and the ratios
+//!   ours/bare: the overhead of our launch path.
+//!
+//! Needs root, QEMU, openssh-client and the image from `deploy/images/build-minimal.sh`
+//! (`CLOUD_MINIMAL_IMAGE` overrides its directory). Runs in its own network namespace.
+
+// The figures on stdout are this program's output.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use vmm::config_drive::{self, ConfigDriveFormat, ConfigDriveParams, NicNetwork};
+use vmm::console::Console;
+use vmm::snapshot::{self, RestoreParams};
+use vmm::spec::{Accel, BootSpec, MacAddr, NicSpec};
+use vmm::{InstanceDir, LaunchOptions, Vm, VmSpec};
+
+const GUEST_IP: &str = "10.201.0.2";
+const HOST_IP: &str = "10.201.0.1";
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Net {
+    netns: String,
+    tap: String,
+}
+
+impl Net {
+    fn create() -> Result<Net> {
+        let id = std::process::id();
+        let net = Net { netns: format!("vmmbench{id}"), tap: format!("vb{id}") };
+        let ns = net.netns.clone();
+        sh("ip", &["netns", "add", &ns])?;
+        sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        sh("ip", &["-n", &ns, "tuntap", "add", "dev", &net.tap, "mode", "tap"])?;
+        sh("ip", &["-n", &ns, "addr", "add", &format!("{HOST_IP}/24"), "dev", &net.tap])?;
+        sh("ip", &["-n", &ns, "link", "set", &net.tap, "up"])?;
+        Ok(net)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let st =
+        std::process::Command::new(program).args(args).status().with_context(|| format!("cannot run {program}"))?;
+    ensure!(st.success(), "{program} {args:?} failed");
+    Ok(())
+}
+
+async fn ssh_ok(net: &Net, key: &Path) -> bool {
+    tokio::process::Command::new("ip")
+        .args(["netns", "exec", &net.netns, "ssh", "-i"])
+        .arg(key)
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=2"])
+        .args(["-o", "LogLevel=ERROR", &format!("root@{GUEST_IP}"), "true"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+async fn wait_for_ssh(net: &Net, key: &Path) -> Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    while !ssh_ok(net, key).await {
+        ensure!(Instant::now() < deadline, "SSH did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rss_kib(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn stats(name: &str, unit: &str, mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        f64::NAN
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let line = serde_json::json!({
+        "metric": name,
+        "unit": unit,
+        "runs": v.len(),
+        "median": (median * 10.0).round() / 10.0,
+        "min": v.first().map(|x| (x * 10.0).round() / 10.0),
+        "max": v.last().map(|x| (x * 10.0).round() / 10.0),
+    });
+    println!("{line}");
+    median
+}
+
+#[derive(Default)]
+struct Samples {
+    qmp: Vec<f64>,
+    console: Vec<f64>,
+    ssh: Vec<f64>,
+    rss: Vec<f64>,
+    save: Vec<f64>,
+    restore: Vec<f64>,
+    restore_ssh: Vec<f64>,
+    bare_console: Vec<f64>,
+    bare_ssh: Vec<f64>,
+    bare_rss: Vec<f64>,
+}
+
+struct Setup {
+    tmp: PathBuf,
+    spec: VmSpec,
+    key: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    cmdline: String,
+    cidata: PathBuf,
+    mac: MacAddr,
+}
+
+async fn setup(net: &Net, tmp: &Path) -> Result<Setup> {
+    let image = PathBuf::from(
+        std::env::var("CLOUD_MINIMAL_IMAGE").unwrap_or_else(|_| "/var/cache/cloud/images/minimal".into()),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(image.join("manifest.json")).context("no minimal image: run deploy/images/build-minimal.sh")?,
+    )?;
+    let cmdline = manifest["boot"]["cmdline"].as_str().unwrap_or("console=ttyS0").to_owned();
+    let key = tmp.join("id");
+    sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &key.display().to_string()])?;
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let mac: MacAddr = "52:54:00:be:0c:01".parse()?;
+    let cidata = tmp.join("cidata.img");
+    let params = ConfigDriveParams {
+        instance_id: "i-bench".into(),
+        hostname: "bench".into(),
+        ssh_authorized_keys: vec![public.trim().to_owned()],
+        user_data: None,
+        network: vec![NicNetwork {
+            mac,
+            addresses: vec![format!("{GUEST_IP}/24").parse()?],
+            gateway: Some(HOST_IP.parse()?),
+            nameservers: vec![],
+        }],
+    };
+    config_drive::build(&params, ConfigDriveFormat::Vfat, &cidata).await?;
+    let kernel = image.join("vmlinuz");
+    let initrd = image.join("initrd.img");
+    let spec = VmSpec {
+        name: "bench".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        boot: BootSpec::DirectKernel { kernel: kernel.clone(), initrd: Some(initrd.clone()), cmdline: cmdline.clone() },
+        disks: vec![],
+        nics: vec![NicSpec { tap: net.tap.clone(), mac }],
+        config_drive: Some(cidata.clone()),
+        accel: Accel::Auto,
+        netns: Some(net.netns.clone()),
+    };
+    Ok(Setup { tmp: tmp.to_owned(), spec, key, kernel, initrd, cmdline, cidata, mac })
+}
+
+async fn run_ours(s: &Setup, net: &Net, run: usize, out: &mut Samples) -> Result<()> {
+    let dir = InstanceDir::new(s.tmp.join(format!("vm-{run}")));
+    let opts = LaunchOptions { start_paused: true, ..LaunchOptions::default() };
+    let t0 = Instant::now();
+    let vm = Vm::start(s.spec.clone(), dir.clone(), &opts).await?;
+    out.qmp.push(ms(t0.elapsed()));
+    let mut console = Console::connect(&dir).await?;
+    vm.resume().await?;
+    console.wait_for("cloud-minimal: init start", TIMEOUT).await?;
+    out.console.push(ms(t0.elapsed()));
+    wait_for_ssh(net, &s.key).await?;
+    out.ssh.push(ms(t0.elapsed()));
+    out.rss.extend(rss_kib(vm.pid()));
+
+    let snap = s.tmp.join(format!("snap-{run}"));
+    let t = Instant::now();
+    vm.snapshot_full(&snap, &opts).await?;
+    out.save.push(ms(t.elapsed()));
+    vm.kill().await?;
+    let t = Instant::now();
+    let params = RestoreParams {
+        dir: InstanceDir::new(s.tmp.join(format!("restored-{run}"))),
+        name: None,
+        taps: None,
+        netns: None,
+        resume: true,
+    };
+    let restored = snapshot::restore(&snap, &params, &opts).await?;
+    out.restore.push(ms(t.elapsed()));
+    wait_for_ssh(net, &s.key).await?;
+    out.restore_ssh.push(ms(t.elapsed()));
+    restored.force_stop().await?;
+    Ok(())
+}
+
+async fn run_bare(s: &Setup, net: &Net, out: &mut Samples) -> Result<()> {
+    let tsc = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| vmm::qemu::host::tsc_khz(&c));
+    let append = match tsc {
+        Some(khz) => format!("{} tsc_early_khz={khz}", s.cmdline),
+        None => s.cmdline.clone(),
+    };
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &net.netns, "qemu-system-x86_64"])
+        .args(["-machine", "microvm,acpi=on", "-accel", "tcg", "-m", "256M", "-smp", "1"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&s.kernel)
+        .arg("-initrd")
+        .arg(&s.initrd)
+        .args(["-append", &append])
+        .arg("-drive")
+        .arg(format!("if=none,id=c,format=raw,readonly=on,file={}", s.cidata.display()))
+        .args(["-device", "virtio-blk-device,drive=c"])
+        .args(["-netdev", &format!("tap,id=n,ifname={},script=no,downscript=no", net.tap)])
+        .args(["-device", &format!("virtio-net-device,netdev=n,mac={}", s.mac)])
+        .args(["-object", "rng-random,id=r,filename=/dev/urandom"])
+        .args(["-device", "virtio-rng-device,rng=r"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("cloud-minimal: init start") {
+                return Ok::<bool, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await??;
+    if !found {
+        bail!("bare QEMU exited before the first console line");
+    }
+    out.bare_console.push(ms(t0.elapsed()));
+    // Keep draining the console so the guest never blocks on a full pipe.
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    wait_for_ssh(net, &s.key).await?;
+    out.bare_ssh.push(ms(t0.elapsed()));
+    if let Some(pid) = child.id() {
+        // `ip netns exec` execs QEMU, so the child's pid is QEMU's.
+        out.bare_rss.extend(rss_kib(i32::try_from(pid)?));
+    }
+    child.kill().await?;
+    drain.abort();
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5).max(1);
+    let tmp = tempfile::Builder::new().prefix("vmm-bench").tempdir()?;
+    let net = Net::create()?;
+    let s = setup(&net, tmp.path()).await?;
+    let mut out = Samples::default();
+    for run in 0..runs {
+        run_ours(&s, &net, run, &mut out).await?;
+        run_bare(&s, &net, &mut out).await?;
+    }
+    stats("start_to_qmp_ready_ms", "ms", out.qmp);
+    let c = stats("start_to_first_console_line_ms", "ms", out.console);
+    let h = stats("start_to_ssh_ms", "ms", out.ssh);
+    let r = stats("vmm_rss_kib", "KiB", out.rss);
+    stats("snapshot_save_ms", "ms", out.save);
+    stats("snapshot_restore_ms", "ms", out.restore);
+    stats("restore_to_ssh_ms", "ms", out.restore_ssh);
+    let bc = stats("bare_start_to_first_console_line_ms", "ms", out.bare_console);
+    let bh = stats("bare_start_to_ssh_ms", "ms", out.bare_ssh);
+    let br = stats("bare_vmm_rss_kib", "KiB", out.bare_rss);
+    for (name, ours, bare) in [
+        ("ratio_first_console_line_ours_over_bare", c, bc),
+        ("ratio_start_to_ssh_ours_over_bare", h, bh),
+        ("ratio_vmm_rss_ours_over_bare", r, br),
+    ] {
+        let ratio = ((ours / bare) * 1000.0).round() / 1000.0;
+        println!("{}", serde_json::json!({ "metric": name, "value": ratio }));
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The QEMU command line, built from a [`VmSpec`] with no I/O, so every flag is unit-tested.
+//!
+//! Shape (direct kernel boot; firmware boot swaps the machine and uses `-pci` devices):
+//! ```text
+//! [ip netns exec NS] qemu-system-x86_64 -nodefaults -no-user-config -name guest=N,debug-threads=on
+//!   -machine microvm,acpi=on -accel tcg -smp 1 -m 256M -display none
+//!   -daemonize -pidfile DIR/qemu.pid -D DIR/vmm.log -d trace:… (keeps stderr → vmm.log)
+//!   -sandbox on,obsolete=deny,resourcecontrol=deny
+//!   -chardev socket,id=qmp,path=DIR/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control
+//!   -chardev socket,id=serial0,path=DIR/serial.sock,server=on,wait=off,logfile=DIR/console.log,logappend=on
+//!   -serial chardev:serial0
+//!   -kernel K -initrd I -append "… tsc_early_khz=N"
+//!   -drive id=disk0,if=none,… -device virtio-blk-device,drive=disk0      (per disk, then cidata)
+//!   -netdev tap,id=net0,ifname=T,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=M
+//!   -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-device,rng=rng0
+//!   [-S] [-incoming defer]
+//! ```
+//! Device ids depend only on device order (`disk0`, `net0`, `cidata`), never on paths or tap names,
+//! so a snapshot restores into a QEMU whose files and taps live elsewhere.
+//!
+//! `-daemonize` makes QEMU fork, `setsid` and return only once its sockets listen, so the caller
+//! needs no polling and the VM outlives it. A daemonized QEMU sends its stderr to `/dev/null`
+//! unless its log file is open; `-D vmm.log` plus a trace pattern that matches no event opens it
+//! without logging anything the guest can trigger. `-sandbox elevateprivileges=deny` would forbid
+//! the `setsid` of `-daemonize`, and `spawn=deny` the `exec:` migration used by snapshots.
+
+use std::path::{Path, PathBuf};
+
+use super::host::ResolvedAccel;
+use crate::instance_dir::InstanceDir;
+use crate::spec::{BootSpec, DiskFormat, Firmware, VmSpec};
+
+/// Where OVMF's code lives (Debian package `ovmf`).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The template copied to each VM's `nvram.fd` (Debian package `ovmf`).
+pub const OVMF_VARS_TEMPLATE: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Everything besides the spec that decides the command line.
+#[derive(Debug, Clone)]
+pub struct CommandPlan<'a> {
+    /// The (validated) spec.
+    pub spec: &'a VmSpec,
+    /// The instance directory.
+    pub dir: &'a InstanceDir,
+    /// Accelerator after `auto` resolution.
+    pub accel: ResolvedAccel,
+    /// Host TSC kHz, appended as `tsc_early_khz=` to direct-kernel command lines under TCG.
+    pub tsc_khz: Option<u64>,
+    /// Pass `-sandbox`.
+    pub sandbox: bool,
+    /// Start with vCPUs stopped (`-S`): the caller attaches the console, then sends `cont`.
+    pub start_paused: bool,
+    /// Wait for an incoming migration (`-incoming defer`), for restores.
+    pub incoming: bool,
+    /// OVMF code image (read-only pflash).
+    pub ovmf_code: &'a Path,
+}
+
+/// A program and its arguments, ready for `Command`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuCommand {
+    /// The program to execute (`ip` when running in a network namespace, else QEMU).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// The `-chardev` argument of the QMP socket, also used to recognise our QEMU in
+/// `/proc/<pid>/cmdline` (the socket path is unique to the instance directory).
+pub fn qmp_chardev_arg(dir: &InstanceDir) -> String {
+    format!("socket,id=qmp,path={},server=on,wait=off", dir.qmp_socket().display())
+}
+
+/// Builds the full command, wrapped in `ip netns exec` when the spec names a namespace.
+pub fn command(qemu: &Path, ip: &Path, plan: &CommandPlan<'_>) -> QemuCommand {
+    let args = qemu_args(plan);
+    match &plan.spec.netns {
+        Some(ns) => {
+            let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), ns.clone(), qemu.display().to_string()];
+            wrapped.extend(args);
+            QemuCommand { program: ip.to_owned(), args: wrapped }
+        }
+        None => QemuCommand { program: qemu.to_owned(), args },
+    }
+}
+
+/// The kernel command line actually passed: the spec's, plus `tsc_early_khz=` under TCG.
+pub fn kernel_cmdline(cmdline: &str, accel: ResolvedAccel, tsc_khz: Option<u64>) -> String {
+    match (accel, tsc_khz) {
+        (ResolvedAccel::Tcg, Some(khz)) if !cmdline.contains("tsc_early_khz=") => {
+            if cmdline.trim().is_empty() {
+                format!("tsc_early_khz={khz}")
+            } else {
+                format!("{} tsc_early_khz={khz}", cmdline.trim_end())
+            }
+        }
+        _ => cmdline.to_owned(),
+    }
+}
+
+/// QEMU's arguments (without the program).
+pub fn qemu_args(plan: &CommandPlan<'_>) -> Vec<String> {
+    let spec = plan.spec;
+    let dir = plan.dir;
+    let mut a: Vec<String> = Vec::with_capacity(64);
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
+
+    push(&["-nodefaults", "-no-user-config"]);
+    push(&["-name", &format!("guest={},debug-threads=on", spec.name)]);
+    let microvm = matches!(spec.boot, BootSpec::DirectKernel { .. });
+    push(&["-machine", if microvm { "microvm,acpi=on" } else { "q35" }]);
+    push(&["-accel", plan.accel.as_str()]);
+    if plan.accel == ResolvedAccel::Kvm {
+        push(&["-cpu", "host"]);
+    }
+    push(&["-smp", &spec.vcpus.to_string()]);
+    push(&["-m", &format!("{}M", spec.memory_mib)]);
+    push(&["-display", "none"]);
+    push(&["-daemonize"]);
+    push(&["-pidfile", &path(&dir.pidfile())]);
+    push(&["-D", &path(&dir.vmm_log()), "-d", "trace:cloud_vmm_stderr_only"]);
+    if plan.sandbox {
+        push(&["-sandbox", "on,obsolete=deny,resourcecontrol=deny"]);
+    }
+    push(&["-chardev", &qmp_chardev_arg(dir)]);
+    push(&["-mon", "chardev=qmp,mode=control"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
+            dir.serial_socket().display(),
+            dir.console_log().display()
+        ),
+    ]);
+    push(&["-serial", "chardev:serial0"]);
+
+    match &spec.boot {
+        BootSpec::DirectKernel { kernel, initrd, cmdline } => {
+            push(&["-kernel", &path(kernel)]);
+            if let Some(initrd) = initrd {
+                push(&["-initrd", &path(initrd)]);
+            }
+            let cmdline = kernel_cmdline(cmdline, plan.accel, plan.tsc_khz);
+            if !cmdline.is_empty() {
+                push(&["-append", &cmdline]);
+            }
+        }
+        BootSpec::Firmware { firmware } => match firmware {
+            Firmware::Seabios => {}
+            Firmware::Ovmf => {
+                push(&[
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", plan.ovmf_code.display()),
+                ]);
+                push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", dir.nvram().display())]);
+            }
+        },
+    }
+
+    let bus = if microvm { "device" } else { "pci" };
+    for (i, disk) in spec.disks.iter().enumerate() {
+        push(&["-drive", &drive_arg(&format!("disk{i}"), &disk.path, disk.format, disk.read_only)]);
+        push(&["-device", &format!("virtio-blk-{bus},drive=disk{i},id=vblk{i}")]);
+    }
+    if let Some(cidata) = &spec.config_drive {
+        push(&["-drive", &drive_arg("cidata", cidata, DiskFormat::Raw, true)]);
+        push(&["-device", &format!("virtio-blk-{bus},drive=cidata,id=vblkcidata")]);
+    }
+    for (i, nic) in spec.nics.iter().enumerate() {
+        push(&["-netdev", &format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.tap)]);
+        push(&["-device", &format!("virtio-net-{bus},netdev=net{i},mac={},id=vnet{i}", nic.mac)]);
+    }
+    push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
+    push(&["-device", &format!("virtio-rng-{bus},rng=rng0,id=vrng0")]);
+
+    if plan.start_paused {
+        push(&["-S"]);
+    }
+    if plan.incoming {
+        push(&["-incoming", "defer"]);
+    }
+    a
+}
+
+fn drive_arg(id: &str, file: &Path, format: DiskFormat, read_only: bool) -> String {
+    let mut s =
+        format!("id={id},if=none,file={},format={},cache=writeback,discard=unmap", file.display(), format.as_str());
+    if read_only {
+        s.push_str(",readonly=on");
+    }
+    s
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spec::{Accel, DiskSpec, NicSpec};
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: "web-1".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            boot: BootSpec::DirectKernel {
+                kernel: "/img/vmlinuz".into(),
+                initrd: Some("/img/initrd.img".into()),
+                cmdline: "console=ttyS0".into(),
+            },
+            disks: vec![DiskSpec {
+                path: "/i/disk-0.qcow2".into(),
+                format: DiskFormat::Qcow2,
+                base: None,
+                read_only: false,
+            }],
+            nics: vec![NicSpec { tap: "tap-a".into(), mac: "52:54:00:00:00:01".parse().unwrap() }],
+            config_drive: Some("/i/cidata.img".into()),
+            accel: Accel::Auto,
+            netns: None,
+        }
+    }
+
+    fn plan<'a>(spec: &'a VmSpec, dir: &'a InstanceDir) -> CommandPlan<'a> {
+        CommandPlan {
+            spec,
+            dir,
+            accel: ResolvedAccel::Tcg,
+            tsc_khz: Some(2_445_404),
+            sandbox: true,
+            start_paused: false,
+            incoming: false,
+            ovmf_code: Path::new(OVMF_CODE),
+        }
+    }
+
+    fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+        args.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn direct_kernel_uses_microvm_with_mmio_devices_and_tsc_hint() {
+        let spec = spec();
+        let dir = InstanceDir::new("/i");
+        let args = qemu_args(&plan(&spec, &dir));
+        assert!(has_pair(&args, "-machine", "microvm,acpi=on"));
+        assert!(has_pair(&args, "-accel", "tcg"));
+        assert!(has_pair(&args, "-append", "console=ttyS0 tsc_early_khz=2445404"));
+        assert!(has_pair(&args, "-device", "virtio-blk-device,drive=disk0,id=vblk0"));
+        assert!(has_pair(&args, "-device", "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01,id=vnet0"));
+        assert!(has_pair(&args, "-device", "virtio-rng-device,rng=rng0,id=vrng0"));
+        assert!(has_pair(
+            &args,
+            "-drive",
+            "id=cidata,if=none,file=/i/cidata.img,format=raw,cache=writeback,discard=unmap,readonly=on"
+        ));
+        assert!(has_pair(&args, "-pidfile", "/i/qemu.pid"));
+        assert!(has_pair(
+            &args,
+            "-chardev",
+            "socket,id=serial0,path=/i/serial.sock,server=on,wait=off,logfile=/i/console.log,logappend=on"
+        ));
+        assert!(has_pair(&args, "-chardev", &qmp_chardev_arg(&dir)));
+        assert!(!args.iter().any(|a| a == "-cpu" || a == "-S" || a == "-incoming"));
+        assert_eq!(args[0], "-nodefaults");
+    }
+
+    #[test]
+    fn kvm_gets_host_cpu_and_no_tsc_hint() {
+        let spec = spec();
+        let dir = InstanceDir::new("/i");
+        let mut p = plan(&spec, &dir);
+        p.accel = ResolvedAccel::Kvm;
+        let args = qemu_args(&p);
+        assert!(has_pair(&args, "-cpu", "host"));
+        assert!(has_pair(&args, "-append", "console=ttyS0"));
+    }
+
+    #[test]
+    fn existing_tsc_hint_is_kept() {
+        assert_eq!(kernel_cmdline("tsc_early_khz=1", ResolvedAccel::Tcg, Some(5)), "tsc_early_khz=1");
+        assert_eq!(kernel_cmdline("", ResolvedAccel::Tcg, Some(5)), "tsc_early_khz=5");
+        assert_eq!(kernel_cmdline("x", ResolvedAccel::Tcg, None), "x");
+    }
+
+    #[test]
+    fn firmware_boot_uses_q35_pci_and_per_vm_nvram() {
+        let mut spec = spec();
+        spec.boot = BootSpec::Firmware { firmware: Firmware::Ovmf };
+        let dir = InstanceDir::new("/i");
+        let args = qemu_args(&plan(&spec, &dir));
+        assert!(has_pair(&args, "-machine", "q35"));
+        assert!(has_pair(&args, "-device", "virtio-blk-pci,drive=disk0,id=vblk0"));
+        assert!(has_pair(&args, "-drive", "if=pflash,format=raw,unit=1,file=/i/nvram.fd"));
+        assert!(!args.iter().any(|a| a == "-kernel"));
+    }
+
+    #[test]
+    fn netns_wraps_in_ip_netns_exec_and_flags_for_restore() {
+        let mut spec = spec();
+        spec.netns = Some("ns1".into());
+        let dir = InstanceDir::new("/i");
+        let mut p = plan(&spec, &dir);
+        p.start_paused = true;
+        p.incoming = true;
+        let cmd = command(Path::new("/usr/bin/qemu"), Path::new("/sbin/ip"), &p);
+        assert_eq!(cmd.program, Path::new("/sbin/ip"));
+        assert_eq!(&cmd.args[..4], ["netns", "exec", "ns1", "/usr/bin/qemu"]);
+        assert!(has_pair(&cmd.args, "-incoming", "defer"));
+        assert!(cmd.args.iter().any(|a| a == "-S"));
+    }
+}
