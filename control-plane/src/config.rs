@@ -4,6 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"      # CLOUD_LISTEN, --listen
 //! data_dir = "/var/lib/cloud"    # CLOUD_DATA_DIR, --data-dir
+//! public_url = "http://…"        # CLOUD_PUBLIC_URL: how clients reach the API (default http://<listen>)
 //!
 //! [database]
 //! url = "postgres://…"           # CLOUD_DATABASE_URL; absent: run the embedded PostgreSQL
@@ -13,6 +14,13 @@
 //! [embedded_database]
 //! bin_dir = "/usr/lib/postgresql/15/bin"  # CLOUD_EMBEDDED_DATABASE_BIN_DIR; default: searched
 //! port = 0                                # CLOUD_EMBEDDED_DATABASE_PORT; 0: a free port
+//!
+//! [fleet]
+//! grpc_listen = "127.0.0.1:7443"          # CLOUD_FLEET_GRPC_LISTEN: gRPC for host agents (mTLS)
+//! grpc_url = "https://10.0.0.1:7443"      # CLOUD_FLEET_GRPC_URL; default https://<grpc_listen>
+//! instance_subnet_pool = "10.100.0.0/16"  # CLOUD_FLEET_INSTANCE_SUBNET_POOL: a /24 per host
+//! lease_secs = 10                         # CLOUD_FLEET_LEASE_SECS
+//! join_token_ttl_secs = 3600              # CLOUD_FLEET_JOIN_TOKEN_TTL_SECS
 //!
 //! [log]
 //! format = "text"                # CLOUD_LOG_FORMAT: text | json
@@ -26,6 +34,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::FleetConfig;
+use crate::fleet::subnets::Ipv4Net;
+
 /// The effective configuration, after file, environment and flags were merged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,8 +45,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the control plane keeps its state: the embedded database, the fleet CA, tokens.
     pub data_dir: PathBuf,
+    /// The API's URL as clients see it (printed in join commands); default `http://<listen>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
     pub database: DatabaseConfig,
     pub embedded_database: EmbeddedDatabaseConfig,
+    pub fleet: FleetConfig,
     pub log: LogConfig,
 }
 
@@ -83,8 +98,10 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: default_data_dir(),
+            public_url: None,
             database: DatabaseConfig::default(),
             embedded_database: EmbeddedDatabaseConfig::default(),
+            fleet: FleetConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -127,6 +144,9 @@ pub struct Overrides {
     /// State directory [default: /var/lib/cloud as root].
     #[arg(long, env = "CLOUD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The API's URL as clients see it [default: http://<listen>].
+    #[arg(long, env = "CLOUD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// PostgreSQL URL; without it the embedded PostgreSQL runs in the data directory.
     #[arg(long, env = "CLOUD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
@@ -142,6 +162,21 @@ pub struct Overrides {
     /// TCP port of the embedded database on 127.0.0.1 [default: 0, a free port].
     #[arg(long, env = "CLOUD_EMBEDDED_DATABASE_PORT", value_name = "PORT")]
     pub embedded_database_port: Option<u16>,
+    /// Address of the gRPC service for host agents [default: 127.0.0.1:7443].
+    #[arg(long, env = "CLOUD_FLEET_GRPC_LISTEN", value_name = "ADDR")]
+    pub fleet_grpc_listen: Option<SocketAddr>,
+    /// The gRPC URL handed to agents [default: https://<fleet-grpc-listen>].
+    #[arg(long, env = "CLOUD_FLEET_GRPC_URL", value_name = "URL")]
+    pub fleet_grpc_url: Option<String>,
+    /// Pool of instance subnets; each host gets a /24 [default: 10.100.0.0/16].
+    #[arg(long, env = "CLOUD_FLEET_INSTANCE_SUBNET_POOL", value_name = "CIDR")]
+    pub fleet_instance_subnet_pool: Option<Ipv4Net>,
+    /// Seconds a host's report keeps its lease [default: 10].
+    #[arg(long, env = "CLOUD_FLEET_LEASE_SECS", value_name = "SECS")]
+    pub fleet_lease_secs: Option<u32>,
+    /// Default lifetime of join tokens in seconds [default: 3600].
+    #[arg(long, env = "CLOUD_FLEET_JOIN_TOKEN_TTL_SECS", value_name = "SECS")]
+    pub fleet_join_token_ttl_secs: Option<u64>,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -199,6 +234,9 @@ impl Config {
         }
         set(&mut self.listen, &o.listen);
         set(&mut self.data_dir, &o.data_dir);
+        if let Some(url) = o.public_url.as_ref().filter(|u| !u.is_empty()) {
+            self.public_url = Some(url.clone());
+        }
         if let Some(url) = o.database_url.as_ref().filter(|u| !u.is_empty()) {
             self.database.url = Some(url.clone());
         }
@@ -208,8 +246,20 @@ impl Config {
             self.embedded_database.bin_dir = o.embedded_database_bin_dir.clone();
         }
         set(&mut self.embedded_database.port, &o.embedded_database_port);
+        set(&mut self.fleet.grpc_listen, &o.fleet_grpc_listen);
+        if let Some(url) = o.fleet_grpc_url.as_ref().filter(|u| !u.is_empty()) {
+            self.fleet.grpc_url = Some(url.clone());
+        }
+        set(&mut self.fleet.instance_subnet_pool, &o.fleet_instance_subnet_pool);
+        set(&mut self.fleet.lease_secs, &o.fleet_lease_secs);
+        set(&mut self.fleet.join_token_ttl_secs, &o.fleet_join_token_ttl_secs);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
+    }
+
+    /// The API's URL as clients see it.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// Checks what types alone cannot.
@@ -233,6 +283,25 @@ impl Config {
             && !dir.is_absolute()
         {
             return invalid("embedded_database.bin_dir", "must be an absolute path");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("public_url", "must start with http:// or https://");
+        }
+        if let Some(url) = &self.fleet.grpc_url
+            && !url.starts_with("https://")
+        {
+            return invalid("fleet.grpc_url", "must start with https:// (agents always use TLS)");
+        }
+        if self.fleet.instance_subnet_pool.prefix > 24 {
+            return invalid("fleet.instance_subnet_pool", "must be /24 or larger (each host gets a /24)");
+        }
+        if self.fleet.lease_secs < 3 {
+            return invalid("fleet.lease_secs", "must be at least 3 (agents report every 2 s)");
+        }
+        if self.fleet.join_token_ttl_secs == 0 {
+            return invalid("fleet.join_token_ttl_secs", "must be at least 1");
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });

@@ -19,8 +19,10 @@
 //!   authentication limited to those two: nothing outside this machine can reach it.
 //! - It runs in its own process group, so a Ctrl-C on the terminal reaches only the control
 //!   plane, which then stops the server itself, after the last connection is closed.
-//! - A server left running by a control plane that was killed is detected through
-//!   `postmaster.pid` and shut down before the new one starts.
+//! - The supervisor holds an exclusive lock on `postgres/supervisor.lock` while it runs, so a
+//!   second control plane on the same data directory is refused instead of stopping the first
+//!   one's database. A server left running by a control plane that was killed (lock released by
+//!   the kernel) is detected through `postmaster.pid` and shut down before the new one starts.
 
 use std::fs;
 use std::io;
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, geteuid};
 use sqlx::postgres::PgConnectOptions;
@@ -101,6 +104,8 @@ pub enum EmbeddedDbError {
     },
     #[error("invalid database name {name:?}: use lowercase letters, digits and underscores")]
     InvalidDatabaseName { name: String },
+    #[error("another control plane is running on {dir} (its embedded PostgreSQL is in use); stop it first")]
+    InUse { dir: PathBuf },
     #[error("PostgreSQL (pid {pid}) did not stop within {timeout:?}")]
     StopTimeout { pid: i32, timeout: Duration },
 }
@@ -182,6 +187,8 @@ pub struct EmbeddedPostgres {
     root: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Held for the server's lifetime; released (also by the kernel on a crash) after it stops.
+    _lock: Flock<fs::File>,
 }
 
 impl EmbeddedPostgres {
@@ -193,6 +200,7 @@ impl EmbeddedPostgres {
         let owner = service_owner()?;
         let root = opts.data_dir.join("postgres");
         prepare_dirs(&opts.data_dir, &root, owner.as_ref())?;
+        let lock = lock_supervisor(&root)?;
         let pgdata = root.join("pgdata");
         if !pgdata.join("PG_VERSION").is_file() {
             initdb(&bins, &root, owner.as_ref())?;
@@ -236,7 +244,7 @@ impl EmbeddedPostgres {
         }
         tracing::info!(dir = %pgdata.display(), port, bin_dir = %bins.dir().display(), "starting embedded PostgreSQL");
         let child = cmd.spawn().map_err(|source| EmbeddedDbError::Spawn { program: bins.postgres(), source })?;
-        let mut pg = Self { root, port, child: Some(child) };
+        let mut pg = Self { root, port, child: Some(child), _lock: lock };
         pg.wait_ready(&log)?;
         pg.ensure_database_blocking(DATABASE)?;
         Ok(pg)
@@ -381,6 +389,18 @@ pub async fn ensure_database(admin: PgConnectOptions, name: &str) -> Result<(), 
     }
     conn.close().await.map_err(err)?;
     Ok(())
+}
+
+/// Takes the supervisor lock of `root`, or reports that another supervisor holds it.
+fn lock_supervisor(root: &Path) -> Result<Flock<fs::File>, EmbeddedDbError> {
+    let path = root.join("supervisor.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| EmbeddedDbError::Prepare { path: path.clone(), source })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| EmbeddedDbError::InUse { dir: root.to_path_buf() })
 }
 
 /// `Some(user)` when we run as root and must hand the cluster to the service user.

@@ -7,10 +7,13 @@
 //! with the control-plane issue (#5).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod embedded_db;
+pub mod fleet;
 pub mod http;
+pub mod ids;
 pub mod metrics;
 pub mod telemetry;
 pub mod testing;
@@ -28,11 +31,29 @@ use embedded_db::{EmbeddedDbOptions, EmbeddedPostgres};
 /// The control plane's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Shared state of the HTTP handlers (`State<Arc<App>>`).
+/// Shared state of the HTTP handlers and gRPC services (`State<Arc<App>>`).
 #[derive(Debug)]
 pub struct App {
     pub pool: PgPool,
     pub metrics: metrics::Metrics,
+    pub fleet: fleet::Fleet,
+    /// The API's URL as clients see it.
+    pub public_url: String,
+    /// Content-addressed blobs (image disks, kernels, initrds): `<dir>/<sha256 hex>`.
+    pub blob_dir: std::path::PathBuf,
+}
+
+impl App {
+    /// The state shared by every request.
+    pub fn new(pool: PgPool, fleet: fleet::Fleet, config: &Config) -> Self {
+        Self {
+            pool,
+            metrics: metrics::Metrics::new(),
+            fleet,
+            public_url: config.public_url(),
+            blob_dir: config.data_dir.join("blobs").join("sha256"),
+        }
+    }
 }
 
 /// Why the control plane could not start or stopped with an error.
@@ -42,6 +63,12 @@ pub enum StartError {
     EmbeddedDb(#[from] embedded_db::EmbeddedDbError),
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error("cannot create the bootstrap administrator")]
+    Bootstrap(#[from] auth::AuthError),
+    #[error("fleet PKI")]
+    Pki(#[from] fleet::pki::PkiError),
+    #[error("the fleet gRPC server failed")]
+    Grpc(#[source] tonic::transport::Error),
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -102,25 +129,42 @@ pub fn embedded_options(config: &Config) -> EmbeddedDbOptions {
 /// stops the embedded database.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let database = Database::open(&config).await?;
-    let app = Arc::new(App { pool: database.pool.clone(), metrics: metrics::Metrics::new() });
-    let served = serve_http(&config, app, shutdown).await;
+    let served = serve_with(&config, database.pool.clone(), shutdown).await;
     let closed = database.close().await;
     served.and(closed)
 }
 
-async fn serve_http(
+async fn serve_with(
     config: &Config,
-    app: Arc<App>,
+    pool: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    tracing::info!(%addr, version = VERSION, "control plane listening");
-    axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
-    tracing::info!("HTTP server stopped");
-    Ok(())
+    let outcome = auth::bootstrap(&pool, &config.data_dir).await?;
+    tracing::info!(?outcome, "bootstrap checked");
+    let fleet = fleet::Fleet::load(&config.data_dir, config.fleet.clone())?;
+    let app = Arc::new(App::new(pool, fleet, config));
+    let listen = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
+    let http_listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
+    let grpc_listener = fleet::grpc::bind(config.fleet.grpc_listen).await.map_err(listen(config.fleet.grpc_listen))?;
+    let http_addr = http_listener.local_addr().map_err(listen(config.listen))?;
+    let grpc_addr = grpc_listener.local_addr().map_err(listen(config.fleet.grpc_listen))?;
+    tracing::info!(%http_addr, %grpc_addr, version = VERSION, "control plane listening");
+
+    // One shutdown signal, fanned out to both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let http = axum::serve(http_listener, http::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx));
+    let (http, grpc) = tokio::join!(http, grpc);
+    tracing::info!("servers stopped");
+    http.map_err(StartError::Serve)?;
+    grpc.map_err(StartError::Grpc)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -27,6 +27,9 @@ enum Command {
     Serve,
     /// Print the effective configuration as TOML and exit.
     CheckConfig,
+    /// Issue a new token for the bootstrap administrator and write it to <data_dir>/admin-token
+    /// (for when that file was lost). With the embedded database, stop the control plane first.
+    IssueAdminToken,
     /// Run only the embedded PostgreSQL of the data directory, until SIGINT/SIGTERM, and print
     /// its URL (for psql, and for the test suite's shared cluster).
     EmbeddedDb {
@@ -65,6 +68,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let text = toml::to_string(&config).context("cannot print the configuration")?;
             std::io::stdout().write_all(text.as_bytes())?;
+        }
+        Command::IssueAdminToken => {
+            let database = control_plane::Database::open(&config).await?;
+            let issued = control_plane::auth::issue_admin_token_unchecked(&database.pool, &config.data_dir).await;
+            database.close().await?;
+            let path = issued?;
+            writeln!(std::io::stdout(), "wrote a new administrator token to {}", path.display())?;
         }
         Command::EmbeddedDb { url_file, unsafe_no_fsync } => {
             let mut opts = control_plane::embedded_options(&config);

@@ -116,3 +116,12 @@ async fn process_cluster() -> Result<Arc<TestCluster>, EmbeddedDbError> {
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
+
+/// The control plane's shared state over `pool`, with a fleet CA in `data_dir` and default
+/// settings otherwise: for tests that serve the API in-process.
+pub fn app(pool: PgPool, data_dir: &std::path::Path) -> crate::App {
+    let config = crate::config::Config { data_dir: data_dir.to_path_buf(), ..crate::config::Config::default() };
+    let fleet = crate::fleet::Fleet::load(data_dir, config.fleet.clone())
+        .unwrap_or_else(|err| panic!("cannot create a test fleet CA in {}: {err}", data_dir.display()));
+    crate::App::new(pool, fleet, &config)
+}

@@ -10,13 +10,13 @@
 //! instead of a client certificate. The messages grow with later features; fields are only ever
 //! added, never renumbered.
 #![forbid(unsafe_code)]
-#![allow(missing_docs, missing_debug_implementations, clippy::all)]
 
 /// `cloud.*` packages.
 pub mod cloud {
     /// `cloud.agent.*` packages.
     pub mod agent {
         /// `cloud.agent.v1`: the first version of the agent contract.
+        #[allow(missing_debug_implementations, clippy::all)]
         pub mod v1 {
             tonic::include_proto!("cloud.agent.v1");
         }
@@ -24,3 +24,6 @@ pub mod cloud {
 }
 
 pub use cloud::agent;
+
+pub mod identity;
+pub mod join_token;

@@ -77,3 +77,5 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
 }
+pub mod hosts;
+pub mod identity;

@@ -89,3 +89,32 @@ impl std::fmt::Display for ErrorChain<'_> {
         Ok(())
     }
 }
+
+/// The client errors (4xx) the handlers report.
+impl ApiError {
+    /// 400 `invalid`: the request is malformed or a field is out of range; say which field.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid", message: message.into() }
+    }
+
+    /// 401 `unauthenticated`: no credentials, or ones that are not (or no longer) valid.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthenticated", message: message.into() }
+    }
+
+    /// 403 `forbidden`: authenticated, but not allowed. Only where existence is no secret
+    /// (the fleet, or a project the caller is a member of); elsewhere use `not_found`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
+    }
+
+    /// 404 `not_found`: no such resource, or one outside the caller's projects.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    }
+
+    /// 409 `conflict`: a name is taken, or the resource's state does not allow the change.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
+    }
+}

@@ -1,7 +1,9 @@
 //! The HTTP API: router, middleware (request ids, metrics, tracing) and one module per resource.
 
+pub mod auth;
 pub mod error;
 pub mod health;
+pub mod hosts;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::App;
 use error::{ApiError, REQUEST_ID};
@@ -26,6 +28,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/fleet/join-info", get(hosts::join_info))
+        .route("/v1/hosts", get(hosts::host_list))
+        .route("/v1/hosts/join-tokens", post(hosts::join_token_create))
+        .route("/v1/hosts/{id}", get(hosts::host_get))
+        .merge(auth::routes())
         .fallback(|| async { ApiError::route_not_found() })
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)

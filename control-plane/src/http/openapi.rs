@@ -4,13 +4,49 @@ use axum::Json;
 
 use utoipa::OpenApi;
 
+use super::auth::BearerAuth;
+
 /// The OpenAPI document of the whole API.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "cloud control plane", description = "REST API of the cloud's control plane."),
-    paths(super::health::healthz, super::health::metrics, document),
-    components(schemas(super::error::ErrorBody, super::error::ErrorDetail, super::health::Health)),
-    tags((name = "service", description = "Health, metrics and API description"))
+    paths(
+        super::health::healthz,
+        super::health::metrics,
+        document,
+        super::hosts::join_info,
+        super::hosts::join_token_create,
+        super::hosts::host_list,
+        super::hosts::host_get,
+        super::auth::whoami,
+        super::auth::token_create,
+        super::auth::token_list,
+        super::auth::token_revoke,
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(
+        super::error::ErrorBody,
+        super::error::ErrorDetail,
+        super::health::Health,
+        super::hosts::JoinInfo,
+        super::hosts::JoinTokenParams,
+        super::hosts::JoinTokenCreated,
+        crate::db::hosts::HostRow,
+        super::auth::WhoAmI,
+        super::auth::UserView,
+        super::auth::ProjectMembershipView,
+        super::auth::TokenCreateParams,
+        super::auth::TokenCreated,
+        super::auth::TokenView,
+        super::auth::TokenStatus,
+        super::auth::TokenList,
+        crate::auth::Role,
+    )),
+    tags(
+        (name = "service", description = "Health, metrics and API description"),
+        (name = "hosts", description = "The fleet: hosts and join tokens (operators)"),
+        (name = "auth", description = "Who you are, and your API tokens")
+    )
 )]
 pub struct ApiDoc;
 

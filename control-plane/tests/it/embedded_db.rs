@@ -51,10 +51,26 @@ async fn a_cluster_starts_stops_and_restarts_with_its_data() {
 #[tokio::test]
 async fn a_server_left_running_by_a_killed_supervisor_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let first = EmbeddedPostgres::start(options(dir.path())).await.unwrap();
-    let orphan = first.pid().unwrap();
-    // As if the control plane was killed with SIGKILL: its Drop never runs.
-    std::mem::forget(first);
+    // A control plane running only its database, killed with SIGKILL: its PostgreSQL lives on.
+    let url_file = dir.path().join("url");
+    let mut supervisor = std::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["embedded-db", "--unsafe-no-fsync", "--url-file"])
+        .arg(&url_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !url_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "the embedded database did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid_text = std::fs::read_to_string(dir.path().join("postgres/pgdata/postmaster.pid")).unwrap();
+    let orphan: u32 = pid_text.lines().next().unwrap().trim().parse().unwrap();
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
     assert!(process_exists(orphan));
 
     let second = EmbeddedPostgres::start(options(dir.path())).await.unwrap();
@@ -62,6 +78,20 @@ async fn a_server_left_running_by_a_killed_supervisor_is_replaced() {
     assert!(!process_exists(orphan), "the orphaned server {orphan} was not stopped");
     assert_eq!(query_marker(&second).await, None);
     second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_supervisor_on_a_data_dir_in_use_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EmbeddedPostgres::start(options(dir.path())).await.unwrap();
+    let err = EmbeddedPostgres::start(options(dir.path())).await.unwrap_err();
+    assert!(matches!(err, control_plane::embedded_db::EmbeddedDbError::InUse { .. }), "{err}");
+    // The first server was left alone.
+    assert!(process_exists(first.pid().unwrap()));
+    let mut conn = sqlx::PgConnection::connect_with(&first.connect_options(DATABASE)).await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    first.stop().await.unwrap();
 }
 
 #[tokio::test]

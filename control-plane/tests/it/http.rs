@@ -2,17 +2,19 @@
 
 use std::sync::Arc;
 
+use control_plane::http;
 use control_plane::testing::TestDatabase;
-use control_plane::{App, http, metrics::Metrics};
 use serde_json::Value;
 
 struct Served {
     base: String,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
 }
 
 async fn serve_app(pool: sqlx::PgPool) -> Served {
-    let app = Arc::new(App { pool, metrics: Metrics::new() });
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(control_plane::testing::app(pool, dir.path()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -24,7 +26,7 @@ async fn serve_app(pool: sqlx::PgPool) -> Served {
             .await
             .unwrap();
     });
-    Served { base, _stop: stop }
+    Served { base, _stop: stop, _dir: dir }
 }
 
 #[tokio::test]

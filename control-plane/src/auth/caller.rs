@@ -1,0 +1,208 @@
+//! The [`Caller`] extractor: the authenticated user behind a request, and the checks handlers
+//! make with it (operator, project role).
+//!
+//! ```text
+//!  Authorization header   absent ───────────────────────────▶ 401 "missing bearer token"
+//!        │                not `Bearer cloud_<43 base64url>` ─▶ 401 "malformed bearer token"
+//!        ▼
+//!  SHA-256 → api_tokens   no row, revoked, user disabled ────▶ 401 "invalid or expired token"
+//!        │                expires_at passed ─────────────────▶ 401 "token expired"
+//!        ▼
+//!     Caller ── last_used_at refreshed (at most once a minute per token)
+//! ```
+//! Only a holder of the secret can learn that it expired; unknown, revoked and disabled are
+//! one answer, so a response never says whether a token ever existed.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use sqlx::PgPool;
+
+use super::Role;
+use super::token::{MalformedToken, TokenSecret};
+use crate::App;
+use crate::db::identity::{self, IdentityError};
+use crate::http::error::{ApiError, ErrorChain};
+use crate::ids::{ProjectId, TokenId, UserId};
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: UserId,
+    /// Operators manage the fleet (hosts, join tokens).
+    pub is_operator: bool,
+    /// The token the request presented.
+    pub token_id: TokenId,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticationError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed authorization header")]
+    Malformed(#[source] MalformedHeader),
+    #[error("unknown token")]
+    Unknown,
+    #[error("revoked token")]
+    Revoked { token_id: TokenId },
+    #[error("expired token")]
+    Expired { token_id: TokenId },
+    #[error("the token's user is disabled")]
+    UserDisabled { user_id: UserId },
+    #[error("cannot look the token up")]
+    Store(#[from] IdentityError),
+}
+
+/// What is wrong with the `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedHeader {
+    #[error("the header is not `Bearer <token>`")]
+    NotBearer,
+    #[error("the bearer token is not an API token")]
+    Token(#[source] MalformedToken),
+}
+
+impl AuthenticationError {
+    /// The API's answer: 401 `unauthenticated` naming what is wrong as far as that is safe to
+    /// say, or 500 (logged) when the database failed.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            Self::Missing => ApiError::unauthenticated("missing bearer token: send `Authorization: Bearer <token>`"),
+            Self::Malformed(_) => ApiError::unauthenticated(format!(
+                "malformed bearer token: expected `Authorization: Bearer {}…`",
+                super::TOKEN_PREFIX
+            )),
+            Self::Expired { .. } => ApiError::unauthenticated("token expired"),
+            Self::Unknown | Self::Revoked { .. } | Self::UserDisabled { .. } => {
+                ApiError::unauthenticated("invalid or expired token")
+            }
+            Self::Store(err) => ApiError::internal(err),
+        }
+    }
+}
+
+/// Finds the caller of a request from its `Authorization` header.
+pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, AuthenticationError> {
+    let secret = bearer_token(headers)?;
+    let found = identity::token_find_by_hash(pool, &secret.hash()).await?.ok_or(AuthenticationError::Unknown)?;
+    if found.revoked {
+        return Err(AuthenticationError::Revoked { token_id: found.token_id });
+    }
+    if found.user_disabled {
+        return Err(AuthenticationError::UserDisabled { user_id: found.user_id });
+    }
+    if found.expired {
+        return Err(AuthenticationError::Expired { token_id: found.token_id });
+    }
+    if found.last_used_stale {
+        // Bookkeeping only: a failure here must not fail the request.
+        if let Err(err) = identity::token_touch(pool, found.token_id).await {
+            tracing::warn!(error = %ErrorChain(&err), token_id = %found.token_id, "cannot record the token's last use");
+        }
+    }
+    Ok(Caller { user_id: found.user_id, is_operator: found.is_operator, token_id: found.token_id })
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235).
+fn bearer_token(headers: &HeaderMap) -> Result<TokenSecret, AuthenticationError> {
+    let value = headers.get(AUTHORIZATION).ok_or(AuthenticationError::Missing)?;
+    let malformed = AuthenticationError::Malformed;
+    let text = value.to_str().map_err(|_| malformed(MalformedHeader::NotBearer))?;
+    let (scheme, token) = text.split_once(' ').ok_or(malformed(MalformedHeader::NotBearer))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(malformed(MalformedHeader::NotBearer));
+    }
+    TokenSecret::parse(token.trim()).map_err(|e| malformed(MalformedHeader::Token(e)))
+}
+
+impl Caller {
+    /// Fleet endpoints: 403 `forbidden` unless the caller is an operator. (The fleet is not
+    /// project-scoped, so saying it exists leaks nothing.)
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.is_operator { Ok(()) } else { Err(ApiError::forbidden("this endpoint is for operators")) }
+    }
+
+    /// The caller's role in `project`; 404 `not_found` when the caller is not a member, exactly
+    /// as when the project does not exist.
+    pub async fn project_role(&self, pool: &PgPool, project: ProjectId) -> Result<Role, ApiError> {
+        match identity::project_member_role(pool, project, self.user_id).await {
+            Ok(Some(role)) => Ok(role),
+            Ok(None) => Err(ApiError::not_found("no such project")),
+            Err(err) => Err(ApiError::internal(&err)),
+        }
+    }
+
+    /// The caller's role in `project` if it is at least `min`: 404 for non-members (see
+    /// [`Caller::project_role`]), 403 `forbidden` for members whose role is too low.
+    pub async fn require_role(&self, pool: &PgPool, project: ProjectId, min: Role) -> Result<Role, ApiError> {
+        let role = self.project_role(pool, project).await?;
+        if role.allows(min) {
+            Ok(role)
+        } else {
+            Err(ApiError::forbidden(format!("your role in this project is {role}; this needs {min}")))
+        }
+    }
+}
+
+/// Extracts the caller from `State<Arc<App>>`'s pool. The rejection is the API's error body,
+/// with `WWW-Authenticate: Bearer` on 401 (RFC 6750). The caller is cached in the request's
+/// extensions, so extracting it twice costs one lookup.
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
+        match authenticate(&app.pool, &parts.headers).await {
+            Ok(caller) => {
+                parts.extensions.insert(caller);
+                Ok(caller)
+            }
+            Err(err @ AuthenticationError::Store(_)) => Err(err.to_api_error().into_response()),
+            Err(err) => {
+                tracing::debug!(reason = %ErrorChain(&err), "request not authenticated");
+                let challenge = [(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cloud\""))];
+                Err((challenge, err.to_api_error()).into_response())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(value) {
+            map.insert(AUTHORIZATION, v);
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_and_bad_headers_named() {
+        let secret = TokenSecret::parse(&format!("cloud_{}", "a".repeat(43))).ok();
+        assert_eq!(bearer_token(&headers(&format!("Bearer cloud_{}", "a".repeat(43)))).ok(), secret);
+        assert_eq!(bearer_token(&headers(&format!("bearer  cloud_{}", "a".repeat(43)))).ok(), secret);
+        assert!(matches!(bearer_token(&HeaderMap::new()), Err(AuthenticationError::Missing)));
+        assert!(matches!(
+            bearer_token(&headers("Basic dXNlcjpwYXNz")),
+            Err(AuthenticationError::Malformed(MalformedHeader::NotBearer))
+        ));
+        assert!(matches!(
+            bearer_token(&headers("Bearer")),
+            Err(AuthenticationError::Malformed(MalformedHeader::NotBearer))
+        ));
+        assert!(matches!(
+            bearer_token(&headers("Bearer ghp_abc")),
+            Err(AuthenticationError::Malformed(MalformedHeader::Token(MalformedToken::Prefix)))
+        ));
+    }
+}

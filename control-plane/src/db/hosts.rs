@@ -1,0 +1,205 @@
+//! SQL for hosts and join tokens.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::fleet::subnets::Ipv4Net;
+
+/// A host as the control plane records it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct HostRow {
+    pub id: Uuid,
+    pub hostname: String,
+    pub agent_endpoint: String,
+    /// joining | active | draining | suspect | dead
+    pub state: String,
+    pub accelerator: String,
+    pub total_vcpus: i32,
+    pub total_memory_bytes: i64,
+    pub total_disk_bytes: i64,
+    pub reserved_vcpus: i32,
+    pub reserved_memory_bytes: i64,
+    pub reserved_disk_bytes: i64,
+    pub instance_subnet: String,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_report_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const HOST_COLUMNS: &str = "id, hostname, agent_endpoint, state, accelerator, total_vcpus, total_memory_bytes, \
+    total_disk_bytes, reserved_vcpus, reserved_memory_bytes, reserved_disk_bytes, instance_subnet::text AS instance_subnet, \
+    lease_expires_at, last_report_at, created_at";
+
+/// What a joining host tells about itself.
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub hostname: String,
+    pub agent_endpoint: String,
+    pub accelerator: String,
+    pub total_vcpus: i32,
+    pub total_memory_bytes: i64,
+    pub total_disk_bytes: i64,
+}
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("unknown join token")]
+    UnknownToken,
+    #[error("the join token was already used")]
+    TokenUsed,
+    #[error("the join token has expired")]
+    TokenExpired,
+    #[error("the instance subnet pool {pool} has no free /24 left")]
+    PoolExhausted { pool: Ipv4Net },
+    #[error("database")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Records a new join token (only its hash).
+pub async fn join_token_create(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    created_by: Option<Uuid>,
+    expires_at: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO host_join_tokens (id, token_hash, created_by, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(token_hash)
+        .bind(created_by)
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Consumes a join token and creates the host with the lowest free /24 of `pool`, in one
+/// transaction: a token can admit exactly one host, and two joins never share a subnet (the
+/// unique index makes the loser retry with the next subnet).
+pub async fn host_join(
+    pool: &PgPool,
+    token_hash: &[u8],
+    host: &NewHost,
+    subnets: Ipv4Net,
+) -> Result<HostRow, JoinError> {
+    const ATTEMPTS: usize = 8;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match host_join_once(pool, token_hash, host, subnets).await {
+            Err(JoinError::Db(err)) if is_unique_violation(&err, "hosts_instance_subnet_key") => last = Some(err),
+            other => return other,
+        }
+    }
+    Err(JoinError::Db(last.unwrap_or(sqlx::Error::PoolTimedOut)))
+}
+
+async fn host_join_once(
+    pool: &PgPool,
+    token_hash: &[u8],
+    host: &NewHost,
+    subnets: Ipv4Net,
+) -> Result<HostRow, JoinError> {
+    let mut tx = pool.begin().await?;
+    // Lock the token row first so two joins with the same token serialize here.
+    let token: Option<(Uuid, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+        "SELECT id, used_at, expires_at <= now() FROM host_join_tokens WHERE token_hash = $1 FOR UPDATE",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let token_id = match token {
+        None => return Err(JoinError::UnknownToken),
+        Some((_, Some(_), _)) => return Err(JoinError::TokenUsed),
+        Some((_, None, true)) => return Err(JoinError::TokenExpired),
+        Some((id, None, false)) => id,
+    };
+    let used: Vec<String> = sqlx::query_scalar("SELECT instance_subnet::text FROM hosts").fetch_all(&mut *tx).await?;
+    let used: Vec<Ipv4Net> = used.iter().filter_map(|s| s.parse().ok()).collect();
+    let subnet = subnets.first_free_24(used.iter()).ok_or(JoinError::PoolExhausted { pool: subnets })?;
+    let id = Uuid::new_v4();
+    let row: HostRow = sqlx::query_as(&format!(
+        "INSERT INTO hosts (id, hostname, agent_endpoint, accelerator, total_vcpus, total_memory_bytes, total_disk_bytes, instance_subnet)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::cidr) RETURNING {HOST_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&host.hostname)
+    .bind(&host.agent_endpoint)
+    .bind(&host.accelerator)
+    .bind(host.total_vcpus)
+    .bind(host.total_memory_bytes)
+    .bind(host.total_disk_bytes)
+    .bind(subnet.to_string())
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE host_join_tokens SET used_at = now(), host_id = $2 WHERE id = $1")
+        .bind(token_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// What a report changed.
+#[derive(Debug, Clone)]
+pub struct LeaseRenewal {
+    pub state: String,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// Renews a host's lease from a report and updates its capacity; a joining or suspect host
+/// becomes active. A dead host is not revived (it must re-join): `None` then, as for an
+/// unknown host.
+pub async fn host_report(
+    conn: &mut PgConnection,
+    host_id: Uuid,
+    capacity: (i32, i64, i64),
+    lease_secs: u32,
+) -> Result<Option<LeaseRenewal>, sqlx::Error> {
+    let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE hosts SET
+             lease_expires_at = now() + make_interval(secs => $2),
+             last_report_at = now(),
+             state = CASE WHEN state IN ('joining', 'suspect') THEN 'active' ELSE state END,
+             total_vcpus = GREATEST($3, reserved_vcpus),
+             total_memory_bytes = GREATEST($4, reserved_memory_bytes),
+             total_disk_bytes = GREATEST($5, reserved_disk_bytes),
+             updated_at = now()
+         WHERE id = $1 AND state <> 'dead'
+         RETURNING state, lease_expires_at",
+    )
+    .bind(host_id)
+    .bind(f64::from(lease_secs))
+    .bind(capacity.0)
+    .bind(capacity.1)
+    .bind(capacity.2)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(state, lease_expires_at)| LeaseRenewal { state, lease_expires_at }))
+}
+
+/// Ids of the live instances placed on a host.
+pub async fn host_instance_ids(conn: &mut PgConnection, host_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM instances WHERE host_id = $1 AND deleted_at IS NULL ORDER BY id")
+        .bind(host_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// Every host, oldest first.
+pub async fn host_list(conn: &mut PgConnection) -> Result<Vec<HostRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY created_at, id")).fetch_all(conn).await
+}
+
+/// One host.
+pub async fn host_get(conn: &mut PgConnection, id: Uuid) -> Result<Option<HostRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// True when `err` violates the named unique constraint.
+pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    err.as_database_error().is_some_and(|e| e.is_unique_violation() && e.constraint() == Some(constraint))
+}

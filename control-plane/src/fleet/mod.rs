@@ -1,0 +1,77 @@
+//! The fleet: host agents joining with a token, mutual TLS under the fleet CA, and the reports
+//! that renew each host's lease.
+//!
+//! ```text
+//!  operator ── POST /v1/hosts/join-tokens ──▶ token cjt1.<ca sha256>.<secret>
+//!  host-agent join:
+//!    GET /v1/fleet/join-info            CA certificate + gRPC URL; CA checked against the token
+//!    gRPC Join(token, CSR)  (TLS, server verified, no client certificate yet)
+//!      ◀── host id, certificate, CA, instance /24, lease period
+//!  host-agent run:
+//!    gRPC Report every ~2 s (mutual TLS)  ◀── lease expiry, instances it owns
+//! ```
+
+pub mod grpc;
+pub mod pki;
+pub mod subnets;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use pki::{FleetCa, IssuedIdentity, PkiError};
+use serde::{Deserialize, Serialize};
+use subnets::Ipv4Net;
+
+/// `[fleet]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Where the gRPC service for host agents listens (mutual TLS).
+    pub grpc_listen: SocketAddr,
+    /// The URL agents use to reach `grpc_listen` (default: `https://<grpc_listen>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_url: Option<String>,
+    /// Each joining host gets the next free /24 of this pool for its instances.
+    pub instance_subnet_pool: Ipv4Net,
+    /// How long a report keeps a host's lease; agents report every ~2 s.
+    pub lease_secs: u32,
+    /// Default lifetime of a join token.
+    pub join_token_ttl_secs: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            grpc_url: None,
+            instance_subnet_pool: Ipv4Net { addr: std::net::Ipv4Addr::new(10, 100, 0, 0), prefix: 16 },
+            lease_secs: 10,
+            join_token_ttl_secs: 3600,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The gRPC URL handed to agents.
+    pub fn advertised_grpc_url(&self) -> String {
+        self.grpc_url.clone().unwrap_or_else(|| format!("https://{}", self.grpc_listen))
+    }
+}
+
+/// The control plane's side of the fleet's trust: the CA and its own certificate.
+#[derive(Debug)]
+pub struct Fleet {
+    pub config: FleetConfig,
+    pub ca: FleetCa,
+    /// Issued at each start; used for the gRPC server and when calling agents.
+    pub identity: IssuedIdentity,
+}
+
+impl Fleet {
+    /// Loads (or creates) the CA in `<data_dir>/pki` and issues this process's certificate.
+    pub fn load(data_dir: &Path, config: FleetConfig) -> Result<Self, PkiError> {
+        let ca = FleetCa::load_or_create(&data_dir.join("pki"))?;
+        let identity = ca.issue_control_plane()?;
+        Ok(Self { config, ca, identity })
+    }
+}

@@ -1,0 +1,205 @@
+//! The fleet CA: the root of trust between the control plane and the host agents.
+//!
+//! Generated at first start into `<data_dir>/pki/` (`ca.key` 0600, `ca.pem`), then reused. The
+//! control plane issues itself a certificate for its gRPC server and for calling agents, and
+//! signs each joining host's CSR. Certificates carry the holder's identity as SANs (see
+//! `cloud_proto::identity`); whatever names a CSR asks for are ignored.
+//!
+//! With several control-plane replicas, `<data_dir>/pki` must be the same on each (shared
+//! storage or copied at install time); moving the CA into the database is future work (#4).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use cloud_proto::identity::{PeerIdentity, pem_sha256};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Host and control-plane certificates are valid this long; hosts re-join to renew (for now).
+const LEAF_VALIDITY_DAYS: i64 = 365;
+const CA_VALIDITY_DAYS: i64 = 3650;
+
+/// Errors of the fleet PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read or write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the fleet CA in {path} is unusable")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("cannot generate a key or certificate")]
+    Generate(#[source] rcgen::Error),
+    #[error("the certificate signing request is invalid")]
+    BadCsr(#[source] rcgen::Error),
+}
+
+/// A certificate with its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct IssuedIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The loaded fleet CA.
+pub struct FleetCa {
+    cert_pem: String,
+    cert_sha256: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for FleetCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetCa").field("cert_sha256", &self.cert_sha256).finish_non_exhaustive()
+    }
+}
+
+impl FleetCa {
+    /// Loads the CA from `<dir>/ca.{pem,key}`, creating it on first use. The key file is
+    /// created with mode 0600 before anything is written to it.
+    pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PkiError::Io { path, source }
+        };
+        let cert_path = dir.join("ca.pem");
+        let key_path = dir.join("ca.key");
+        if !cert_path.exists() || !key_path.exists() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            let key = KeyPair::generate().map_err(PkiError::Generate)?;
+            let mut params = CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, "cloud fleet CA");
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            set_validity(&mut params, CA_VALIDITY_DAYS);
+            let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
+            write_private(&key_path, &key.serialize_pem())?;
+            write_atomic(&cert_path, &cert.pem(), 0o644)?;
+            tracing::info!(dir = %dir.display(), "created the fleet CA");
+        }
+        let cert_pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let bad = |source| PkiError::BadCa { path: dir.to_path_buf(), source };
+        let key = KeyPair::from_pem(&key_pem).map_err(bad)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(bad)?;
+        let cert_sha256 = pem_sha256(&cert_pem).ok_or_else(|| bad(rcgen::Error::CouldNotParseCertificate))?;
+        Ok(Self { cert_pem, cert_sha256, issuer })
+    }
+
+    /// The CA certificate (PEM), which every member of the fleet trusts.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// SHA-256 of the CA certificate's DER, hex: join tokens carry it so a joining host can
+    /// check it talks to the right control plane before trusting anything it says.
+    pub fn cert_sha256(&self) -> &str {
+        &self.cert_sha256
+    }
+
+    /// A fresh key and certificate for the control plane (gRPC server and agent client).
+    pub fn issue_control_plane(&self) -> Result<IssuedIdentity, PkiError> {
+        let key = KeyPair::generate().map_err(PkiError::Generate)?;
+        let params = leaf_params(PeerIdentity::ControlPlane)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(PkiError::Generate)?;
+        Ok(IssuedIdentity { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// Signs a joining host's CSR. Only the CSR's public key is used: the names and usages come
+    /// from the host id the control plane assigned.
+    pub fn sign_host_csr(&self, csr_pem: &str, host: uuid::Uuid) -> Result<String, PkiError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
+        csr.params = leaf_params(PeerIdentity::Host(host))?;
+        let cert = csr.signed_by(&self.issuer).map_err(PkiError::Generate)?;
+        Ok(cert.pem())
+    }
+}
+
+fn leaf_params(identity: PeerIdentity) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(vec![identity.dns_name()]).map_err(PkiError::Generate)?;
+    let uri = identity.uri().try_into().map_err(PkiError::Generate)?;
+    params.subject_alt_names.push(SanType::URI(uri));
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, identity.dns_name());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let mut serial = [0u8; 16];
+    getrandom::getrandom(&mut serial).map_err(|_| PkiError::Generate(rcgen::Error::RingUnspecified))?;
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    set_validity(&mut params, LEAF_VALIDITY_DAYS);
+    Ok(params)
+}
+
+fn set_validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    // A little slack for clocks that are slightly behind.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+/// Writes a secret: created 0600 under a temporary name, then renamed into place.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+    write_atomic(path, contents, 0o600)
+}
+
+fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let err = |source| PkiError::Io { path: path.to_path_buf(), source };
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_ca_is_created_once_with_a_private_key_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = FleetCa::load_or_create(dir.path()).expect("create");
+        let mode = fs::metadata(dir.path().join("ca.key")).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = FleetCa::load_or_create(dir.path()).expect("load");
+        assert_eq!(ca.cert_sha256(), again.cert_sha256());
+        assert_eq!(ca.cert_sha256().len(), 64);
+    }
+
+    #[test]
+    fn a_host_certificate_names_the_assigned_host_not_what_the_csr_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = FleetCa::load_or_create(dir.path()).expect("create");
+        let key = KeyPair::generate().expect("key");
+        // The CSR claims to be the control plane; the signed certificate must not.
+        let mut asked = CertificateParams::new(vec![PeerIdentity::ControlPlane.dns_name()]).expect("params");
+        asked.subject_alt_names.push(SanType::URI(PeerIdentity::ControlPlane.uri().try_into().expect("uri")));
+        let csr = asked.serialize_request(&key).expect("csr").pem().expect("pem");
+        let host = uuid::Uuid::new_v4();
+        let cert = ca.sign_host_csr(&csr, host).expect("sign");
+        let der = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("pem").1.contents;
+        assert_eq!(PeerIdentity::from_certificate(&der), Ok(PeerIdentity::Host(host)));
+    }
+
+    #[test]
+    fn garbage_csr_is_a_typed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = FleetCa::load_or_create(dir.path()).expect("create");
+        let err = ca.sign_host_csr("not a csr", uuid::Uuid::new_v4()).expect_err("garbage");
+        assert!(matches!(err, PkiError::BadCsr(_)));
+    }
+}

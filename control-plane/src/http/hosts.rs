@@ -1,0 +1,118 @@
+//! Fleet endpoints: join-info for joining agents, join tokens and hosts for operators.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::App;
+use crate::auth::Caller;
+use crate::db::hosts::{self, HostRow};
+use cloud_proto::join_token::JoinToken;
+
+/// Longest join token lifetime an operator may ask for: one week.
+const MAX_JOIN_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// What a joining agent needs before it trusts the control plane.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinInfo {
+    /// The fleet CA certificate (PEM); its SHA-256 must match the one in the join token.
+    pub ca_certificate_pem: String,
+    pub ca_sha256: String,
+    /// Where agents call the control plane over gRPC (mutual TLS).
+    pub grpc_url: String,
+}
+
+/// Public: the fleet CA and the gRPC URL. Nothing here is secret; the join token carries the
+/// CA hash, so a joining host detects a control plane that is not the one it was told about.
+#[utoipa::path(get, path = "/v1/fleet/join-info", tag = "hosts", responses((status = 200, body = JoinInfo)))]
+pub async fn join_info(State(app): State<Arc<App>>) -> Json<JoinInfo> {
+    Json(JoinInfo {
+        ca_certificate_pem: app.fleet.ca.cert_pem().to_owned(),
+        ca_sha256: app.fleet.ca.cert_sha256().to_owned(),
+        grpc_url: app.fleet.config.advertised_grpc_url(),
+    })
+}
+
+/// Parameters of a new join token.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenParams {
+    /// Lifetime in seconds (default: the `fleet.join_token_ttl_secs` setting; at most a week).
+    pub ttl_secs: Option<u64>,
+}
+
+/// A new join token; the secret is shown only here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinTokenCreated {
+    pub id: Uuid,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// Ready to run on the new host.
+    pub command: String,
+}
+
+/// Creates a single-use, expiring join token (operators only).
+#[utoipa::path(post, path = "/v1/hosts/join-tokens", tag = "hosts", request_body = JoinTokenParams,
+    responses((status = 201, body = JoinTokenCreated), (status = 400, body = super::error::ErrorBody),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn join_token_create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Option<Json<JoinTokenParams>>,
+) -> Result<(StatusCode, Json<JoinTokenCreated>), ApiError> {
+    caller.require_operator()?;
+    let params = body.map(|Json(p)| p).unwrap_or_default();
+    let ttl = params.ttl_secs.unwrap_or(app.fleet.config.join_token_ttl_secs);
+    if ttl == 0 || ttl > MAX_JOIN_TOKEN_TTL_SECS {
+        return Err(ApiError::invalid(format!("ttl_secs must be between 1 and {MAX_JOIN_TOKEN_TTL_SECS}")));
+    }
+    let token = JoinToken::generate(app.fleet.ca.cert_sha256());
+    let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX));
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let id = hosts::join_token_create(&mut conn, &token.secret_hash(), Some(caller.user_id.0), expires_at)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    tracing::info!(token_id = %id, %expires_at, "join token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenCreated {
+            id,
+            command: format!("host-agent join --control-plane {} --token {token}", app.public_url),
+            token: token.to_string(),
+            expires_at,
+        }),
+    ))
+}
+
+/// Every host of the fleet (operators only).
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts",
+    responses((status = 200, body = [HostRow]), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
+pub async fn host_list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<HostRow>>, ApiError> {
+    caller.require_operator()?;
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(hosts::host_list(&mut conn).await.map_err(|e| ApiError::internal(&e))?))
+}
+
+/// One host (operators only).
+#[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = HostRow), (status = 404, body = super::error::ErrorBody)))]
+pub async fn host_get(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<HostRow>, ApiError> {
+    caller.require_operator()?;
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    hosts::host_get(&mut conn, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no host {id}")))
+}
