@@ -20,6 +20,7 @@ if [ -x deploy/images/build-minimal.sh ]; then
 fi
 
 say "building the tests"
+cargo build --workspace --bins
 cargo nextest run --workspace --no-run
 
 # One throwaway PostgreSQL cluster for the whole run; each test creates its own database on it.

@@ -1,1 +1,5 @@
-//! End-to-end scenarios.
+//! End-to-end scenarios: real binaries, a real PostgreSQL, agents in network namespaces.
+#![allow(clippy::unwrap_used)]
+
+mod fleet;
+mod instances;

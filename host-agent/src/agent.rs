@@ -1,0 +1,154 @@
+//! `host-agent run`: serve the control plane, run the instances, report, fence.
+//!
+//! Stopping the agent (SIGINT/SIGTERM, or a crash) never stops a VM: QEMU runs detached, and a
+//! restarted agent reattaches to every instance directory it finds.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloud_proto::agent::v1 as pb;
+use tonic::transport::Endpoint;
+
+use crate::config::{AgentConfig, Driver};
+use crate::grpc::{AgentService, blobs::ControlPlaneBlobs};
+use crate::identity::{HostIdentity, IdentityError};
+use crate::instances::{DriverKind, InstanceManager, ManagerConfig, ManagerError};
+use crate::report::{self, HostState, ReportSettings};
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("invalid control plane URL {url}")]
+    ControlPlaneUrl {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the instance subnet {subnet:?} recorded at join is not an IPv4 /24")]
+    Subnet { subnet: String },
+    #[error("cannot start the instance manager")]
+    Manager(#[from] ManagerError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent's gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// The accelerator this host's VMs get ("kvm" or "tcg"), or "simulated".
+pub fn accelerator(config: &AgentConfig) -> String {
+    match config.driver {
+        Driver::Simulated => "simulated".to_owned(),
+        Driver::Qemu => {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            vmm::qemu::host::resolve_accel(vmm::spec::Accel::Auto, &cpuinfo).as_str().to_owned()
+        }
+    }
+}
+
+/// The instance manager's settings for this agent.
+fn manager_config(config: &AgentConfig, subnet: &str) -> Result<ManagerConfig, RunError> {
+    let net = subnet.parse().map_err(|_| RunError::Subnet { subnet: subnet.to_owned() })?;
+    let mut manager = ManagerConfig::new(net);
+    manager.instances_dir = config.state_dir.join("instances");
+    manager.images_dir = config.state_dir.join("images");
+    manager.bridge.clone_from(&config.bridge);
+    // The host routes its instances' traffic (egress NAT): forwarding must be on.
+    manager.enable_ip_forward = true;
+    manager.driver = match config.driver {
+        Driver::Qemu => DriverKind::default(),
+        Driver::Simulated => DriverKind::Simulated,
+    };
+    Ok(manager)
+}
+
+/// What instances use of the host, as the proto reports it.
+pub async fn capacity_used(manager: &InstanceManager) -> pb::Capacity {
+    let used = manager.capacity_used().await;
+    pb::Capacity {
+        vcpus: u32::try_from(used.vcpus).unwrap_or(u32::MAX),
+        memory_bytes: used.memory_mib << 20,
+        disk_bytes: used.disk_bytes,
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let identity = HostIdentity::load(&config.identity_dir())?;
+    let url = identity.record.control_plane_grpc_url.clone();
+    let endpoint_err = |source| RunError::ControlPlaneUrl { url: url.clone(), source };
+    let channel = Endpoint::from_shared(url.clone())
+        .map_err(endpoint_err)?
+        .tls_config(identity.client_tls())
+        .map_err(endpoint_err)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+
+    let manager_config = manager_config(&config, &identity.record.instance_subnet)?;
+    let manager = InstanceManager::start(manager_config, Arc::new(ControlPlaneBlobs::new(channel.clone()))).await?;
+    let total = crate::capacity::total(&config.capacity, &config.state_dir);
+    let service =
+        AgentService { identity: identity.clone(), manager: manager.clone(), total, accelerator: accelerator(&config) };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: config.listen, source })?;
+    tracing::info!(host_id = %identity.record.host_id, listen = %config.listen, control_plane = %url, "host agent running");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let settings = ReportSettings {
+        interval: Duration::from_millis(config.report_interval_ms),
+        lease: Duration::from_secs(u64::from(identity.record.lease_seconds)),
+        lease_file: config.state_dir.join("lease.json"),
+    };
+    let state = Arc::new(ManagerState { manager, total });
+    let reports = report::run(identity, channel, state, settings, stopped(stop_rx.clone()));
+    let served = crate::grpc::serve(service, listener, stopped(stop_rx));
+    let ((), served) = tokio::join!(reports, served);
+    tracing::info!("host agent stopped; its VMs keep running");
+    served.map_err(RunError::Serve)
+}
+
+/// The report loop's view of the instance manager.
+#[derive(Debug)]
+struct ManagerState {
+    manager: InstanceManager,
+    total: pb::Capacity,
+}
+
+impl HostState for ManagerState {
+    async fn capacity(&self) -> (pb::Capacity, pb::Capacity) {
+        (self.total, capacity_used(&self.manager).await)
+    }
+
+    async fn instances(&self) -> Vec<pb::InstanceStatus> {
+        self.manager.list().await.iter().map(crate::grpc::convert::status).collect()
+    }
+
+    async fn fence(&self) {
+        let paused = self.manager.pause_all().await;
+        tracing::warn!(instances = paused.len(), "fenced: instances paused");
+    }
+
+    async fn unfence(&self, owned: Vec<String>) {
+        let ids = owned.iter().filter_map(|id| id.parse().ok()).collect();
+        for result in self.manager.resume(ids).await {
+            if let Err(err) = result {
+                tracing::error!(error = %crate::error_chain(&err), "cannot resume an instance after fencing");
+            }
+        }
+    }
+}

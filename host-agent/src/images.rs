@@ -1,0 +1,338 @@
+//! The content-addressed image cache: base disks, kernels and initrds stored by their SHA-256
+//! under `<images_dir>/sha256/<hex>`.
+//!
+//! ```text
+//!  ensure(digest) ─▶ cached? ──yes──▶ path
+//!                      │ no
+//!                      ▼  (per-digest lock, then re-check)
+//!  BlobSource::fetch ─▶ stream ─▶ <images_dir>/tmp/<hex>.<nonce>.partial  (hashing, size limit)
+//!                                      │ digest and size match
+//!                                      ▼ fsync + rename
+//!                               <images_dir>/sha256/<hex>
+//! ```
+//! A file only ever appears under `sha256/` through a rename after its digest was verified, so
+//! its presence is proof of its content. Any failure removes the partial file. Two concurrent
+//! `ensure` calls for one digest serialise on a per-digest lock; the second finds the file.
+//!
+//! Where blobs come from is a [`BlobSource`]: the agent's gRPC client of the control plane's
+//! `FetchBlob` stream in production, [`DirBlobSource`] for pre-seeded images and tests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Default largest blob the cache accepts: 20 GiB.
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+
+/// A stream of a blob's bytes, in chunks.
+pub type BlobStream = BoxStream<'static, Result<Vec<u8>, BlobSourceError>>;
+
+/// Where blobs come from.
+pub trait BlobSource: Send + Sync + std::fmt::Debug {
+    /// Opens the blob with lowercase hex SHA-256 `sha256` as a stream of chunks.
+    fn fetch<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<BlobStream, BlobSourceError>>;
+}
+
+/// A blob source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobSourceError {
+    /// The source does not have this blob.
+    #[error("blob {sha256} not found")]
+    NotFound {
+        /// The digest asked for.
+        sha256: String,
+    },
+    /// Reading a local file failed.
+    #[error("cannot read blob file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other transport failure (e.g. a gRPC status), with the source's own error.
+    #[error("blob transfer failed")]
+    Transfer {
+        /// The transport's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Image cache errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Not 64 lowercase hex digits.
+    #[error("invalid sha256 digest {sha256:?}")]
+    InvalidDigest {
+        /// The value given.
+        sha256: String,
+    },
+    /// The source could not provide the blob.
+    #[error("cannot fetch blob {sha256}")]
+    Fetch {
+        /// The digest.
+        sha256: String,
+        /// The source's error.
+        #[source]
+        source: BlobSourceError,
+    },
+    /// The blob is (or announces to be) larger than allowed.
+    #[error("blob {sha256} exceeds the size limit of {limit} bytes")]
+    TooLarge {
+        /// The digest.
+        sha256: String,
+        /// The limit that applied (configured maximum or expected size).
+        limit: u64,
+    },
+    /// The blob ended with a different size than expected.
+    #[error("blob {sha256} has {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        /// The digest.
+        sha256: String,
+        /// Expected size.
+        expected: u64,
+        /// Received size.
+        actual: u64,
+    },
+    /// The content does not hash to the digest it was requested by.
+    #[error("blob content hashes to {actual}, expected {sha256}")]
+    ChecksumMismatch {
+        /// The digest asked for.
+        sha256: String,
+        /// What the content hashed to.
+        actual: String,
+    },
+    /// Writing the cache failed.
+    #[error("cannot write image cache file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The cache. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct ImageCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ImageCache {
+    /// A cache in `dir` accepting blobs up to `max_bytes`.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> ImageCache {
+        ImageCache { dir: dir.into(), max_bytes, locks: Mutex::new(HashMap::new()) }
+    }
+
+    /// Where the blob with `sha256` lives once cached.
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("sha256").join(sha256)
+    }
+
+    /// The directory of partial downloads.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// Returns the cached blob's path, fetching it from `source` first when missing.
+    ///
+    /// `expected_size` (when known) must match exactly; the configured maximum applies always.
+    pub async fn ensure(
+        &self,
+        sha256: &str,
+        expected_size: Option<u64>,
+        source: &dyn BlobSource,
+    ) -> Result<PathBuf, ImageError> {
+        if !is_sha256_hex(sha256) {
+            return Err(ImageError::InvalidDigest { sha256: sha256.to_owned() });
+        }
+        let path = self.path(sha256);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(sha256.to_owned()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let result = self.download(sha256, expected_size, source, &path).await;
+        {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            if Arc::strong_count(&lock) <= 2 {
+                locks.remove(sha256);
+            }
+        }
+        result.map(|()| path)
+    }
+
+    async fn download(
+        &self,
+        sha256: &str,
+        expected_size: Option<u64>,
+        source: &dyn BlobSource,
+        dest: &Path,
+    ) -> Result<(), ImageError> {
+        let limit = expected_size.map_or(self.max_bytes, |e| e.min(self.max_bytes));
+        if expected_size.is_some_and(|e| e > self.max_bytes) {
+            return Err(ImageError::TooLarge { sha256: sha256.to_owned(), limit: self.max_bytes });
+        }
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ImageError::Io { path, source }
+        };
+        let tmp_dir = self.tmp_dir();
+        tokio::fs::create_dir_all(&tmp_dir).await.map_err(io_err(&tmp_dir))?;
+        let parent = self.dir.join("sha256");
+        tokio::fs::create_dir_all(&parent).await.map_err(io_err(&parent))?;
+        let tmp = tmp_dir.join(format!("{sha256}.{}.partial", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            let mut stream =
+                source.fetch(sha256).await.map_err(|source| ImageError::Fetch { sha256: sha256.to_owned(), source })?;
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+            let mut hasher = Sha256::new();
+            let mut total: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|source| ImageError::Fetch { sha256: sha256.to_owned(), source })?;
+                total += chunk.len() as u64;
+                if total > limit {
+                    return Err(match expected_size {
+                        Some(expected) if expected <= self.max_bytes => {
+                            ImageError::SizeMismatch { sha256: sha256.to_owned(), expected, actual: total }
+                        }
+                        _ => ImageError::TooLarge { sha256: sha256.to_owned(), limit },
+                    });
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(io_err(&tmp))?;
+            }
+            if let Some(expected) = expected_size
+                && expected != total
+            {
+                return Err(ImageError::SizeMismatch { sha256: sha256.to_owned(), expected, actual: total });
+            }
+            let actual = hex::encode(hasher.finalize());
+            if actual != sha256 {
+                return Err(ImageError::ChecksumMismatch { sha256: sha256.to_owned(), actual });
+            }
+            file.sync_all().await.map_err(io_err(&tmp))?;
+            drop(file);
+            tokio::fs::rename(&tmp, dest).await.map_err(io_err(dest))?;
+            tracing::info!(sha256, bytes = total, "image blob cached");
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+/// True for 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Blobs pre-seeded in a directory as `<dir>/<sha256>` (operators, tests).
+#[derive(Debug, Clone)]
+pub struct DirBlobSource {
+    dir: PathBuf,
+}
+
+impl DirBlobSource {
+    /// A source reading `<dir>/<sha256>`.
+    pub fn new(dir: impl Into<PathBuf>) -> DirBlobSource {
+        DirBlobSource { dir: dir.into() }
+    }
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl BlobSource for DirBlobSource {
+    fn fetch<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<BlobStream, BlobSourceError>> {
+        Box::pin(async move {
+            if !is_sha256_hex(sha256) {
+                return Err(BlobSourceError::NotFound { sha256: sha256.to_owned() });
+            }
+            let path = self.dir.join(sha256);
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(BlobSourceError::NotFound { sha256: sha256.to_owned() });
+                }
+                Err(source) => return Err(BlobSourceError::Io { path, source }),
+            };
+            let stream = futures::stream::unfold(Some((file, path)), |state| async move {
+                let (mut file, path) = state?;
+                let mut buf = vec![0u8; CHUNK];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(buf), Some((file, path))))
+                    }
+                    Err(source) => Some((Err(BlobSourceError::Io { path, source }), None)),
+                }
+            });
+            Ok(stream.boxed())
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn digest(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    #[tokio::test]
+    async fn caches_verified_blobs_and_reuses_them() {
+        let src = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 600_000];
+        let d = digest(&data);
+        std::fs::write(src.path().join(&d), &data).unwrap();
+        let cache = Arc::new(ImageCache::new(cache_dir.path(), DEFAULT_MAX_BLOB_BYTES));
+        let source = Arc::new(DirBlobSource::new(src.path()));
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (cache, source, d) = (cache.clone(), source.clone(), d.clone());
+            tasks.push(tokio::spawn(async move { cache.ensure(&d, Some(600_000), source.as_ref()).await }));
+        }
+        for t in tasks {
+            let p = t.await.unwrap().unwrap();
+            assert_eq!(std::fs::read(p).unwrap(), data);
+        }
+        // Served from the cache even when the source is gone.
+        std::fs::remove_file(src.path().join(&d)).unwrap();
+        cache.ensure(&d, None, source.as_ref()).await.unwrap();
+        assert_eq!(std::fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_digests_and_missing_blobs() {
+        let src = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(src.path().join("cache"), 10);
+        let source = DirBlobSource::new(src.path());
+        let err = cache.ensure("ABC", None, &source).await.unwrap_err();
+        assert!(matches!(err, ImageError::InvalidDigest { .. }));
+        let err = cache.ensure(&digest(b"x"), None, &source).await.unwrap_err();
+        assert!(matches!(err, ImageError::Fetch { source: BlobSourceError::NotFound { .. }, .. }));
+    }
+}

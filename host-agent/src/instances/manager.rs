@@ -1,0 +1,398 @@
+//! [`InstanceManager`]: the handle the gRPC layer and the lease logic use. It routes requests
+//! to per-instance runners, owns rediscovery at start, and answers reads (status, capacity)
+//! from state the runners publish, without a round trip.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use vmm::InstanceDir;
+
+use super::driver::{self, DriverKind};
+use super::runner::{self, AGENT_JSON, CREATING_MARKER, Ctx, DEFAULT_STOP_TIMEOUT, Request, Runner, RunnerHandle};
+use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, ManagerError, PowerState};
+use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache};
+use crate::network::{Ipv4Net, Network, NetworkConfig};
+
+/// How much scrollback a new console viewer gets from `console.log`.
+pub const CONSOLE_SCROLLBACK_BYTES: u64 = 64 * 1024;
+
+/// The manager's configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// One directory per instance (default `/var/lib/cloud-agent/instances`).
+    pub instances_dir: PathBuf,
+    /// The content-addressed image cache (default `/var/lib/cloud-agent/images`).
+    pub images_dir: PathBuf,
+    /// Largest image blob accepted (default 20 GiB).
+    pub max_image_bytes: u64,
+    /// Host bridge (default `cloudbr0`).
+    pub bridge: String,
+    /// The host's instance /24; the bridge gets its `.1`.
+    pub host_subnet: Ipv4Net,
+    /// Install the egress NAT table (default true).
+    pub nat: bool,
+    /// Set `net.ipv4.ip_forward=1` at start (default false: a host-wide setting).
+    pub enable_ip_forward: bool,
+    /// VMM driver (default QEMU; [`DriverKind::Simulated`] only for scale simulations).
+    pub driver: DriverKind,
+    /// Run network commands, QEMU and tunnels in this network namespace (tests). Default
+    /// `None`: start the agent itself with `ip netns exec NS` instead.
+    pub netns: Option<String>,
+    /// How long a stop waits for the guest before forcing (default 30 s).
+    pub stop_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults for a host with `host_subnet`.
+    pub fn new(host_subnet: Ipv4Net) -> ManagerConfig {
+        ManagerConfig {
+            instances_dir: "/var/lib/cloud-agent/instances".into(),
+            images_dir: "/var/lib/cloud-agent/images".into(),
+            max_image_bytes: DEFAULT_MAX_BLOB_BYTES,
+            bridge: "cloudbr0".into(),
+            host_subnet,
+            nat: true,
+            enable_ip_forward: false,
+            driver: DriverKind::default(),
+            netns: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// Resources of the instances that exist on this host (any state but deleted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapacityUsed {
+    /// Instances.
+    pub instances: u32,
+    /// Sum of vCPUs.
+    pub vcpus: u64,
+    /// Sum of memory, MiB.
+    pub memory_mib: u64,
+    /// Sum of disk sizes, bytes.
+    pub disk_bytes: u64,
+}
+
+/// One viewer's serial console: scrollback, then live output; input goes to the guest.
+/// Dropping it detaches the viewer; others are unaffected.
+#[derive(Debug)]
+pub struct ConsoleSession {
+    /// The tail of `console.log` (up to [`CONSOLE_SCROLLBACK_BYTES`]) when the viewer attached.
+    pub scrollback: Vec<u8>,
+    /// Live output. `Lagged` means this viewer was too slow and missed some bytes.
+    pub output: broadcast::Receiver<Vec<u8>>,
+    /// Keyboard input for the guest's serial port.
+    pub input: mpsc::Sender<Vec<u8>>,
+}
+
+impl ConsoleSession {
+    /// `(scrollback, live output, input)`.
+    pub fn into_parts(self) -> (Vec<u8>, broadcast::Receiver<Vec<u8>>, mpsc::Sender<Vec<u8>>) {
+        (self.scrollback, self.output, self.input)
+    }
+}
+
+/// The handle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InstanceManager {
+    ctx: Arc<Ctx>,
+    runners: Arc<Mutex<HashMap<InstanceId, RunnerHandle>>>,
+    /// Generation at which deleted instances were deleted (while this process lives).
+    tombstones: Arc<Mutex<HashMap<InstanceId, u64>>>,
+}
+
+impl InstanceManager {
+    /// Sets up the host network (QEMU driver), rediscovers every instance directory
+    /// (re-attaching, relaunching or cleaning up, see the module docs) and removes taps no
+    /// instance owns. Missing image blobs are fetched from `blob_source`.
+    pub async fn start(
+        config: ManagerConfig,
+        blob_source: Arc<dyn BlobSource>,
+    ) -> Result<InstanceManager, ManagerError> {
+        let dir_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ManagerError::InstancesDir { path, source }
+        };
+        tokio::fs::create_dir_all(&config.instances_dir).await.map_err(dir_err(&config.instances_dir))?;
+        let mut net_config = NetworkConfig::new(config.host_subnet);
+        net_config.bridge = config.bridge.clone();
+        net_config.nat = config.nat;
+        net_config.enable_ip_forward = config.enable_ip_forward;
+        net_config.netns = config.netns.clone();
+        let qemu = matches!(config.driver, DriverKind::Qemu(_));
+        let network = Network::new(net_config);
+        if qemu {
+            network.ensure_host().await.map_err(ManagerError::Network)?;
+        }
+        let (events, _) = broadcast::channel(1024);
+        let images = ImageCache::new(config.images_dir.clone(), config.max_image_bytes);
+        let ctx = Arc::new(Ctx { config, network, images, blob_source, events });
+
+        let mut found = Vec::new();
+        let mut entries =
+            tokio::fs::read_dir(&ctx.config.instances_dir).await.map_err(dir_err(&ctx.config.instances_dir))?;
+        while let Some(entry) = entries.next_entry().await.map_err(dir_err(&ctx.config.instances_dir))? {
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<InstanceId>().ok()) else {
+                continue;
+            };
+            let dir = InstanceDir::new(entry.path());
+            let half_created = tokio::fs::try_exists(dir.root().join(CREATING_MARKER)).await.unwrap_or(false)
+                || !tokio::fs::try_exists(dir.root().join(AGENT_JSON)).await.unwrap_or(false);
+            if half_created {
+                tracing::info!(%id, "removing half-created instance");
+                if let Err(e) = driver::destroy(&ctx, id, &dir).await {
+                    tracing::warn!(%id, error = %format!("{e:#}"), "cannot remove half-created instance");
+                }
+                continue;
+            }
+            match runner::read_record(&dir).await {
+                Ok(record) if record.desired.id == id => found.push((dir, record)),
+                Ok(_) => tracing::warn!(%id, "agent.json names another instance; leaving it for an operator"),
+                Err(e) => tracing::warn!(%id, error = %format!("{e:#}"), "unreadable agent.json; leaving it"),
+            }
+        }
+        let owned: HashSet<String> = found.iter().flat_map(|(_, r)| driver::taps(&r.desired)).collect();
+        let recovered =
+            futures::future::join_all(found.into_iter().map(|(dir, record)| Runner::recover(ctx.clone(), dir, record)))
+                .await;
+        let runners: HashMap<InstanceId, RunnerHandle> = recovered.into_iter().map(|r| (r.id(), r.spawn())).collect();
+        if qemu {
+            ctx.network.reconcile(&owned).await.map_err(ManagerError::Network)?;
+        }
+        tracing::info!(instances = runners.len(), "instance manager started");
+        Ok(InstanceManager {
+            ctx,
+            runners: Arc::new(Mutex::new(runners)),
+            tombstones: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.ctx.config
+    }
+
+    /// The host network handle (for inspection).
+    pub fn network(&self) -> &Network {
+        &self.ctx.network
+    }
+
+    fn handle(&self, id: InstanceId) -> Option<RunnerHandle> {
+        self.runners.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
+    async fn call(
+        &self,
+        id: InstanceId,
+        handle: &RunnerHandle,
+        make: impl FnOnce(runner::Reply<InstanceStatus>) -> Request,
+    ) -> Result<InstanceStatus, InstanceError> {
+        let (reply, rx) = oneshot::channel();
+        handle.tx.send(make(reply)).await.map_err(|_| InstanceError::RunnerGone { id })?;
+        rx.await.map_err(|_| InstanceError::RunnerGone { id })?
+    }
+
+    /// Makes the instance exist with `desired` and `power` at `generation` (see the module
+    /// docs for generation semantics). Returns the resulting status.
+    pub async fn ensure(
+        &self,
+        desired: DesiredInstance,
+        power: PowerState,
+        generation: u64,
+    ) -> Result<InstanceStatus, InstanceError> {
+        desired.validate()?;
+        let id = desired.id;
+        if let Some(&current) = self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+            && generation <= current
+        {
+            return Err(InstanceError::StaleGeneration { id, requested: generation, current });
+        }
+        let (handle, created) = {
+            let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+            match runners.get(&id) {
+                Some(h) => (h.clone(), false),
+                None => {
+                    let h = Runner::new_instance(self.ctx.clone(), desired.clone()).spawn();
+                    runners.insert(id, h.clone());
+                    (h, true)
+                }
+            }
+        };
+        let desired = Box::new(desired);
+        let result = self.call(id, &handle, |reply| Request::Ensure { desired, power, generation, reply }).await;
+        if created && matches!(result, Err(InstanceError::Image { .. } | InstanceError::InvalidSpec { .. })) {
+            // Nothing was created on disk: forget the runner (dropping its sender ends it).
+            let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+            if runners.get(&id).is_some_and(|h| h.tx.same_channel(&handle.tx)) {
+                runners.remove(&id);
+            }
+        }
+        result
+    }
+
+    /// Powers the instance off (ACPI, then force after the stop timeout).
+    pub async fn stop(&self, id: InstanceId, generation: u64) -> Result<InstanceStatus, InstanceError> {
+        let handle = self.handle(id).ok_or(InstanceError::NotFound { id })?;
+        self.call(id, &handle, |reply| Request::Stop { generation, reply }).await
+    }
+
+    /// Resets a running instance.
+    pub async fn reboot(&self, id: InstanceId, generation: u64) -> Result<InstanceStatus, InstanceError> {
+        let handle = self.handle(id).ok_or(InstanceError::NotFound { id })?;
+        self.call(id, &handle, |reply| Request::Reboot { generation, reply }).await
+    }
+
+    /// Removes the VMM process, taps and files. Unknown instances are already deleted.
+    pub async fn delete(&self, id: InstanceId, generation: u64) -> Result<InstanceStatus, InstanceError> {
+        let Some(handle) = self.handle(id) else {
+            let mut tombstones = self.tombstones.lock().unwrap_or_else(|e| e.into_inner());
+            let at = tombstones.entry(id).or_insert(generation);
+            *at = (*at).max(generation);
+            return Ok(InstanceStatus {
+                id,
+                state: InstanceState::Deleted,
+                generation: *at,
+                reason: None,
+                observed_at: Utc::now(),
+            });
+        };
+        let status = self.call(id, &handle, |reply| Request::Delete { generation, reply }).await?;
+        self.runners.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).insert(id, status.generation);
+        Ok(status)
+    }
+
+    /// The instance's current status.
+    pub async fn get(&self, id: InstanceId) -> Result<InstanceStatus, InstanceError> {
+        self.handle(id).map(|h| h.shared.status()).ok_or(InstanceError::NotFound { id })
+    }
+
+    /// The desired spec last applied to the instance.
+    pub async fn desired(&self, id: InstanceId) -> Result<DesiredInstance, InstanceError> {
+        self.handle(id).map(|h| h.shared.desired()).ok_or(InstanceError::NotFound { id })
+    }
+
+    /// Every instance's current status.
+    pub async fn list(&self) -> Vec<InstanceStatus> {
+        let handles: Vec<RunnerHandle> =
+            self.runners.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        handles.iter().map(|h| h.shared.status()).collect()
+    }
+
+    /// Every state change from now on. Send [`InstanceManager::list`] first for a full picture.
+    pub fn watch(&self) -> broadcast::Receiver<InstanceStatus> {
+        self.ctx.events.subscribe()
+    }
+
+    /// Pauses every running instance (self-fencing). Returns the statuses afterwards; failures
+    /// are logged and leave that instance as it was.
+    pub async fn pause_all(&self) -> Vec<InstanceStatus> {
+        let handles: Vec<(InstanceId, RunnerHandle)> =
+            self.runners.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let calls = handles.iter().map(|(id, h)| async move {
+            match self.call(*id, h, |reply| Request::Pause { reply }).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(%id, error = %format!("{e:#}"), "cannot pause instance while fencing");
+                    h.shared.status()
+                }
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Resumes the paused instances among `ids` (those the control plane confirmed we own).
+    pub async fn resume(&self, ids: Vec<InstanceId>) -> Vec<Result<InstanceStatus, InstanceError>> {
+        let calls = ids.into_iter().map(|id| async move {
+            let handle = self.handle(id).ok_or(InstanceError::NotFound { id })?;
+            self.call(id, &handle, |reply| Request::Resume { reply }).await
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Resources used by instances that exist on this host.
+    pub async fn capacity_used(&self) -> CapacityUsed {
+        let handles: Vec<RunnerHandle> =
+            self.runners.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut used = CapacityUsed::default();
+        for h in handles {
+            let d = h.shared.desired();
+            used.instances += 1;
+            used.vcpus += u64::from(d.vcpus);
+            used.memory_mib += d.memory_mib;
+            used.disk_bytes += d.disk_bytes;
+        }
+        used
+    }
+
+    /// Attaches a console viewer: scrollback from `console.log`, live output, input.
+    pub async fn console(&self, id: InstanceId) -> Result<ConsoleSession, InstanceError> {
+        let handle = self.handle(id).ok_or(InstanceError::NotFound { id })?;
+        // Subscribe first: a byte may then appear twice, but none is lost.
+        let output = handle.shared.console_out.subscribe();
+        let log = InstanceDir::new(self.ctx.config.instances_dir.join(id.to_string())).console_log();
+        let scrollback = read_tail(&log, CONSOLE_SCROLLBACK_BYTES)
+            .await
+            .map_err(|source| InstanceError::Persist { path: log, source })?;
+        Ok(ConsoleSession { scrollback, output, input: handle.shared.console_in.clone() })
+    }
+
+    /// A TCP connection to `port` on the instance's first NIC address, made from the host (in
+    /// [`ManagerConfig::netns`] when set).
+    pub async fn tunnel(&self, id: InstanceId, port: u16) -> Result<TcpStream, InstanceError> {
+        let desired = self.desired(id).await?;
+        let nic = desired.nics.first().ok_or(InstanceError::NoNic { id })?;
+        let addr = SocketAddr::from((nic.address.addr, port));
+        let err = |source| InstanceError::Tunnel { id, addr, source };
+        let timeout = Duration::from_secs(5);
+        match &self.ctx.config.netns {
+            None => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(r) => r.map_err(err),
+                Err(_) => Err(err(std::io::ErrorKind::TimedOut.into())),
+            },
+            Some(ns) => {
+                let std_stream = connect_in_netns(ns, addr, timeout).await.map_err(err)?;
+                TcpStream::from_std(std_stream).map_err(err)
+            }
+        }
+    }
+}
+
+/// Connects from inside network namespace `ns`, on a short-lived thread of its own (a socket
+/// keeps the namespace it was created in; the thread's namespace change dies with it).
+async fn connect_in_netns(ns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
+    let path = PathBuf::from("/run/netns").join(ns);
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            let f = std::fs::File::open(&path)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await.map_err(|_| std::io::Error::other("connect thread ended"))?
+}
+
+/// The last `max` bytes of `path` (empty when it does not exist).
+async fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata().await?.len();
+    f.seek(std::io::SeekFrom::Start(len.saturating_sub(max))).await?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).await?;
+    Ok(buf)
+}

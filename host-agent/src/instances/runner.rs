@@ -1,0 +1,578 @@
+//! One instance's actor: owns its `agent.json`, its `vmm::Vm` handle and its console pump, and
+//! serves requests one at a time.
+//!
+//! `agent.json` (desired spec, desired power, applied generation, last state) is written with a
+//! temp file + rename *before* the runner acts on a new generation, so a crash at any point
+//! leaves a record the next agent can act on. The console pump is the only client of QEMU's
+//! `serial.sock` (it accepts one): it fans output out to every viewer through a broadcast
+//! channel and forwards their input.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use vmm::{InstanceDir, Vm, VmError, VmStatus};
+
+use super::driver::{self, DriverKind};
+use super::manager::ManagerConfig;
+use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, PowerState};
+use crate::images::{BlobSource, ImageCache};
+use crate::network::Network;
+
+/// The record file of an instance directory.
+pub(super) const AGENT_JSON: &str = "agent.json";
+/// Present while an instance's first apply is in progress.
+pub(super) const CREATING_MARKER: &str = "creating";
+
+/// What every runner shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub config: ManagerConfig,
+    pub network: Network,
+    pub images: ImageCache,
+    pub blob_source: Arc<dyn BlobSource>,
+    pub events: broadcast::Sender<InstanceStatus>,
+}
+
+/// `agent.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct AgentRecord {
+    pub desired: DesiredInstance,
+    pub power: PowerState,
+    pub generation: u64,
+    pub state: InstanceState,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, InstanceError>>;
+
+/// A request to a runner.
+#[derive(Debug)]
+pub(super) enum Request {
+    Ensure { desired: Box<DesiredInstance>, power: PowerState, generation: u64, reply: Reply<InstanceStatus> },
+    Stop { generation: u64, reply: Reply<InstanceStatus> },
+    Reboot { generation: u64, reply: Reply<InstanceStatus> },
+    Delete { generation: u64, reply: Reply<InstanceStatus> },
+    Pause { reply: Reply<InstanceStatus> },
+    Resume { reply: Reply<InstanceStatus> },
+}
+
+/// State readable without a round trip to the runner.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub status: Mutex<InstanceStatus>,
+    pub desired: Mutex<DesiredInstance>,
+    pub console_out: broadcast::Sender<Vec<u8>>,
+    pub console_in: mpsc::Sender<Vec<u8>>,
+    console_in_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>>,
+}
+
+impl Shared {
+    fn new(record: &AgentRecord) -> Shared {
+        let (console_out, _) = broadcast::channel(256);
+        let (console_in, rx) = mpsc::channel(64);
+        Shared {
+            status: Mutex::new(status_of(record)),
+            desired: Mutex::new(record.desired.clone()),
+            console_out,
+            console_in,
+            console_in_rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn desired(&self) -> DesiredInstance {
+        self.desired.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn status_of(record: &AgentRecord) -> InstanceStatus {
+    InstanceStatus {
+        id: record.desired.id,
+        state: record.state,
+        generation: record.generation,
+        reason: record.reason.clone(),
+        observed_at: Utc::now(),
+    }
+}
+
+/// Writes `agent.json` atomically.
+pub(super) async fn write_record(dir: &InstanceDir, record: &AgentRecord) -> Result<(), InstanceError> {
+    let path = dir.root().join(AGENT_JSON);
+    let tmp = dir.root().join("agent.json.tmp");
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| InstanceError::Persist { path: path.clone(), source: std::io::Error::other(e) })?;
+    let write = async {
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(&json).await?;
+        f.sync_all().await?;
+        tokio::fs::rename(&tmp, &path).await
+    };
+    write.await.map_err(|source| InstanceError::Persist { path, source })
+}
+
+/// Reads `agent.json`.
+pub(super) async fn read_record(dir: &InstanceDir) -> Result<AgentRecord, InstanceError> {
+    let path = dir.root().join(AGENT_JSON);
+    let bytes = tokio::fs::read(&path).await.map_err(|source| InstanceError::Persist { path: path.clone(), source })?;
+    serde_json::from_slice(&bytes).map_err(|e| InstanceError::Persist { path, source: std::io::Error::other(e) })
+}
+
+/// The handle the manager keeps per instance.
+#[derive(Debug, Clone)]
+pub(super) struct RunnerHandle {
+    pub tx: mpsc::Sender<Request>,
+    pub shared: Arc<Shared>,
+}
+
+pub(super) struct Runner {
+    ctx: Arc<Ctx>,
+    id: InstanceId,
+    dir: InstanceDir,
+    record: AgentRecord,
+    /// True until the first ensure has been applied (nothing on disk yet).
+    fresh: bool,
+    vm: Option<Vm>,
+    shared: Arc<Shared>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("id", &self.id).field("state", &self.record.state).finish()
+    }
+}
+
+impl Runner {
+    /// A runner for an instance not yet on this host; its first request must be an ensure.
+    pub fn new_instance(ctx: Arc<Ctx>, desired: DesiredInstance) -> Runner {
+        let dir = InstanceDir::new(ctx.config.instances_dir.join(desired.id.to_string()));
+        let record = AgentRecord {
+            desired,
+            power: PowerState::Stopped,
+            generation: 0,
+            state: InstanceState::Creating,
+            reason: None,
+        };
+        Runner::build(ctx, dir, record, true)
+    }
+
+    /// A runner for an instance found on disk: re-attaches to its VMM, or relaunches it when it
+    /// died and should run, or reports it stopped.
+    pub async fn recover(ctx: Arc<Ctx>, dir: InstanceDir, record: AgentRecord) -> Runner {
+        let mut runner = Runner::build(ctx, dir, record, false);
+        if matches!(runner.ctx.config.driver, DriverKind::Simulated) {
+            return runner;
+        }
+        let opts = driver::launch_options(&runner.ctx);
+        match Vm::attach(runner.dir.clone(), &opts).await {
+            Ok(vm) => {
+                let state = match vm.status().await {
+                    Ok(VmStatus::Paused) => InstanceState::Paused,
+                    Ok(VmStatus::Running) => InstanceState::Running,
+                    Ok(other) => {
+                        tracing::warn!(id = %runner.id, status = ?other, "re-attached VM in an unexpected status");
+                        InstanceState::Running
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = %runner.id, error = %format!("{e:#}"), "cannot query re-attached VM");
+                        InstanceState::Running
+                    }
+                };
+                runner.vm = Some(vm);
+                runner.start_pump();
+                runner.set_state(state, None).await;
+            }
+            Err(VmError::Dead { .. } | VmError::Config { .. }) if runner.record.power == PowerState::Running => {
+                tracing::info!(id = %runner.id, "VMM is gone but the instance should run; relaunching");
+                if let Err(e) = runner.launch().await {
+                    tracing::warn!(id = %runner.id, error = %format!("{e:#}"), "relaunch failed");
+                }
+            }
+            Err(VmError::Dead { .. } | VmError::Config { .. }) => {
+                runner.set_state(InstanceState::Stopped, None).await;
+            }
+            Err(e) => {
+                tracing::warn!(id = %runner.id, error = %format!("{e:#}"), "cannot re-attach VM");
+                let reason = "the agent cannot reach the instance's VMM".to_owned();
+                runner.set_state(InstanceState::Failed, Some(reason)).await;
+            }
+        }
+        runner
+    }
+
+    fn build(ctx: Arc<Ctx>, dir: InstanceDir, record: AgentRecord, fresh: bool) -> Runner {
+        let shared = Arc::new(Shared::new(&record));
+        Runner { ctx, id: record.desired.id, dir, record, fresh, vm: None, shared, pump: None }
+    }
+
+    /// The instance id.
+    pub fn id(&self) -> InstanceId {
+        self.id
+    }
+
+    /// Spawns the actor; returns its handle.
+    pub fn spawn(self) -> RunnerHandle {
+        let (tx, rx) = mpsc::channel(16);
+        let handle = RunnerHandle { tx, shared: self.shared.clone() };
+        tokio::spawn(self.run(rx));
+        handle
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        loop {
+            let qmp = self.vm.as_ref().map(|vm| vm.qmp().clone());
+            let vm_gone = async move {
+                match qmp {
+                    Some(q) => q.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                req = rx.recv() => {
+                    let Some(req) = req else { break };
+                    if self.handle(req).await {
+                        break;
+                    }
+                }
+                () = vm_gone => self.on_vm_exit().await,
+            }
+        }
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+    }
+
+    /// Serves one request; returns true when the runner should end (deleted).
+    async fn handle(&mut self, req: Request) -> bool {
+        match req {
+            Request::Ensure { desired, power, generation, reply } => {
+                let r = self.ensure(*desired, power, generation).await;
+                let _ = reply.send(r);
+            }
+            Request::Stop { generation, reply } => {
+                let r = self.stop(generation).await;
+                let _ = reply.send(r);
+            }
+            Request::Reboot { generation, reply } => {
+                let r = self.reboot(generation).await;
+                let _ = reply.send(r);
+            }
+            Request::Delete { generation, reply } => {
+                let r = self.delete(generation).await;
+                let done = r.is_ok();
+                let _ = reply.send(r);
+                return done;
+            }
+            Request::Pause { reply } => {
+                let r = self.pause(true).await;
+                let _ = reply.send(r);
+            }
+            Request::Resume { reply } => {
+                let r = self.pause(false).await;
+                let _ = reply.send(r);
+            }
+        }
+        false
+    }
+
+    fn status(&self) -> InstanceStatus {
+        self.shared.status()
+    }
+
+    /// `Some(status)` for a no-op (same generation), an error for a stale one.
+    fn check_generation(&self, generation: u64) -> Result<Option<InstanceStatus>, InstanceError> {
+        if self.fresh {
+            return Ok(None);
+        }
+        let current = self.record.generation;
+        if generation < current {
+            return Err(InstanceError::StaleGeneration { id: self.id, requested: generation, current });
+        }
+        Ok((generation == current).then(|| self.status()))
+    }
+
+    /// Records a state (in memory, `agent.json`, watchers). Persistence failures are logged:
+    /// the state is an observation, recomputed on restart.
+    async fn set_state(&mut self, state: InstanceState, reason: Option<String>) {
+        self.record.state = state;
+        self.record.reason = reason;
+        let status = status_of(&self.record);
+        *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = status.clone();
+        if let Err(e) = write_record(&self.dir, &self.record).await {
+            tracing::warn!(id = %self.id, error = %format!("{e:#}"), "cannot persist instance state");
+        }
+        tracing::debug!(id = %self.id, ?state, generation = status.generation, "instance state");
+        let _ = self.ctx.events.send(status);
+    }
+
+    async fn ensure(
+        &mut self,
+        desired: DesiredInstance,
+        power: PowerState,
+        generation: u64,
+    ) -> Result<InstanceStatus, InstanceError> {
+        if let Some(status) = self.check_generation(generation)? {
+            return Ok(status);
+        }
+        desired.validate()?;
+        let creating = self.fresh;
+        if creating && matches!(self.ctx.config.driver, DriverKind::Qemu(_)) {
+            // An unknown or corrupt image leaves nothing behind: fetch before the directory exists.
+            driver::resolve_images(&self.ctx, &desired).await?;
+        }
+        self.record.desired = desired.clone();
+        self.record.power = power;
+        self.record.generation = generation;
+        *self.shared.desired.lock().unwrap_or_else(|e| e.into_inner()) = desired;
+        if creating {
+            let root = self.dir.root().to_owned();
+            tokio::fs::create_dir_all(&root)
+                .await
+                .map_err(|source| InstanceError::Persist { path: root.clone(), source })?;
+            let marker = root.join(CREATING_MARKER);
+            tokio::fs::write(&marker, b"").await.map_err(|source| InstanceError::Persist { path: marker, source })?;
+        }
+        write_record(&self.dir, &self.record).await?;
+        self.fresh = false;
+        let result = self.apply_power(creating).await;
+        if creating {
+            let _ = tokio::fs::remove_file(self.dir.root().join(CREATING_MARKER)).await;
+        }
+        result.map(|()| self.status())
+    }
+
+    async fn apply_power(&mut self, creating: bool) -> Result<(), InstanceError> {
+        match self.record.power {
+            PowerState::Running => match self.record.state {
+                InstanceState::Running | InstanceState::Paused if self.vm_alive() => {
+                    let state = self.record.state;
+                    self.set_state(state, None).await;
+                    Ok(())
+                }
+                _ => self.launch().await,
+            },
+            PowerState::Stopped if self.vm.is_some() => self.shutdown().await,
+            PowerState::Stopped => {
+                if creating && matches!(self.ctx.config.driver, DriverKind::Qemu(_)) {
+                    self.set_state(InstanceState::Creating, None).await;
+                    if let Err(e) = driver::prepare(&self.ctx, &self.dir, &self.record.desired).await {
+                        self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+                        return Err(e);
+                    }
+                }
+                self.set_state(InstanceState::Stopped, None).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn vm_alive(&self) -> bool {
+        match &self.ctx.config.driver {
+            DriverKind::Simulated => true,
+            DriverKind::Qemu(_) => self.vm.as_ref().is_some_and(Vm::is_alive),
+        }
+    }
+
+    async fn launch(&mut self) -> Result<(), InstanceError> {
+        self.set_state(InstanceState::Starting, None).await;
+        if matches!(self.ctx.config.driver, DriverKind::Simulated) {
+            self.set_state(InstanceState::Running, None).await;
+            return Ok(());
+        }
+        match driver::launch(&self.ctx, &self.dir, &self.record.desired).await {
+            Ok(vm) => {
+                self.vm = Some(vm);
+                self.start_pump();
+                self.set_state(InstanceState::Running, None).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %format!("{e:#}"), "launch failed");
+                self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), InstanceError> {
+        self.set_state(InstanceState::Stopping, None).await;
+        if let Some(vm) = self.vm.take() {
+            let timeout = self.ctx.config.stop_timeout;
+            if let Err(source) = vm.shutdown(timeout).await {
+                self.vm = Some(vm);
+                let e = InstanceError::Vmm { id: self.id, operation: "shutdown", source };
+                self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+                return Err(e);
+            }
+        }
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        self.set_state(InstanceState::Stopped, None).await;
+        Ok(())
+    }
+
+    async fn stop(&mut self, generation: u64) -> Result<InstanceStatus, InstanceError> {
+        if let Some(status) = self.check_generation(generation)? {
+            return Ok(status);
+        }
+        self.record.generation = generation;
+        self.record.power = PowerState::Stopped;
+        write_record(&self.dir, &self.record).await?;
+        if self.vm.is_some() || self.record.state != InstanceState::Stopped {
+            self.shutdown().await?;
+        }
+        Ok(self.status())
+    }
+
+    async fn reboot(&mut self, generation: u64) -> Result<InstanceStatus, InstanceError> {
+        if let Some(status) = self.check_generation(generation)? {
+            return Ok(status);
+        }
+        if self.record.state != InstanceState::Running {
+            return Err(InstanceError::InvalidState { id: self.id, state: self.record.state, operation: "reboot" });
+        }
+        self.record.generation = generation;
+        write_record(&self.dir, &self.record).await?;
+        self.set_state(InstanceState::Rebooting, None).await;
+        if let Some(vm) = &self.vm
+            && let Err(source) = vm.reboot().await
+        {
+            let e = InstanceError::Vmm { id: self.id, operation: "reboot", source };
+            self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+            return Err(e);
+        }
+        self.set_state(InstanceState::Running, None).await;
+        Ok(self.status())
+    }
+
+    async fn delete(&mut self, generation: u64) -> Result<InstanceStatus, InstanceError> {
+        if !self.fresh && generation < self.record.generation {
+            return Err(InstanceError::StaleGeneration {
+                id: self.id,
+                requested: generation,
+                current: self.record.generation,
+            });
+        }
+        self.record.generation = generation;
+        self.set_state(InstanceState::Deleting, None).await;
+        if let Some(vm) = self.vm.take()
+            && let Err(e) = vm.force_stop().await
+        {
+            tracing::warn!(id = %self.id, error = %format!("{e:#}"), "force stop failed; killing");
+        }
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        driver::destroy(&self.ctx, self.id, &self.dir).await?;
+        self.record.state = InstanceState::Deleted;
+        self.record.reason = None;
+        let status = status_of(&self.record);
+        *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = status.clone();
+        let _ = self.ctx.events.send(status.clone());
+        tracing::info!(id = %self.id, "instance deleted");
+        Ok(status)
+    }
+
+    async fn pause(&mut self, pause: bool) -> Result<InstanceStatus, InstanceError> {
+        let (from, to, op) = if pause {
+            (InstanceState::Running, InstanceState::Paused, "pause")
+        } else {
+            (InstanceState::Paused, InstanceState::Running, "resume")
+        };
+        if self.record.state != from {
+            return Ok(self.status());
+        }
+        if let Some(vm) = &self.vm {
+            let r = if pause { vm.pause().await } else { vm.resume().await };
+            r.map_err(|source| InstanceError::Vmm { id: self.id, operation: op, source })?;
+        }
+        self.set_state(to, None).await;
+        Ok(self.status())
+    }
+
+    async fn on_vm_exit(&mut self) {
+        let Some(vm) = self.vm.take() else { return };
+        if vm.is_alive() {
+            // The monitor connection dropped but QEMU lives: reconnect.
+            let opts = driver::launch_options(&self.ctx);
+            match Vm::attach(self.dir.clone(), &opts).await {
+                Ok(vm) => {
+                    self.vm = Some(vm);
+                    return;
+                }
+                Err(e) => tracing::warn!(id = %self.id, error = %format!("{e:#}"), "cannot reconnect to VMM"),
+            }
+        }
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        tracing::info!(id = %self.id, "VMM exited");
+        self.set_state(InstanceState::Stopped, Some("the guest powered off".into())).await;
+    }
+
+    /// (Re)starts the console pump: the only client of `serial.sock`.
+    fn start_pump(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        let socket = self.dir.serial_socket();
+        let out = self.shared.console_out.clone();
+        let input = self.shared.console_in_rx.clone();
+        let id = self.id;
+        self.pump = Some(tokio::spawn(async move {
+            if let Err(e) = pump_console(&socket, out, input).await {
+                tracing::debug!(%id, error = %e, "console pump ended");
+            }
+        }));
+    }
+}
+
+async fn pump_console(
+    socket: &Path,
+    out: broadcast::Sender<Vec<u8>>,
+    input: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>>,
+) -> std::io::Result<()> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut input = input.lock_owned().await;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            n = rd.read(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                let _ = out.send(buf[..n].to_vec());
+            }
+            data = input.recv() => match data {
+                Some(data) => wr.write_all(&data).await?,
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// A customer-readable sentence for a failed operation.
+fn failure_reason(e: &InstanceError) -> String {
+    match e {
+        InstanceError::Image { .. } => "the instance's image could not be fetched".into(),
+        InstanceError::Network { .. } => "the instance's network could not be set up".into(),
+        InstanceError::Storage { .. } => "the instance's disks could not be prepared".into(),
+        InstanceError::Vmm { operation, .. } => format!("the hypervisor failed to {operation} the instance"),
+        other => other.to_string(),
+    }
+}
+
+/// How long [`Runner::shutdown`] waits by default before forcing.
+pub(super) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
