@@ -58,6 +58,7 @@ fn manager_config(config: &AgentConfig, subnet: &str) -> Result<ManagerConfig, R
     let mut manager = ManagerConfig::new(net);
     manager.instances_dir = config.state_dir.join("instances");
     manager.images_dir = config.state_dir.join("images");
+    manager.snapshots_dir = config.state_dir.join("snapshots");
     manager.bridge.clone_from(&config.bridge);
     // The host routes its instances' traffic (egress NAT): forwarding must be on.
     manager.enable_ip_forward = true;

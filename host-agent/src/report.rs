@@ -128,3 +128,225 @@ fn persist_expiry(settings: &ReportSettings, expiry: SystemTime) {
         tracing::warn!(error = %err, "cannot record the lease expiry");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The report loop against a real in-process gRPC server on 127.0.0.1 (plaintext: TLS is
+    //! not what is under test) that plays the control plane's side of reports, and a host whose
+    //! fence and unfence calls are recorded with their time.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use cloud_proto::agent::v1::control_plane_server::{ControlPlane, ControlPlaneServer};
+    use tokio::sync::{mpsc, oneshot, watch};
+    use tonic::transport::{Endpoint, Server};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::identity::HostRecord;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+    const LEASE: Duration = Duration::from_millis(600);
+    /// Scheduling noise allowed on a busy machine when checking *when* something happened.
+    const SLACK: Duration = Duration::from_millis(100);
+
+    /// The control plane as a network peer: accepts reports (confirming `owned`) or, while
+    /// `failing`, refuses them as unavailable.
+    struct Peer {
+        failing: AtomicBool,
+        owned: Vec<String>,
+        accepted: watch::Sender<u32>,
+        last_accepted: Mutex<Option<Instant>>,
+    }
+
+    impl Peer {
+        fn new(owned: &[&str], failing: bool) -> Arc<Peer> {
+            Arc::new(Peer {
+                failing: AtomicBool::new(failing),
+                owned: owned.iter().map(|s| (*s).to_owned()).collect(),
+                accepted: watch::channel(0).0,
+                last_accepted: Mutex::new(None),
+            })
+        }
+
+        fn last_accepted(&self) -> Instant {
+            self.last_accepted.lock().unwrap().unwrap()
+        }
+
+        /// Waits until `n` more reports have been accepted.
+        async fn wait_for_accepted(&self, n: u32) {
+            let mut rx = self.accepted.subscribe();
+            let target = *rx.borrow() + n;
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= target)).await.unwrap().unwrap();
+        }
+    }
+
+    #[tonic::async_trait]
+    impl ControlPlane for Peer {
+        async fn join(&self, _: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+            Err(Status::unimplemented("not part of this test"))
+        }
+
+        async fn report(&self, request: Request<pb::HostReport>) -> Result<Response<pb::ReportResponse>, Status> {
+            assert!(!request.into_inner().host_id.is_empty());
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(Status::unavailable("the control plane is unreachable (test)"));
+            }
+            *self.last_accepted.lock().unwrap() = Some(Instant::now());
+            self.accepted.send_modify(|c| *c += 1);
+            Ok(Response::new(pb::ReportResponse { lease_expires_at: None, owned_instance_ids: self.owned.clone() }))
+        }
+
+        type FetchBlobStream = tokio_stream::Empty<Result<pb::BlobChunk, Status>>;
+
+        async fn fetch_blob(
+            &self,
+            _: Request<pb::FetchBlobRequest>,
+        ) -> Result<Response<Self::FetchBlobStream>, Status> {
+            Err(Status::unimplemented("not part of this test"))
+        }
+    }
+
+    /// Serves `peer` on an ephemeral port; returns a channel to it.
+    async fn spawn_control_plane(peer: Arc<Peer>) -> Channel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(Server::builder().add_service(ControlPlaneServer::from_arc(peer)).serve_with_incoming(incoming));
+        Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy()
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Event {
+        Fenced(Instant),
+        Unfenced(Instant, Vec<String>),
+    }
+
+    /// A host that records when it is fenced and unfenced.
+    struct RecordingHost {
+        events: mpsc::UnboundedSender<Event>,
+    }
+
+    impl HostState for RecordingHost {
+        async fn capacity(&self) -> (pb::Capacity, pb::Capacity) {
+            (pb::Capacity { vcpus: 4, memory_bytes: 1 << 30, disk_bytes: 1 << 30 }, pb::Capacity::default())
+        }
+
+        async fn instances(&self) -> Vec<pb::InstanceStatus> {
+            Vec::new()
+        }
+
+        async fn fence(&self) {
+            let _ = self.events.send(Event::Fenced(Instant::now()));
+        }
+
+        async fn unfence(&self, owned: Vec<String>) {
+            let _ = self.events.send(Event::Unfenced(Instant::now(), owned));
+        }
+    }
+
+    /// A running report loop; stopped on drop.
+    struct Agent {
+        events: mpsc::UnboundedReceiver<Event>,
+        started: Instant,
+        _stop: oneshot::Sender<()>,
+    }
+
+    impl Agent {
+        fn start(channel: Channel, lease: Duration, lease_file: PathBuf) -> Agent {
+            let record = HostRecord {
+                host_id: uuid::Uuid::new_v4(),
+                instance_subnet: "10.100.3.0/24".into(),
+                control_plane_grpc_url: String::new(),
+                lease_seconds: 1,
+                agent_endpoint: String::new(),
+            };
+            let identity = HostIdentity::new(record, String::new(), String::new(), String::new());
+            let (tx, events) = mpsc::unbounded_channel();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let settings = ReportSettings { interval: INTERVAL, lease, lease_file };
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            tokio::spawn(run(identity, channel, Arc::new(RecordingHost { events: tx }), settings, shutdown));
+            Agent { events, started: Instant::now(), _stop: stop }
+        }
+
+        async fn next_event(&mut self) -> Event {
+            tokio::time::timeout(Duration::from_secs(10), self.events.recv()).await.unwrap().unwrap()
+        }
+
+        /// Asserts that nothing is fenced or unfenced for `period`.
+        async fn assert_quiet_for(&mut self, period: Duration) {
+            if let Ok(event) = tokio::time::timeout(period, self.events.recv()).await {
+                panic!("unexpected {event:?}");
+            }
+        }
+    }
+
+    fn lease_expiry_ms(path: &std::path::Path) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["expires_at_unix_ms"].as_u64().unwrap()
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    #[tokio::test]
+    async fn fences_once_after_the_lease_and_resumes_what_the_control_plane_owns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lease_file = tmp.path().join("lease.json");
+        let peer = Peer::new(&["a", "b"], false);
+        let mut agent = Agent::start(spawn_control_plane(peer.clone()).await, LEASE, lease_file.clone());
+
+        // (a) Reports get through: no fence, however long it goes on; the lease is on record.
+        peer.wait_for_accepted(10).await;
+        agent.assert_quiet_for(Duration::ZERO).await;
+        assert!(lease_expiry_ms(&lease_file) > now_ms());
+
+        // (b) The control plane stops accepting: one fence, once the lease has run out.
+        peer.failing.store(true, Ordering::SeqCst);
+        let Event::Fenced(fenced_at) = agent.next_event().await else { panic!("expected a fence") };
+        let since_renewal = fenced_at - peer.last_accepted();
+        assert!(since_renewal + SLACK >= LEASE, "fenced {since_renewal:?} after the last renewal");
+        assert!(since_renewal <= LEASE + 2 * INTERVAL + 5 * SLACK, "fenced only {since_renewal:?} after it");
+        agent.assert_quiet_for(4 * INTERVAL).await;
+
+        // (c) Reports get through again: the instances the control plane owns are resumed, once.
+        peer.failing.store(false, Ordering::SeqCst);
+        let Event::Unfenced(_, owned) = agent.next_event().await else { panic!("expected an unfence") };
+        assert_eq!(owned, ["a", "b"]);
+        peer.wait_for_accepted(3).await;
+        agent.assert_quiet_for(Duration::ZERO).await;
+    }
+
+    #[tokio::test]
+    async fn a_stored_lease_is_honoured_at_start_and_an_expired_one_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lease_file = tmp.path().join("lease.json");
+        let peer = Peer::new(&[], true);
+        let channel = spawn_control_plane(peer).await;
+        // A lease long enough that a fence within it can only come from the stored expiry.
+        let lease = Duration::from_secs(30);
+
+        // (d) 1 s of lease left on record: no fence while it lasts, a fence soon after.
+        let left = Duration::from_secs(1);
+        std::fs::write(&lease_file, format!(r#"{{"expires_at_unix_ms":{}}}"#, now_ms() + 1000)).unwrap();
+        let mut agent = Agent::start(channel.clone(), lease, lease_file.clone());
+        let Event::Fenced(at) = agent.next_event().await else { panic!("expected a fence") };
+        let after = at - agent.started;
+        assert!(after + SLACK >= left, "fenced after {after:?} with {left:?} of stored lease");
+        assert!(after <= left + 2 * INTERVAL + 5 * SLACK, "fenced only after {after:?}");
+        drop(agent);
+
+        // An expired lease on record: fenced at the first failed report.
+        std::fs::write(&lease_file, format!(r#"{{"expires_at_unix_ms":{}}}"#, now_ms() - 1000)).unwrap();
+        let mut agent = Agent::start(channel, lease, lease_file);
+        let Event::Fenced(at) = agent.next_event().await else { panic!("expected a fence") };
+        assert!(at - agent.started <= INTERVAL + 5 * SLACK, "fenced after {:?}", at - agent.started);
+        agent.assert_quiet_for(3 * INTERVAL).await;
+    }
+}

@@ -3,13 +3,50 @@
 use cloud_proto::agent::v1 as pb;
 use tonic::Status;
 
-use crate::instances::{BootMode, DesiredInstance, ImageRef, InstanceId, InstanceState, InstanceStatus, NicConfig};
+use crate::instances::{
+    BootMode, DesiredInstance, ImageRef, InstanceId, InstanceState, InstanceStatus, NicConfig, SnapshotId,
+    SnapshotInfo, SnapshotKind,
+};
 
 const MIB: u64 = 1 << 20;
 
 /// Parses an instance id field.
 pub fn instance_id(text: &str) -> Result<InstanceId, Status> {
     text.parse().map_err(|_| Status::invalid_argument(format!("instance_id {text:?} is not a UUID")))
+}
+
+/// Parses a snapshot id field.
+pub fn snapshot_id(text: &str) -> Result<SnapshotId, Status> {
+    text.parse().map_err(|_| Status::invalid_argument(format!("snapshot_id {text:?} is not a UUID")))
+}
+
+/// Proto snapshot kind → domain (unspecified is refused).
+pub fn snapshot_kind(kind: i32) -> Result<SnapshotKind, Status> {
+    match pb::SnapshotKind::try_from(kind) {
+        Ok(pb::SnapshotKind::Disk) => Ok(SnapshotKind::Disk),
+        Ok(pb::SnapshotKind::Full) => Ok(SnapshotKind::Full),
+        _ => Err(Status::invalid_argument("kind must be DISK or FULL")),
+    }
+}
+
+/// Domain snapshot info → proto (the location is a local path for now).
+pub fn snapshot_info(info: &SnapshotInfo) -> pb::SnapshotInfo {
+    let kind = match info.kind {
+        SnapshotKind::Disk => pb::SnapshotKind::Disk,
+        SnapshotKind::Full => pb::SnapshotKind::Full,
+    };
+    pb::SnapshotInfo {
+        snapshot_id: info.snapshot_id.to_string(),
+        instance_id: info.instance_id.to_string(),
+        kind: kind as i32,
+        size_bytes: info.size_bytes,
+        location: info.location.display().to_string(),
+        created_at: Some(timestamp(info.created_at)),
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 fn optional_digest(text: &str) -> Option<String> {
@@ -97,9 +134,37 @@ pub fn status(s: &InstanceStatus) -> pb::InstanceStatus {
         state: state(s.state) as i32,
         generation: s.generation,
         reason: s.reason.clone().unwrap_or_default(),
-        observed_at: Some(prost_types::Timestamp {
-            seconds: s.observed_at.timestamp(),
-            nanos: i32::try_from(s.observed_at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        observed_at: Some(timestamp(s.observed_at)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_fields_are_checked_and_mapped() {
+        assert_eq!(snapshot_kind(pb::SnapshotKind::Full as i32).unwrap(), SnapshotKind::Full);
+        assert_eq!(snapshot_kind(pb::SnapshotKind::Disk as i32).unwrap(), SnapshotKind::Disk);
+        assert_eq!(
+            snapshot_kind(pb::SnapshotKind::Unspecified as i32).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(snapshot_id("../etc").unwrap_err().code(), tonic::Code::InvalidArgument);
+        let id: SnapshotId = "6f1c1b9e-3a52-4c1e-9d51-0d7f1a1b2c3d".parse().unwrap();
+        let info = SnapshotInfo {
+            snapshot_id: id,
+            instance_id: "0b6f3a8e-93a4-4d3b-a1c4-5e3c8d9f0a1b".parse().unwrap(),
+            kind: SnapshotKind::Disk,
+            size_bytes: 42,
+            location: "/var/lib/cloud-agent/snapshots/x".into(),
+            created_at: chrono::Utc::now(),
+        };
+        let p = snapshot_info(&info);
+        assert_eq!(p.snapshot_id, id.to_string());
+        assert_eq!((p.kind, p.size_bytes), (pb::SnapshotKind::Disk as i32, 42));
+        assert_eq!(p.location, "/var/lib/cloud-agent/snapshots/x");
+        assert!(p.created_at.is_some());
     }
 }

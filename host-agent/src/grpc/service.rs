@@ -66,6 +66,7 @@ fn status_of(err: InstanceError) -> Status {
         InstanceError::StaleGeneration { .. } => Status::failed_precondition(err.to_string()),
         InstanceError::NotFound { .. } => Status::not_found(err.to_string()),
         InstanceError::InvalidSpec { .. } => Status::invalid_argument(err.to_string()),
+        InstanceError::InvalidState { .. } => Status::failed_precondition(err.to_string()),
         _ => {
             tracing::error!(error = %crate::error_chain(&err), "instance operation failed");
             Status::internal(err.to_string())
@@ -145,17 +146,40 @@ impl HostAgent for AgentService {
 
     async fn snapshot_instance(
         &self,
-        _: Request<pb::SnapshotInstanceRequest>,
+        request: Request<pb::SnapshotInstanceRequest>,
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
-        // The vmm crate snapshots; the agent-side store and upload arrive with the snapshot issue.
-        Err(Status::unimplemented("snapshots through the agent are not available yet"))
+        let req = request.into_inner();
+        let id = convert::instance_id(&req.instance_id)?;
+        let snapshot = convert::snapshot_id(&req.snapshot_id)?;
+        let kind = convert::snapshot_kind(req.kind)?;
+        let info = self.manager.snapshot(id, snapshot, kind, req.generation).await.map_err(status_of)?;
+        Ok(Response::new(convert::snapshot_info(&info)))
     }
 
     async fn restore_instance(
         &self,
-        _: Request<pb::RestoreInstanceRequest>,
+        request: Request<pb::RestoreInstanceRequest>,
     ) -> Result<Response<pb::InstanceStatus>, Status> {
-        Err(Status::unimplemented("restores through the agent are not available yet"))
+        let req = request.into_inner();
+        let spec = req.spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let desired = convert::desired_instance(spec)?;
+        // The location names the snapshot; the id alone means the local store's copy.
+        let location = match (req.snapshot_id.as_str(), req.snapshot_location.as_str()) {
+            ("", "") => return Err(Status::invalid_argument("snapshot_id or snapshot_location is required")),
+            (id, "") => self.manager.snapshot_location(convert::snapshot_id(id)?),
+            (id, location) => {
+                let location = std::path::PathBuf::from(location);
+                if !id.is_empty() && location.file_name().and_then(|n| n.to_str()) != Some(id) {
+                    return Err(Status::invalid_argument(format!(
+                        "snapshot_location {} is not the location of snapshot {id}",
+                        location.display()
+                    )));
+                }
+                location
+            }
+        };
+        let status = self.manager.restore(desired, location, req.generation).await.map_err(status_of)?;
+        Ok(Response::new(convert::status(&status)))
     }
 
     type ConsoleStream = BoxStream<pb::ConsoleOutput>;

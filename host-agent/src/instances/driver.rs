@@ -61,6 +61,14 @@ pub(super) async fn resolve_images(ctx: &Ctx, desired: &DesiredInstance) -> Resu
     })
 }
 
+/// Creates the taps of `desired` on the bridge (before QEMU opens them). Idempotent.
+pub(super) async fn ensure_taps(ctx: &Ctx, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    for tap in taps(desired) {
+        ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
+    }
+    Ok(())
+}
+
 /// The VM name on QEMU's command line: `i-<uuid without dashes>`.
 pub(super) fn vm_name(id: InstanceId) -> String {
     format!("i-{}", id.0.simple())
@@ -77,9 +85,7 @@ pub(super) async fn prepare(ctx: &Ctx, dir: &InstanceDir, desired: &DesiredInsta
         }
     };
     let images = resolve_images(ctx, desired).await?;
-    for tap in taps(desired) {
-        ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id, source })?;
-    }
+    ensure_taps(ctx, desired).await?;
     let storage_err = |source| InstanceError::Storage { id, source };
     let disks = storage::ensure_root_disk(&opts.qemu_img, dir, images.disk.as_deref(), desired.disk_bytes)
         .await

@@ -15,7 +15,10 @@ use vmm::InstanceDir;
 
 use super::driver::{self, DriverKind};
 use super::runner::{self, AGENT_JSON, CREATING_MARKER, Ctx, DEFAULT_STOP_TIMEOUT, Request, Runner, RunnerHandle};
-use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, ManagerError, PowerState};
+use super::snapshots::{SnapshotId, SnapshotInfo};
+use super::{
+    DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, ManagerError, PowerState, SnapshotKind,
+};
 use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache};
 use crate::network::{Ipv4Net, Network, NetworkConfig};
 
@@ -29,6 +32,9 @@ pub struct ManagerConfig {
     pub instances_dir: PathBuf,
     /// The content-addressed image cache (default `/var/lib/cloud-agent/images`).
     pub images_dir: PathBuf,
+    /// The local snapshot store, one directory per snapshot, outside the instance directories
+    /// so snapshots outlive their instance (default `/var/lib/cloud-agent/snapshots`).
+    pub snapshots_dir: PathBuf,
     /// Largest image blob accepted (default 20 GiB).
     pub max_image_bytes: u64,
     /// Host bridge (default `cloudbr0`).
@@ -54,6 +60,7 @@ impl ManagerConfig {
         ManagerConfig {
             instances_dir: "/var/lib/cloud-agent/instances".into(),
             images_dir: "/var/lib/cloud-agent/images".into(),
+            snapshots_dir: "/var/lib/cloud-agent/snapshots".into(),
             max_image_bytes: DEFAULT_MAX_BLOB_BYTES,
             bridge: "cloudbr0".into(),
             host_subnet,
@@ -187,12 +194,12 @@ impl InstanceManager {
         self.runners.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
 
-    async fn call(
+    async fn call<T>(
         &self,
         id: InstanceId,
         handle: &RunnerHandle,
-        make: impl FnOnce(runner::Reply<InstanceStatus>) -> Request,
-    ) -> Result<InstanceStatus, InstanceError> {
+        make: impl FnOnce(runner::Reply<T>) -> Request,
+    ) -> Result<T, InstanceError> {
         let (reply, rx) = oneshot::channel();
         handle.tx.send(make(reply)).await.map_err(|_| InstanceError::RunnerGone { id })?;
         rx.await.map_err(|_| InstanceError::RunnerGone { id })?
@@ -206,6 +213,25 @@ impl InstanceManager {
         power: PowerState,
         generation: u64,
     ) -> Result<InstanceStatus, InstanceError> {
+        let desired = Box::new(desired);
+        self.create_or_apply(desired, generation, |desired, reply| Request::Ensure {
+            desired,
+            power,
+            generation,
+            reply,
+        })
+        .await
+    }
+
+    /// Routes a request that may create the instance (ensure, restore) to its runner, made for
+    /// it when the instance is new. A new runner that failed before creating anything on disk
+    /// is forgotten.
+    async fn create_or_apply(
+        &self,
+        desired: Box<DesiredInstance>,
+        generation: u64,
+        make: impl FnOnce(Box<DesiredInstance>, runner::Reply<InstanceStatus>) -> Request,
+    ) -> Result<InstanceStatus, InstanceError> {
         desired.validate()?;
         let id = desired.id;
         if let Some(&current) = self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
@@ -218,14 +244,13 @@ impl InstanceManager {
             match runners.get(&id) {
                 Some(h) => (h.clone(), false),
                 None => {
-                    let h = Runner::new_instance(self.ctx.clone(), desired.clone()).spawn();
+                    let h = Runner::new_instance(self.ctx.clone(), (*desired).clone()).spawn();
                     runners.insert(id, h.clone());
                     (h, true)
                 }
             }
         };
-        let desired = Box::new(desired);
-        let result = self.call(id, &handle, |reply| Request::Ensure { desired, power, generation, reply }).await;
+        let result = self.call(id, &handle, |reply| make(desired, reply)).await;
         if created && matches!(result, Err(InstanceError::Image { .. } | InstanceError::InvalidSpec { .. })) {
             // Nothing was created on disk: forget the runner (dropping its sender ends it).
             let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,6 +259,51 @@ impl InstanceManager {
             }
         }
         result
+    }
+
+    /// Takes snapshot `snapshot` of instance `id` into `<snapshots_dir>/<snapshot>/`: a disk
+    /// snapshot of a running, paused or stopped instance, or a full one (memory too) of a
+    /// running or paused one. The instance is `Snapshotting` meanwhile and then returns to its
+    /// state. Idempotent by snapshot id: a complete snapshot is returned as it is. `generation`
+    /// is checked (older: [`InstanceError::StaleGeneration`]) and recorded when newer; the
+    /// desired spec does not change.
+    pub async fn snapshot(
+        &self,
+        id: InstanceId,
+        snapshot: SnapshotId,
+        kind: SnapshotKind,
+        generation: u64,
+    ) -> Result<SnapshotInfo, InstanceError> {
+        let handle = self.handle(id).ok_or(InstanceError::NotFound { id })?;
+        self.call(id, &handle, |reply| Request::Snapshot { snapshot, kind, generation, reply }).await
+    }
+
+    /// The local location of snapshot `snapshot` (whether or not it exists).
+    pub fn snapshot_location(&self, snapshot: SnapshotId) -> PathBuf {
+        super::snapshots::location(&self.ctx, snapshot)
+    }
+
+    /// Creates instance `desired.id` (running) from the complete snapshot at
+    /// `snapshot_location`, a directory of the local store ([`ManagerConfig::snapshots_dir`];
+    /// anything else is [`InstanceError::InvalidSpec`]). The id may differ from the
+    /// snapshotted instance's. A full snapshot continues the guest where it was (its NICs,
+    /// vCPUs and memory must match the snapshot's); a disk snapshot boots afresh from its disks
+    /// with `desired`'s network and config drive. Idempotent by instance id and generation as
+    /// [`InstanceManager::ensure`].
+    pub async fn restore(
+        &self,
+        desired: DesiredInstance,
+        snapshot_location: PathBuf,
+        generation: u64,
+    ) -> Result<InstanceStatus, InstanceError> {
+        let location = snapshot_location;
+        self.create_or_apply(Box::new(desired), generation, |desired, reply| Request::Restore {
+            desired,
+            location,
+            generation,
+            reply,
+        })
+        .await
     }
 
     /// Powers the instance off (ACPI, then force after the stop timeout).

@@ -15,7 +15,9 @@
 //!                                   ▼
 //!           delete (from any state) ─▶ Deleting ─▶ Deleted (runner gone, directory removed)
 //! ```
-//! `Snapshotting` and `Restoring` exist for the snapshot operations (not driven here yet).
+//! Snapshots (see `snapshots`): `snapshot` passes through `Snapshotting` and returns to the
+//! state it started from (Running, Paused, or Stopped for a disk snapshot); `restore` creates a
+//! new instance `(none) ─▶ Restoring ─▶ Running` (a disk snapshot boots via `Starting`).
 //!
 //! Generations: every mutating request carries the control plane's generation. Lower than the
 //! last applied one → [`InstanceError::StaleGeneration`]; equal → no-op returning the current
@@ -32,6 +34,7 @@
 mod driver;
 mod manager;
 mod runner;
+mod snapshots;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -43,6 +46,8 @@ use vmm::spec::MacAddr;
 
 pub use driver::DriverKind;
 pub use manager::{CapacityUsed, ConsoleSession, InstanceManager, ManagerConfig};
+pub use snapshots::{SNAPSHOT_JSON, SnapshotId, SnapshotInfo};
+pub use vmm::snapshot::SnapshotKind;
 
 use crate::images::{ImageError, is_sha256_hex};
 use crate::network::{Ipv4Net, NetworkError};
@@ -313,6 +318,17 @@ pub enum InstanceError {
         /// Cause.
         #[source]
         source: vmm::VmError,
+    },
+    /// Taking or restoring a snapshot failed in the VMM layer.
+    #[error("snapshot {snapshot} of instance {id} failed")]
+    Snapshot {
+        /// Instance (the snapshotted one, or the one being restored).
+        id: InstanceId,
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// Cause.
+        #[source]
+        source: vmm::snapshot::SnapshotError,
     },
     /// Reading or writing the instance directory failed.
     #[error("cannot write {path}")]

@@ -7,7 +7,7 @@
 //! `serial.sock` (it accepts one): it fans output out to every viewer through a broadcast
 //! channel and forwards their input.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use vmm::{InstanceDir, Vm, VmError, VmStatus};
 
 use super::driver::{self, DriverKind};
 use super::manager::ManagerConfig;
-use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, PowerState};
+use super::snapshots::{self, SnapshotId, SnapshotInfo};
+use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, PowerState, SnapshotKind};
 use crate::images::{BlobSource, ImageCache};
 use crate::network::Network;
 
@@ -60,6 +61,8 @@ pub(super) enum Request {
     Delete { generation: u64, reply: Reply<InstanceStatus> },
     Pause { reply: Reply<InstanceStatus> },
     Resume { reply: Reply<InstanceStatus> },
+    Snapshot { snapshot: SnapshotId, kind: SnapshotKind, generation: u64, reply: Reply<SnapshotInfo> },
+    Restore { desired: Box<DesiredInstance>, location: PathBuf, generation: u64, reply: Reply<InstanceStatus> },
 }
 
 /// State readable without a round trip to the runner.
@@ -278,6 +281,14 @@ impl Runner {
             }
             Request::Resume { reply } => {
                 let r = self.pause(false).await;
+                let _ = reply.send(r);
+            }
+            Request::Snapshot { snapshot, kind, generation, reply } => {
+                let r = self.snapshot(snapshot, kind, generation).await;
+                let _ = reply.send(r);
+            }
+            Request::Restore { desired, location, generation, reply } => {
+                let r = self.restore(*desired, &location, generation).await;
                 let _ = reply.send(r);
             }
         }
@@ -500,6 +511,115 @@ impl Runner {
         Ok(self.status())
     }
 
+    /// Takes snapshot `snapshot` (see `snapshots`): `Snapshotting` while vmm works, then back
+    /// to the state before. A higher generation is recorded; the desired spec is unchanged.
+    async fn snapshot(
+        &mut self,
+        snapshot: SnapshotId,
+        kind: SnapshotKind,
+        generation: u64,
+    ) -> Result<SnapshotInfo, InstanceError> {
+        let (state, current) = (self.record.state, self.record.generation);
+        if self.fresh {
+            return Err(InstanceError::InvalidState { id: self.id, state, operation: "snapshot" });
+        }
+        if generation < current {
+            return Err(InstanceError::StaleGeneration { id: self.id, requested: generation, current });
+        }
+        if let Some(info) = snapshots::existing(&self.ctx, self.id, snapshot, kind).await? {
+            return Ok(info);
+        }
+        let live = match (state, kind) {
+            (InstanceState::Running | InstanceState::Paused, _) if self.vm_alive() => true,
+            (InstanceState::Stopped, SnapshotKind::Disk) => false,
+            _ => return Err(InstanceError::InvalidState { id: self.id, state, operation: "snapshot" }),
+        };
+        if generation > current {
+            self.record.generation = generation;
+            write_record(&self.dir, &self.record).await?;
+        }
+        let reason = self.record.reason.clone();
+        let desired = self.record.desired.clone();
+        self.set_state(InstanceState::Snapshotting, None).await;
+        // Held outside `self` while vmm works, so the state can be published meanwhile.
+        let vm = if live { self.vm.take() } else { None };
+        let result = snapshots::take(&self.ctx, vm.as_ref(), &self.dir, &desired, snapshot, kind).await;
+        if live {
+            self.vm = vm;
+        }
+        self.set_state(state, reason).await;
+        result
+    }
+
+    /// Creates this (fresh) instance from the snapshot at `location`. An existing instance
+    /// answers like an ensure: same generation, its status; older, a stale error.
+    async fn restore(
+        &mut self,
+        desired: DesiredInstance,
+        location: &Path,
+        generation: u64,
+    ) -> Result<InstanceStatus, InstanceError> {
+        if !self.fresh {
+            return match self.check_generation(generation)? {
+                Some(status) => Ok(status),
+                None => {
+                    Err(InstanceError::InvalidState { id: self.id, state: self.record.state, operation: "restore" })
+                }
+            };
+        }
+        desired.validate()?;
+        let snapshot = snapshots::open(&self.ctx, self.id, location).await?;
+        snapshots::check_restorable(&snapshot, &desired)?;
+        let qemu = matches!(self.ctx.config.driver, DriverKind::Qemu(_));
+        if qemu {
+            driver::resolve_images(&self.ctx, &desired).await?;
+        }
+        self.record.desired = desired.clone();
+        self.record.power = PowerState::Running;
+        self.record.generation = generation;
+        *self.shared.desired.lock().unwrap_or_else(|e| e.into_inner()) = desired.clone();
+        let root = self.dir.root().to_owned();
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(|source| InstanceError::Persist { path: root.clone(), source })?;
+        let marker = root.join(CREATING_MARKER);
+        tokio::fs::write(&marker, b"")
+            .await
+            .map_err(|source| InstanceError::Persist { path: marker.clone(), source })?;
+        self.fresh = false;
+        self.set_state(InstanceState::Restoring, None).await;
+        let result = match (qemu, snapshot.kind) {
+            (false, _) => {
+                self.set_state(InstanceState::Running, None).await;
+                Ok(())
+            }
+            (true, SnapshotKind::Full) => {
+                match snapshots::restore_full(&self.ctx, &self.dir, &desired, &snapshot, location).await {
+                    Ok(vm) => {
+                        self.vm = Some(vm);
+                        self.start_pump();
+                        self.set_state(InstanceState::Running, None).await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+                        Err(e)
+                    }
+                }
+            }
+            (true, SnapshotKind::Disk) => match snapshots::restore_disks(&self.dir, &snapshot, location).await {
+                Ok(()) => self.launch().await,
+                Err(e) => {
+                    self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+                    Err(e)
+                }
+            },
+        };
+        let _ = tokio::fs::remove_file(&marker).await;
+        tracing::info!(id = %self.id, snapshot = %snapshot.snapshot_id, ok = result.is_ok(), "restore finished");
+        result.map(|()| self.status())
+    }
+
     async fn on_vm_exit(&mut self) {
         let Some(vm) = self.vm.take() else { return };
         if vm.is_alive() {
@@ -570,6 +690,7 @@ fn failure_reason(e: &InstanceError) -> String {
         InstanceError::Network { .. } => "the instance's network could not be set up".into(),
         InstanceError::Storage { .. } => "the instance's disks could not be prepared".into(),
         InstanceError::Vmm { operation, .. } => format!("the hypervisor failed to {operation} the instance"),
+        InstanceError::Snapshot { .. } => "the instance could not be restored from its snapshot".into(),
         other => other.to_string(),
     }
 }

@@ -67,11 +67,16 @@ impl TestHost {
         self.tmp.path().join("images")
     }
 
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.tmp.path().join("snapshots")
+    }
+
     /// A QEMU-driver manager configuration whose network lives in this namespace.
     pub fn config(&self) -> ManagerConfig {
         let mut c = ManagerConfig::new(SUBNET.parse().unwrap());
         c.instances_dir = self.instances_dir();
         c.images_dir = self.images_dir();
+        c.snapshots_dir = self.snapshots_dir();
         c.netns = Some(self.netns.clone());
         c.enable_ip_forward = true;
         c.stop_timeout = Duration::from_secs(20);

@@ -7,3 +7,4 @@ mod images;
 mod lifecycle;
 mod recovery;
 mod simulated;
+mod snapshots;

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use host_agent::images::DirBlobSource;
-use host_agent::instances::{DriverKind, InstanceError, InstanceManager, InstanceState, ManagerConfig, PowerState};
+use host_agent::instances::{
+    DesiredInstance, DriverKind, InstanceError, InstanceId, InstanceManager, InstanceState, ManagerConfig, PowerState,
+    SnapshotId, SnapshotKind,
+};
 
 use crate::common::*;
 
@@ -15,6 +18,7 @@ async fn simulated_instances_follow_the_state_machine_and_persist() {
         let mut c = ManagerConfig::new(SUBNET.parse().unwrap());
         c.instances_dir = host.instances_dir();
         c.images_dir = host.images_dir();
+        c.snapshots_dir = host.snapshots_dir();
         c.driver = DriverKind::Simulated;
         c
     };
@@ -48,4 +52,24 @@ async fn simulated_instances_follow_the_state_machine_and_persist() {
     assert_eq!(manager.delete(b.id, 7).await.unwrap().state, InstanceState::Deleted);
     assert!(!host.instances_dir().join(b.id.to_string()).exists());
     assert_eq!(manager.list().await.len(), 1);
+
+    // Snapshots keep their logic (idempotent by id, generation-guarded, restorable as a new
+    // instance) with only the record on disk.
+    let snap = SnapshotId(uuid::Uuid::new_v4());
+    let info = manager.snapshot(a.id, snap, SnapshotKind::Full, 4).await.unwrap();
+    assert_eq!(manager.snapshot(a.id, snap, SnapshotKind::Full, 4).await.unwrap(), info);
+    assert_eq!(manager.get(a.id).await.unwrap().state, InstanceState::Running);
+    let stale = manager.snapshot(a.id, SnapshotId(uuid::Uuid::new_v4()), SnapshotKind::Disk, 3).await.unwrap_err();
+    assert!(matches!(stale, InstanceError::StaleGeneration { .. }), "{stale:?}");
+    let missing = manager.snapshot(b.id, snap, SnapshotKind::Disk, 9).await.unwrap_err();
+    assert!(matches!(missing, InstanceError::NotFound { .. }), "{missing:?}");
+    let c = DesiredInstance { id: InstanceId(uuid::Uuid::new_v4()), ..a.clone() };
+    let incomplete = host.snapshots_dir().join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&incomplete).unwrap();
+    let err = manager.restore(c.clone(), incomplete, 1).await.unwrap_err();
+    assert!(matches!(err, InstanceError::InvalidSpec { .. }), "{err:?}");
+    let restored = manager.restore(c.clone(), info.location.clone(), 1).await.unwrap();
+    assert_eq!((restored.id, restored.state), (c.id, InstanceState::Running));
+    assert_eq!(manager.restore(c.clone(), info.location, 1).await.unwrap().generation, 1);
+    assert_eq!(manager.list().await.len(), 2);
 }

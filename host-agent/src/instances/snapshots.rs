@@ -1,0 +1,415 @@
+//! Snapshots taken through the agent, and restores from them.
+//!
+//! Snapshots live outside instance directories, so they outlive the instance they were taken
+//! of (deleting an instance is exactly when its snapshots matter):
+//!
+//! ```text
+//! <snapshots_dir>/<snapshot-uuid>/
+//!   manifest.json  disk-N.qcow2  cidata.img  memory.state   what vmm::snapshot writes
+//!   snapshot.json  the agent's record: ids, kind, size, time, the instance's desired spec
+//! ```
+//!
+//! `snapshot.json` is written last (temp file + rename) once vmm has finished, so it marks a
+//! complete snapshot: taking a snapshot whose directory has it returns the recorded info
+//! (idempotent retries), and a directory without it is a crash's leftover that is removed and
+//! taken again. A restore accepts only complete snapshots.
+//!
+//! What a restore may change depends on the kind:
+//! - **disk**: the guest boots afresh from the snapshotted disks with the *new* spec (its MACs,
+//!   addresses, hostname, keys, config drive); only the disk layout must match.
+//! - **full**: the guest continues where it was, with its network configuration, hostname and
+//!   memory size in guest memory; the NICs (MAC and address), vCPUs, memory and disk layout
+//!   must therefore match the snapshotted instance, or the restored guest would be unreachable
+//!   or fail to load. The instance id, and with it the taps and the instance directory, may
+//!   differ.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+use vmm::snapshot::{RestoreParams, SnapshotKind};
+use vmm::{InstanceDir, Vm};
+
+use super::driver::{self, DriverKind};
+use super::runner::Ctx;
+use super::{DesiredInstance, InstanceError, InstanceId};
+
+/// The agent's record file in a snapshot directory.
+pub const SNAPSHOT_JSON: &str = "snapshot.json";
+
+/// A snapshot's id (the control plane's): also its directory name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SnapshotId(pub Uuid);
+
+impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for SnapshotId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SnapshotId(s.parse()?))
+    }
+}
+
+/// A complete snapshot on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot.
+    pub snapshot_id: SnapshotId,
+    /// The instance it was taken of.
+    pub instance_id: InstanceId,
+    /// Disk only, or disk + memory.
+    pub kind: SnapshotKind,
+    /// Total size of its files.
+    pub size_bytes: u64,
+    /// Its directory on this host.
+    pub location: PathBuf,
+    /// When it was completed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `snapshot.json`. The location is where it is found, not recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnapshotRecord {
+    pub snapshot_id: SnapshotId,
+    pub instance_id: InstanceId,
+    pub kind: SnapshotKind,
+    pub size_bytes: u64,
+    pub created_at: DateTime<Utc>,
+    /// The instance's desired spec when the snapshot was taken.
+    pub source: DesiredInstance,
+}
+
+impl SnapshotRecord {
+    pub fn info(&self, location: &Path) -> SnapshotInfo {
+        SnapshotInfo {
+            snapshot_id: self.snapshot_id,
+            instance_id: self.instance_id,
+            kind: self.kind,
+            size_bytes: self.size_bytes,
+            location: location.to_owned(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// The directory of snapshot `id` in the local store.
+pub(super) fn location(ctx: &Ctx, id: SnapshotId) -> PathBuf {
+    ctx.config.snapshots_dir.join(id.to_string())
+}
+
+fn persist_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstanceError + '_ {
+    move |source| InstanceError::Persist { path: path.to_owned(), source }
+}
+
+/// The record of a complete snapshot in `dir`, `None` when `dir` has none.
+pub(super) async fn read_record(dir: &Path) -> Result<Option<SnapshotRecord>, InstanceError> {
+    let path = dir.join(SNAPSHOT_JSON);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(InstanceError::Persist { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| InstanceError::Persist { path, source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })
+}
+
+async fn write_record(dir: &Path, record: &SnapshotRecord) -> Result<(), InstanceError> {
+    let path = dir.join(SNAPSHOT_JSON);
+    let tmp = dir.join("snapshot.json.tmp");
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| InstanceError::Persist { path: path.clone(), source: std::io::Error::other(e) })?;
+    let write = async {
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(&json).await?;
+        f.sync_all().await?;
+        tokio::fs::rename(&tmp, &path).await
+    };
+    write.await.map_err(persist_err(&path))
+}
+
+/// The existing complete snapshot `id`, checked to be of `instance` and `kind`.
+pub(super) async fn existing(
+    ctx: &Ctx,
+    instance: InstanceId,
+    id: SnapshotId,
+    kind: SnapshotKind,
+) -> Result<Option<SnapshotInfo>, InstanceError> {
+    let dir = location(ctx, id);
+    let Some(record) = read_record(&dir).await? else { return Ok(None) };
+    if record.instance_id != instance || record.kind != kind {
+        let reason =
+            format!("snapshot {id} already exists as a {:?} snapshot of instance {}", record.kind, record.instance_id);
+        return Err(InstanceError::InvalidSpec { id: instance, reason });
+    }
+    Ok(Some(record.info(&dir)))
+}
+
+/// Takes snapshot `id` of `desired`'s instance: of the running (or paused) `vm`, or of the
+/// stopped instance's disks when `vm` is `None`. Leftovers of an earlier attempt are removed
+/// first; a failure removes what it wrote.
+pub(super) async fn take(
+    ctx: &Ctx,
+    vm: Option<&Vm>,
+    dir: &InstanceDir,
+    desired: &DesiredInstance,
+    id: SnapshotId,
+    kind: SnapshotKind,
+) -> Result<SnapshotInfo, InstanceError> {
+    let instance = desired.id;
+    let dest = location(ctx, id);
+    match tokio::fs::remove_dir_all(&dest).await {
+        Ok(()) => tracing::info!(%instance, snapshot = %id, "removed an incomplete snapshot; taking it again"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(InstanceError::Persist { path: dest, source }),
+    }
+    tokio::fs::create_dir_all(&ctx.config.snapshots_dir).await.map_err(persist_err(&ctx.config.snapshots_dir))?;
+    let result = write_state(ctx, vm, dir, desired, &dest, id, kind).await;
+    let result = match result {
+        Ok(()) => complete(&dest, id, kind, desired).await,
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_dir_all(&dest).await;
+    }
+    result
+}
+
+/// Has vmm write the snapshot's files into `dest`.
+async fn write_state(
+    ctx: &Ctx,
+    vm: Option<&Vm>,
+    dir: &InstanceDir,
+    desired: &DesiredInstance,
+    dest: &Path,
+    id: SnapshotId,
+    kind: SnapshotKind,
+) -> Result<(), InstanceError> {
+    let instance = desired.id;
+    let opts = match &ctx.config.driver {
+        DriverKind::Qemu(opts) => opts,
+        // Scale simulations: the record alone.
+        DriverKind::Simulated => return tokio::fs::create_dir_all(dest).await.map_err(persist_err(dest)),
+    };
+    let err = |source| InstanceError::Snapshot { id: instance, snapshot: id, source };
+    match (vm, kind) {
+        (Some(vm), SnapshotKind::Full) => vm.snapshot_full(dest, opts).await.map(drop).map_err(err),
+        (Some(vm), SnapshotKind::Disk) => vm.snapshot_disks(dest, opts).await.map(drop).map_err(err),
+        (None, SnapshotKind::Disk) => {
+            // The spec a launch would use (idempotent: the disks exist and are kept).
+            let spec = driver::prepare(ctx, dir, desired).await?;
+            vmm::snapshot::snapshot_stopped(&spec, dest, opts).await.map(drop).map_err(err)
+        }
+        (None, SnapshotKind::Full) => Err(InstanceError::InvalidState {
+            id: instance,
+            state: super::InstanceState::Stopped,
+            operation: "take a full snapshot of",
+        }),
+    }
+}
+
+/// Sizes the snapshot and writes `snapshot.json`, which makes it complete.
+async fn complete(
+    dest: &Path,
+    id: SnapshotId,
+    kind: SnapshotKind,
+    desired: &DesiredInstance,
+) -> Result<SnapshotInfo, InstanceError> {
+    let mut size_bytes = 0;
+    let mut entries = tokio::fs::read_dir(dest).await.map_err(persist_err(dest))?;
+    while let Some(entry) = entries.next_entry().await.map_err(persist_err(dest))? {
+        size_bytes += entry.metadata().await.map_err(persist_err(&entry.path()))?.len();
+    }
+    let record = SnapshotRecord {
+        snapshot_id: id,
+        instance_id: desired.id,
+        kind,
+        size_bytes,
+        created_at: Utc::now(),
+        source: desired.clone(),
+    };
+    write_record(dest, &record).await?;
+    tracing::info!(instance = %desired.id, snapshot = %id, ?kind, size_bytes, "snapshot complete");
+    Ok(record.info(dest))
+}
+
+/// The complete snapshot at `location`, which must be a snapshot directory in the local store.
+pub(super) async fn open(ctx: &Ctx, instance: InstanceId, location: &Path) -> Result<SnapshotRecord, InstanceError> {
+    let invalid = |reason: String| InstanceError::InvalidSpec { id: instance, reason };
+    let store = tokio::fs::canonicalize(&ctx.config.snapshots_dir).await.ok();
+    let canonical = tokio::fs::canonicalize(location).await.ok();
+    let in_store = match (&store, &canonical) {
+        (Some(store), Some(dir)) => dir.parent() == Some(store.as_path()),
+        _ => false,
+    };
+    if !in_store {
+        return Err(invalid(format!(
+            "snapshot location {} is not a snapshot directory in the local store {} (only local snapshots can be \
+             restored)",
+            location.display(),
+            ctx.config.snapshots_dir.display()
+        )));
+    }
+    match read_record(location).await? {
+        Some(record) => Ok(record),
+        None => Err(invalid(format!("{} holds no complete snapshot", location.display()))),
+    }
+}
+
+/// Checks that `desired` can be restored from `snapshot` (see the module docs).
+pub(super) fn check_restorable(snapshot: &SnapshotRecord, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    let invalid = |reason: String| Err(InstanceError::InvalidSpec { id: desired.id, reason });
+    let source = &snapshot.source;
+    let id = snapshot.snapshot_id;
+    if (source.disk_bytes, &source.image.disk_sha256) != (desired.disk_bytes, &desired.image.disk_sha256)
+        || source.image.boot_mode != desired.image.boot_mode
+    {
+        return invalid(format!(
+            "the disks of snapshot {id} differ from the spec's (disk size, base image or boot mode)"
+        ));
+    }
+    if snapshot.kind == SnapshotKind::Disk {
+        return Ok(());
+    }
+    if (source.vcpus, source.memory_mib) != (desired.vcpus, desired.memory_mib) {
+        return invalid(format!(
+            "full snapshot {id} needs {} vCPUs and {} MiB of memory, as when it was taken",
+            source.vcpus, source.memory_mib
+        ));
+    }
+    let nics = |d: &DesiredInstance| d.nics.iter().map(|n| (n.mac, n.address)).collect::<Vec<_>>();
+    if nics(source) != nics(desired) {
+        return invalid(format!(
+            "full snapshot {id} resumes a guest whose network configuration is in its memory: the NICs must keep \
+             their MAC addresses and IP addresses"
+        ));
+    }
+    Ok(())
+}
+
+/// Restores a full snapshot into the instance directory `dir` for `desired`: taps on the
+/// bridge first, then vmm's restore, resumed.
+pub(super) async fn restore_full(
+    ctx: &Ctx,
+    dir: &InstanceDir,
+    desired: &DesiredInstance,
+    snapshot: &SnapshotRecord,
+    location: &Path,
+) -> Result<Vm, InstanceError> {
+    let instance = desired.id;
+    driver::ensure_taps(ctx, desired).await?;
+    let params = RestoreParams {
+        dir: dir.clone(),
+        name: Some(driver::vm_name(instance)),
+        taps: Some(driver::taps(desired)),
+        netns: Some(ctx.config.netns.clone()),
+        resume: true,
+    };
+    let opts = driver::launch_options(ctx);
+    vmm::snapshot::restore(location, &params, &opts).await.map_err(|source| InstanceError::Snapshot {
+        id: instance,
+        snapshot: snapshot.snapshot_id,
+        source,
+    })
+}
+
+/// Copies a disk snapshot's disks into the instance directory `dir`, where a launch then finds
+/// them (an existing `disk-N.qcow2` is kept) and boots from them with the new spec.
+pub(super) async fn restore_disks(
+    dir: &InstanceDir,
+    snapshot: &SnapshotRecord,
+    location: &Path,
+) -> Result<(), InstanceError> {
+    let manifest = vmm::snapshot::read_manifest(location).await.map_err(|source| InstanceError::Snapshot {
+        id: snapshot.instance_id,
+        snapshot: snapshot.snapshot_id,
+        source,
+    })?;
+    for (i, name) in manifest.disks.iter().enumerate() {
+        let from = location.join(name);
+        let to = dir.disk(i);
+        let tmp = to.with_extension("qcow2.tmp");
+        tokio::fs::copy(&from, &tmp).await.map_err(persist_err(&from))?;
+        tokio::fs::rename(&tmp, &to).await.map_err(persist_err(&to))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::instances::{BootMode, ImageRef, NicConfig};
+
+    fn desired() -> DesiredInstance {
+        DesiredInstance {
+            id: InstanceId(Uuid::new_v4()),
+            hostname: "a".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            disk_bytes: 1 << 26,
+            image: ImageRef {
+                image_id: String::new(),
+                boot_mode: BootMode::DirectKernel,
+                disk_sha256: None,
+                disk_size_bytes: None,
+                kernel_sha256: Some("a".repeat(64)),
+                initrd_sha256: None,
+                kernel_cmdline: String::new(),
+            },
+            nics: vec![NicConfig {
+                mac: "52:54:00:00:00:01".parse().unwrap(),
+                address: "10.0.0.2/24".parse().unwrap(),
+                gateway: None,
+            }],
+            ssh_authorized_keys: vec![],
+            user_data: None,
+        }
+    }
+
+    fn record(kind: SnapshotKind, source: DesiredInstance) -> SnapshotRecord {
+        SnapshotRecord {
+            snapshot_id: SnapshotId(Uuid::new_v4()),
+            instance_id: source.id,
+            kind,
+            size_bytes: 0,
+            created_at: Utc::now(),
+            source,
+        }
+    }
+
+    #[test]
+    fn disk_snapshots_take_a_new_network_full_snapshots_do_not() {
+        let source = desired();
+        let mut other = desired();
+        other.nics[0].mac = "52:54:00:00:00:09".parse().unwrap();
+        other.nics[0].address = "10.0.0.9/24".parse().unwrap();
+        other.memory_mib = 512;
+        check_restorable(&record(SnapshotKind::Disk, source.clone()), &other).unwrap();
+        let full = record(SnapshotKind::Full, source.clone());
+        assert!(matches!(check_restorable(&full, &other), Err(InstanceError::InvalidSpec { .. })));
+        let mut same_net = desired();
+        same_net.nics = source.nics.clone();
+        check_restorable(&full, &same_net).unwrap();
+        same_net.disk_bytes = 0;
+        assert!(matches!(check_restorable(&full, &same_net), Err(InstanceError::InvalidSpec { .. })));
+    }
+
+    #[test]
+    fn the_record_roundtrips_without_its_location() {
+        let r = record(SnapshotKind::Full, desired());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("location"));
+        let back: SnapshotRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.info(Path::new("/x")), r.info(Path::new("/x")));
+    }
+}
