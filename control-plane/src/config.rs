@@ -22,6 +22,9 @@
 //! lease_secs = 10                         # CLOUD_FLEET_LEASE_SECS
 //! join_token_ttl_secs = 3600              # CLOUD_FLEET_JOIN_TOKEN_TTL_SECS
 //!
+//! [scheduler]
+//! strategy = "spread"                     # CLOUD_SCHEDULER_STRATEGY: spread | binpack
+//!
 //! [log]
 //! format = "text"                # CLOUD_LOG_FORMAT: text | json
 //! filter = "info"                # CLOUD_LOG_FILTER: tracing EnvFilter directives
@@ -51,6 +54,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub embedded_database: EmbeddedDatabaseConfig,
     pub fleet: FleetConfig,
+    pub scheduler: crate::scheduler::SchedulerConfig,
     pub log: LogConfig,
 }
 
@@ -102,6 +106,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             embedded_database: EmbeddedDatabaseConfig::default(),
             fleet: FleetConfig::default(),
+            scheduler: crate::scheduler::SchedulerConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -177,6 +182,9 @@ pub struct Overrides {
     /// Default lifetime of join tokens in seconds [default: 3600].
     #[arg(long, env = "CLOUD_FLEET_JOIN_TOKEN_TTL_SECS", value_name = "SECS")]
     pub fleet_join_token_ttl_secs: Option<u64>,
+    /// Placement strategy: spread or binpack [default: spread].
+    #[arg(long, env = "CLOUD_SCHEDULER_STRATEGY", value_name = "STRATEGY")]
+    pub scheduler_strategy: Option<crate::scheduler::Strategy>,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -253,6 +261,7 @@ impl Config {
         set(&mut self.fleet.instance_subnet_pool, &o.fleet_instance_subnet_pool);
         set(&mut self.fleet.lease_secs, &o.fleet_lease_secs);
         set(&mut self.fleet.join_token_ttl_secs, &o.fleet_join_token_ttl_secs);
+        set(&mut self.scheduler.strategy, &o.scheduler_strategy);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
     }

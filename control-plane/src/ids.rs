@@ -68,6 +68,31 @@ typed_id!(
     TokenId
 );
 
+typed_id!(
+    /// A hypervisor host of the fleet.
+    HostId
+);
+
+typed_id!(
+    /// An instance (VM).
+    InstanceId
+);
+
+typed_id!(
+    /// A durable operation.
+    OperationId
+);
+
+typed_id!(
+    /// A base image.
+    ImageId
+);
+
+typed_id!(
+    /// An SSH public key.
+    SshKeyId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

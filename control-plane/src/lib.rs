@@ -7,14 +7,19 @@
 //! with the control-plane issue (#5).
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod embedded_db;
+pub mod fault;
 pub mod fleet;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod operations;
+pub mod reconcilers;
+pub mod scheduler;
 pub mod telemetry;
 pub mod testing;
 
@@ -41,6 +46,11 @@ pub struct App {
     pub public_url: String,
     /// Content-addressed blobs (image disks, kernels, initrds): `<dir>/<sha256 hex>`.
     pub blob_dir: std::path::PathBuf,
+    /// Channels to host agents.
+    pub agents: agents::Agents,
+    pub scheduler: scheduler::SchedulerConfig,
+    /// This replica's operation executor (handlers wake it after creating an operation).
+    pub executor: operations::Executor,
 }
 
 impl App {
@@ -52,6 +62,9 @@ impl App {
             fleet,
             public_url: config.public_url(),
             blob_dir: config.data_dir.join("blobs").join("sha256"),
+            agents: agents::Agents::default(),
+            scheduler: config.scheduler.clone(),
+            executor: operations::Executor::new(),
         }
     }
 }
@@ -159,9 +172,19 @@ async fn serve_with(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let executor = {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move { app.executor.clone().run(app, stop).await })
+    };
+    let liveness = {
+        let lease = std::time::Duration::from_secs(u64::from(config.fleet.lease_secs));
+        let (pool, stop) = (app.pool.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(reconcilers::host_liveness::run(pool, std::time::Duration::from_secs(1), lease, stop))
+    };
     let http = axum::serve(http_listener, http::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx));
     let (http, grpc) = tokio::join!(http, grpc);
+    let _ = tokio::join!(executor, liveness);
     tracing::info!("servers stopped");
     http.map_err(StartError::Serve)?;
     grpc.map_err(StartError::Grpc)

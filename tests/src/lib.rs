@@ -14,6 +14,7 @@
 pub mod guest;
 pub mod net;
 pub mod process;
+pub mod tunnel;
 
 use std::path::PathBuf;
 

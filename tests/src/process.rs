@@ -55,6 +55,14 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the process said is the first thing one wants to see.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("--- last lines of {} ({}):\n{}\n---\n", self.name, self.log.display(), self.log_tail(60))
+                    .as_bytes(),
+            );
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = kill(self.pid(), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(20);

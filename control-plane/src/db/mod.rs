@@ -79,3 +79,9 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
 }
 pub mod hosts;
 pub mod identity;
+pub mod images;
+pub mod instances;
+pub mod operations;
+pub mod placement;
+pub mod projects;
+pub mod ssh_keys;

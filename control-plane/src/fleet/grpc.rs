@@ -170,6 +170,9 @@ impl ControlPlane for ControlPlaneService {
             .await
             .map_err(|e| unavailable(&e))?
             .ok_or_else(|| fail(Status::permission_denied("unknown or dead host: join again with a new token")))?;
+        for status in &report.instances {
+            apply_instance_report(&mut conn, host_id, status).await.map_err(|e| unavailable(&e))?;
+        }
         let owned = hosts::host_instance_ids(&mut conn, host_id).await.map_err(|e| unavailable(&e))?;
         tracing::debug!(%host_id, state = %renewal.state, "report accepted");
         Ok(Response::new(pb::ReportResponse {
@@ -177,6 +180,26 @@ impl ControlPlane for ControlPlaneService {
             owned_instance_ids: owned.iter().map(Uuid::to_string).collect(),
         }))
     }
+}
+
+/// Records what an agent says about one of its instances (steady states only: operations own
+/// the transitional ones, and the generation guard drops reports older than the last request).
+async fn apply_instance_report(
+    conn: &mut sqlx::PgConnection,
+    host: Uuid,
+    status: &pb::InstanceStatus,
+) -> Result<(), sqlx::Error> {
+    let Ok(id) = Uuid::parse_str(&status.instance_id) else { return Ok(()) };
+    let state = match pb::InstanceState::try_from(status.state) {
+        Ok(pb::InstanceState::Running) => "running",
+        Ok(pb::InstanceState::Stopped) => "stopped",
+        Ok(pb::InstanceState::Failed) => "failed",
+        _ => return Ok(()),
+    };
+    let reason = (!status.reason.is_empty()).then_some(status.reason.as_str());
+    let generation = i64::try_from(status.generation).unwrap_or(i64::MAX);
+    crate::db::instances::instance_apply_report(conn, host.into(), id.into(), state, generation, reason).await?;
+    Ok(())
 }
 
 fn validate_join(req: &pb::JoinRequest) -> Result<NewHost, String> {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
@@ -190,17 +190,13 @@ pub async fn whoami(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<
 #[utoipa::path(post, path = "/v1/auth/tokens", tag = "auth", security(("bearer" = [])),
     request_body = TokenCreateParams,
     responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn token_create(
     State(app): State<Arc<App>>,
     caller: Caller,
-    params: Result<Json<TokenCreateParams>, JsonRejection>,
+    super::json::Json(params): super::json::Json<TokenCreateParams>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    let Json(params) = params.map_err(|rejection| ApiError {
-        status: rejection.status(),
-        code: "invalid",
-        message: rejection.body_text(),
-    })?;
     let lifetime = params.expires_in_secs.map(Duration::from_secs);
     let issued = auth::token_issue(&app.pool, caller.user_id, &params.name, lifetime).await?;
     tracing::info!(user_id = %caller.user_id, token_id = %issued.token.id, name = %params.name, "API token created");

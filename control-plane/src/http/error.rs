@@ -118,3 +118,17 @@ impl ApiError {
         Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
     }
 }
+
+/// Client errors about request bodies and their fields (see [`super::json`]).
+impl ApiError {
+    /// 422 `unprocessable`: well-formed, but a field is unknown, of the wrong type, or has a
+    /// value the API cannot accept; the message names the field.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code: "unprocessable", message: message.into() }
+    }
+
+    /// 413 `too_large`: the request body is over the endpoint's limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message: message.into() }
+    }
+}

@@ -1,10 +1,18 @@
 //! The HTTP API: router, middleware (request ids, metrics, tracing) and one module per resource.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod hosts;
+pub mod images;
+pub mod instances;
+pub mod json;
 pub mod openapi;
+pub mod operations;
+pub mod pagination;
+pub mod projects;
+pub mod ssh_keys;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +41,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/hosts/join-tokens", post(hosts::join_token_create))
         .route("/v1/hosts/{id}", get(hosts::host_get))
         .merge(auth::routes())
+        .merge(projects::routes())
+        .merge(ssh_keys::routes())
+        .merge(images::routes())
+        .merge(instances::routes())
+        .merge(operations::routes())
+        .merge(console::routes())
         .fallback(|| async { ApiError::route_not_found() })
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)

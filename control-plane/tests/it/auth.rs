@@ -364,7 +364,12 @@ async fn whoami_and_the_token_endpoints_work_over_http() {
         let resp = client.post(url("/v1/auth/tokens")).bearer_auth(&admin).json(&body).send().await.unwrap();
         assert_eq!(resp.status(), status, "{body}");
         let error: Value = resp.json().await.unwrap();
-        assert_eq!(error["error"]["code"], if status == 409 { "conflict" } else { "invalid" }, "{body}");
+        let code = match status {
+            409 => "conflict",
+            422 => "unprocessable",
+            _ => "invalid",
+        };
+        assert_eq!(error["error"]["code"], code, "{body}");
     }
 
     // The listing shows both tokens and no secret.

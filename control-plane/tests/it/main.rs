@@ -5,4 +5,8 @@ mod auth;
 mod binary;
 mod embedded_db;
 mod http;
+mod images;
 mod migrations;
+mod placement;
+mod projects;
+mod ssh_keys;

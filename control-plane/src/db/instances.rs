@@ -1,0 +1,319 @@
+//! SQL for instances, their NICs and addresses, and the reports agents make about them.
+
+use std::net::Ipv4Addr;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::ids::{HostId, ImageId, InstanceId, ProjectId, SshKeyId};
+
+/// An instance as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct InstanceRow {
+    pub id: InstanceId,
+    pub project_id: ProjectId,
+    pub name: String,
+    /// creating | starting | running | stopping | stopped | rebooting | deleting | deleted | failed | lost …
+    pub state: String,
+    /// Why the instance is `failed` or `lost`.
+    pub state_reason: Option<String>,
+    pub generation: i64,
+    pub host_id: Option<HostId>,
+    pub image_id: ImageId,
+    pub vcpus: i32,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
+    pub anti_affinity_group: Option<String>,
+    /// The private address of the first NIC, once allocated.
+    pub address: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "i.id, i.project_id, i.name, i.state, i.state_reason, i.generation, i.host_id, i.image_id, \
+    i.vcpus, i.memory_bytes, i.disk_bytes, i.anti_affinity_group, \
+    (SELECT host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id \
+      WHERE n.instance_id = i.id ORDER BY n.idx LIMIT 1) AS address, \
+    i.created_at, i.updated_at";
+
+/// A new instance.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub id: InstanceId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub image_id: ImageId,
+    pub vcpus: i32,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
+    pub user_data: String,
+    pub anti_affinity_group: Option<String>,
+    pub ssh_keys: Vec<SshKeyId>,
+}
+
+/// Inserts an instance (state `creating`, generation 1) and its key links.
+pub async fn instance_insert(conn: &mut PgConnection, new: &NewInstance) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, user_data, anti_affinity_group)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(new.id)
+    .bind(new.project_id)
+    .bind(&new.name)
+    .bind(new.image_id)
+    .bind(new.vcpus)
+    .bind(new.memory_bytes)
+    .bind(new.disk_bytes)
+    .bind(&new.user_data)
+    .bind(&new.anti_affinity_group)
+    .execute(&mut *conn)
+    .await?;
+    for key in &new.ssh_keys {
+        sqlx::query("INSERT INTO instance_ssh_keys (instance_id, ssh_key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(new.id)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A live instance of `project` by name or id.
+pub async fn instance_get(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    name_or_id: &str,
+) -> Result<Option<InstanceRow>, sqlx::Error> {
+    let id = name_or_id.parse::<uuid::Uuid>().ok();
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM instances i
+         WHERE i.project_id = $1 AND i.deleted_at IS NULL AND (i.name = $2 OR i.id = $3)"
+    ))
+    .bind(project)
+    .bind(name_or_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// An instance by id, whatever its project (for operations and reports).
+pub async fn instance_get_unchecked(
+    conn: &mut PgConnection,
+    id: InstanceId,
+) -> Result<Option<InstanceRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances i WHERE i.id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// Live instances of a project, oldest first, after the cursor, optionally in one state.
+pub async fn instance_list(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    state: Option<&str>,
+    after: Option<(DateTime<Utc>, uuid::Uuid)>,
+    limit: i64,
+) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    let (at, id) = after.map_or((None, None), |(a, i)| (Some(a), Some(i)));
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM instances i
+         WHERE i.project_id = $1 AND i.deleted_at IS NULL AND ($2::text IS NULL OR i.state = $2)
+           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) > ($3, $4))
+         ORDER BY i.created_at, i.id LIMIT $5"
+    ))
+    .bind(project)
+    .bind(state)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Moves an instance to `state` and a new generation, if it is in one of `from`; returns the new
+/// generation, or `None` when its state did not allow the change.
+pub async fn instance_transition(
+    conn: &mut PgConnection,
+    id: InstanceId,
+    from: &[&str],
+    state: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+    sqlx::query_scalar(
+        "UPDATE instances SET state = $3, state_reason = NULL, generation = generation + 1, updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL AND state = ANY($2) RETURNING generation",
+    )
+    .bind(id)
+    .bind(&from)
+    .bind(state)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Sets the state (and reason) without a new generation: the outcome of an operation.
+pub async fn instance_set_state(
+    conn: &mut PgConnection,
+    id: InstanceId,
+    state: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE instances SET state = $2, state_reason = $3, updated_at = now() WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks an instance deleted (its row stays for history; its name is free again) and drops its
+/// links to SSH keys, so a key used only by deleted instances can be deleted.
+pub async fn instance_mark_deleted(conn: &mut PgConnection, id: InstanceId) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM instance_ssh_keys WHERE instance_id = $1").bind(id).execute(&mut *conn).await?;
+    sqlx::query(
+        "UPDATE instances SET state = 'deleted', deleted_at = COALESCE(deleted_at, now()), host_id = NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Everything the agent needs to run an instance.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentSpecRow {
+    pub id: InstanceId,
+    pub name: String,
+    pub generation: i64,
+    pub host_id: Option<HostId>,
+    pub agent_endpoint: Option<String>,
+    pub vcpus: i32,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
+    pub user_data: String,
+    pub image_id: ImageId,
+    pub boot_mode: String,
+    pub disk_sha256: Option<String>,
+    pub disk_size_bytes: Option<i64>,
+    pub kernel_sha256: Option<String>,
+    pub initrd_sha256: Option<String>,
+    pub kernel_cmdline: String,
+    pub ssh_keys: Vec<String>,
+    pub mac: Option<String>,
+    pub address: Option<String>,
+    pub subnet: Option<String>,
+}
+
+/// The spec of instance `id` as the agent will receive it.
+pub async fn instance_agent_spec(conn: &mut PgConnection, id: InstanceId) -> Result<Option<AgentSpecRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id, i.name, i.generation, i.host_id, h.agent_endpoint, i.vcpus, i.memory_bytes, i.disk_bytes, i.user_data,
+                i.image_id, im.boot_mode, im.disk_sha256, im.disk_size_bytes, im.kernel_sha256, im.initrd_sha256, im.kernel_cmdline,
+                ARRAY(SELECT k.public_key FROM instance_ssh_keys ik JOIN ssh_keys k ON k.id = ik.ssh_key_id
+                      WHERE ik.instance_id = i.id ORDER BY k.name) AS ssh_keys,
+                (SELECT n.mac::text FROM network_interfaces n WHERE n.instance_id = i.id AND n.idx = 0) AS mac,
+                (SELECT host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id
+                  WHERE n.instance_id = i.id AND n.idx = 0) AS address,
+                h.instance_subnet::text AS subnet
+         FROM instances i JOIN images im ON im.id = i.image_id LEFT JOIN hosts h ON h.id = i.host_id
+         WHERE i.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Gives instance `id` its first NIC and an address on its host's /24, unless it has them.
+/// The lowest free address from .2 is taken; a concurrent allocation of the same address fails
+/// on the primary key and the caller retries.
+pub async fn nic_allocate(
+    conn: &mut PgConnection,
+    id: InstanceId,
+    host: HostId,
+) -> Result<(String, Ipv4Addr), sqlx::Error> {
+    let existing: Option<(String, String)> = sqlx::query_as(
+        "SELECT n.mac::text, host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id
+         WHERE n.instance_id = $1 AND n.idx = 0",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((mac, addr)) = existing {
+        return Ok((mac, addr.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)));
+    }
+    let subnet: String = sqlx::query_scalar("SELECT host(instance_subnet) FROM hosts WHERE id = $1")
+        .bind(host)
+        .fetch_one(&mut *conn)
+        .await?;
+    let base: Ipv4Addr = subnet.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let used: Vec<String> = sqlx::query_scalar("SELECT host(address) FROM ip_allocations WHERE host_id = $1")
+        .bind(host)
+        .fetch_all(&mut *conn)
+        .await?;
+    let free = (2u32..=254)
+        .map(|n| Ipv4Addr::from(u32::from(base) + n))
+        .find(|a| !used.iter().any(|u| u == &a.to_string()))
+        .ok_or_else(|| sqlx::Error::Protocol(format!("no free address left on host {host}")))?;
+    // Locally administered MAC: 52:54:00 (QEMU's prefix) + the instance id's first bytes.
+    let b = id.0.as_bytes();
+    let mac = format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2]);
+    let nic = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO network_interfaces (id, instance_id, idx, mac) VALUES ($1, $2, 0, $3::macaddr) ON CONFLICT (instance_id, idx) DO NOTHING")
+        .bind(nic)
+        .bind(id)
+        .bind(&mac)
+        .execute(&mut *conn)
+        .await?;
+    let nic: uuid::Uuid = sqlx::query_scalar("SELECT id FROM network_interfaces WHERE instance_id = $1 AND idx = 0")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO ip_allocations (address, host_id, nic_id) VALUES ($1::inet, $2, $3)")
+        .bind(free.to_string())
+        .bind(host)
+        .bind(nic)
+        .execute(&mut *conn)
+        .await?;
+    Ok((mac, free))
+}
+
+/// Frees the NICs and addresses of instance `id` (idempotent).
+pub async fn nic_release(conn: &mut PgConnection, id: InstanceId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM ip_allocations WHERE nic_id IN (SELECT id FROM network_interfaces WHERE instance_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM network_interfaces WHERE instance_id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// Applies an agent's report about one instance: only for an instance on that host, only when
+/// the agent has applied the current generation, and only when no operation is working on the
+/// instance (operations own the transitional states). Returns whether anything changed.
+pub async fn instance_apply_report(
+    conn: &mut PgConnection,
+    host: HostId,
+    id: InstanceId,
+    state: &str,
+    generation: i64,
+    reason: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE instances i SET state = $3, state_reason = $5, reported_generation = $4, updated_at = now()
+         WHERE i.id = $2 AND i.host_id = $1 AND i.deleted_at IS NULL AND $4 >= i.generation
+           AND (i.state <> $3 OR i.state_reason IS DISTINCT FROM $5)
+           AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.target_id = i.id AND o.state IN ('pending', 'running', 'undoing'))",
+    )
+    .bind(host)
+    .bind(id)
+    .bind(state)
+    .bind(generation)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,259 @@
+//! SQL for durable operations and their steps.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::ids::{OperationId, ProjectId, UserId};
+
+/// An operation as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OperationRow {
+    pub id: OperationId,
+    pub project_id: Option<ProjectId>,
+    /// e.g. `instance_create`
+    pub kind: String,
+    pub target_kind: String,
+    pub target_id: Option<uuid::Uuid>,
+    /// pending | running | undoing | succeeded | failed | cancelled
+    pub state: String,
+    /// The step being carried out (or the last one), for progress displays.
+    pub current_step: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub params: serde_json::Value,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub request_hash: Option<Vec<u8>>,
+}
+
+const COLUMNS: &str = "o.id, o.project_id, o.kind, o.target_kind, o.target_id, o.state, \
+    (SELECT s.name FROM operation_steps s WHERE s.operation_id = o.id AND s.state <> 'pending' ORDER BY s.idx DESC LIMIT 1) AS current_step, \
+    o.error_code, o.error_message, o.attempts, o.created_at, o.updated_at, o.finished_at, o.params, o.request_hash";
+
+/// A new operation.
+#[derive(Debug, Clone)]
+pub struct NewOperation<'a> {
+    pub project_id: Option<ProjectId>,
+    pub kind: &'a str,
+    pub target_kind: &'a str,
+    pub target_id: Option<uuid::Uuid>,
+    pub params: serde_json::Value,
+    pub created_by: Option<UserId>,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: Option<Vec<u8>>,
+    pub steps: &'a [&'a str],
+}
+
+/// Inserts an operation and its steps (pending). Call inside the transaction that makes the
+/// change the operation carries out, so both exist or neither does.
+pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -> Result<OperationId, sqlx::Error> {
+    let id = OperationId::new();
+    sqlx::query(
+        "INSERT INTO operations (id, project_id, kind, target_kind, target_id, params, created_by, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(new.project_id)
+    .bind(new.kind)
+    .bind(new.target_kind)
+    .bind(new.target_id)
+    .bind(&new.params)
+    .bind(new.created_by)
+    .bind(new.idempotency_key)
+    .bind(&new.request_hash)
+    .execute(&mut *conn)
+    .await?;
+    for (idx, name) in new.steps.iter().enumerate() {
+        sqlx::query("INSERT INTO operation_steps (operation_id, idx, name) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(i16::try_from(idx).unwrap_or(i16::MAX))
+            .bind(*name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(id)
+}
+
+/// The operation a user created earlier with this idempotency key, if any.
+pub async fn operation_by_idempotency_key(
+    conn: &mut PgConnection,
+    user: UserId,
+    key: &str,
+) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM operations o WHERE o.created_by = $1 AND o.idempotency_key = $2"))
+        .bind(user)
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+}
+
+/// One operation.
+pub async fn operation_get(conn: &mut PgConnection, id: OperationId) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM operations o WHERE o.id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// The operations of a project, newest first, after the cursor `(created_at, id)`.
+pub async fn operation_list(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    after: Option<(DateTime<Utc>, OperationId)>,
+    limit: i64,
+) -> Result<Vec<OperationRow>, sqlx::Error> {
+    let (at, id) = after.map_or((None, None), |(a, i)| (Some(a), Some(i)));
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM operations o WHERE o.project_id = $1
+           AND ($2::timestamptz IS NULL OR (o.created_at, o.id) < ($2, $3))
+         ORDER BY o.created_at DESC, o.id DESC LIMIT $4"
+    ))
+    .bind(project)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Claims the oldest runnable operation whose lease is free (or lapsed), for `lease_secs`.
+/// `SKIP LOCKED` lets replicas claim different operations at the same time.
+pub async fn operation_claim(
+    conn: &mut PgConnection,
+    owner: &str,
+    lease_secs: f64,
+) -> Result<Option<OperationRow>, sqlx::Error> {
+    let claimed: Option<(OperationId,)> = sqlx::query_as(
+        "UPDATE operations SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
+                state = CASE WHEN state = 'pending' THEN 'running' ELSE state END,
+                attempts = attempts + 1, updated_at = now()
+         WHERE id = (SELECT id FROM operations
+                     WHERE state IN ('pending', 'running', 'undoing')
+                       AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                     ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(owner)
+    .bind(lease_secs)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match claimed {
+        Some((id,)) => operation_get(conn, id).await,
+        None => Ok(None),
+    }
+}
+
+/// Extends the lease while `owner` still holds it; false when it was lost.
+pub async fn operation_renew(
+    conn: &mut PgConnection,
+    id: OperationId,
+    owner: &str,
+    lease_secs: f64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE operations SET lease_expires_at = now() + make_interval(secs => $3)
+         WHERE id = $1 AND lease_owner = $2 AND state IN ('running', 'undoing')",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(lease_secs)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Releases the lease and makes the operation claimable again after `delay_secs`.
+pub async fn operation_retry_later(
+    conn: &mut PgConnection,
+    id: OperationId,
+    owner: &str,
+    delay_secs: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET lease_owner = NULL, lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(delay_secs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A step's recorded state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StepRow {
+    pub idx: i16,
+    pub name: String,
+    pub state: String,
+    pub output: Option<serde_json::Value>,
+}
+
+/// The steps of an operation, in order.
+pub async fn operation_steps(conn: &mut PgConnection, id: OperationId) -> Result<Vec<StepRow>, sqlx::Error> {
+    sqlx::query_as("SELECT idx, name, state, output FROM operation_steps WHERE operation_id = $1 ORDER BY idx")
+        .bind(id)
+        .fetch_all(conn)
+        .await
+}
+
+/// Records a step's new state (and output or error).
+pub async fn step_set(
+    conn: &mut PgConnection,
+    id: OperationId,
+    idx: i16,
+    state: &str,
+    output: Option<&serde_json::Value>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operation_steps SET state = $3, output = COALESCE($4, output), error = $5,
+                started_at = COALESCE(started_at, now()),
+                finished_at = CASE WHEN $3 IN ('done', 'undone', 'failed') THEN now() ELSE NULL END
+         WHERE operation_id = $1 AND idx = $2",
+    )
+    .bind(id)
+    .bind(idx)
+    .bind(state)
+    .bind(output)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves an operation to `undoing` with the error that caused it.
+pub async fn operation_start_undo(
+    conn: &mut PgConnection,
+    id: OperationId,
+    code: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET state = 'undoing', error_code = $2, error_message = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(code)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends an operation (`succeeded` or `failed`) and releases its lease.
+pub async fn operation_finish(conn: &mut PgConnection, id: OperationId, state: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET state = $2, finished_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Fault injection for crash tests, compiled in only with the `fault-injection` feature (test
+//! builds): `CLOUD_FAULT_CRASH_AFTER_STEP=<step>` kills the process right after that step of an
+//! operation was recorded, as a power cut would.
+
+/// Crashes the process if fault injection asks for a crash after `step`.
+#[cfg(feature = "fault-injection")]
+pub fn crash_point(step: &str) {
+    if std::env::var("CLOUD_FAULT_CRASH_AFTER_STEP").is_ok_and(|s| s == step) {
+        tracing::error!(step, "fault injection: crashing after this step");
+        std::process::abort();
+    }
+}
+
+/// Does nothing: fault injection is not compiled in.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn crash_point(_step: &str) {}

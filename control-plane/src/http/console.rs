@@ -1,0 +1,178 @@
+//! WebSocket endpoints to an instance's serial console and to a TCP port of the guest, bridged
+//! to the host agent's `Console` and `Tunnel` gRPC streams. Both are authorized like the
+//! instance itself (a member may attach; another project's instance is a 404).
+//!
+//! ```text
+//!  browser / cloudctl ──WebSocket (binary frames)──▶ control plane ──gRPC stream──▶ agent ──▶ serial.sock / guest:port
+//! ```
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use cloud_proto::agent::v1 as pb;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::App;
+use crate::agents::AgentClient;
+use crate::auth::{Caller, Role};
+use crate::db::instances as db;
+
+/// Routes of this module.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/projects/{project}/instances/{instance}/console", get(console))
+        .route("/v1/projects/{project}/instances/{instance}/tunnel", get(tunnel))
+}
+
+async fn agent_for(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+) -> Result<(AgentClient, String), ApiError> {
+    let project = super::projects::resolve_project(&app.pool, caller, project, Role::Member).await?;
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let row = db::instance_get(&mut conn, project, instance)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found(format!("no instance {instance:?} in this project")))?;
+    let spec = db::instance_agent_spec(&mut conn, row.id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found("no such instance"))?;
+    let (Some(host), Some(endpoint)) = (spec.host_id, spec.agent_endpoint) else {
+        return Err(ApiError::conflict(format!("instance {} is {} and has no host yet", row.name, row.state)));
+    };
+    let client = app.agents.client(&app.fleet, host, &endpoint).map_err(|e| ApiError::internal(&e))?;
+    Ok((client, row.id.to_string()))
+}
+
+/// Bridges a WebSocket and a gRPC bidirectional stream: binary frames in become `input`
+/// messages, the agent's output becomes binary frames; either side closing ends both.
+async fn bridge<In, Out>(
+    socket: WebSocket,
+    first: In,
+    wrap: fn(Vec<u8>) -> In,
+    start: impl AsyncFnOnce(tokio_stream::wrappers::ReceiverStream<In>) -> Result<tonic::Streaming<Out>, tonic::Status>,
+    unwrap: fn(Out) -> Vec<u8>,
+) where
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    let (mut ws_tx, mut ws_rx) = socket.split();
+    let (tx, rx) = tokio::sync::mpsc::channel::<In>(64);
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    let mut output = match start(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Ok(stream) => stream,
+        Err(status) => {
+            let _ = ws_tx
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1011,
+                    reason: status.message().to_owned().into(),
+                })))
+                .await;
+            return;
+        }
+    };
+    let inbound = async move {
+        while let Some(Ok(msg)) = ws_rx.next().await {
+            let data = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if tx.send(wrap(data)).await.is_err() {
+                break;
+            }
+        }
+    };
+    let outbound = async move {
+        while let Some(Ok(out)) = output.next().await {
+            if ws_tx.send(Message::Binary(unwrap(out).into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws_tx.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        () = inbound => {}
+        () = outbound => {}
+    }
+}
+
+/// The instance's serial console over a WebSocket: scrollback first, then live output; what the
+/// client sends is typed on the console.
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/console", tag = "instances",
+    params(("project" = String, Path), ("instance" = String, Path)),
+    responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody)))]
+pub async fn console(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let (mut client, id) = agent_for(&app, &caller, &project, &instance).await?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let first = pb::ConsoleInput { kind: Some(pb::console_input::Kind::InstanceId(id)) };
+        bridge(
+            socket,
+            first,
+            |data| pb::ConsoleInput { kind: Some(pb::console_input::Kind::Data(data)) },
+            async move |input| client.console(input).await.map(tonic::Response::into_inner),
+            |out: pb::ConsoleOutput| out.data,
+        )
+        .await;
+    }))
+}
+
+/// Which guest port to tunnel to.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelQuery {
+    /// TCP port on the guest (default 22).
+    pub port: Option<u16>,
+}
+
+/// A TCP stream to a port of the guest over a WebSocket (for `cloudctl instance ssh`): no route
+/// to the instance subnet is needed.
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/tunnel", tag = "instances",
+    params(("project" = String, Path), ("instance" = String, Path), TunnelQuery),
+    responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody)))]
+pub async fn tunnel(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+    Query(q): Query<TunnelQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let port = q.port.unwrap_or(22);
+    if port == 0 {
+        return Err(ApiError::invalid("port must be between 1 and 65535"));
+    }
+    let (mut client, id) = agent_for(&app, &caller, &project, &instance).await?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let first = pb::TunnelData {
+            kind: Some(pb::tunnel_data::Kind::Open(pb::TunnelOpen { instance_id: id, port: u32::from(port) })),
+        };
+        bridge(
+            socket,
+            first,
+            |data| pb::TunnelData { kind: Some(pb::tunnel_data::Kind::Data(data)) },
+            async move |input| client.tunnel(input).await.map(tonic::Response::into_inner),
+            |out: pb::TunnelData| match out.kind {
+                Some(pb::tunnel_data::Kind::Data(d)) => d,
+                _ => Vec::new(),
+            },
+        )
+        .await;
+    }))
+}

@@ -1,0 +1,206 @@
+//! JSON request bodies: the [`Json`] extractor every handler uses instead of axum's, so a bad
+//! body gets the API's one error body, and the field checks shared by the resources.
+//!
+//! ```text
+//!  Content-Type not application/json (or */*+json) ─────▶ 400 invalid
+//!  Content-Length or the bytes read > LIMIT (1 MiB) ────▶ 413 too_large
+//!  not JSON, truncated, trailing garbage ───────────────▶ 400 invalid
+//!  unknown field, missing field, wrong type ────────────▶ 422 unprocessable, naming the field
+//! ```
+//! The field is named by its path in the document (`name: invalid type: integer ...`,
+//! `disks[1].size: ...`), from `serde_path_to_error` through axum's deserializer; unknown and
+//! missing fields are named by serde itself. Inputs use `#[serde(deny_unknown_fields)]`.
+//!
+//! The body is read by this extractor with its own limit rather than axum's
+//! `DefaultBodyLimit` (2 MB), so the limit holds whatever layers the router has.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt;
+
+use super::error::ApiError;
+
+/// The default body limit of [`Json`]: 1 MiB.
+pub const DEFAULT_LIMIT: usize = 1024 * 1024;
+
+/// A JSON request body of at most `LIMIT` bytes, deserialized into `T`; rejections are
+/// [`ApiError`]s (see the module docs). Also a response: `Json(value)` serializes like axum's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T, const LIMIT: usize = DEFAULT_LIMIT>(pub T);
+
+impl<T, S, const LIMIT: usize> FromRequest<S> for Json<T, LIMIT>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
+            return Err(ApiError::invalid("the request body must be JSON (Content-Type: application/json)"));
+        }
+        let too_large = || ApiError::too_large(format!("the request body is larger than {LIMIT} bytes"));
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > LIMIT as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+        let mut stream = req.into_body().into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| ApiError::invalid("the request body could not be read"))?;
+            if body.len() + chunk.len() > LIMIT {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse(&body).map(Self)
+    }
+}
+
+impl<T: serde::Serialize, const LIMIT: usize> IntoResponse for Json<T, LIMIT> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Deserializes a JSON document, with the API's errors: 400 for bad JSON, 422 naming the field
+/// for a document of the wrong shape.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        // The rejection's source is serde's error with the field's path in front.
+        Err(JsonRejection::JsonDataError(err)) => {
+            Err(ApiError::unprocessable(format!("invalid request body: {}", source_text(&err))))
+        }
+        Err(JsonRejection::JsonSyntaxError(err)) => {
+            Err(ApiError::invalid(format!("the request body is not valid JSON: {}", source_text(&err))))
+        }
+        Err(other) => Err(ApiError::invalid(other.body_text())),
+    }
+}
+
+/// The message of an error's source (the error itself when it has none).
+fn source_text(err: &(dyn std::error::Error + 'static)) -> String {
+    err.source().unwrap_or(err).to_string()
+}
+
+/// `application/json`, or any `application/*+json`, with or without parameters.
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(value) = content_type else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Checks that `value` is a DNS label (`^[a-z][a-z0-9-]{0,62}$`, not ending in `-`) and not a
+/// UUID (names and ids share the URL's `{name-or-id}` segments); 422 naming `field` if not.
+pub fn require_dns_label(field: &str, value: &str) -> Result<(), ApiError> {
+    let mut bytes = value.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !(first_ok && rest_ok && value.len() <= 63 && !value.ends_with('-')) {
+        return Err(ApiError::unprocessable(format!(
+            "{field}: {value:?} is not a DNS label (a lowercase letter, then up to 62 lowercase letters, \
+             digits or hyphens, not ending in a hyphen)"
+        )));
+    }
+    if uuid::Uuid::parse_str(value).is_ok() {
+        return Err(ApiError::unprocessable(format!("{field}: {value:?} looks like an id; choose another name")));
+    }
+    Ok(())
+}
+
+/// Checks that a free-text field has at most `max` characters and no control characters
+/// (tabs included); 422 naming `field` if not.
+pub fn require_plain_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::unprocessable(format!("{field}: longer than {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(format!("{field}: contains control characters (newlines, tabs, ...)")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Params {
+        name: String,
+        #[serde(default)]
+        tags: Vec<Tag>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Tag {
+        key: String,
+    }
+
+    fn rejected(body: &str) -> ApiError {
+        match parse::<Params>(body.as_bytes()) {
+            Ok(p) => panic!("{body} parsed as {p:?}"),
+            Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn bad_documents_are_400_and_bad_shapes_422_naming_the_field() {
+        assert!(parse::<Params>(br#"{"name": "a"}"#).is_ok());
+        for body in ["", "{", r#"{"name": "a"} x"#, "nope"] {
+            let err = rejected(body);
+            assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, "invalid"), "{body}: {}", err.message);
+        }
+        for (body, field) in [
+            (r#"{"name": 7}"#, "name: invalid type"),
+            (r#"{"name": "a", "color": "red"}"#, "unknown field `color`"),
+            (r#"{}"#, "missing field `name`"),
+            (r#"{"name": "a", "tags": [{"key": 1}]}"#, "tags[0].key: invalid type"),
+        ] {
+            let err = rejected(body);
+            assert_eq!((err.status, err.code), (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"), "{body}");
+            assert!(err.message.contains(field), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge+json"]
+        {
+            assert!(is_json(Some(ok)), "{ok}");
+        }
+        for bad in ["text/plain", "application/jsonx", "multipart/form-data", ""] {
+            assert!(!is_json(Some(bad)), "{bad}");
+        }
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn names_are_dns_labels_and_not_uuids() {
+        for ok in ["a", "web-1", "x2", &"a".repeat(63)] {
+            assert!(require_dns_label("name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1a", "Web", "web_1", "web-", "-web", "a b", "é", &"a".repeat(64)] {
+            let err = require_dns_label("name", bad).err().map(|e| (e.status, e.message));
+            assert!(matches!(&err, Some((StatusCode::UNPROCESSABLE_ENTITY, m)) if m.starts_with("name: ")), "{bad}");
+        }
+        assert!(require_dns_label("name", "deadbeef-dead-beef-dead-beefdeadbeef").is_err());
+    }
+
+    #[test]
+    fn plain_text_has_no_control_characters() {
+        assert!(require_plain_text("description", "Team A's builds", 100).is_ok());
+        assert!(require_plain_text("description", "a\nb", 100).is_err());
+        assert!(require_plain_text("description", "abc", 2).is_err());
+    }
+}

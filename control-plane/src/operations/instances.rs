@@ -1,0 +1,320 @@
+//! The instance operations and their steps.
+//!
+//! | operation | steps (undo in brackets) |
+//! |---|---|
+//! | `instance_create` | place [release capacity] → allocate_address [free it] → ensure_on_host [delete on host] → wait_running |
+//! | `instance_start` | ensure_on_host → wait_running |
+//! | `instance_stop` | stop_on_host → wait_stopped |
+//! | `instance_reboot` | reboot_on_host → wait_running |
+//! | `instance_delete` | delete_on_host → release_address → release_capacity |
+//!
+//! Each operation carries the instance id and the generation the API assigned to the change;
+//! the agent applies a request only if its generation is not older than what it applied, so a
+//! step that runs twice (a crash between doing and recording it) does nothing the second time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloud_proto::agent::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use super::StepError;
+use crate::App;
+use crate::db::instances as db;
+use crate::db::operations::OperationRow;
+use crate::db::placement::PlacementError;
+use crate::ids::InstanceId;
+
+/// Steps of each operation kind.
+pub fn steps(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "instance_create" => &["place", "allocate_address", "ensure_on_host", "wait_running"],
+        "instance_start" => &["ensure_on_host", "wait_running"],
+        "instance_stop" => &["stop_on_host", "wait_stopped"],
+        "instance_reboot" => &["reboot_on_host", "wait_running"],
+        "instance_delete" => &["delete_on_host", "release_address", "release_capacity"],
+        _ => &[],
+    }
+}
+
+/// The parameters every instance operation carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceParams {
+    pub instance_id: InstanceId,
+    pub generation: i64,
+}
+
+/// How long an instance may take to reach `running` or `stopped` on its host.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn params(op: &OperationRow) -> Result<InstanceParams, StepError> {
+    serde_json::from_value(op.params.clone())
+        .map_err(|e| StepError::Fail { code: "internal", message: format!("operation parameters are invalid: {e}") })
+}
+
+fn agent_error(status: &tonic::Status) -> StepError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => StepError::Retry {
+            reason: format!("the host agent is unreachable: {}", status.message()),
+            after: Duration::from_secs(2),
+        },
+        Code::FailedPrecondition => StepError::Fail {
+            code: "conflict",
+            message: format!("the host has already applied a newer change: {}", status.message()),
+        },
+        _ => StepError::Fail { code: "host_error", message: format!("the host refused: {}", status.message()) },
+    }
+}
+
+async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> {
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    db::instance_agent_spec(&mut conn, id)
+        .await
+        .map_err(|e| StepError::db(&e))?
+        .ok_or(StepError::Fail { code: "not_found", message: "the instance no longer exists".to_owned() })
+}
+
+fn client(app: &App, spec: &db::AgentSpecRow) -> Result<Option<crate::agents::AgentClient>, StepError> {
+    match (spec.host_id, &spec.agent_endpoint) {
+        (Some(host), Some(endpoint)) => app
+            .agents
+            .client(&app.fleet, host, endpoint)
+            .map(Some)
+            .map_err(|e| StepError::Fail { code: "host_error", message: e.to_string() }),
+        _ => Ok(None),
+    }
+}
+
+fn placed_client(app: &App, spec: &db::AgentSpecRow) -> Result<crate::agents::AgentClient, StepError> {
+    client(app, spec)?.ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })
+}
+
+fn agent_spec(s: &db::AgentSpecRow) -> pb::InstanceSpec {
+    let prefix =
+        s.subnet.as_deref().and_then(|n| n.split('/').next()).and_then(|n| n.parse::<std::net::Ipv4Addr>().ok());
+    let gateway = prefix.map(|p| std::net::Ipv4Addr::from(u32::from(p) + 1).to_string()).unwrap_or_default();
+    pb::InstanceSpec {
+        instance_id: s.id.to_string(),
+        hostname: s.name.clone(),
+        vcpus: u32::try_from(s.vcpus).unwrap_or(1),
+        memory_bytes: u64::try_from(s.memory_bytes).unwrap_or(0),
+        disk_bytes: u64::try_from(s.disk_bytes).unwrap_or(0),
+        image: Some(pb::ImageRef {
+            image_id: s.image_id.to_string(),
+            disk_sha256: s.disk_sha256.clone().unwrap_or_default(),
+            disk_size_bytes: s.disk_size_bytes.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+            boot_mode: if s.boot_mode == "firmware" { pb::BootMode::Firmware } else { pb::BootMode::DirectKernel }
+                as i32,
+            kernel_sha256: s.kernel_sha256.clone().unwrap_or_default(),
+            initrd_sha256: s.initrd_sha256.clone().unwrap_or_default(),
+            kernel_cmdline: s.kernel_cmdline.clone(),
+        }),
+        nics: match (&s.mac, &s.address) {
+            (Some(mac), Some(address)) => {
+                vec![pb::NicSpec { mac: mac.clone(), address: format!("{address}/24"), gateway }]
+            }
+            _ => Vec::new(),
+        },
+        ssh_authorized_keys: s.ssh_keys.clone(),
+        user_data: s.user_data.clone(),
+    }
+}
+
+/// Waits until the agent reports `want` at `generation` or later.
+async fn wait_for(app: &App, id: InstanceId, generation: i64, want: pb::InstanceState) -> Result<(), StepError> {
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let s = spec(app, id).await?;
+        let mut agent = placed_client(app, &s)?;
+        match agent.get_instance(pb::GetInstanceRequest { instance_id: id.to_string() }).await {
+            Ok(status) => {
+                let status = status.into_inner();
+                let current = u64::try_from(generation).unwrap_or(0);
+                if status.generation >= current && status.state == want as i32 {
+                    return Ok(());
+                }
+                if status.state == pb::InstanceState::Failed as i32 {
+                    return Err(StepError::Fail { code: "instance_failed", message: status.reason });
+                }
+            }
+            Err(status) if matches!(agent_error(&status), StepError::Retry { .. }) => {}
+            Err(status) => return Err(agent_error(&status)),
+        }
+        if Instant::now() >= deadline {
+            return Err(StepError::Fail {
+                code: "timeout",
+                message: format!("the instance did not become {} within {WAIT_TIMEOUT:?}", want.as_str_name()),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Runs one step; `Ok(output)` is recorded with the step.
+pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<Option<serde_json::Value>, StepError> {
+    let p = params(op)?;
+    let id = p.instance_id;
+    let generation = u64::try_from(p.generation).unwrap_or(0);
+    match step {
+        "place" => {
+            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            let placement = crate::db::placement::place_instance(&mut tx, id, app.scheduler.strategy).await;
+            match placement {
+                Ok(placement) => {
+                    tx.commit().await.map_err(|e| StepError::db(&e))?;
+                    Ok(Some(serde_json::json!({ "host_id": placement.host_id })))
+                }
+                Err(PlacementError::NoHostFits(reasons)) => {
+                    Err(StepError::Fail { code: "no_capacity", message: reasons.to_string() })
+                }
+                Err(PlacementError::Db { source, .. } | PlacementError::ReadHosts(source)) => {
+                    Err(StepError::db(&source))
+                }
+                Err(err @ PlacementError::Contended { .. }) => {
+                    Err(StepError::Retry { reason: err.to_string(), after: Duration::from_millis(200) })
+                }
+                Err(err) => Err(StepError::Fail { code: "internal", message: err.to_string() }),
+            }
+        }
+        "allocate_address" => {
+            let s = spec(app, id).await?;
+            let host = s
+                .host_id
+                .ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })?;
+            let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            let (mac, address) = db::nic_allocate(&mut conn, id, host).await.map_err(|e| StepError::db(&e))?;
+            Ok(Some(serde_json::json!({ "mac": mac, "address": address.to_string() })))
+        }
+        "ensure_on_host" => {
+            let s = spec(app, id).await?;
+            let mut agent = placed_client(app, &s)?;
+            let request = pb::EnsureInstanceRequest {
+                spec: Some(agent_spec(&s)),
+                desired_power_state: pb::PowerState::Running as i32,
+                generation,
+            };
+            agent.ensure_instance(request).await.map_err(|e| agent_error(&e))?;
+            set_state(app, id, "starting").await?;
+            Ok(None)
+        }
+        "wait_running" => wait_for(app, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
+        "stop_on_host" => {
+            let s = spec(app, id).await?;
+            let mut agent = placed_client(app, &s)?;
+            agent
+                .stop_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation })
+                .await
+                .map_err(|e| agent_error(&e))?;
+            Ok(None)
+        }
+        "wait_stopped" => wait_for(app, id, p.generation, pb::InstanceState::Stopped).await.map(|()| None),
+        "reboot_on_host" => {
+            let s = spec(app, id).await?;
+            let mut agent = placed_client(app, &s)?;
+            agent
+                .reboot_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation })
+                .await
+                .map_err(|e| agent_error(&e))?;
+            Ok(None)
+        }
+        "delete_on_host" => {
+            let s = spec(app, id).await?;
+            if let Some(mut agent) = client(app, &s)? {
+                match agent.delete_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation }).await
+                {
+                    Ok(_) => {}
+                    Err(status) if status.code() == Code::FailedPrecondition => {} // a newer request deleted it
+                    Err(status) => return Err(agent_error(&status)),
+                }
+            }
+            Ok(None)
+        }
+        "release_address" => {
+            let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
+            Ok(None)
+        }
+        "release_capacity" => {
+            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            release(&mut tx, id).await?;
+            tx.commit().await.map_err(|e| StepError::db(&e))?;
+            Ok(None)
+        }
+        other => Err(StepError::Fail { code: "internal", message: format!("unknown step {other}") }),
+    }
+}
+
+/// Undoes one step of a failed operation (idempotent).
+pub async fn undo_step(
+    app: &Arc<App>,
+    op: &OperationRow,
+    step: &str,
+    _output: Option<&serde_json::Value>,
+) -> Result<(), StepError> {
+    let p = params(op)?;
+    let id = p.instance_id;
+    match (op.kind.as_str(), step) {
+        ("instance_create", "place") => {
+            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            release(&mut tx, id).await?;
+            tx.commit().await.map_err(|e| StepError::db(&e))
+        }
+        ("instance_create", "allocate_address") => {
+            let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))
+        }
+        ("instance_create", "ensure_on_host" | "wait_running") => {
+            let s = spec(app, id).await?;
+            if let Some(mut agent) = client(app, &s)? {
+                // A generation above the create's, so the delete wins over a late ensure.
+                let generation = u64::try_from(p.generation + 1).unwrap_or(u64::MAX);
+                match agent.delete_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation }).await
+                {
+                    Ok(_) => {}
+                    Err(status) if status.code() == Code::FailedPrecondition => {}
+                    Err(status) => return Err(agent_error(&status)),
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn release(conn: &mut sqlx::PgConnection, id: InstanceId) -> Result<(), StepError> {
+    match crate::db::placement::release_instance(conn, id).await {
+        Ok(_) => Ok(()),
+        Err(PlacementError::Db { source, .. }) => Err(StepError::db(&source)),
+        Err(err) => Err(StepError::Fail { code: "internal", message: err.to_string() }),
+    }
+}
+
+async fn set_state(app: &App, id: InstanceId, state: &str) -> Result<(), StepError> {
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    db::instance_set_state(&mut conn, id, state, None).await.map_err(|e| StepError::db(&e))
+}
+
+/// Records the outcome of a successful operation on the instance.
+pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
+    let id = params(op)?.instance_id;
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let done = match op.kind.as_str() {
+        "instance_create" | "instance_start" | "instance_reboot" => {
+            db::instance_set_state(&mut conn, id, "running", None).await
+        }
+        "instance_stop" => db::instance_set_state(&mut conn, id, "stopped", None).await,
+        "instance_delete" => db::instance_mark_deleted(&mut conn, id).await,
+        _ => Ok(()),
+    };
+    done.map_err(|e| StepError::db(&e))
+}
+
+/// Records a failed (and undone) operation on the instance, with the reason.
+pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
+    let id = params(op)?.instance_id;
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    db::instance_set_state(&mut conn, id, "failed", Some(reason)).await.map_err(|e| StepError::db(&e))
+}

@@ -1,0 +1,214 @@
+//! Durable operations: every mutating API call becomes an `operations` row with named steps,
+//! carried out here by whichever replica claims it.
+//!
+//! ```text
+//!   pending ──claim──▶ running ──all steps done──▶ succeeded
+//!                         │ a step fails for good
+//!                         ▼
+//!                      undoing ──undo done steps, newest first──▶ failed
+//! ```
+//!
+//! - A replica claims an operation with a lease (`lease_owner`, `lease_expires_at`) and renews it
+//!   while it works; a replica that dies stops renewing, and another one claims the operation
+//!   once the lease lapses and carries on from the first step not recorded as done.
+//! - Every step is idempotent (it may run again after a crash between doing it and recording
+//!   it) and has an undo, which is idempotent too.
+//! - A step that cannot make progress right now (an agent unreachable) asks to be retried later;
+//!   the lease is released with a delay so the operation is picked up again.
+
+pub mod instances;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::App;
+use crate::db::operations::{self as db, OperationRow};
+use crate::http::error::ErrorChain;
+
+/// How long a claim lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often an idle executor looks for claimable operations without being notified.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// Why a step did not complete.
+#[derive(Debug)]
+pub enum StepError {
+    /// Try the step again after `after` (e.g. the agent is unreachable).
+    Retry { reason: String, after: Duration },
+    /// The operation cannot succeed: undo what was done. `code` is an API error code.
+    Fail { code: &'static str, message: String },
+}
+
+impl StepError {
+    /// A database error: transient from the operation's point of view.
+    pub fn db(err: &sqlx::Error) -> Self {
+        Self::Retry { reason: format!("database: {err}"), after: Duration::from_secs(1) }
+    }
+}
+
+/// The executor of one replica. Cheap to clone; `wake()` after creating an operation.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    owner: String,
+    notify: Arc<Notify>,
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Executor {
+    /// An executor whose leases name this process.
+    pub fn new() -> Self {
+        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        Self {
+            owner: format!("{host}/{}/{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the executor there is new work.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Runs operations until `stop` resolves. Operations in flight when it does are left to
+    /// their lease: this or another replica resumes them.
+    pub async fn run(&self, app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let claimed = match app.pool.acquire().await {
+                Ok(mut conn) => db::operation_claim(&mut conn, &self.owner, LEASE.as_secs_f64()).await,
+                Err(err) => Err(err),
+            };
+            match claimed {
+                Ok(Some(op)) => {
+                    tokio::select! {
+                        () = self.drive(&app, op) => {}
+                        () = &mut stop => return,
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %ErrorChain(&err), "cannot claim operations"),
+            }
+            tokio::select! {
+                () = self.notify.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = &mut stop => return,
+            }
+        }
+    }
+
+    /// Carries `op` as far as it goes, renewing the lease meanwhile; stops when the lease is lost.
+    async fn drive(&self, app: &Arc<App>, op: OperationRow) {
+        let span = tracing::info_span!("operation", id = %op.id, kind = %op.kind);
+        let _guard = span.enter();
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                let renewed = match app.pool.acquire().await {
+                    Ok(mut conn) => db::operation_renew(&mut conn, op.id, &self.owner, LEASE.as_secs_f64()).await,
+                    Err(err) => Err(err),
+                };
+                if !matches!(renewed, Ok(true)) {
+                    tracing::warn!("lost the operation's lease; another replica may resume it");
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = self.steps(app, &op) => {
+                if let Err(err) = result {
+                    tracing::warn!(error = %ErrorChain(&err), "operation interrupted by a database error; will resume");
+                    if let Ok(mut conn) = app.pool.acquire().await {
+                        let _ = db::operation_retry_later(&mut conn, op.id, &self.owner, 1.0).await;
+                    }
+                }
+            }
+            () = renew => {}
+        }
+    }
+
+    async fn steps(&self, app: &Arc<App>, op: &OperationRow) -> Result<(), sqlx::Error> {
+        let mut conn = app.pool.acquire().await?;
+        let steps = db::operation_steps(&mut conn, op.id).await?;
+        drop(conn);
+        let mut undoing = op.state == "undoing";
+        if !undoing {
+            for step in steps.iter().filter(|s| s.state != "done") {
+                db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "running", None, None).await?;
+                tracing::info!(step = %step.name, "step");
+                match instances::run_step(app, op, &step.name).await {
+                    Ok(output) => {
+                        db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "done", output.as_ref(), None)
+                            .await?;
+                        crate::fault::crash_point(&step.name);
+                    }
+                    Err(StepError::Retry { reason, after }) => {
+                        tracing::info!(step = %step.name, %reason, retry_in = ?after, "step will be retried");
+                        db::operation_retry_later(
+                            &mut *app.pool.acquire().await?,
+                            op.id,
+                            &self.owner,
+                            after.as_secs_f64(),
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                    Err(StepError::Fail { code, message }) => {
+                        tracing::warn!(step = %step.name, %message, "step failed; undoing the operation");
+                        let mut conn = app.pool.acquire().await?;
+                        db::step_set(&mut conn, op.id, step.idx, "failed", None, Some(&message)).await?;
+                        db::operation_start_undo(&mut conn, op.id, code, &message).await?;
+                        undoing = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if !undoing {
+            if let Err(err) = instances::on_success(app, op).await {
+                return self.later(app, op, err).await;
+            }
+            db::operation_finish(&mut *app.pool.acquire().await?, op.id, "succeeded").await?;
+            tracing::info!("operation succeeded");
+            return Ok(());
+        }
+        // Undo every step that was done (or may have been half done), newest first.
+        let mut conn = app.pool.acquire().await?;
+        let steps = db::operation_steps(&mut conn, op.id).await?;
+        drop(conn);
+        for step in steps.iter().rev().filter(|s| matches!(s.state.as_str(), "done" | "running" | "undoing" | "failed"))
+        {
+            db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "undoing", None, None).await?;
+            match instances::undo_step(app, op, &step.name, step.output.as_ref()).await {
+                Ok(()) => db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "undone", None, None).await?,
+                Err(err) => return self.later(app, op, err).await,
+            }
+        }
+        let mut conn = app.pool.acquire().await?;
+        let reason = db::operation_get(&mut conn, op.id).await?.and_then(|o| o.error_message).unwrap_or_default();
+        drop(conn);
+        if let Err(err) = instances::on_failure(app, op, &reason).await {
+            return self.later(app, op, err).await;
+        }
+        db::operation_finish(&mut *app.pool.acquire().await?, op.id, "failed").await?;
+        tracing::info!("operation failed and was undone");
+        Ok(())
+    }
+
+    /// Leaves the operation for a later attempt (an undo or bookkeeping step could not finish).
+    async fn later(&self, app: &Arc<App>, op: &OperationRow, err: StepError) -> Result<(), sqlx::Error> {
+        let (reason, after) = match err {
+            StepError::Retry { reason, after } => (reason, after),
+            StepError::Fail { message, .. } => (message, Duration::from_secs(5)),
+        };
+        tracing::warn!(%reason, retry_in = ?after, "operation will be resumed later");
+        db::operation_retry_later(&mut *app.pool.acquire().await?, op.id, &self.owner, after.as_secs_f64()).await
+    }
+}

@@ -1,0 +1,4 @@
+//! Background reconcilers: each `activate()` re-reads the state it acts on from the database
+//! and is idempotent, so any replica may run it at any time, as often as it likes.
+
+pub mod host_liveness;

@@ -1,0 +1,176 @@
+//! The REST API end to end: a customer creates an instance with an SSH key, reaches it through
+//! the tunnel endpoint, stops, starts, reboots and deletes it; capacity and address come back.
+
+use std::time::Duration;
+
+use cloud_tests::guest::{minimal_image, ssh_keygen};
+use cloud_tests::net::TestNetwork;
+use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane, wait_until};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn call(cp: &ControlPlane, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> (u16, Value) {
+    let mut req = cp.request(method, path);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Waits for an operation to finish and returns it.
+async fn wait_operation(cp: &ControlPlane, id: &str) -> Value {
+    for _ in 0..20 {
+        let (status, op) =
+            call(cp, Method::GET, &format!("/v1/operations/{id}/wait?timeout_secs=30"), None, None).await;
+        assert_eq!(status, 200, "{op}");
+        if matches!(op["state"].as_str(), Some("succeeded" | "failed")) {
+            return op;
+        }
+    }
+    panic!("operation {id} did not finish");
+}
+
+async fn ssh_via_tunnel(port: u16, key: &std::path::Path, command: &str) -> Result<String, String> {
+    let (key, command) = (key.to_path_buf(), command.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("ssh")
+            .arg("-i")
+            .arg(&key)
+            .args(["-p", &port.to_string()])
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", &command])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn lifecycle(cp: &ControlPlane, instance: &str, action: &str, expect: &str) {
+    let (status, body) =
+        call(cp, Method::POST, &format!("/v1/projects/default/instances/{instance}/{action}"), None, None).await;
+    assert_eq!(status, 202, "{action}: {body}");
+    let op = wait_operation(cp, body["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{action}: {op}");
+    let (_, got) = call(cp, Method::GET, &format!("/v1/projects/default/instances/{instance}"), None, None).await;
+    assert_eq!(got["state"], expect, "{action}: {got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_creates_reaches_and_deletes_an_instance_through_the_api() {
+    let image = minimal_image();
+    let mut net = TestNetwork::create();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = spawn_control_plane(&net, dir.path()).await;
+    let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
+    wait_until(Duration::from_secs(30), "an active host", || async {
+        cp.hosts().await.iter().any(|h| h["state"] == "active")
+    })
+    .await;
+
+    // Register the image from the files on the control plane's machine, and an SSH key.
+    let (status, img) = call(
+        &cp,
+        Method::POST,
+        "/v1/projects/default/images",
+        Some(json!({
+            "name": "minimal",
+            "boot_mode": "direct_kernel",
+            "kernel_path": image.dir.join("vmlinuz"),
+            "initrd_path": image.dir.join("initrd.img"),
+            "kernel_cmdline": image.cmdline,
+        })),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{img}");
+    let (key, public) = ssh_keygen(dir.path(), "alice");
+    let (status, k) = call(
+        &cp,
+        Method::POST,
+        "/v1/projects/default/ssh-keys",
+        Some(json!({"name": "alice", "public_key": public})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{k}");
+
+    // Create, retried with the same Idempotency-Key: one instance, one operation.
+    let body = json!({"name": "web-1", "image": "minimal", "vcpus": 1, "memory_mib": 256, "ssh_keys": ["alice"]});
+    let (status, first) =
+        call(&cp, Method::POST, "/v1/projects/default/instances", Some(body.clone()), Some("create-web-1")).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) =
+        call(&cp, Method::POST, "/v1/projects/default/instances", Some(body.clone()), Some("create-web-1")).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(first["operation"]["id"], again["operation"]["id"]);
+    let mut other = body.clone();
+    other["vcpus"] = json!(2);
+    let (status, conflict) =
+        call(&cp, Method::POST, "/v1/projects/default/instances", Some(other), Some("create-web-1")).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "conflict");
+
+    let op = wait_operation(&cp, first["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, inst) = call(&cp, Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
+    assert_eq!(inst["state"], "running", "{inst}");
+    assert!(inst["address"].as_str().is_some_and(|a| a.starts_with("10.100.")), "{inst}");
+    let hosts = cp.hosts().await;
+    assert_eq!(hosts[0]["reserved_vcpus"], 1);
+
+    // SSH through the control plane's tunnel endpoint with the injected key.
+    let ws = format!("{}/v1/projects/default/instances/web-1/tunnel?port=22", cp.api.replacen("http://", "ws://", 1));
+    let port = cloud_tests::tunnel::forward(ws, cp.admin_token.clone()).await;
+    let mut uname = Err(String::new());
+    for _ in 0..30 {
+        uname = ssh_via_tunnel(port, &key, "uname -n").await;
+        if uname.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(uname.as_deref().map(str::trim), Ok("web-1"));
+
+    lifecycle(&cp, "web-1", "stop", "stopped").await;
+    assert!(ssh_via_tunnel(port, &key, "true").await.is_err(), "a stopped instance answered");
+    lifecycle(&cp, "web-1", "start", "running").await;
+    lifecycle(&cp, "web-1", "reboot", "running").await;
+    let mut back = Err(String::new());
+    for _ in 0..30 {
+        back = ssh_via_tunnel(port, &key, "true").await;
+        if back.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    back.expect("no SSH after start and reboot");
+
+    // Delete: the instance is gone, its capacity and address are free again.
+    let (status, del) = call(&cp, Method::DELETE, "/v1/projects/default/instances/web-1", None, None).await;
+    assert_eq!(status, 202, "{del}");
+    let op = wait_operation(&cp, del["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (status, _) = call(&cp, Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
+    assert_eq!(status, 404);
+    let hosts = cp.hosts().await;
+    assert_eq!((hosts[0]["reserved_vcpus"].as_i64(), hosts[0]["reserved_memory_bytes"].as_i64()), (Some(0), Some(0)));
+    // The name is free again, and the same address is handed out to the next instance.
+    let (status, second) = call(&cp, Method::POST, "/v1/projects/default/instances", Some(body), None).await;
+    assert_eq!(status, 202, "{second}");
+    let op = wait_operation(&cp, second["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(op["state"], "succeeded", "{op}");
+    let (_, inst2) = call(&cp, Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
+    assert_eq!(inst2["address"], inst["address"]);
+}
