@@ -1,0 +1,372 @@
+//! The API's JSON objects, as the client reads and writes them.
+//!
+//! Response types mirror the server's views field for field and keep whatever else the server
+//! sends in `extra` (flattened), so a newer server's fields survive a round trip through the CLI
+//! (`-o json` prints them) and never break deserialization. Request types (`*Params`) carry
+//! exactly the fields the server accepts: its bodies are `deny_unknown_fields`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Fields of a response object this client does not know (yet).
+pub type Extra = Map<String, Value>;
+
+/// A page of a listing: `{"items": [...], "next_cursor": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass back as `?cursor=` for the next page; `None` on the last one.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// An instance (a VM) of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    /// creating | starting | running | stopping | stopped | rebooting | deleting | deleted | failed | lost
+    pub state: String,
+    /// Why the instance is `failed` or `lost`.
+    #[serde(default)]
+    pub state_reason: Option<String>,
+    pub generation: i64,
+    #[serde(default)]
+    pub host_id: Option<Uuid>,
+    pub image_id: Uuid,
+    pub vcpus: i64,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
+    #[serde(default)]
+    pub anti_affinity_group: Option<String>,
+    /// The private address of the first NIC, once allocated.
+    #[serde(default)]
+    pub address: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/projects/{project}/instances`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCreateParams {
+    pub name: String,
+    /// Image name or id.
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// 0: the image's own size.
+    #[serde(default)]
+    pub disk_gib: u64,
+    /// Names or ids of the project's SSH keys.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity_group: Option<String>,
+}
+
+/// A durable operation carrying out a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: Uuid,
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+    /// e.g. `instance_create`
+    pub kind: String,
+    pub target_kind: String,
+    #[serde(default)]
+    pub target_id: Option<Uuid>,
+    /// pending | running | undoing | succeeded | failed | cancelled
+    pub state: String,
+    /// The step being carried out (or the last one).
+    #[serde(default)]
+    pub current_step: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Operation {
+    /// Whether the operation has ended (succeeded, failed or cancelled).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+
+    /// Whether it ended well.
+    pub fn succeeded(&self) -> bool {
+        self.state == "succeeded"
+    }
+}
+
+/// A change the API accepted (202): the operation carrying it out and the instance as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceAccepted {
+    pub operation: Operation,
+    pub instance: Instance,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// An SSH public key of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshKey {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    /// `<type> <base64> [comment]`
+    pub public_key: String,
+    /// `SHA256:<base64>`
+    pub fingerprint: String,
+    #[serde(default)]
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/projects/{project}/ssh-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKeyCreateParams {
+    pub name: String,
+    /// One OpenSSH public key line.
+    pub public_key: String,
+}
+
+/// A base image instances boot from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: Uuid,
+    /// `None` for a public image.
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+    pub name: String,
+    #[serde(default)]
+    pub public: bool,
+    /// uploading | available | failed | deleting
+    pub state: String,
+    /// direct_kernel | firmware
+    pub boot_mode: String,
+    #[serde(default)]
+    pub kernel_sha256: Option<String>,
+    #[serde(default)]
+    pub initrd_sha256: Option<String>,
+    #[serde(default)]
+    pub disk_sha256: Option<String>,
+    #[serde(default)]
+    pub disk_size_bytes: Option<i64>,
+    #[serde(default)]
+    pub kernel_cmdline: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/projects/{project}/images`: register files on the control plane host (operators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRegisterParams {
+    pub name: String,
+    /// `direct_kernel` or `firmware`.
+    pub boot_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_path: Option<String>,
+    #[serde(default)]
+    pub kernel_cmdline: String,
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// A project, as one of its members sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    /// The caller's role in it.
+    pub role: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/projects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectCreateParams {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A hypervisor host of the fleet (operators only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: Uuid,
+    pub hostname: String,
+    pub agent_endpoint: String,
+    /// joining | active | draining | suspect | dead
+    pub state: String,
+    pub accelerator: String,
+    pub total_vcpus: i64,
+    pub total_memory_bytes: i64,
+    pub total_disk_bytes: i64,
+    pub reserved_vcpus: i64,
+    pub reserved_memory_bytes: i64,
+    pub reserved_disk_bytes: i64,
+    pub instance_subnet: String,
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_report_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A host join token just created; `token` is shown only here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub id: Uuid,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// The command to run on the new host.
+    pub command: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The caller's identity (`GET /v1/auth/whoami`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub user: User,
+    pub is_operator: bool,
+    pub token_id: Uuid,
+    #[serde(default)]
+    pub projects: Vec<ProjectMembership>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A project and the caller's role in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectMembership {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// An API token, without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: Uuid,
+    pub name: String,
+    pub token_prefix: String,
+    /// active | expired | revoked
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A token just created, with its secret (shown once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: Token,
+    pub secret: String,
+}
+
+/// `POST /v1/auth/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreateParams {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// The API's error body: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_kept_through_a_round_trip() {
+        let json = serde_json::json!({
+            "id": "8c5d1a52-7a8e-4a43-9a54-0c0f5e0d1b7e", "project_id": "3f1e0d9c-2b4a-4e6f-8a1b-9c8d7e6f5a4b",
+            "name": "alice", "public_key": "ssh-ed25519 AAAA", "fingerprint": "SHA256:x",
+            "created_by": null, "created_at": "2025-01-02T03:04:05Z", "labels": {"team": "web"}
+        });
+        let key: SshKey = serde_json::from_value(json).unwrap();
+        assert_eq!(key.extra.get("labels"), Some(&serde_json::json!({"team": "web"})));
+        let back = serde_json::to_value(&key).unwrap();
+        assert_eq!(back["labels"]["team"], "web");
+        assert_eq!(back["created_at"], "2025-01-02T03:04:05Z");
+    }
+
+    #[test]
+    fn optional_request_fields_are_left_out() {
+        let params = InstanceCreateParams {
+            name: "web-1".into(),
+            image: "minimal".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            disk_gib: 0,
+            ssh_keys: vec![],
+            user_data: None,
+            anti_affinity_group: None,
+        };
+        let json = serde_json::to_value(&params).unwrap();
+        assert!(json.get("user_data").is_none());
+        assert!(json.get("anti_affinity_group").is_none());
+    }
+}

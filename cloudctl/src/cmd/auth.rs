@@ -1,0 +1,105 @@
+//! `cloudctl auth login|logout|status|token`: API tokens in `credentials.toml` (0600).
+//!
+//! `login` takes the token from `--token` (or `CLOUDCTL_TOKEN`), else reads one line from
+//! standard input (without echo on a terminal), checks it against the API (`whoami`), and
+//! stores it for the profile, with the endpoint when one was given by flag or environment.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use cloudctl::client::Client;
+use nix::sys::termios::{self, LocalFlags, SetArg};
+
+use super::{Context, Failure};
+
+/// Auth verbs.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Store an API token for the profile (from --token, or one line on stdin).
+    Login,
+    /// Forget the profile's token.
+    Logout {
+        /// Forget the tokens of every profile.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Who the token belongs to (its user, operator flag and projects).
+    Status,
+    /// Print the token in use, for scripts: `curl -H "Authorization: Bearer $(cloudctl auth token)"`.
+    Token,
+}
+
+/// Runs an auth command.
+pub async fn run(ctx: &Context, cmd: AuthCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuthCommand::Login => login(ctx).await,
+        AuthCommand::Logout { all } => {
+            let mut creds = ctx.store.load_credentials()?;
+            if all {
+                creds.profile.clear();
+            } else {
+                creds.profile.remove(&ctx.profile_name);
+            }
+            ctx.store.save_credentials(&creds)?;
+            Ok(())
+        }
+        AuthCommand::Status => ctx.print_one(&ctx.client()?.whoami().await?),
+        AuthCommand::Token => {
+            let client_check = ctx
+                .token
+                .as_deref()
+                .ok_or_else(|| Failure::NotAuthenticated(format!("not logged in (profile {:?})", ctx.profile_name)))?;
+            cloudctl::output::write_stdout(&format!("{client_check}\n"))?;
+            Ok(())
+        }
+    }
+}
+
+async fn login(ctx: &Context) -> anyhow::Result<()> {
+    let endpoint = ctx.endpoint()?.to_owned();
+    let token = match ctx.global.token.clone() {
+        Some(token) => token,
+        None => read_token()?,
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err(Failure::Usage("no token given (pass --token, or type it on standard input)".into()).into());
+    }
+    let whoami = Client::new(&endpoint, &token)?.whoami().await?;
+    let mut creds = ctx.store.load_credentials()?;
+    creds.profile.entry(ctx.profile_name.clone()).or_default().token = Some(token);
+    ctx.store.save_credentials(&creds)?;
+    if ctx.global.endpoint.is_some() || ctx.global.project.is_some() {
+        let mut config = ctx.store.load_config()?;
+        let profile = config.profile.entry(ctx.profile_name.clone()).or_default();
+        if ctx.global.endpoint.is_some() {
+            profile.endpoint = Some(endpoint);
+        }
+        if let Some(project) = &ctx.global.project {
+            profile.project = Some(project.clone());
+        }
+        ctx.store.save_config(&config)?;
+    }
+    ctx.print_one(&whoami)
+}
+
+/// One line of standard input; on a terminal, prompted and not echoed.
+fn read_token() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if !stdin.is_terminal() {
+        stdin.read_line(&mut line).context("cannot read the token from standard input")?;
+        return Ok(line);
+    }
+    let _ = std::io::stderr().write_all(b"API token: ");
+    let original = termios::tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+    let mut silent = original.clone();
+    silent.local_flags.remove(LocalFlags::ECHO);
+    termios::tcsetattr(&stdin, SetArg::TCSANOW, &silent).context("cannot turn off echo")?;
+    let read = stdin.read_line(&mut line);
+    let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &original);
+    let _ = std::io::stderr().write_all(b"\n");
+    read.context("cannot read the token")?;
+    Ok(line)
+}
