@@ -21,7 +21,7 @@ ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config curl python3
 
 profile="${CLOUD_BUILD_PROFILE:-dev}"
 say "building the control plane and the host agent (profile $profile, target dir $CARGO_TARGET_DIR)"
-cargo build --profile "$profile" -p control-plane -p host-agent --bins
+cargo build --profile "$profile" -p control-plane -p host-agent -p cloudctl --bins
 bin_dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 say "guest image: minimal (cached; rebuilt when its inputs change)"
@@ -87,8 +87,10 @@ cat >&2 <<EOF
     API:          $api   (OpenAPI document: $api/v1/openapi.json)
     Admin token:  $token_file
     Try:          curl -s -H "Authorization: Bearer \$(cat $token_file)" $api/v1/hosts
-    cloudctl:     CLOUDCTL_ENDPOINT=$api CLOUDCTL_TOKEN=\$(cat $token_file) cloudctl instance list
-                  (the cloudctl commands arrive with issue #6; until then use the REST API)
+    cloudctl:     export PATH=$bin_dir:\$PATH CLOUDCTL_ENDPOINT=$api CLOUDCTL_TOKEN=\$(cat $token_file)
+                  cloudctl ssh-key create me --public-key @\$HOME/.ssh/id_ed25519.pub
+                  cloudctl instance create web-1 --image minimal --memory 256MiB --ssh-key me --wait
+                  cloudctl instance ssh web-1 -- uname -a
   Ctrl-C stops the control plane and the agent.
 
 EOF

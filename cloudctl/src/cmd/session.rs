@@ -212,6 +212,9 @@ pub fn exec_ssh(ctx: &Context, instance: &Instance, args: &SshArgs) -> anyhow::R
     cmd.arg("-o").arg(format!("ProxyCommand={proxy}"));
     cmd.arg("-o").arg(format!("HostKeyAlias={id}"));
     cmd.arg("-o").arg("CheckHostIP=no");
+    // Trust on first use, per instance id (the alias): a new instance's key is recorded, a
+    // changed key of a known instance is still refused. Scripts need no prompt.
+    cmd.arg("-o").arg("StrictHostKeyChecking=accept-new");
     if let Some(identity) = &args.identity {
         cmd.arg("-i").arg(identity);
     }

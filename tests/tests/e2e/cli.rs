@@ -1,0 +1,102 @@
+//! `cloudctl` as a script uses it, against a real control plane, agent and VM: every step is
+//! checked through `-o json`, and `instance ssh` reaches the guest through the tunnel.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cloud_tests::guest::{minimal_image, ssh_keygen};
+use cloud_tests::net::TestNetwork;
+use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane, wait_until};
+use serde_json::{Value, json};
+
+/// Runs cloudctl with `args` for `cp` and returns (exit code, stdout JSON or text, stderr).
+fn cloudctl(cp: &ControlPlane, home: &Path, args: &[&str]) -> (i32, Value, String) {
+    let mut cmd = Command::new(cloud_tests::binary("cloudctl"));
+    cloud_tests::process::scrub_env(&mut cmd);
+    let out = cmd
+        .env("XDG_CONFIG_HOME", home)
+        .env("HOME", home)
+        .env("CLOUDCTL_ENDPOINT", &cp.api)
+        .env("CLOUDCTL_TOKEN", &cp.admin_token)
+        .args(["-o", "json"])
+        .args(args)
+        .output()
+        .expect("run cloudctl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
+    (out.status.code().unwrap_or(-1), value, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_drives_an_instance_with_cloudctl() {
+    let image = minimal_image();
+    let mut net = TestNetwork::create();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = spawn_control_plane(&net, dir.path()).await;
+    let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
+    wait_until(Duration::from_secs(30), "an active host", || async { cp.hosts().await.iter().any(|h| h["state"] == "active") }).await;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (key, _) = ssh_keygen(dir.path(), "alice");
+    let public_file = key.with_extension("pub");
+
+    let run = |args: Vec<String>| {
+        let (cp, home) = (&cp, home.clone());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cloudctl(cp, &home, &args)
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+
+    let (code, img, err) = run(s(&[
+        "image", "create", "minimal", "--boot-mode", "direct-kernel",
+        "--kernel", image.dir.join("vmlinuz").to_str().unwrap(),
+        "--initrd", image.dir.join("initrd.img").to_str().unwrap(),
+        "--cmdline", &image.cmdline,
+    ]))
+    .await;
+    assert_eq!(code, 0, "image create: {err}");
+    assert_eq!(img["name"], "minimal");
+
+    let (code, created_key, err) =
+        run(s(&["ssh-key", "create", "alice", "--public-key", &format!("@{}", public_file.display())])).await;
+    assert_eq!(code, 0, "ssh-key create: {err}");
+    assert!(created_key["fingerprint"].as_str().is_some_and(|f| f.starts_with("SHA256:")), "{created_key}");
+
+    let (code, created, err) = run(s(&[
+        "instance", "create", "web-1", "--image", "minimal", "--vcpus", "1", "--memory", "256MiB", "--ssh-key", "alice", "--wait",
+    ]))
+    .await;
+    assert_eq!(code, 0, "instance create: {err}");
+    assert_eq!(created["instance"]["state"], "running", "{created}");
+    assert_eq!(created["operation"]["state"], "succeeded", "{created}");
+
+    // `instance ssh` runs the system ssh through the control plane's tunnel.
+    let mut uname = (1, Value::Null, String::new());
+    for _ in 0..30 {
+        uname = run(s(&["instance", "ssh", "web-1", "-i", key.to_str().unwrap(), "--", "uname", "-a"])).await;
+        if uname.0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(uname.0, 0, "instance ssh: {}", uname.2);
+    assert!(uname.1.as_str().is_some_and(|out| out.starts_with("Linux web-1 ")), "{}", uname.1);
+
+    for (verb, state) in [("stop", "stopped"), ("start", "running")] {
+        let (code, out, err) = run(s(&["instance", verb, "web-1", "--wait"])).await;
+        assert_eq!(code, 0, "{verb}: {err}");
+        assert_eq!(out["instance"]["state"], state, "{verb}: {out}");
+    }
+    let (code, got, _) = run(s(&["instance", "get", "web-1"])).await;
+    assert_eq!((code, got["state"].clone()), (0, json!("running")));
+
+    let (code, _, err) = run(s(&["instance", "delete", "web-1", "--wait"])).await;
+    assert_eq!(code, 0, "delete: {err}");
+    let (code, _, err) = run(s(&["instance", "get", "web-1"])).await;
+    assert_eq!(code, 2, "a deleted instance is not found (exit 2): {err}");
+    let (code, list, _) = run(s(&["instance", "list"])).await;
+    assert_eq!((code, list), (0, json!([])));
+}
