@@ -68,7 +68,8 @@ json_str() {
 # sha256_of FILE
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# tree_digest DIR: one line per file under DIR (sorted): relative path, mode, sha256
+# tree_digest DIR: one line per file under DIR (sorted): relative path, executable or not,
+# sha256 (only what git keeps, so every checkout of the same commit gives the same digest)
 tree_digest() {
 	local dir=$1 f
 	(
@@ -76,8 +77,10 @@ tree_digest() {
 		find . \( -type f -o -type l \) -printf '%P\n' | LC_ALL=C sort | while IFS= read -r f; do
 			if [[ -L $f ]]; then
 				printf '%s link %s\n' "$f" "$(readlink "$f")"
+			elif [[ -x $f ]]; then
+				printf '%s x %s\n' "$f" "$(sha256_of "$f")"
 			else
-				printf '%s %s %s\n' "$f" "$(stat -c %a "$f")" "$(sha256_of "$f")"
+				printf '%s - %s\n' "$f" "$(sha256_of "$f")"
 			fi
 		done
 	)

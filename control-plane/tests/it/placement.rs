@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use control_plane::db::placement::{PlacementError, place_instance, release_instance};
+use control_plane::db::placement::{PlacementError, hosts_ranked_for, place_instance, release_instance};
 use control_plane::ids::{HostId, InstanceId, ProjectId};
 use control_plane::scheduler::Strategy;
-use control_plane::scheduler::placement::Filter;
+use control_plane::scheduler::placement::{Filter, Request, Resources};
 use control_plane::testing::TestDatabase;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -177,6 +177,18 @@ async fn spread_picks_the_emptiest_host_and_binpack_the_fullest() {
     let busy = fleet.host("active", 8, 16, 100).await;
     let idle = fleet.host("active", 8, 16, 100).await;
     fleet.reserve_directly(busy, 4, 8, 50).await;
+
+    // The preview ranks without reserving.
+    let request = Request {
+        resources: Resources { vcpus: 1, memory_bytes: GIB, disk_bytes: 10 * GIB },
+        project_id: fleet.project,
+        anti_affinity_group: None,
+    };
+    let mut conn = fleet.pool.acquire().await.unwrap();
+    assert_eq!(hosts_ranked_for(&mut conn, &request, Strategy::Spread).await.unwrap(), [idle, busy]);
+    assert_eq!(hosts_ranked_for(&mut conn, &request, Strategy::Binpack).await.unwrap(), [busy, idle]);
+    drop(conn);
+    assert_eq!(fleet.reserved(idle).await, (0, 0, 0));
 
     let spread = fleet.instance(Size(1, 1, 10, None)).await;
     assert_eq!(fleet.place(spread, Strategy::Spread).await.unwrap(), idle);

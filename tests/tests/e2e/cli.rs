@@ -35,7 +35,10 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     let dir = tempfile::tempdir().unwrap();
     let cp = spawn_control_plane(&net, dir.path()).await;
     let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
-    wait_until(Duration::from_secs(30), "an active host", || async { cp.hosts().await.iter().any(|h| h["state"] == "active") }).await;
+    wait_until(Duration::from_secs(30), "an active host", || async {
+        cp.hosts().await.iter().any(|h| h["state"] == "active")
+    })
+    .await;
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let (key, _) = ssh_keygen(dir.path(), "alice");
@@ -51,10 +54,17 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
 
     let (code, img, err) = run(s(&[
-        "image", "create", "minimal", "--boot-mode", "direct-kernel",
-        "--kernel", image.dir.join("vmlinuz").to_str().unwrap(),
-        "--initrd", image.dir.join("initrd.img").to_str().unwrap(),
-        "--cmdline", &image.cmdline,
+        "image",
+        "create",
+        "minimal",
+        "--boot-mode",
+        "direct-kernel",
+        "--kernel",
+        image.dir.join("vmlinuz").to_str().unwrap(),
+        "--initrd",
+        image.dir.join("initrd.img").to_str().unwrap(),
+        "--cmdline",
+        &image.cmdline,
     ]))
     .await;
     assert_eq!(code, 0, "image create: {err}");
@@ -66,7 +76,18 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     assert!(created_key["fingerprint"].as_str().is_some_and(|f| f.starts_with("SHA256:")), "{created_key}");
 
     let (code, created, err) = run(s(&[
-        "instance", "create", "web-1", "--image", "minimal", "--vcpus", "1", "--memory", "256MiB", "--ssh-key", "alice", "--wait",
+        "instance",
+        "create",
+        "web-1",
+        "--image",
+        "minimal",
+        "--vcpus",
+        "1",
+        "--memory",
+        "256MiB",
+        "--ssh-key",
+        "alice",
+        "--wait",
     ]))
     .await;
     assert_eq!(code, 0, "instance create: {err}");
