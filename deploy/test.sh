@@ -14,10 +14,9 @@ cargo fmt --all --check
 say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-if [ -x deploy/images/build-minimal.sh ]; then
-  say "guest image: minimal (cached; rebuilt when its inputs change)"
-  deploy/images/build-minimal.sh
-fi
+say "guest images: minimal and debian-12 (cached; rebuilt only when their inputs change)"
+deploy/images/build-minimal.sh
+deploy/images/build-debian12.sh
 
 say "building the tests"
 cargo build --workspace --bins

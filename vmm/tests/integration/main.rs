@@ -9,5 +9,6 @@
 mod bad_input;
 mod boot;
 mod common;
+mod debian;
 mod lifecycle;
 mod snapshots;
