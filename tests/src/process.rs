@@ -174,6 +174,29 @@ pub struct Agent {
     n: u8,
 }
 
+impl Drop for Agent {
+    /// VMs outlive their agent by design; a test's VMs must not outlive the test. Stops the agent
+    /// first, then kills every QEMU whose instance directory is under this agent's state.
+    fn drop(&mut self) {
+        drop(self.proc.take());
+        kill_vms_under(&self.state_dir);
+    }
+}
+
+/// SIGKILLs every process whose command line names a path under `dir` (the test's QEMUs).
+pub fn kill_vms_under(dir: &Path) {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let is_qemu = cmdline.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"));
+        if is_qemu && cmdline.windows(needle.len()).any(|w| w == needle) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// The agent flags shared by `join` and `run`.
 fn agent_command(net: &HostNet, state_dir: &Path, args: &[&str]) -> Command {
     let mut cmd = net.command(&crate::binary("host-agent"));
