@@ -6,6 +6,7 @@ mod binary;
 mod embedded_db;
 mod http;
 mod images;
+mod instances;
 mod migrations;
 mod placement;
 mod projects;

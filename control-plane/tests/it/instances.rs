@@ -1,0 +1,161 @@
+//! The instance and operation endpoints in-process (no executor runs, so operations stay
+//! pending): tenant isolation, roles, and bad input that must create nothing.
+
+use std::sync::Arc;
+
+use control_plane::auth::Role;
+use control_plane::http;
+use control_plane::testing::TestDatabase;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::projects::{project, user_with_token};
+
+struct Api {
+    base: String,
+    pool: sqlx::PgPool,
+    client: reqwest::Client,
+    _db: TestDatabase,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn instances(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM instances").fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+async fn serve_api() -> Api {
+    let db = TestDatabase::create().await.unwrap();
+    let pool = db.migrated_pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = Arc::new(control_plane::testing::app(pool.clone(), dir.path()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, http::router(app)).await.unwrap() });
+    sqlx::query(
+        "INSERT INTO images (id, project_id, name, state, boot_mode, kernel_sha256)
+         VALUES ($1, NULL, 'img', 'available', 'direct_kernel', repeat('a', 64))",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap();
+    Api { base, pool, client: reqwest::Client::new(), _db: db, _dir: dir }
+}
+
+#[tokio::test]
+async fn another_project_sees_404_a_viewer_cannot_mutate_and_no_token_is_401() {
+    let api = serve_api().await;
+    let a = project(&api.pool, "team-a").await;
+    let b = project(&api.pool, "team-b").await;
+    let alice = user_with_token(&api.pool, "alice", false, &[(a, Role::Admin)]).await;
+    let bob = user_with_token(&api.pool, "bob", false, &[(b, Role::Admin)]).await;
+    let vic = user_with_token(&api.pool, "vic", false, &[(a, Role::Viewer)]).await;
+
+    let body = json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 256});
+    let (status, created) =
+        api.call(Method::POST, "/v1/projects/team-a/instances", Some(&alice), Some(body.clone())).await;
+    assert_eq!(status, 202, "{created}");
+    let op = created["operation"]["id"].as_str().unwrap().to_owned();
+    let id = created["instance"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["operation"]["state"], "pending");
+
+    let a_paths = [
+        (Method::GET, "/v1/projects/team-a/instances".to_owned()),
+        (Method::GET, "/v1/projects/team-a/instances/web-1".to_owned()),
+        (Method::GET, format!("/v1/projects/team-a/instances/{id}")),
+        (Method::POST, "/v1/projects/team-a/instances/web-1/start".to_owned()),
+        (Method::POST, "/v1/projects/team-a/instances/web-1/stop".to_owned()),
+        (Method::POST, "/v1/projects/team-a/instances/web-1/reboot".to_owned()),
+        (Method::DELETE, "/v1/projects/team-a/instances/web-1".to_owned()),
+        (Method::GET, format!("/v1/projects/{a}/operations")),
+        (Method::GET, format!("/v1/operations/{op}")),
+        (Method::GET, format!("/v1/operations/{op}/wait?timeout_secs=1")),
+    ];
+    // Bob (another project): everything of team-a is a 404, indistinguishable from nothing.
+    for (method, path) in &a_paths {
+        let (status, err) = api.call(method.clone(), path, Some(&bob), None).await;
+        assert_eq!(status, 404, "bob {method} {path}: {err}");
+        assert_eq!(err["error"]["code"], "not_found");
+    }
+    let (status, _) = api.call(Method::POST, "/v1/projects/team-a/instances", Some(&bob), Some(body.clone())).await;
+    assert_eq!(status, 404);
+    // Through his own project he cannot reach it either.
+    let (status, _) = api.call(Method::GET, &format!("/v1/projects/{b}/instances/{id}"), Some(&bob), None).await;
+    assert_eq!(status, 404);
+
+    // Vic (viewer of team-a): reads work, changes are 403.
+    let (status, got) = api.call(Method::GET, "/v1/projects/team-a/instances/web-1", Some(&vic), None).await;
+    assert_eq!((status, got["name"].clone()), (200, json!("web-1")));
+    let (status, _) = api.call(Method::GET, &format!("/v1/operations/{op}"), Some(&vic), None).await;
+    assert_eq!(status, 200);
+    let mut other = body.clone();
+    other["name"] = json!("web-2");
+    let (status, err) = api.call(Method::POST, "/v1/projects/team-a/instances", Some(&vic), Some(other)).await;
+    assert_eq!(status, 403, "{err}");
+    for (method, path) in &a_paths[3..7] {
+        let (status, err) = api.call(method.clone(), path, Some(&vic), None).await;
+        assert_eq!(status, 403, "vic {method} {path}: {err}");
+    }
+
+    // Nobody without a token.
+    for (method, path) in &a_paths {
+        let (status, _) = api.call(method.clone(), path, None, None).await;
+        assert_eq!(status, 401, "anonymous {method} {path}");
+    }
+    assert_eq!(api.instances().await, 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
+    let api = serve_api().await;
+    let a = project(&api.pool, "team-a").await;
+    let alice = user_with_token(&api.pool, "alice", false, &[(a, Role::Admin)]).await;
+    let good = json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 256});
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 256, "colour": "red"}), 422, "colour"),
+        (json!({"name": "web-1", "image": "img", "vcpus": "one", "memory_mib": 256}), 422, "vcpus"),
+        (json!({"name": "Web_1", "image": "img", "vcpus": 1, "memory_mib": 256}), 422, "name"),
+        (json!({"name": "web-1", "image": "img", "vcpus": 0, "memory_mib": 256}), 422, "vcpus"),
+        (json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 4}), 422, "memory_mib"),
+        (json!({"name": "web-1", "image": "nope", "vcpus": 1, "memory_mib": 256}), 422, "image"),
+        (
+            json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 256, "ssh_keys": ["nobody"]}),
+            422,
+            "ssh_keys",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let (got, err) =
+            api.call(Method::POST, "/v1/projects/team-a/instances", Some(&alice), Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap_or("").contains(field), "{body}: {err}");
+    }
+    assert_eq!(api.instances().await, 0);
+    let ops: i64 = sqlx::query_scalar("SELECT count(*) FROM operations").fetch_one(&api.pool).await.unwrap();
+    assert_eq!(ops, 0);
+
+    // A duplicate name is a 409; a lifecycle change in the wrong state is a 409 too.
+    let (status, _) = api.call(Method::POST, "/v1/projects/team-a/instances", Some(&alice), Some(good.clone())).await;
+    assert_eq!(status, 202);
+    let (status, err) = api.call(Method::POST, "/v1/projects/team-a/instances", Some(&alice), Some(good)).await;
+    assert_eq!((status, err["error"]["code"].clone()), (409, json!("conflict")), "{err}");
+    let (status, err) = api.call(Method::POST, "/v1/projects/team-a/instances/web-1/stop", Some(&alice), None).await;
+    assert_eq!(status, 409, "stopping an instance that is still being created: {err}");
+    assert_eq!(api.instances().await, 1);
+}
