@@ -25,6 +25,10 @@
 //! [scheduler]
 //! strategy = "spread"                     # CLOUD_SCHEDULER_STRATEGY: spread | binpack
 //!
+//! [operations]
+//! lease_secs = 30                # CLOUD_OPERATIONS_LEASE_SECS: a dead replica's work resumes after this
+//! concurrency = 32               # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
+//!
 //! [log]
 //! format = "text"                # CLOUD_LOG_FORMAT: text | json
 //! filter = "info"                # CLOUD_LOG_FILTER: tracing EnvFilter directives
@@ -55,6 +59,7 @@ pub struct Config {
     pub embedded_database: EmbeddedDatabaseConfig,
     pub fleet: FleetConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
+    pub operations: crate::operations::OperationsConfig,
     pub log: LogConfig,
 }
 
@@ -107,6 +112,7 @@ impl Default for Config {
             embedded_database: EmbeddedDatabaseConfig::default(),
             fleet: FleetConfig::default(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
+            operations: crate::operations::OperationsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -185,6 +191,12 @@ pub struct Overrides {
     /// Placement strategy: spread or binpack [default: spread].
     #[arg(long, env = "CLOUD_SCHEDULER_STRATEGY", value_name = "STRATEGY")]
     pub scheduler_strategy: Option<crate::scheduler::Strategy>,
+    /// Seconds an operation's claim lasts without renewal [default: 30].
+    #[arg(long, env = "CLOUD_OPERATIONS_LEASE_SECS", value_name = "SECS")]
+    pub operations_lease_secs: Option<u32>,
+    /// Operations one replica drives at once [default: 32].
+    #[arg(long, env = "CLOUD_OPERATIONS_CONCURRENCY", value_name = "N")]
+    pub operations_concurrency: Option<u32>,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -262,6 +274,8 @@ impl Config {
         set(&mut self.fleet.lease_secs, &o.fleet_lease_secs);
         set(&mut self.fleet.join_token_ttl_secs, &o.fleet_join_token_ttl_secs);
         set(&mut self.scheduler.strategy, &o.scheduler_strategy);
+        set(&mut self.operations.lease_secs, &o.operations_lease_secs);
+        set(&mut self.operations.concurrency, &o.operations_concurrency);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
     }
@@ -312,6 +326,12 @@ impl Config {
         if self.fleet.join_token_ttl_secs == 0 {
             return invalid("fleet.join_token_ttl_secs", "must be at least 1");
         }
+        if self.operations.lease_secs < 3 {
+            return invalid("operations.lease_secs", "must be at least 3 (the lease is renewed every third of it)");
+        }
+        if !(1..=1024).contains(&self.operations.concurrency) {
+            return invalid("operations.concurrency", "must be between 1 and 1024");
+        }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });
         }
@@ -360,6 +380,10 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { key: "database.url", .. }));
         let err = parse("data_dir = \"relative\"\n").expect_err("relative dir");
         assert!(matches!(err, ConfigError::Invalid { key: "data_dir", .. }));
+        let err = parse("[operations]\nlease_secs = 1\n").expect_err("short lease");
+        assert!(matches!(err, ConfigError::Invalid { key: "operations.lease_secs", .. }));
+        let err = parse("[operations]\nconcurrency = 0\n").expect_err("no concurrency");
+        assert!(matches!(err, ConfigError::Invalid { key: "operations.concurrency", .. }));
         let err = parse("[log]\nfilter = \"=[\"\n").expect_err("bad filter");
         assert!(matches!(err, ConfigError::Invalid { key: "log.filter", .. }));
     }

@@ -1,6 +1,7 @@
 //! Fault injection for crash tests, compiled in only with the `fault-injection` feature (test
 //! builds): `CLOUD_FAULT_CRASH_AFTER_STEP=<step>` kills the process right after that step of an
-//! operation was recorded, as a power cut would.
+//! operation was recorded, as a power cut would; `<step>/unrecorded` kills it after the step did
+//! its work but before that was recorded, so the step runs again on resume.
 
 /// Crashes the process if fault injection asks for a crash after `step`.
 #[cfg(feature = "fault-injection")]

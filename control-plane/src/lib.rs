@@ -64,7 +64,7 @@ impl App {
             blob_dir: config.data_dir.join("blobs").join("sha256"),
             agents: agents::Agents::default(),
             scheduler: config.scheduler.clone(),
-            executor: operations::Executor::new(),
+            executor: operations::Executor::new(&config.operations),
         }
     }
 }

@@ -185,6 +185,19 @@ pub async fn operation_retry_later(
     Ok(())
 }
 
+/// Ends every lease `owner` holds (a clean shutdown), so any replica resumes those operations
+/// now rather than when the leases would have lapsed. Returns how many there were.
+pub async fn operation_release_owned(conn: &mut PgConnection, owner: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE operations SET lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE lease_owner = $1 AND state IN ('pending', 'running', 'undoing')",
+    )
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// A step's recorded state.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StepRow {

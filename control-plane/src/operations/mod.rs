@@ -15,20 +15,46 @@
 //!   it) and has an undo, which is idempotent too.
 //! - A step that cannot make progress right now (an agent unreachable) asks to be retried later;
 //!   the lease is released with a delay so the operation is picked up again.
+//! - A replica drives up to `operations.concurrency` operations at once, so one slow boot does
+//!   not hold up every other change; on a clean shutdown it hands its leases back at once.
+//!
+//! ```toml
+//! [operations]
+//! lease_secs = 30      # CLOUD_OPERATIONS_LEASE_SECS: how long a claim lasts without renewal
+//! concurrency = 32     # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
+//! ```
 
 pub mod instances;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::App;
 use crate::db::operations::{self as db, OperationRow};
 use crate::http::error::ErrorChain;
 
-/// How long a claim lasts without renewal.
-const LEASE: Duration = Duration::from_secs(30);
+/// `[operations]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationsConfig {
+    /// Seconds a claim lasts without renewal: how soon another replica resumes the work of one
+    /// that died. Renewed every third of it.
+    pub lease_secs: u32,
+    /// How many operations one replica drives at once.
+    pub concurrency: u32,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        Self { lease_secs: 30, concurrency: 32 }
+    }
+}
+
 /// How often an idle executor looks for claimable operations without being notified.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -53,21 +79,19 @@ impl StepError {
 pub struct Executor {
     owner: String,
     notify: Arc<Notify>,
-}
-
-impl Default for Executor {
-    fn default() -> Self {
-        Self::new()
-    }
+    lease: Duration,
+    concurrency: usize,
 }
 
 impl Executor {
     /// An executor whose leases name this process.
-    pub fn new() -> Self {
+    pub fn new(config: &OperationsConfig) -> Self {
         let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
         Self {
             owner: format!("{host}/{}/{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             notify: Arc::new(Notify::new()),
+            lease: Duration::from_secs(u64::from(config.lease_secs.max(1))),
+            concurrency: usize::try_from(config.concurrency.max(1)).unwrap_or(1),
         }
     }
 
@@ -76,43 +100,70 @@ impl Executor {
         self.notify.notify_one();
     }
 
-    /// Runs operations until `stop` resolves. Operations in flight when it does are left to
-    /// their lease: this or another replica resumes them.
+    /// Runs operations until `stop` resolves, up to `concurrency` at a time. Operations in flight
+    /// when it does are handed back (their leases end now), so this or another replica resumes
+    /// them; every step is idempotent, so one cut short is simply run again.
     pub async fn run(&self, app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut running = JoinSet::new();
         loop {
+            while running.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                Some(_) = running.join_next() => continue,
+                () = &mut stop => break,
+            };
             let claimed = match app.pool.acquire().await {
-                Ok(mut conn) => db::operation_claim(&mut conn, &self.owner, LEASE.as_secs_f64()).await,
+                Ok(mut conn) => db::operation_claim(&mut conn, &self.owner, self.lease.as_secs_f64()).await,
                 Err(err) => Err(err),
             };
             match claimed {
                 Ok(Some(op)) => {
-                    tokio::select! {
-                        () = self.drive(&app, op) => {}
-                        () = &mut stop => return,
-                    }
+                    let (this, app) = (self.clone(), app.clone());
+                    let span = tracing::info_span!("operation", id = %op.id, kind = %op.kind);
+                    running.spawn(
+                        async move {
+                            this.drive(&app, op).await;
+                            drop(slot);
+                        }
+                        .instrument(span),
+                    );
                     continue;
                 }
-                Ok(None) => {}
-                Err(err) => tracing::warn!(error = %ErrorChain(&err), "cannot claim operations"),
+                Ok(None) => drop(slot),
+                Err(err) => {
+                    drop(slot);
+                    tracing::warn!(error = %ErrorChain(&err), "cannot claim operations");
+                }
             }
             tokio::select! {
                 () = self.notify.notified() => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
-                () = &mut stop => return,
+                () = &mut stop => break,
+            }
+        }
+        running.shutdown().await;
+        let released = match app.pool.acquire().await {
+            Ok(mut conn) => db::operation_release_owned(&mut conn, &self.owner).await,
+            Err(err) => Err(err),
+        };
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(operations = n, "handed unfinished operations back for any replica to resume"),
+            Err(err) => {
+                tracing::warn!(error = %ErrorChain(&err), "cannot hand operations back; their leases will lapse")
             }
         }
     }
 
     /// Carries `op` as far as it goes, renewing the lease meanwhile; stops when the lease is lost.
     async fn drive(&self, app: &Arc<App>, op: OperationRow) {
-        let span = tracing::info_span!("operation", id = %op.id, kind = %op.kind);
-        let _guard = span.enter();
         let renew = async {
             loop {
-                tokio::time::sleep(LEASE / 3).await;
+                tokio::time::sleep(self.lease / 3).await;
                 let renewed = match app.pool.acquire().await {
-                    Ok(mut conn) => db::operation_renew(&mut conn, op.id, &self.owner, LEASE.as_secs_f64()).await,
+                    Ok(mut conn) => db::operation_renew(&mut conn, op.id, &self.owner, self.lease.as_secs_f64()).await,
                     Err(err) => Err(err),
                 };
                 if !matches!(renewed, Ok(true)) {
@@ -145,6 +196,7 @@ impl Executor {
                 tracing::info!(step = %step.name, "step");
                 match instances::run_step(app, op, &step.name).await {
                     Ok(output) => {
+                        crate::fault::crash_point(&format!("{}/unrecorded", step.name));
                         db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "done", output.as_ref(), None)
                             .await?;
                         crate::fault::crash_point(&step.name);
