@@ -125,3 +125,30 @@ pub fn app(pool: PgPool, data_dir: &std::path::Path) -> crate::App {
         .unwrap_or_else(|err| panic!("cannot create a test fleet CA in {}: {err}", data_dir.display()));
     crate::App::new(pool, fleet, &config)
 }
+
+/// Records an active host with a lease of an hour and `vcpus`, `memory_gib` and `disk_gib` free,
+/// for tests that exercise the API without agents. Each gets its own /24 in 10.200.0.0/16.
+pub async fn add_host(
+    pool: &PgPool,
+    hostname: &str,
+    vcpus: i32,
+    memory_gib: i64,
+    disk_gib: i64,
+) -> Result<crate::ids::HostId, sqlx::Error> {
+    let id = crate::ids::HostId::new();
+    sqlx::query(
+        "INSERT INTO hosts (id, hostname, agent_endpoint, state, total_vcpus, total_memory_bytes, total_disk_bytes,
+                            instance_subnet, lease_expires_at)
+         SELECT $1, $2, 'https://192.0.2.1:7444', 'active', $3, $4, $5,
+                ('10.200.' || count(*) || '.0/24')::cidr, now() + interval '1 hour'
+         FROM hosts",
+    )
+    .bind(id)
+    .bind(hostname)
+    .bind(vcpus)
+    .bind(memory_gib << 30)
+    .bind(disk_gib << 30)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}

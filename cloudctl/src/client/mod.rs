@@ -548,6 +548,13 @@ impl Client {
         self.get(self.url(&["v1", "hosts", &id.to_string()])).await
     }
 
+    /// Stops (`true`) or resumes (`false`) placing new instances on a host (operators;
+    /// idempotent). Returns the host as it now is.
+    pub async fn host_set_draining(&self, id: Uuid, draining: bool) -> Result<Host, ClientError> {
+        let verb = if draining { "drain" } else { "undrain" };
+        self.post::<(), _>(self.url(&["v1", "hosts", &id.to_string(), verb]), None, None).await
+    }
+
     /// Creates a single-use join token for a new host (operators); `ttl_secs` defaults to the
     /// server's setting.
     pub async fn join_token_create(&self, ttl_secs: Option<u64>) -> Result<JoinToken, ClientError> {

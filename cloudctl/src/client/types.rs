@@ -223,6 +223,9 @@ pub struct Host {
     pub agent_endpoint: String,
     /// joining | active | draining | suspect | dead
     pub state: String,
+    /// An operator asked that no new instances be placed here.
+    #[serde(default)]
+    pub draining: bool,
     pub accelerator: String,
     pub total_vcpus: i64,
     pub total_memory_bytes: i64,

@@ -1,4 +1,4 @@
-//! `cloudctl host list|get`, `cloudctl host join-token create` (operators).
+//! `cloudctl host list|get|drain|undrain`, `cloudctl host join-token create` (operators).
 
 use clap::Subcommand;
 use uuid::Uuid;
@@ -12,6 +12,10 @@ pub enum HostCommand {
     List,
     /// Show one host, by hostname or id.
     Get { host: String },
+    /// Stop placing new instances on a host (instances already there keep running).
+    Drain { host: String },
+    /// Let the scheduler place instances on a drained host again.
+    Undrain { host: String },
     /// Join tokens for new hosts.
     #[command(subcommand, name = "join-token")]
     JoinToken(JoinTokenCommand),
@@ -33,20 +37,30 @@ pub async fn run(ctx: &Context, cmd: HostCommand) -> anyhow::Result<()> {
     let client = ctx.client()?;
     match cmd {
         HostCommand::List => ctx.print_list(&client.host_list().await?),
-        HostCommand::Get { host } => {
-            let found = match Uuid::parse_str(&host) {
-                Ok(id) => client.host_get(id).await?,
-                Err(_) => client
-                    .host_list()
-                    .await?
-                    .into_iter()
-                    .find(|h| h.hostname == host)
-                    .ok_or_else(|| Failure::NotFound(format!("no host {host:?}")))?,
-            };
-            ctx.print_one(&found)
+        HostCommand::Get { host } => ctx.print_one(&find(&client, &host).await?),
+        HostCommand::Drain { host } => {
+            let id = find(&client, &host).await?.id;
+            ctx.print_one(&client.host_set_draining(id, true).await?)
+        }
+        HostCommand::Undrain { host } => {
+            let id = find(&client, &host).await?.id;
+            ctx.print_one(&client.host_set_draining(id, false).await?)
         }
         HostCommand::JoinToken(JoinTokenCommand::Create { ttl }) => {
             ctx.print_one(&client.join_token_create(ttl.map(|t| t.as_secs())).await?)
         }
+    }
+}
+
+/// A host by id or by hostname (hostnames are not unique: more than one match is an error).
+async fn find(client: &cloudctl::client::Client, host: &str) -> anyhow::Result<cloudctl::client::Host> {
+    if let Ok(id) = Uuid::parse_str(host) {
+        return Ok(client.host_get(id).await?);
+    }
+    let mut matches: Vec<_> = client.host_list().await?.into_iter().filter(|h| h.hostname == host).collect();
+    match matches.len() {
+        0 => Err(Failure::NotFound(format!("no host {host:?}")).into()),
+        1 => Ok(matches.remove(0)),
+        n => Err(Failure::Usage(format!("{n} hosts are named {host:?}; name one by its id")).into()),
     }
 }

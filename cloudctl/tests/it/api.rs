@@ -82,6 +82,17 @@ async fn an_instance_create_is_accepted_once_per_idempotency_key() {
     assert_eq!(image["boot_mode"], "direct_kernel");
     assert_eq!(cli.json(&["image", "get", "minimal"]).await["id"], image["id"]);
     cli.json(&["ssh-key", "create", "alice", "--public-key", ED25519]).await;
+
+    // An operator drains the only host: creates are refused at once, naming the reason.
+    control_plane::testing::add_host(&api.pool, "hv-1", 8, 16, 100).await.unwrap();
+    let drained = cli.json(&["host", "drain", "hv-1"]).await;
+    assert_eq!((drained["state"].as_str(), drained["draining"].as_bool()), (Some("draining"), Some(true)));
+    let refused = ["instance", "create", "web-0", "--image", "minimal", "--vcpus", "1", "--memory", "256MiB"];
+    cli.run(&refused).await.expect_code(1).expect_error_line("not active");
+    let undrained = cli.json(&["host", "undrain", drained["id"].as_str().unwrap()]).await;
+    assert_eq!(undrained["state"], "active");
+    cli.run(&["host", "drain", "hv-9"]).await.expect_code(2).expect_error_line("no host");
+
     let init = cli.home.path().join("init.yaml");
     std::fs::write(&init, "#cloud-config\nhostname: web-1\n").unwrap();
     let at_init = format!("@{}", init.display());

@@ -3,13 +3,8 @@
 use std::process::Stdio;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
 use control_plane::testing::TestDatabase;
 use serde_json::Value;
-use tower::Service;
 
 /// What a run of the binary did.
 #[derive(Debug)]
@@ -111,6 +106,8 @@ pub struct Api {
     pub endpoint: String,
     pub admin_token: String,
     pub dir: tempfile::TempDir,
+    /// The control plane's database, for tests that set up what only agents would record.
+    pub pool: sqlx::PgPool,
     _stop: tokio::sync::oneshot::Sender<()>,
     _db: TestDatabase,
 }
@@ -124,14 +121,8 @@ pub async fn spawn_control_plane() -> Api {
     let dir = tempfile::tempdir().unwrap();
     control_plane::auth::bootstrap(&pool, dir.path()).await.unwrap();
     let admin_token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_owned();
-    let app = Arc::new(control_plane::testing::app(pool, dir.path()));
-    let main = control_plane::http::router(app.clone());
-    let resources = Router::new()
-        .merge(control_plane::http::projects::routes())
-        .merge(control_plane::http::ssh_keys::routes())
-        .merge(control_plane::http::images::routes())
-        .with_state(app);
-    let router = Router::new().fallback(move |req: Request| dispatch(main.clone(), resources.clone(), req));
+    let app = Arc::new(control_plane::testing::app(pool.clone(), dir.path()));
+    let router = control_plane::http::router(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -143,23 +134,5 @@ pub async fn spawn_control_plane() -> Api {
             .await
             .unwrap();
     });
-    Api { endpoint, admin_token, dir, _stop: stop, _db: db }
-}
-
-/// Serves with the control plane's router; a route it does not know yet goes to the resource
-/// routers that are not merged into it at the time of writing (projects, ssh-keys, images).
-/// Once they are, the first router answers everything and this is a pass-through.
-async fn dispatch(mut main: Router, mut resources: Router, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let first = main.call(Request::from_parts(parts.clone(), Body::from(bytes.clone()))).await.unwrap();
-    if first.status() != 404 {
-        return first;
-    }
-    let (head, body) = first.into_parts();
-    let text = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    if !String::from_utf8_lossy(&text).contains("no such API route") {
-        return Response::from_parts(head, Body::from(text));
-    }
-    resources.call(Request::from_parts(parts, Body::from(bytes))).await.unwrap()
+    Api { endpoint, admin_token, dir, pool, _stop: stop, _db: db }
 }

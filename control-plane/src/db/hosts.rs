@@ -15,6 +15,8 @@ pub struct HostRow {
     pub agent_endpoint: String,
     /// joining | active | draining | suspect | dead
     pub state: String,
+    /// An operator asked that no new instances be placed here (kept while suspect).
+    pub draining: bool,
     pub accelerator: String,
     pub total_vcpus: i32,
     pub total_memory_bytes: i64,
@@ -28,7 +30,7 @@ pub struct HostRow {
     pub created_at: DateTime<Utc>,
 }
 
-const HOST_COLUMNS: &str = "id, hostname, agent_endpoint, state, accelerator, total_vcpus, total_memory_bytes, \
+const HOST_COLUMNS: &str = "id, hostname, agent_endpoint, state, draining, accelerator, total_vcpus, total_memory_bytes, \
     total_disk_bytes, reserved_vcpus, reserved_memory_bytes, reserved_disk_bytes, instance_subnet::text AS instance_subnet, \
     lease_expires_at, last_report_at, created_at";
 
@@ -163,7 +165,8 @@ pub async fn host_report(
         "UPDATE hosts SET
              lease_expires_at = now() + make_interval(secs => $2),
              last_report_at = now(),
-             state = CASE WHEN state IN ('joining', 'suspect') THEN 'active' ELSE state END,
+             state = CASE WHEN state IN ('joining', 'suspect') THEN (CASE WHEN draining THEN 'draining' ELSE 'active' END)
+                          ELSE state END,
              total_vcpus = GREATEST($3, reserved_vcpus),
              total_memory_bytes = GREATEST($4, reserved_memory_bytes),
              total_disk_bytes = GREATEST($5, reserved_disk_bytes),
@@ -197,6 +200,39 @@ pub async fn host_list(conn: &mut PgConnection) -> Result<Vec<HostRow>, sqlx::Er
 /// One host.
 pub async fn host_get(conn: &mut PgConnection, id: Uuid) -> Result<Option<HostRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// What became of a drain or undrain request.
+#[derive(Debug)]
+pub enum DrainOutcome {
+    Done(Box<HostRow>),
+    NotFound,
+    /// A dead host must re-join; draining it means nothing.
+    Dead,
+}
+
+/// Sets or clears a host's drain flag (idempotent); an active host becomes draining and a
+/// draining one active again. Hosts that are joining or suspect keep their state and take the
+/// flag into account when they next report.
+pub async fn host_set_draining(conn: &mut PgConnection, id: Uuid, draining: bool) -> Result<DrainOutcome, sqlx::Error> {
+    let updated: Option<HostRow> = sqlx::query_as(&format!(
+        "UPDATE hosts SET draining = $2,
+             state = CASE WHEN $2 AND state = 'active' THEN 'draining'
+                          WHEN NOT $2 AND state = 'draining' THEN 'active'
+                          ELSE state END,
+             updated_at = now()
+         WHERE id = $1 AND state <> 'dead'
+         RETURNING {HOST_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(draining)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match updated {
+        Some(row) => Ok(DrainOutcome::Done(Box::new(row))),
+        None if host_get(conn, id).await?.is_some() => Ok(DrainOutcome::Dead),
+        None => Ok(DrainOutcome::NotFound),
+    }
 }
 
 /// True when `err` violates the named unique constraint.

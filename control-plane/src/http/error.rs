@@ -49,6 +49,11 @@ impl ApiError {
         Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
     }
 
+    /// 503 `no_capacity`: no host can take the request now; `reasons` says what each filter removed.
+    pub fn no_capacity(reasons: impl std::fmt::Display) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "no_capacity", message: reasons.to_string() }
+    }
+
     /// 404 for any path the API does not know.
     pub fn route_not_found() -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such API route".to_owned() }

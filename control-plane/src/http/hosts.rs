@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::App;
 use crate::auth::Caller;
-use crate::db::hosts::{self, HostRow};
+use crate::db::hosts::{self, DrainOutcome, HostRow};
 use cloud_proto::join_token::JoinToken;
 
 /// Longest join token lifetime an operator may ask for: one week.
@@ -115,4 +115,42 @@ pub async fn host_get(
         .map_err(|e| ApiError::internal(&e))?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no host {id}")))
+}
+
+/// Stops placing new instances on a host (operators only; idempotent). Instances already there
+/// keep running; the host stays draining across lease lapses until it is undrained.
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = HostRow), (status = 403, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn host_drain(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<HostRow>, ApiError> {
+    set_draining(&app, &caller, id, true).await
+}
+
+/// Lets the scheduler place instances on a drained host again (operators only; idempotent).
+#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = HostRow), (status = 403, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn host_undrain(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<HostRow>, ApiError> {
+    set_draining(&app, &caller, id, false).await
+}
+
+async fn set_draining(app: &App, caller: &Caller, id: Uuid, draining: bool) -> Result<Json<HostRow>, ApiError> {
+    caller.require_operator()?;
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    match hosts::host_set_draining(&mut conn, id, draining).await.map_err(|e| ApiError::internal(&e))? {
+        DrainOutcome::Done(host) => {
+            tracing::info!(host_id = %id, draining, state = %host.state, "host drain flag set");
+            Ok(Json(*host))
+        }
+        DrainOutcome::NotFound => Err(ApiError::not_found(format!("no host {id}"))),
+        DrainOutcome::Dead => Err(ApiError::conflict(format!("host {id} is dead; it must join again"))),
+    }
 }

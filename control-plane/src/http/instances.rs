@@ -165,7 +165,8 @@ fn request_hash(what: &str, body: &impl Serialize) -> Vec<u8> {
     params(("project" = String, Path, description = "Project name or id"),
            ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the same operation")),
     responses((status = 202, body = InstanceAccepted), (status = 404, body = super::error::ErrorBody),
-              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+              (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+              (status = 503, body = super::error::ErrorBody, description = "`no_capacity`: no host fits; the message says why")))]
 pub async fn instance_create(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -197,6 +198,7 @@ pub async fn instance_create(
             .ok_or_else(|| ApiError::unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
         keys.push(key.id);
     }
+    admit(&mut tx, &app, project, &params).await?;
     let id = InstanceId::new();
     let new = NewInstance {
         id,
@@ -217,6 +219,33 @@ pub async fn instance_create(
     app.executor.wake();
     tracing::info!(instance = %id, name = %params.name, "instance create accepted");
     Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Refuses a create at once (503 `no_capacity`, nothing recorded) when no host could take it
+/// right now. A create admitted here may still be refused by the placement step, when concurrent
+/// creates took the room meanwhile: its operation then fails with the same code and reasons.
+async fn admit(
+    conn: &mut sqlx::PgConnection,
+    app: &App,
+    project: ProjectId,
+    params: &InstanceCreateParams,
+) -> Result<(), ApiError> {
+    use crate::db::placement::PlacementError;
+    use crate::scheduler::placement::{Request, Resources};
+    let request = Request {
+        resources: Resources {
+            vcpus: i32::try_from(params.vcpus).unwrap_or(i32::MAX),
+            memory_bytes: i64::try_from(params.memory_mib << 20).unwrap_or(i64::MAX),
+            disk_bytes: i64::try_from(params.disk_gib << 30).unwrap_or(i64::MAX),
+        },
+        project_id: project,
+        anti_affinity_group: params.anti_affinity_group.clone(),
+    };
+    match crate::db::placement::hosts_ranked_for(conn, &request, app.scheduler.strategy).await {
+        Ok(_) => Ok(()),
+        Err(PlacementError::NoHostFits(reasons)) => Err(ApiError::no_capacity(reasons)),
+        Err(err) => Err(ApiError::internal(&err)),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

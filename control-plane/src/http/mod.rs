@@ -40,6 +40,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/hosts", get(hosts::host_list))
         .route("/v1/hosts/join-tokens", post(hosts::join_token_create))
         .route("/v1/hosts/{id}", get(hosts::host_get))
+        .route("/v1/hosts/{id}/drain", post(hosts::host_drain))
+        .route("/v1/hosts/{id}/undrain", post(hosts::host_undrain))
         .merge(auth::routes())
         .merge(projects::routes())
         .merge(ssh_keys::routes())

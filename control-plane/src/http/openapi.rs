@@ -18,6 +18,8 @@ use super::auth::BearerAuth;
         super::hosts::join_token_create,
         super::hosts::host_list,
         super::hosts::host_get,
+        super::hosts::host_drain,
+        super::hosts::host_undrain,
         super::auth::whoami,
         super::auth::token_create,
         super::auth::token_list,

@@ -11,16 +11,16 @@ use serde_json::{Value, json};
 
 use crate::projects::{project, user_with_token};
 
-struct Api {
+pub struct Api {
     base: String,
-    pool: sqlx::PgPool,
+    pub pool: sqlx::PgPool,
     client: reqwest::Client,
     _db: TestDatabase,
     _dir: tempfile::TempDir,
 }
 
 impl Api {
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -39,7 +39,7 @@ impl Api {
     }
 }
 
-async fn serve_api() -> Api {
+pub async fn serve_api() -> Api {
     let db = TestDatabase::create().await.unwrap();
     let pool = db.migrated_pool().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -55,6 +55,7 @@ async fn serve_api() -> Api {
     .execute(&pool)
     .await
     .unwrap();
+    control_plane::testing::add_host(&pool, "hv-1", 32, 256, 1000).await.unwrap();
     Api { base, pool, client: reqwest::Client::new(), _db: db, _dir: dir }
 }
 
@@ -139,6 +140,8 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
             422,
             "ssh_keys",
         ),
+        // Valid, but no host has 48 vCPUs: refused at once, saying which filter removed it.
+        (json!({"name": "web-1", "image": "img", "vcpus": 48, "memory_mib": 256}), 503, "not enough vCPUs"),
     ];
     for (body, status, field) in cases {
         let (got, err) =

@@ -4,6 +4,7 @@
 mod auth;
 mod binary;
 mod embedded_db;
+mod hosts;
 mod http;
 mod images;
 mod instances;
