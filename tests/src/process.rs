@@ -20,11 +20,17 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdout/stderr appended to `log`.
+    /// Spawns `cmd` with stdout/stderr appended to `log`, without the caller's `CLOUD_*`
+    /// variables.
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
+        scrub_env(&mut cmd);
+        Self::spawn_scrubbed(name, cmd, log)
+    }
+
+    /// [`Proc::spawn`] for a command whose environment the caller has already set.
+    pub fn spawn_scrubbed(name: &str, mut cmd: Command, log: PathBuf) -> Self {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("log file")).stderr(file);
-        scrub_env(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Self { child, name: name.to_owned(), log }
     }
@@ -92,7 +98,8 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A running control plane on the test network, with its own database.
+/// A running control plane on the test network. The first replica owns the test's database;
+/// more replicas ([`ControlPlane::replica`]) share it and the data directory (its fleet CA).
 #[derive(Debug)]
 pub struct ControlPlane {
     pub proc: Proc,
@@ -101,43 +108,172 @@ pub struct ControlPlane {
     pub data_dir: PathBuf,
     pub admin_token: String,
     pub http: reqwest::Client,
-    _db: TestDatabase,
+    /// The database every replica uses.
+    pub db_url: String,
+    launch: Launch,
+    _db: Option<std::sync::Arc<TestDatabase>>,
+}
+
+/// How a control-plane replica is started (again).
+#[derive(Debug, Clone)]
+struct Launch {
+    name: String,
+    data_dir: PathBuf,
+    db_url: String,
+    http: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
+    extra: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(crate::binary("control-plane"));
+        cmd.arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", &self.http.to_string()])
+            .args(["--fleet-grpc-listen", &self.grpc.to_string()])
+            .args(["--database-url", &self.db_url])
+            .args(["--log-filter", "info,control_plane=debug"])
+            .args(&self.extra)
+            .arg("serve");
+        scrub_env(&mut cmd);
+        cmd.envs(env.iter().copied());
+        Proc::spawn_scrubbed(&self.name, cmd, self.log.clone())
+    }
 }
 
 /// Starts a control plane listening on the network's gateway address, and waits until healthy.
 pub async fn spawn_control_plane(net: &TestNetwork, dir: &Path) -> ControlPlane {
+    spawn_control_plane_with(net, dir, &[]).await
+}
+
+/// [`spawn_control_plane`] with extra flags (before `serve`), e.g. a short operation lease.
+pub async fn spawn_control_plane_with(net: &TestNetwork, dir: &Path, extra: &[&str]) -> ControlPlane {
     let db = TestDatabase::create().await.expect("test database");
     let data_dir = dir.join("control-plane");
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let gw = net.gateway();
-    let (http_port, grpc_port) = (free_port(gw), free_port(gw));
-    let api = format!("http://{gw}:{http_port}");
-    let mut cmd = Command::new(crate::binary("control-plane"));
-    cmd.arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--listen", &format!("{gw}:{http_port}")])
-        .args(["--fleet-grpc-listen", &format!("{gw}:{grpc_port}")])
-        .args(["--database-url", &db.url])
-        .args(["--log-filter", "info,control_plane=debug"])
-        .arg("serve");
-    let mut proc = Proc::spawn("control-plane", cmd, dir.join("control-plane.log"));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
-    wait_until(Duration::from_secs(60), "the control plane to be healthy", || {
-        proc.assert_running();
-        let http = http.clone();
-        let url = format!("{api}/healthz");
-        async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
-    })
-    .await;
-    let admin_token =
-        std::fs::read_to_string(data_dir.join("admin-token")).expect("admin token file").trim().to_owned();
-    ControlPlane { proc, api, grpc_url: format!("https://{gw}:{grpc_port}"), data_dir, admin_token, http, _db: db }
+    let launch = Launch {
+        name: "control-plane".to_owned(),
+        data_dir,
+        db_url: db.url.clone(),
+        http: (gw, free_port(gw)).into(),
+        grpc: (gw, free_port(gw)).into(),
+        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        log: dir.join("control-plane.log"),
+    };
+    start(launch, Some(std::sync::Arc::new(db)), &[]).await
+}
+
+async fn start(launch: Launch, db: Option<std::sync::Arc<TestDatabase>>, env: &[(&str, &str)]) -> ControlPlane {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
+    let mut cp = ControlPlane {
+        proc: launch.spawn(env),
+        api: format!("http://{}", launch.http),
+        grpc_url: format!("https://{}", launch.grpc),
+        data_dir: launch.data_dir.clone(),
+        admin_token: String::new(),
+        http,
+        db_url: launch.db_url.clone(),
+        launch,
+        _db: db,
+    };
+    cp.wait_healthy().await;
+    cp.admin_token =
+        std::fs::read_to_string(cp.data_dir.join("admin-token")).expect("admin token file").trim().to_owned();
+    cp
 }
 
 impl ControlPlane {
+    async fn wait_healthy(&mut self) {
+        let (http, url) = (self.http.clone(), format!("{}/healthz", self.api));
+        let proc = &mut self.proc;
+        wait_until(Duration::from_secs(60), "the control plane to be healthy", || {
+            proc.assert_running();
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    /// Another replica on its own ports, sharing the database and the data directory.
+    pub async fn replica(&self, net: &TestNetwork, name: &str) -> ControlPlane {
+        let gw = net.gateway();
+        let launch = Launch {
+            name: name.to_owned(),
+            http: (gw, free_port(gw)).into(),
+            grpc: (gw, free_port(gw)).into(),
+            log: self.launch.log.with_file_name(format!("{name}.log")),
+            ..self.launch.clone()
+        };
+        start(launch, None, &[]).await
+    }
+
+    /// Starts the process again (SIGKILL first if it still runs) with `env` added, and waits
+    /// until it is healthy.
+    pub async fn restart(&mut self, env: &[(&str, &str)]) {
+        self.proc.kill_hard();
+        self.proc = self.launch.spawn(env);
+        self.wait_healthy().await;
+    }
+
+    /// True once the process has exited (a crash point fired).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(Some(_)))
+    }
+
     /// An authenticated request to the API.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.api)).bearer_auth(&self.admin_token)
+    }
+
+    /// An authenticated call with an optional JSON body and `Idempotency-Key`: (status, body).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.request(method.clone(), path);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Waits (long-polling) until operation `id` has finished, and returns it.
+    pub async fn wait_operation(&self, id: &str) -> Value {
+        for _ in 0..20 {
+            let path = format!("/v1/operations/{id}/wait?timeout_secs=30");
+            let (status, op) = self.call(reqwest::Method::GET, &path, None, None).await;
+            assert_eq!(status, 200, "{op}");
+            if matches!(op["state"].as_str(), Some("succeeded" | "failed")) {
+                return op;
+            }
+        }
+        panic!("operation {id} did not finish within 10 minutes");
+    }
+
+    /// Registers the minimal image as public image `minimal` from its files (as an operator).
+    pub async fn register_minimal_image(&self, image: &crate::guest::MinimalImage) -> Value {
+        let body = serde_json::json!({
+            "name": "minimal",
+            "boot_mode": "direct_kernel",
+            "kernel_path": image.dir.join("vmlinuz"),
+            "initrd_path": image.dir.join("initrd.img"),
+            "kernel_cmdline": image.cmdline,
+        });
+        let (status, img) = self.call(reqwest::Method::POST, "/v1/projects/default/images", Some(body), None).await;
+        assert_eq!(status, 201, "{img}");
+        img
     }
 
     /// Creates a join token as the bootstrap operator.
@@ -159,6 +295,14 @@ impl ControlPlane {
         assert_eq!(resp.status(), 200);
         resp.json().await.expect("json")
     }
+
+    /// Waits until `n` hosts are active.
+    pub async fn wait_active_hosts(&self, n: usize) {
+        wait_until(Duration::from_secs(60), &format!("{n} active hosts"), || async {
+            self.hosts().await.iter().filter(|h| h["state"] == "active").count() == n
+        })
+        .await;
+    }
 }
 
 /// A host agent in its own namespace.
@@ -170,6 +314,8 @@ pub struct Agent {
     pub endpoint: String,
     /// The (now spent) token this host joined with.
     pub join_token: String,
+    /// Extra flags of every `host-agent` command of this host.
+    flags: Vec<String>,
     dir: PathBuf,
     n: u8,
 }
@@ -197,35 +343,52 @@ pub fn kill_vms_under(dir: &Path) {
     }
 }
 
-/// The agent flags shared by `join` and `run`.
-fn agent_command(net: &HostNet, state_dir: &Path, args: &[&str]) -> Command {
+/// The agent flags shared by `join` and `run`: a small host (4 vCPUs, 4 GiB, 20 GiB).
+fn agent_command(net: &HostNet, state_dir: &Path, flags: &[String], args: &[&str]) -> Command {
     let mut cmd = net.command(&crate::binary("host-agent"));
     cmd.arg("--state-dir")
         .arg(state_dir)
         .args(["--listen", &format!("{}:7444", net.address)])
         .args(["--advertise-url", &format!("https://{}:7444", net.address)])
         .args(["--report-interval-ms", "500"])
-        .args(["--capacity-vcpus", "4", "--capacity-memory-mib", "4096", "--capacity-disk-gib", "20"])
-        .args(args);
+        .args(["--capacity-vcpus", "4", "--capacity-memory-mib", "4096", "--capacity-disk-gib", "20"]);
+    cmd.args(flags).args(args);
     cmd
 }
 
 /// Runs `host-agent join` in the host's namespace; returns its exit status and output.
 pub fn agent_join(net: &HostNet, state_dir: &Path, cp: &ControlPlane, token: &str) -> std::process::Output {
-    let mut cmd = agent_command(net, state_dir, &["join", "--control-plane", &cp.api, "--token", token]);
+    agent_join_with(net, state_dir, &[], cp, token)
+}
+
+fn agent_join_with(
+    net: &HostNet,
+    state_dir: &Path,
+    flags: &[String],
+    cp: &ControlPlane,
+    token: &str,
+) -> std::process::Output {
+    let mut cmd = agent_command(net, state_dir, flags, &["join", "--control-plane", &cp.api, "--token", token]);
     scrub_env(&mut cmd);
     cmd.output().expect("run host-agent join")
 }
 
 /// Joins host `n` (a new namespace) with a fresh token and starts its agent.
 pub async fn spawn_agent(net: &mut TestNetwork, n: u8, cp: &ControlPlane, dir: &Path) -> Agent {
+    spawn_agent_with(net, n, cp, dir, &[]).await
+}
+
+/// [`spawn_agent`] with extra agent flags, e.g. `--driver simulated`.
+pub async fn spawn_agent_with(net: &mut TestNetwork, n: u8, cp: &ControlPlane, dir: &Path, flags: &[&str]) -> Agent {
     let host = net.add_host(n);
     let state_dir = dir.join(format!("agent-{n}"));
     let token = cp.create_join_token().await;
-    let out = agent_join(&host, &state_dir, cp, &token);
+    let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+    let out = agent_join_with(&host, &state_dir, &flags, cp, &token);
     assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
     let mut agent = Agent {
         proc: None,
+        flags,
         endpoint: format!("https://{}:7444", host.address),
         join_token: token,
         net: host,
@@ -240,7 +403,7 @@ pub async fn spawn_agent(net: &mut TestNetwork, n: u8, cp: &ControlPlane, dir: &
 impl Agent {
     /// Starts `host-agent run` and waits until its gRPC port accepts connections.
     pub async fn start(&mut self) {
-        let cmd = agent_command(&self.net, &self.state_dir, &["run"]);
+        let cmd = agent_command(&self.net, &self.state_dir, &self.flags, &["run"]);
         let mut proc =
             Proc::spawn(&format!("host-agent-{}", self.n), cmd, self.dir.join(format!("agent-{}.log", self.n)));
         let addr = std::net::SocketAddr::from((self.net.address, 7444));

@@ -5,36 +5,9 @@ use std::time::Duration;
 
 use cloud_tests::guest::{minimal_image, ssh_keygen};
 use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane, wait_until};
+use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane};
 use reqwest::Method;
-use serde_json::{Value, json};
-
-async fn call(cp: &ControlPlane, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> (u16, Value) {
-    let mut req = cp.request(method, path);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    if let Some(key) = key {
-        req = req.header("Idempotency-Key", key);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Waits for an operation to finish and returns it.
-async fn wait_operation(cp: &ControlPlane, id: &str) -> Value {
-    for _ in 0..20 {
-        let (status, op) =
-            call(cp, Method::GET, &format!("/v1/operations/{id}/wait?timeout_secs=30"), None, None).await;
-        assert_eq!(status, 200, "{op}");
-        if matches!(op["state"].as_str(), Some("succeeded" | "failed")) {
-            return op;
-        }
-    }
-    panic!("operation {id} did not finish");
-}
+use serde_json::json;
 
 async fn ssh_via_tunnel(port: u16, key: &std::path::Path, command: &str) -> Result<String, String> {
     let (key, command) = (key.to_path_buf(), command.to_owned());
@@ -59,11 +32,11 @@ async fn ssh_via_tunnel(port: u16, key: &std::path::Path, command: &str) -> Resu
 
 async fn lifecycle(cp: &ControlPlane, instance: &str, action: &str, expect: &str) {
     let (status, body) =
-        call(cp, Method::POST, &format!("/v1/projects/default/instances/{instance}/{action}"), None, None).await;
+        cp.call(Method::POST, &format!("/v1/projects/default/instances/{instance}/{action}"), None, None).await;
     assert_eq!(status, 202, "{action}: {body}");
-    let op = wait_operation(cp, body["operation"]["id"].as_str().unwrap()).await;
+    let op = cp.wait_operation(body["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{action}: {op}");
-    let (_, got) = call(cp, Method::GET, &format!("/v1/projects/default/instances/{instance}"), None, None).await;
+    let (_, got) = cp.call(Method::GET, &format!("/v1/projects/default/instances/{instance}"), None, None).await;
     assert_eq!(got["state"], expect, "{action}: {got}");
 }
 
@@ -74,57 +47,35 @@ async fn a_customer_creates_reaches_and_deletes_an_instance_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let cp = spawn_control_plane(&net, dir.path()).await;
     let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
-    wait_until(Duration::from_secs(30), "an active host", || async {
-        cp.hosts().await.iter().any(|h| h["state"] == "active")
-    })
-    .await;
+    cp.wait_active_hosts(1).await;
 
     // Register the image from the files on the control plane's machine, and an SSH key.
-    let (status, img) = call(
-        &cp,
-        Method::POST,
-        "/v1/projects/default/images",
-        Some(json!({
-            "name": "minimal",
-            "boot_mode": "direct_kernel",
-            "kernel_path": image.dir.join("vmlinuz"),
-            "initrd_path": image.dir.join("initrd.img"),
-            "kernel_cmdline": image.cmdline,
-        })),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{img}");
+    cp.register_minimal_image(&image).await;
     let (key, public) = ssh_keygen(dir.path(), "alice");
-    let (status, k) = call(
-        &cp,
-        Method::POST,
-        "/v1/projects/default/ssh-keys",
-        Some(json!({"name": "alice", "public_key": public})),
-        None,
-    )
-    .await;
+    let (status, k) = cp
+        .call(Method::POST, "/v1/projects/default/ssh-keys", Some(json!({"name": "alice", "public_key": public})), None)
+        .await;
     assert_eq!(status, 201, "{k}");
 
     // Create, retried with the same Idempotency-Key: one instance, one operation.
     let body = json!({"name": "web-1", "image": "minimal", "vcpus": 1, "memory_mib": 256, "ssh_keys": ["alice"]});
     let (status, first) =
-        call(&cp, Method::POST, "/v1/projects/default/instances", Some(body.clone()), Some("create-web-1")).await;
+        cp.call(Method::POST, "/v1/projects/default/instances", Some(body.clone()), Some("create-web-1")).await;
     assert_eq!(status, 202, "{first}");
     let (status, again) =
-        call(&cp, Method::POST, "/v1/projects/default/instances", Some(body.clone()), Some("create-web-1")).await;
+        cp.call(Method::POST, "/v1/projects/default/instances", Some(body.clone()), Some("create-web-1")).await;
     assert_eq!(status, 202, "{again}");
     assert_eq!(first["operation"]["id"], again["operation"]["id"]);
     let mut other = body.clone();
     other["vcpus"] = json!(2);
     let (status, conflict) =
-        call(&cp, Method::POST, "/v1/projects/default/instances", Some(other), Some("create-web-1")).await;
+        cp.call(Method::POST, "/v1/projects/default/instances", Some(other), Some("create-web-1")).await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["code"], "conflict");
 
-    let op = wait_operation(&cp, first["operation"]["id"].as_str().unwrap()).await;
+    let op = cp.wait_operation(first["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let (_, inst) = call(&cp, Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
+    let (_, inst) = cp.call(Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
     assert_eq!(inst["state"], "running", "{inst}");
     assert!(inst["address"].as_str().is_some_and(|a| a.starts_with("10.100.")), "{inst}");
     let hosts = cp.hosts().await;
@@ -158,19 +109,19 @@ async fn a_customer_creates_reaches_and_deletes_an_instance_through_the_api() {
     back.expect("no SSH after start and reboot");
 
     // Delete: the instance is gone, its capacity and address are free again.
-    let (status, del) = call(&cp, Method::DELETE, "/v1/projects/default/instances/web-1", None, None).await;
+    let (status, del) = cp.call(Method::DELETE, "/v1/projects/default/instances/web-1", None, None).await;
     assert_eq!(status, 202, "{del}");
-    let op = wait_operation(&cp, del["operation"]["id"].as_str().unwrap()).await;
+    let op = cp.wait_operation(del["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let (status, _) = call(&cp, Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
+    let (status, _) = cp.call(Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
     assert_eq!(status, 404);
     let hosts = cp.hosts().await;
     assert_eq!((hosts[0]["reserved_vcpus"].as_i64(), hosts[0]["reserved_memory_bytes"].as_i64()), (Some(0), Some(0)));
     // The name is free again, and the same address is handed out to the next instance.
-    let (status, second) = call(&cp, Method::POST, "/v1/projects/default/instances", Some(body), None).await;
+    let (status, second) = cp.call(Method::POST, "/v1/projects/default/instances", Some(body), None).await;
     assert_eq!(status, 202, "{second}");
-    let op = wait_operation(&cp, second["operation"]["id"].as_str().unwrap()).await;
+    let op = cp.wait_operation(second["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(op["state"], "succeeded", "{op}");
-    let (_, inst2) = call(&cp, Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
+    let (_, inst2) = cp.call(Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
     assert_eq!(inst2["address"], inst["address"]);
 }

@@ -5,3 +5,4 @@ mod api;
 mod cli;
 mod fleet;
 mod instances;
+mod recovery;
