@@ -28,6 +28,69 @@ fn cloudctl(cp: &ControlPlane, home: &Path, args: &[&str]) -> (i32, Value, Strin
     (out.status.code().unwrap_or(-1), value, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `cloudctl instance console web-1` on a pseudo-terminal, as a person runs it: the boot output
+/// shows, `Ctrl-] .` detaches with exit code 0, and the terminal is back in cooked mode.
+async fn console_shows_the_boot_and_detaches(cp: &ControlPlane, home: &Path) {
+    use std::io::{ErrorKind, Read, Write};
+
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let tty = || std::process::Stdio::from(pty.slave.try_clone().expect("dup the pty"));
+    let mut cmd = Command::new(cloud_tests::binary("cloudctl"));
+    cloud_tests::process::scrub_env(&mut cmd);
+    let mut child = cmd
+        .env("XDG_CONFIG_HOME", home)
+        .env("HOME", home)
+        .env("CLOUDCTL_ENDPOINT", &cp.api)
+        .env("CLOUDCTL_TOKEN", &cp.admin_token)
+        .args(["instance", "console", "web-1"])
+        .stdin(tty())
+        .stdout(tty())
+        .stderr(tty())
+        .spawn()
+        .expect("run cloudctl instance console");
+    let mut master = std::fs::File::from(pty.master);
+    fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("non-blocking pty");
+    let mut writer = master.try_clone().expect("dup the pty master");
+    let mut seen = Vec::new();
+    let mut read_until = |want: &str, timeout: Duration| {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(want) && std::time::Instant::now() < deadline {
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() != ErrorKind::WouldBlock => break,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    let text = read_until("cloud-minimal: ready", Duration::from_secs(30));
+    assert!(text.contains("Connected to the serial console of web-1"), "{text}");
+    assert!(text.contains("cloud-minimal: ready"), "the console did not show the boot: {text}");
+
+    writer.write_all(b"\x1d.").expect("type the escape");
+    let mut status = None;
+    for _ in 0..100 {
+        status = child.try_wait().expect("wait for cloudctl");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("cloudctl did not detach: {}", read_until("\u{0}", Duration::from_millis(200)));
+    };
+    let text = read_until("detached", Duration::from_secs(2));
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("detached"), "{text}");
+    let restored = tcgetattr(&pty.slave).expect("terminal attributes");
+    assert!(restored.local_flags.contains(LocalFlags::ICANON | LocalFlags::ECHO), "the terminal was left in raw mode");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_script_drives_an_instance_with_cloudctl() {
     let image = minimal_image();
@@ -105,6 +168,8 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     }
     assert_eq!(uname.0, 0, "instance ssh: {}", uname.2);
     assert!(uname.1.as_str().is_some_and(|out| out.starts_with("Linux web-1 ")), "{}", uname.1);
+
+    console_shows_the_boot_and_detaches(&cp, &home).await;
 
     for (verb, state) in [("stop", "stopped"), ("start", "running")] {
         let (code, out, err) = run(s(&["instance", verb, "web-1", "--wait"])).await;
