@@ -1,0 +1,269 @@
+//! Load benchmark of the API: `POST /v1/projects/default/instances` against a fleet of simulated
+//! hosts served by two control-plane replicas sharing one database. Prints JSON lines: latency
+//! (p50/p99) and throughput of the POST, then how fast the accepted creates were placed and
+//! reached `running`. Figures only, no assertions.
+//!
+//! ```text
+//! cargo run --release -p cloud-tests --example api-load-bench -- [--hosts 1000] [--creates 2000] [--concurrency 32]
+//! ```
+//!
+//! Everything runs on this machine and in this process except PostgreSQL: the two replicas
+//! (`control_plane::serve`, each with its own pool, executor and listeners on 127.0.0.1), and one
+//! host agent per simulated host (`host_agent::agent::run` with the simulated driver, each joined
+//! with its own token and serving mutual-TLS gRPC on its own loopback address 127.1.x.y:7444).
+//! Agents report every 5 s, so 1,000 hosts add 200 reports/s to the load. The database is created
+//! on `CLOUD_TEST_DATABASE_URL`'s cluster when set, else on a private throwaway cluster.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use control_plane::testing::TestDatabase;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Simulated hosts (64 vCPUs, 256 GiB memory, 2 TiB disk each).
+    #[arg(long, default_value_t = 1000)]
+    hosts: u32,
+    /// Instance creates (1 vCPU, 512 MiB each).
+    #[arg(long, default_value_t = 2000)]
+    creates: u32,
+    /// Creates in flight at once, spread over both replicas.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+async fn stopped(mut rx: Shutdown) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts a control-plane replica in this process; returns its API URL.
+async fn replica(db_url: &str, data_dir: &Path, stop: Shutdown, http: &reqwest::Client) -> anyhow::Result<String> {
+    let mut config = control_plane::config::Config {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+        data_dir: data_dir.to_path_buf(),
+        ..control_plane::config::Config::default()
+    };
+    config.database.url = Some(db_url.to_owned());
+    config.database.max_connections = 16;
+    config.fleet.grpc_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    config.fleet.instance_subnet_pool = "10.0.0.0/8".parse().context("subnet pool")?;
+    config.fleet.lease_secs = 30;
+    config.validate()?;
+    let api = format!("http://{}", config.listen);
+    tokio::spawn(async move {
+        if let Err(err) = control_plane::serve(config, stopped(stop)).await {
+            eprintln!("control plane failed: {}", control_plane::http::error::ErrorChain(&err));
+        }
+    });
+    for _ in 0..600 {
+        if http.get(format!("{api}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return Ok(api);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the control plane at {api} did not become healthy")
+}
+
+async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url: &str, body: Value) -> (u16, Value) {
+    match http.request(method, url).bearer_auth(token).json(&body).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        }
+        Err(err) => (0, json!(err.to_string())),
+    }
+}
+
+/// Joins simulated host `i` and runs its agent until `stop`.
+async fn agent(
+    i: u32,
+    api: &str,
+    token: &str,
+    root: &Path,
+    stop: Shutdown,
+    http: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let (_, created) =
+        call(http, token, reqwest::Method::POST, &format!("{api}/v1/hosts/join-tokens"), json!({})).await;
+    let join_token = created["token"].as_str().context("no join token")?.to_owned();
+    let mut config = host_agent::config::AgentConfig {
+        state_dir: root.join(format!("host-{i}")),
+        listen: SocketAddr::from((Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8), 7444)),
+        report_interval_ms: 5000,
+        driver: host_agent::config::Driver::Simulated,
+        ..host_agent::config::AgentConfig::default()
+    };
+    config.capacity.vcpus = Some(64);
+    config.capacity.memory_mib = Some(256 << 10);
+    config.capacity.disk_gib = Some(2048);
+    let capacity = host_agent::capacity::total(&config.capacity, &config.state_dir);
+    host_agent::join::join(&config, api, &join_token, capacity, "simulated").await?;
+    tokio::spawn(async move {
+        if let Err(err) = host_agent::agent::run(config, stopped(stop)).await {
+            eprintln!("agent {i} failed: {}", host_agent::error_chain(&err));
+        }
+    });
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).try_init();
+    let db = TestDatabase::create().await.context("cannot create the benchmark database")?;
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("control-plane");
+    std::fs::create_dir_all(&data_dir)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(120)).build()?;
+
+    // Replica A migrates and bootstraps; B then shares its database and fleet CA.
+    let a = replica(&db.url, &data_dir, stop_rx.clone(), &http).await?;
+    let b = replica(&db.url, &data_dir, stop_rx.clone(), &http).await?;
+    let token = std::fs::read_to_string(data_dir.join("admin-token"))?.trim().to_owned();
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, vec![0u8; 4096])?;
+    let (status, image) = call(
+        &http,
+        &token,
+        reqwest::Method::POST,
+        &format!("{a}/v1/projects/default/images"),
+        json!({"name": "sim", "boot_mode": "direct_kernel", "kernel_path": kernel, "kernel_cmdline": "console=ttyS0"}),
+    )
+    .await;
+    if status != 201 {
+        bail!("cannot register the image: {status} {image}");
+    }
+
+    let joining = Instant::now();
+    let agents_dir = dir.path().join("agents");
+    let joined: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.hosts)
+        .map(|i| {
+            let (a, token, dir, stop, http) =
+                (a.clone(), token.clone(), agents_dir.clone(), stop_rx.clone(), http.clone());
+            async move { agent(i, &a, &token, &dir, stop, &http).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    if let Some(Err(err)) = joined.into_iter().find(Result::is_err) {
+        return Err(err.context("a simulated host could not join"));
+    }
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    loop {
+        let active: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM hosts WHERE state = 'active'").fetch_one(&pool).await?;
+        if active == i64::from(args.hosts) {
+            break;
+        }
+        if joining.elapsed() > Duration::from_secs(600) {
+            bail!("only {active} of {} hosts became active", args.hosts);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("{} simulated hosts joined and active in {:.1} s", args.hosts, joining.elapsed().as_secs_f64());
+
+    // The load: every create once, alternating replicas, `concurrency` in flight.
+    let started = Instant::now();
+    let replicas = Arc::new([a.clone(), b.clone()]);
+    let mut results: Vec<(u16, Duration)> = futures::stream::iter(0..args.creates)
+        .map(|i| {
+            let (replicas, token, http) = (replicas.clone(), token.clone(), http.clone());
+            async move {
+                let url = format!("{}/v1/projects/default/instances", replicas[i as usize % 2]);
+                let body = json!({"name": format!("vm-{i}"), "image": "sim", "vcpus": 1, "memory_mib": 512});
+                let t = Instant::now();
+                let (status, _) = call(&http, &token, reqwest::Method::POST, &url, body).await;
+                (status, t.elapsed())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let posted = started.elapsed();
+    let accepted = results.iter().filter(|(s, _)| *s == 202).count();
+    let mut latencies: Vec<Duration> = results.drain(..).map(|(_, d)| d).collect();
+    latencies.sort();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        json!({
+            "bench": "post_instances", "hosts": args.hosts, "replicas": 2, "creates": args.creates,
+            "concurrency": args.concurrency, "accepted": accepted,
+            "p50_ms": percentile(&latencies, 0.50), "p99_ms": percentile(&latencies, 0.99),
+            "requests_per_s": f64::from(args.creates) / posted.as_secs_f64(),
+        })
+    )?;
+    out.flush()?;
+
+    // Until every accepted create has finished: placements per second and creates per second.
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM operations WHERE kind = 'instance_create' AND state NOT IN ('succeeded', 'failed')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if open == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("{open} creates still unfinished after 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let finished = started.elapsed();
+    let (placed, place_secs): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM max(finished_at) - min(started_at))::float8
+         FROM operation_steps WHERE name = 'place' AND state = 'done'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let (succeeded, failed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed')
+         FROM operations WHERE kind = 'instance_create'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let overcommitted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM hosts WHERE reserved_vcpus > total_vcpus OR reserved_memory_bytes > total_memory_bytes",
+    )
+    .fetch_one(&pool)
+    .await?;
+    writeln!(
+        out,
+        "{}",
+        json!({
+            "bench": "create_to_running", "hosts": args.hosts, "replicas": 2,
+            "succeeded": succeeded, "failed": failed, "overcommitted_hosts": overcommitted,
+            "placements_per_s": place_secs.map(|s| placed as f64 / s.max(1e-9)),
+            "running_per_s": succeeded as f64 / finished.as_secs_f64(),
+            "wall_s": finished.as_secs_f64(),
+        })
+    )?;
+    pool.close().await;
+    let _ = stop_tx.send(true);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
