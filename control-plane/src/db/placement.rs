@@ -7,18 +7,30 @@
 //!    2. pg_advisory_xact_lock(project, group)                 only with an anti-affinity group
 //!    3. SELECT hosts + "runs a group member"  (one query)  ──▶ placement::rank ──▶ h1, h2, …
 //!    4. UPDATE hosts SET reserved_* = reserved_* + need
-//!         WHERE id = $h AND state = 'active' AND reserved_* + need <= total_*  RETURNING id
-//!         0 rows (a concurrent placement took it) ──▶ next ranked host
+//!         WHERE id = (SELECT id FROM hosts WHERE id = $h AND state = 'active'
+//!                       AND reserved_* + need <= total_* FOR UPDATE SKIP LOCKED)   RETURNING id
+//!         0 rows (full now, or another placement holds the row) ──▶ next ranked host
 //!    5. UPDATE instances SET host_id = $h
-//!    every ranked host taken ──▶ back to 3 with fresh counts (bounded by ROUNDS)
+//!    every ranked host taken or busy ──▶ short jittered pause, back to 3 with fresh counts
+//!                                        (bounded by ROUNDS, then `Contended`: retried later)
 //! ```
 //!
 //! ## Why capacity never overcommits
-//! Step 4 is a single conditional UPDATE. Under READ COMMITTED, an UPDATE that meets a row
-//! locked by another transaction waits for it to finish and then re-evaluates its WHERE clause on
-//! the newest version, so two replicas racing for the last vCPUs of a host serialize on the host's
-//! row and the loser matches no row. (The table's CHECK constraints are the backstop.)
+//! Step 4 locks the host's row and checks the room on its newest version before adding to it:
+//! `FOR UPDATE` re-evaluates the condition on the latest committed row (READ COMMITTED), so two
+//! replicas racing for the last vCPUs of a host cannot both see room. (The table's CHECK
+//! constraints are the backstop.)
 //!
+//! ## Why placements never deadlock or queue
+//! A placement never waits for a host row: `SKIP LOCKED` passes over a host another placement is
+//! reserving and tries the next one. An earlier version used a plain conditional UPDATE, which
+//! waits for the row; when the other transaction then filled the host, the waiter's recheck
+//! failed but PostgreSQL kept the row locked until the end of its transaction, while it went on
+//! to wait for the next host. Three such placements formed cycles (40P01 under 200 concurrent
+//! placements), and waiting also made every placement queue behind the best-ranked host.
+//! Passing over a busy host can place an instance on the second-best host; spreading concurrent
+//! placements is worth that.
+
 //! ## Why anti-affinity holds under concurrency
 //! Capacity is guarded by the row it lives in, but "no other member of the group on this host" is
 //! a fact about *other* rows, which a conditional UPDATE cannot see reliably. Two placements of the
@@ -43,10 +55,10 @@ use crate::ids::{HostId, InstanceId, ProjectId};
 use crate::scheduler::Strategy;
 use crate::scheduler::placement::{self, Candidate, HostState, NoHostFits, Request, Resources};
 
-/// How often the candidates are re-read when every ranked host was taken meanwhile. Each such
-/// round means other placements committed reservations, so capacity runs out (and the placement
-/// is refused with fresh counts) long before this unless capacity is also being released
-/// concurrently; the bound only stops a livelock under heavy churn.
+/// How often the candidates are re-read when every ranked host was full or busy. Busy hosts are
+/// free again within milliseconds (a placement holds a host's row only until it commits), and
+/// full ones make the placement refused with fresh counts; the bound only stops a livelock
+/// under heavy churn (the executor then retries the step).
 const ROUNDS: u32 = 16;
 
 /// First key of the anti-affinity advisory locks (ASCII "PLAC"), keeping them apart from any other
@@ -162,8 +174,10 @@ pub async fn place_instance(
                     .map_err(db)?;
                 return Ok(Placement { host_id, newly_reserved: true });
             }
-            tracing::debug!(%instance, host = %host_id, round, "host taken by a concurrent placement, trying the next");
+            tracing::debug!(%instance, host = %host_id, round, "host full or busy with another placement, trying the next");
         }
+        // Every host that fitted was busy: let the concurrent placements finish, then re-read.
+        tokio::time::sleep(round_pause(round)).await;
     }
     Err(PlacementError::Contended { instance, rounds: ROUNDS })
 }
@@ -250,7 +264,16 @@ async fn candidates(
         .collect())
 }
 
-/// Reserves `need` on `host` if it is still active and has room: true when it did.
+/// A pause of 1–2 × 2^round ms (at most 64–128 ms) between rounds, jittered so placements that
+/// met on the same hosts do not meet again.
+fn round_pause(round: u32) -> std::time::Duration {
+    let base = 1u64 << round.min(6);
+    let jitter = u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(base)).unwrap_or(0);
+    std::time::Duration::from_millis(base + jitter)
+}
+
+/// Reserves `need` on `host` if it is still active, has room and no other placement holds its
+/// row right now: true when it did. Never waits for a lock (see the module docs).
 async fn reserve(conn: &mut PgConnection, host: HostId, need: &Resources) -> Result<bool, sqlx::Error> {
     let reserved: Option<HostId> = sqlx::query_scalar(
         "UPDATE hosts SET
@@ -258,10 +281,12 @@ async fn reserve(conn: &mut PgConnection, host: HostId, need: &Resources) -> Res
              reserved_memory_bytes = reserved_memory_bytes + $3,
              reserved_disk_bytes = reserved_disk_bytes + $4,
              updated_at = now()
-         WHERE id = $1 AND state = 'active'
-           AND reserved_vcpus + $2 <= total_vcpus
-           AND reserved_memory_bytes + $3 <= total_memory_bytes
-           AND reserved_disk_bytes + $4 <= total_disk_bytes
+         WHERE id = (SELECT id FROM hosts
+                     WHERE id = $1 AND state = 'active'
+                       AND reserved_vcpus + $2 <= total_vcpus
+                       AND reserved_memory_bytes + $3 <= total_memory_bytes
+                       AND reserved_disk_bytes + $4 <= total_disk_bytes
+                     FOR UPDATE SKIP LOCKED)
          RETURNING id",
     )
     .bind(host)
