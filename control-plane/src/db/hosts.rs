@@ -79,8 +79,9 @@ pub async fn join_token_create(
 }
 
 /// Consumes a join token and creates the host with the lowest free /24 of `pool`, in one
-/// transaction: a token can admit exactly one host, and two joins never share a subnet (the
-/// unique index makes the loser retry with the next subnet).
+/// transaction: a token can admit exactly one host, and two joins never share a subnet. Joins
+/// choose subnets one at a time (an advisory lock), so a thousand hosts joining at once all
+/// succeed; the unique index stays the backstop (the loser retries with the next subnet).
 pub async fn host_join(
     pool: &PgPool,
     token_hash: &[u8],
@@ -97,6 +98,9 @@ pub async fn host_join(
     }
     Err(JoinError::Db(last.unwrap_or(sqlx::Error::PoolTimedOut)))
 }
+
+/// The advisory lock that serializes subnet choices of joins (ASCII "SUBN").
+const SUBNET_LOCK: i64 = 0x5355_424E;
 
 async fn host_join_once(
     pool: &PgPool,
@@ -118,6 +122,7 @@ async fn host_join_once(
         Some((_, None, true)) => return Err(JoinError::TokenExpired),
         Some((id, None, false)) => id,
     };
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SUBNET_LOCK).execute(&mut *tx).await?;
     let used: Vec<String> = sqlx::query_scalar("SELECT instance_subnet::text FROM hosts").fetch_all(&mut *tx).await?;
     let used: Vec<Ipv4Net> = used.iter().filter_map(|s| s.parse().ok()).collect();
     let subnet = subnets.first_free_24(used.iter()).ok_or(JoinError::PoolExhausted { pool: subnets })?;

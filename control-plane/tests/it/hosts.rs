@@ -54,3 +54,40 @@ async fn drain_and_undrain_are_operator_only_idempotent_and_outlive_a_lease_laps
         sqlx::query_scalar("SELECT draining FROM hosts WHERE id = $1").bind(host).fetch_one(&api.pool).await.unwrap();
     assert!(!draining);
 }
+
+#[tokio::test]
+async fn forty_hosts_joining_at_once_all_join_with_distinct_subnets() {
+    use control_plane::db::hosts::{NewHost, host_join, join_token_create};
+    let db = control_plane::testing::TestDatabase::create().await.unwrap();
+    db.migrated_pool().await.unwrap().close().await;
+    // A connection per join, so all 40 really run at once (as through several replicas).
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(40).connect_with(db.options()).await.unwrap();
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mut tokens = Vec::new();
+    for i in 0..40u8 {
+        let hash = vec![i; 32];
+        join_token_create(&mut pool.acquire().await.unwrap(), &hash, None, expires).await.unwrap();
+        tokens.push(hash);
+    }
+    let pool_net = "10.100.0.0/16".parse().unwrap();
+    let joins = tokens.into_iter().enumerate().map(|(i, hash)| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let host = NewHost {
+                hostname: format!("hv-{i}"),
+                agent_endpoint: format!("https://192.0.2.{i}:7444"),
+                accelerator: "tcg".to_owned(),
+                total_vcpus: 8,
+                total_memory_bytes: 8 << 30,
+                total_disk_bytes: 100 << 30,
+            };
+            host_join(&pool, &hash, &host, pool_net).await
+        })
+    });
+    let mut subnets = std::collections::HashSet::new();
+    for join in futures::future::join_all(joins).await {
+        let row = join.unwrap().unwrap_or_else(|e| panic!("a concurrent join failed: {e}"));
+        assert!(subnets.insert(row.instance_subnet.clone()), "subnet {} given twice", row.instance_subnet);
+    }
+    assert_eq!(subnets.len(), 40);
+}
