@@ -11,7 +11,7 @@
 //! (`control_plane::serve`, each with its own pool, executor and listeners on 127.0.0.1), and one
 //! host agent per simulated host (`host_agent::agent::run` with the simulated driver, each joined
 //! with its own token and serving mutual-TLS gRPC on its own loopback address 127.1.x.y:7444).
-//! Agents report every 5 s, so 1,000 hosts add 200 reports/s to the load. The database is created
+//! Agents report every 5 s (`--report-interval-ms`), so 1,000 hosts add 200 reports/s. The database is created
 //! on `CLOUD_TEST_DATABASE_URL`'s cluster when set, else on a private throwaway cluster.
 
 use std::io::Write;
@@ -37,6 +37,9 @@ struct Args {
     /// Creates in flight at once, spread over both replicas.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// How often each simulated agent reports (renews its lease), in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    report_interval_ms: u64,
 }
 
 type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -60,7 +63,7 @@ async fn replica(db_url: &str, data_dir: &Path, stop: Shutdown, http: &reqwest::
     config.database.max_connections = 16;
     config.fleet.grpc_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     config.fleet.instance_subnet_pool = "10.0.0.0/8".parse().context("subnet pool")?;
-    config.fleet.lease_secs = 30;
+    config.fleet.lease_secs = 120;
     config.validate()?;
     let api = format!("http://{}", config.listen);
     tokio::spawn(async move {
@@ -93,6 +96,7 @@ async fn agent(
     api: &str,
     token: &str,
     root: &Path,
+    report_interval_ms: u64,
     stop: Shutdown,
     http: &reqwest::Client,
 ) -> anyhow::Result<()> {
@@ -102,7 +106,7 @@ async fn agent(
     let mut config = host_agent::config::AgentConfig {
         state_dir: root.join(format!("host-{i}")),
         listen: SocketAddr::from((Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8), 7444)),
-        report_interval_ms: 5000,
+        report_interval_ms,
         driver: host_agent::config::Driver::Simulated,
         ..host_agent::config::AgentConfig::default()
     };
@@ -158,11 +162,12 @@ async fn main() -> anyhow::Result<()> {
 
     let joining = Instant::now();
     let agents_dir = dir.path().join("agents");
+    let interval = args.report_interval_ms;
     let joined: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.hosts)
         .map(|i| {
             let (a, token, dir, stop, http) =
                 (a.clone(), token.clone(), agents_dir.clone(), stop_rx.clone(), http.clone());
-            async move { agent(i, &a, &token, &dir, stop, &http).await }
+            async move { agent(i, &a, &token, &dir, interval, stop, &http).await }
         })
         .buffer_unordered(16)
         .collect()

@@ -222,6 +222,31 @@ pub async fn hosts_ranked_for(
     Ok(placement::rank(request, &candidates, strategy)?)
 }
 
+/// True when some host could take `request` right now (the same filters as
+/// [`placement::rank`], in one query that returns one boolean): the cheap check before an
+/// instance create is accepted, whatever the size of the fleet. Reserves nothing.
+pub async fn any_host_fits(conn: &mut PgConnection, request: &Request) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM hosts h
+             WHERE h.state = 'active'
+               AND h.reserved_vcpus + $1 <= h.total_vcpus
+               AND h.reserved_memory_bytes + $2 <= h.total_memory_bytes
+               AND h.reserved_disk_bytes + $3 <= h.total_disk_bytes
+               AND ($5::text IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM instances i
+                   WHERE i.host_id = h.id AND i.project_id = $4 AND i.anti_affinity_group = $5
+                     AND i.deleted_at IS NULL)))",
+    )
+    .bind(request.resources.vcpus)
+    .bind(request.resources.memory_bytes)
+    .bind(request.resources.disk_bytes)
+    .bind(request.project_id)
+    .bind(request.anti_affinity_group.as_deref())
+    .fetch_one(conn)
+    .await
+}
+
 /// Every host, with whether it runs a live member of the request's anti-affinity group, in one
 /// query. The outer error is the query's, the inner one a host row the scheduler cannot read.
 async fn candidates(

@@ -241,6 +241,10 @@ async fn admit(
         project_id: project,
         anti_affinity_group: params.anti_affinity_group.clone(),
     };
+    // One boolean in the common case; the per-filter reasons only when nothing fits.
+    if crate::db::placement::any_host_fits(conn, &request).await.map_err(db_err)? {
+        return Ok(());
+    }
     match crate::db::placement::hosts_ranked_for(conn, &request, app.scheduler.strategy).await {
         Ok(_) => Ok(()),
         Err(PlacementError::NoHostFits(reasons)) => Err(ApiError::no_capacity(reasons)),

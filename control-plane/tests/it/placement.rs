@@ -412,3 +412,47 @@ async fn two_hundred_concurrent_placements_never_overcommit_three_small_hosts() 
     }
     assert!(per_group_host.values().all(|&n| n == 1), "{per_group_host:?}");
 }
+
+#[tokio::test]
+async fn the_quick_admission_check_agrees_with_the_ranking_on_every_filter() {
+    let fleet = empty_fleet().await;
+    for state in ["joining", "draining", "suspect", "dead"] {
+        fleet.host(state, 64, 256, 1000).await;
+    }
+    let small = fleet.host("active", 4, 8, 100).await;
+    let big = fleet.host("active", 16, 64, 200).await;
+    fleet.reserve_directly(big, 8, 16, 100).await;
+    // A member of group "db" already runs on each active host.
+    for host in [small, big] {
+        let member = fleet.instance(Size(1, 1, 1, Some("db"))).await;
+        sqlx::query("UPDATE instances SET host_id = $2 WHERE id = $1")
+            .bind(member)
+            .bind(host)
+            .execute(&fleet.pool)
+            .await
+            .unwrap();
+    }
+    let other_project = new_project(&fleet.pool).await;
+    let cases = [
+        (1, 1, 10, None, fleet.project),
+        (4, 8, 100, None, fleet.project),     // fits the small host only
+        (8, 48, 100, None, fleet.project),    // fits the big one only
+        (9, 1, 1, None, fleet.project),       // vCPUs: neither
+        (1, 100, 1, None, fleet.project),     // memory: neither
+        (1, 1, 150, None, fleet.project),     // disk: neither
+        (1, 1, 1, Some("db"), fleet.project), // anti-affinity: both run a member
+        (1, 1, 1, Some("db"), other_project), // another project's group is not ours
+        (1, 1, 1, Some("web"), fleet.project),
+    ];
+    let mut conn = fleet.pool.acquire().await.unwrap();
+    for (vcpus, memory, disk, group, project) in cases {
+        let request = Request {
+            resources: Resources { vcpus, memory_bytes: memory * GIB, disk_bytes: disk * GIB },
+            project_id: project,
+            anti_affinity_group: group.map(str::to_owned),
+        };
+        let quick = control_plane::db::placement::any_host_fits(&mut conn, &request).await.unwrap();
+        let ranked = hosts_ranked_for(&mut conn, &request, Strategy::Spread).await;
+        assert_eq!(quick, ranked.is_ok(), "{request:?}: {ranked:?}");
+    }
+}
