@@ -5,7 +5,8 @@
 //! # config.toml
 //! default-profile = "default"
 //! [profile.default]
-//! endpoint = "http://127.0.0.1:8080"
+//! endpoint = "https://cloud.example:8443"
+//! ca-cert = "/etc/cloud/ca.pem"   # optional: a private CA for https endpoints
 //! project = "default"
 //! output = "table"
 //!
@@ -80,6 +81,9 @@ pub struct Profile {
     /// `http(s)://host[:port]` of the control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// A PEM file of CA certificates to trust for an `https` endpoint, besides the system's.
+    #[serde(default, rename = "ca-cert", skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// The project (name or id) commands act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
@@ -204,7 +208,12 @@ mod tests {
         let mut config = ConfigFile { default_profile: Some("lab".into()), ..Default::default() };
         config.profile.insert(
             "lab".into(),
-            Profile { endpoint: Some("http://lab:8080".into()), project: None, output: Some("json".into()) },
+            Profile {
+                endpoint: Some("http://lab:8080".into()),
+                ca_cert: None,
+                project: None,
+                output: Some("json".into()),
+            },
         );
         store.save_config(&config).unwrap();
         assert_eq!(store.load_config().unwrap(), config);

@@ -4,7 +4,11 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"      # CLOUD_LISTEN, --listen
 //! data_dir = "/var/lib/cloud"    # CLOUD_DATA_DIR, --data-dir
-//! public_url = "http://…"        # CLOUD_PUBLIC_URL: how clients reach the API (default http://<listen>)
+//! public_url = "http://…"        # CLOUD_PUBLIC_URL: how clients reach the API (default http(s)://<listen>)
+//!
+//! [tls]                          # absent: plain HTTP (loopback, or behind a TLS-terminating proxy)
+//! cert_file = "/etc/cloud/api.pem"  # CLOUD_TLS_CERT_FILE: the API's certificate chain (PEM)
+//! key_file = "/etc/cloud/api.key"   # CLOUD_TLS_KEY_FILE: its private key (PEM)
 //!
 //! [database]
 //! url = "postgres://…"           # CLOUD_DATABASE_URL; absent: run the embedded PostgreSQL
@@ -55,6 +59,7 @@ pub struct Config {
     /// The API's URL as clients see it (printed in join commands); default `http://<listen>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    pub tls: crate::http::tls::TlsConfig,
     pub database: DatabaseConfig,
     pub embedded_database: EmbeddedDatabaseConfig,
     pub fleet: FleetConfig,
@@ -108,6 +113,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: default_data_dir(),
             public_url: None,
+            tls: crate::http::tls::TlsConfig::default(),
             database: DatabaseConfig::default(),
             embedded_database: EmbeddedDatabaseConfig::default(),
             fleet: FleetConfig::default(),
@@ -158,6 +164,12 @@ pub struct Overrides {
     /// The API's URL as clients see it [default: http://<listen>].
     #[arg(long, env = "CLOUD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// The API's TLS certificate chain (PEM); with --tls-key-file the API serves HTTPS.
+    #[arg(long, env = "CLOUD_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "CLOUD_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// PostgreSQL URL; without it the embedded PostgreSQL runs in the data directory.
     #[arg(long, env = "CLOUD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
@@ -257,6 +269,12 @@ impl Config {
         if let Some(url) = o.public_url.as_ref().filter(|u| !u.is_empty()) {
             self.public_url = Some(url.clone());
         }
+        if let Some(file) = o.tls_cert_file.as_ref().filter(|f| !f.as_os_str().is_empty()) {
+            self.tls.cert_file = Some(file.clone());
+        }
+        if let Some(file) = o.tls_key_file.as_ref().filter(|f| !f.as_os_str().is_empty()) {
+            self.tls.key_file = Some(file.clone());
+        }
         if let Some(url) = o.database_url.as_ref().filter(|u| !u.is_empty()) {
             self.database.url = Some(url.clone());
         }
@@ -282,7 +300,8 @@ impl Config {
 
     /// The API's URL as clients see it.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        self.public_url.clone().unwrap_or_else(|| format!("{scheme}://{}", self.listen))
     }
 
     /// Checks what types alone cannot.
@@ -306,6 +325,11 @@ impl Config {
             && !dir.is_absolute()
         {
             return invalid("embedded_database.bin_dir", "must be an absolute path");
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => return invalid("tls.key_file", "is required with tls.cert_file"),
+            (None, Some(_)) => return invalid("tls.cert_file", "is required with tls.key_file"),
+            _ => {}
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -380,6 +404,8 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { key: "database.url", .. }));
         let err = parse("data_dir = \"relative\"\n").expect_err("relative dir");
         assert!(matches!(err, ConfigError::Invalid { key: "data_dir", .. }));
+        let err = parse("[tls]\ncert_file = \"/etc/cloud/api.pem\"\n").expect_err("cert without key");
+        assert!(matches!(err, ConfigError::Invalid { key: "tls.key_file", .. }));
         let err = parse("[operations]\nlease_secs = 1\n").expect_err("short lease");
         assert!(matches!(err, ConfigError::Invalid { key: "operations.lease_secs", .. }));
         let err = parse("[operations]\nconcurrency = 0\n").expect_err("no concurrency");

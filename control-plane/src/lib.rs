@@ -90,6 +90,8 @@ pub enum StartError {
     },
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot set up HTTPS for the API")]
+    Tls(#[from] http::tls::TlsError),
 }
 
 /// The database the control plane uses: the configured URL, or the embedded cluster.
@@ -155,13 +157,17 @@ async fn serve_with(
     let outcome = auth::bootstrap(&pool, &config.data_dir).await?;
     tracing::info!(?outcome, "bootstrap checked");
     let fleet = fleet::Fleet::load(&config.data_dir, config.fleet.clone())?;
+    let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let app = Arc::new(App::new(pool, fleet, config));
     let listen = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
     let http_listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
     let grpc_listener = fleet::grpc::bind(config.fleet.grpc_listen).await.map_err(listen(config.fleet.grpc_listen))?;
     let http_addr = http_listener.local_addr().map_err(listen(config.listen))?;
     let grpc_addr = grpc_listener.local_addr().map_err(listen(config.fleet.grpc_listen))?;
-    tracing::info!(%http_addr, %grpc_addr, version = VERSION, "control plane listening");
+    tracing::info!(%http_addr, %grpc_addr, https = tls.is_some(), version = VERSION, "control plane listening");
 
     // One shutdown signal, fanned out to both servers.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -181,8 +187,17 @@ async fn serve_with(
         let (pool, stop) = (app.pool.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::host_liveness::run(pool, std::time::Duration::from_secs(1), lease, stop))
     };
-    let http = axum::serve(http_listener, http::router(app.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx));
+    let router = http::router(app.clone());
+    let http = async {
+        match tls {
+            Some(acceptor) => {
+                let listener = http::tls::TlsListener::new(http_listener, acceptor)?;
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).await
+            }
+            None => axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).await,
+        }
+    };
+    let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));
     let (http, grpc) = tokio::join!(http, grpc);
     let _ = tokio::join!(executor, liveness);
     tracing::info!("servers stopped");

@@ -152,3 +152,31 @@ pub async fn add_host(
     .await?;
     Ok(id)
 }
+
+/// PEM files of a throwaway CA and of a server certificate it issued, for tests of HTTPS.
+#[derive(Debug, Clone)]
+pub struct TestTls {
+    /// The CA certificate clients trust (`--ca-cert`).
+    pub ca_file: std::path::PathBuf,
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}
+
+/// Writes a new CA and a server certificate for `names` (DNS names or IP addresses) into `dir`.
+pub fn test_tls(dir: &std::path::Path, names: &[&str]) -> anyhow::Result<TestTls> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+    let cert_pem = leaf.signed_by(&key, &issuer)?.pem();
+    let tls = TestTls { ca_file: dir.join("ca.pem"), cert_file: dir.join("api.pem"), key_file: dir.join("api.key") };
+    std::fs::write(&tls.ca_file, &ca_pem)?;
+    std::fs::write(&tls.cert_file, &cert_pem)?;
+    std::fs::write(&tls.key_file, key.serialize_pem())?;
+    Ok(tls)
+}

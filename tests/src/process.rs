@@ -110,6 +110,8 @@ pub struct ControlPlane {
     pub http: reqwest::Client,
     /// The database every replica uses.
     pub db_url: String,
+    /// The CA of the API's certificate, when it serves HTTPS.
+    pub ca_file: Option<PathBuf>,
     launch: Launch,
     _db: Option<std::sync::Arc<TestDatabase>>,
 }
@@ -124,6 +126,7 @@ struct Launch {
     grpc: std::net::SocketAddr,
     extra: Vec<String>,
     log: PathBuf,
+    tls: Option<control_plane::testing::TestTls>,
 }
 
 impl Launch {
@@ -135,8 +138,11 @@ impl Launch {
             .args(["--fleet-grpc-listen", &self.grpc.to_string()])
             .args(["--database-url", &self.db_url])
             .args(["--log-filter", "info,control_plane=debug"])
-            .args(&self.extra)
-            .arg("serve");
+            .args(&self.extra);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-cert-file").arg(&tls.cert_file).arg("--tls-key-file").arg(&tls.key_file);
+        }
+        cmd.arg("serve");
         scrub_env(&mut cmd);
         cmd.envs(env.iter().copied());
         Proc::spawn_scrubbed(&self.name, cmd, self.log.clone())
@@ -150,6 +156,16 @@ pub async fn spawn_control_plane(net: &TestNetwork, dir: &Path) -> ControlPlane 
 
 /// [`spawn_control_plane`] with extra flags (before `serve`), e.g. a short operation lease.
 pub async fn spawn_control_plane_with(net: &TestNetwork, dir: &Path, extra: &[&str]) -> ControlPlane {
+    launch_control_plane(net, dir, extra, false).await
+}
+
+/// [`spawn_control_plane`] serving the API over HTTPS, with a certificate of a test CA
+/// (`ControlPlane::ca_file`) for the gateway address.
+pub async fn spawn_control_plane_tls(net: &TestNetwork, dir: &Path) -> ControlPlane {
+    launch_control_plane(net, dir, &[], true).await
+}
+
+async fn launch_control_plane(net: &TestNetwork, dir: &Path, extra: &[&str], https: bool) -> ControlPlane {
     let db = TestDatabase::create().await.expect("test database");
     let data_dir = dir.join("control-plane");
     std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -162,19 +178,30 @@ pub async fn spawn_control_plane_with(net: &TestNetwork, dir: &Path, extra: &[&s
         grpc: (gw, free_port(gw)).into(),
         extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         log: dir.join("control-plane.log"),
+        tls: https.then(|| {
+            let pki = dir.join("api-tls");
+            std::fs::create_dir_all(&pki).expect("tls dir");
+            control_plane::testing::test_tls(&pki, &[&gw.to_string()]).expect("test TLS certificate")
+        }),
     };
     start(launch, Some(std::sync::Arc::new(db)), &[]).await
 }
 
 async fn start(launch: Launch, db: Option<std::sync::Arc<TestDatabase>>, env: &[(&str, &str)]) -> ControlPlane {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    if let Some(tls) = &launch.tls {
+        let pem = std::fs::read(&tls.ca_file).expect("test CA");
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("test CA"));
+    }
+    let scheme = if launch.tls.is_some() { "https" } else { "http" };
     let mut cp = ControlPlane {
         proc: launch.spawn(env),
-        api: format!("http://{}", launch.http),
+        api: format!("{scheme}://{}", launch.http),
+        ca_file: launch.tls.as_ref().map(|t| t.ca_file.clone()),
+        http: http.build().expect("http client"),
         grpc_url: format!("https://{}", launch.grpc),
         data_dir: launch.data_dir.clone(),
         admin_token: String::new(),
-        http,
         db_url: launch.db_url.clone(),
         launch,
         _db: db,

@@ -14,10 +14,13 @@
 //! few times on 502/503/504 and on transport errors after the connection was made; the same
 //! key is sent on every retry, so the server maps them to one operation.
 
+mod tls;
 pub mod types;
 mod ws;
 
 use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -56,6 +59,9 @@ pub enum ClientError {
     /// The endpoint is not a usable http(s) URL.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
+    /// The TLS settings cannot be used (an unreadable `--ca-cert`, no trusted roots).
+    #[error("TLS for {endpoint}: {reason}")]
+    Tls { endpoint: String, reason: String },
     /// No connection could be made (refused, DNS, connect timeout).
     #[error("cannot reach {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
@@ -96,6 +102,8 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// For `https` endpoints: the TLS settings the WebSockets use too.
+    tls: Option<Arc<rustls::ClientConfig>>,
     base: Url,
     token: String,
     page_limit: Option<u32>,
@@ -113,25 +121,33 @@ fn reason(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Client {
-    /// A client of the API at `endpoint` (`http(s)://host[:port][/prefix]`) using `token`.
+    /// A client of the API at `endpoint` (`http(s)://host[:port][/prefix]`) using `token`;
+    /// `https` endpoints are verified against the system's trusted roots.
     pub fn new(endpoint: &str, token: &str) -> Result<Self, ClientError> {
+        Self::with_ca(endpoint, token, None)
+    }
+
+    /// [`Client::new`], also trusting the CA certificates in `ca_file` (PEM) for `https`.
+    pub fn with_ca(endpoint: &str, token: &str, ca_file: Option<&Path>) -> Result<Self, ClientError> {
         let invalid =
             |reason: &str| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: reason.into() };
         let base = Url::parse(endpoint).map_err(|e| invalid(&e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() || base.host().is_none() {
-            return Err(invalid("expected http://HOST[:PORT]"));
+            return Err(invalid("expected http(s)://HOST[:PORT]"));
         }
-        if base.scheme() == "https" {
-            return Err(invalid(
-                "https needs TLS, which this build of cloudctl lacks; use http:// (or a local TLS proxy)",
-            ));
-        }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("cloudctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| invalid(&reason(&e)))?;
-        Ok(Self { http, base, token: token.to_owned(), page_limit: None })
+            .user_agent(concat!("cloudctl/", env!("CARGO_PKG_VERSION")));
+        let tls = if base.scheme() == "https" {
+            let config = tls::client_config(ca_file)
+                .map_err(|reason| ClientError::Tls { endpoint: endpoint.to_owned(), reason })?;
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&config));
+            Some(config)
+        } else {
+            None
+        };
+        let http = builder.build().map_err(|e| invalid(&reason(&e)))?;
+        Ok(Self { http, tls, base, token: token.to_owned(), page_limit: None })
     }
 
     /// The same client asking for pages of `limit` items (1 to 1000; the server's default is 100).
@@ -447,14 +463,14 @@ impl Client {
     /// The instance's serial console as a WebSocket of raw bytes.
     pub async fn instance_console(&self, project: &str, instance: &str) -> Result<WebSocket, ClientError> {
         let url = self.url(&["v1", "projects", project, "instances", instance, "console"]);
-        Ok(ws::connect(url, &self.token).await?)
+        Ok(ws::connect(url, &self.token, self.tls.clone()).await?)
     }
 
     /// A TCP stream to `port` of the instance, as a WebSocket of raw bytes.
     pub async fn instance_tunnel(&self, project: &str, instance: &str, port: u16) -> Result<WebSocket, ClientError> {
         let mut url = self.url(&["v1", "projects", project, "instances", instance, "tunnel"]);
         url.query_pairs_mut().append_pair("port", &port.to_string());
-        Ok(ws::connect(url, &self.token).await?)
+        Ok(ws::connect(url, &self.token, self.tls.clone()).await?)
     }
 }
 
@@ -583,6 +599,19 @@ mod tests {
     fn endpoints_must_be_http_urls() {
         for bad in ["", "cloud.example", "ftp://cloud.example", "http://"] {
             assert!(matches!(Client::new(bad, "t"), Err(ClientError::InvalidEndpoint { .. })), "{bad}");
+        }
+        assert!(Client::new("https://cloud.example", "t").is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_that_holds_no_certificate_is_a_tls_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for ca in [empty, dir.path().join("missing.pem")] {
+            let err = Client::with_ca("https://cloud.example", "t", Some(&ca)).unwrap_err();
+            assert!(matches!(&err, ClientError::Tls { .. }), "{err}");
+            assert!(err.to_string().contains(&ca.display().to_string()), "{err}");
         }
     }
 

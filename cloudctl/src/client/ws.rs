@@ -1,6 +1,8 @@
 //! WebSockets to an instance's serial console and to its TCP tunnel: binary frames of raw
 //! bytes both ways, authenticated with the same bearer token as every other call.
 
+use std::sync::Arc;
+
 use futures::{SinkExt, StreamExt};
 use reqwest::Url;
 use tokio::net::TcpStream;
@@ -12,9 +14,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Why a WebSocket could not be opened or used.
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
-    /// `https` endpoints need TLS, which this build's WebSocket client lacks.
-    #[error("{url}: WebSocket over TLS (wss) is not supported by this build of cloudctl")]
-    TlsUnsupported { url: String },
     /// The request could not be built (bad URL or token characters).
     #[error("cannot build the WebSocket request for {url}")]
     Request {
@@ -51,13 +50,14 @@ pub struct WebSocket {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
-/// Opens a WebSocket to an API URL (http → ws, https → wss) with the bearer token.
-pub(super) async fn connect(mut url: Url, token: &str) -> Result<WebSocket, WsError> {
+/// Opens a WebSocket to an API URL (http → ws, https → wss with `tls`) with the bearer token.
+pub(super) async fn connect(
+    mut url: Url,
+    token: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<WebSocket, WsError> {
     let text = url.to_string();
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-    if scheme == "wss" {
-        return Err(WsError::TlsUnsupported { url: text });
-    }
     // Both schemes are special in the URL standard, so switching between them always works.
     let _ = url.set_scheme(scheme);
     let mut request =
@@ -65,7 +65,8 @@ pub(super) async fn connect(mut url: Url, token: &str) -> Result<WebSocket, WsEr
     let auth = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|e| WsError::Request { url: text.clone(), source: tungstenite::Error::HttpFormat(e.into()) })?;
     request.headers_mut().insert("authorization", auth);
-    match tokio_tungstenite::connect_async(request).await {
+    let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((stream, _)) => Ok(WebSocket { url: text, stream }),
         Err(tungstenite::Error::Http(resp)) => {
             let detail = resp

@@ -66,7 +66,7 @@ async fn login(ctx: &Context) -> anyhow::Result<()> {
     if token.is_empty() {
         return Err(Failure::Usage("no token given (pass --token, or type it on standard input)".into()).into());
     }
-    let whoami = Client::new(&endpoint, &token)?.whoami().await?;
+    let whoami = Client::with_ca(&endpoint, &token, ctx.ca_cert.as_deref())?.whoami().await?;
     let mut creds = ctx.store.load_credentials()?;
     creds.profile.entry(ctx.profile_name.clone()).or_default().token = Some(token);
     ctx.store.save_credentials(&creds)?;

@@ -8,7 +8,7 @@ use cloudctl::output::{Format, write_stdout};
 use super::{Context, Failure};
 
 /// The keys `config get|set` know.
-const KEYS: &str = "endpoint, project, output, default-profile";
+const KEYS: &str = "endpoint, ca-cert, project, output, default-profile";
 
 /// Config verbs.
 #[derive(Debug, Subcommand)]
@@ -33,9 +33,12 @@ pub fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
         ConfigCommand::Get { key: None } => {
             let profile = config.profile.get(&ctx.profile_name).cloned().unwrap_or_default();
             let mut text = format!("profile = {}\n", ctx.profile_name);
-            for (key, value) in
-                [("endpoint", profile.endpoint), ("project", profile.project), ("output", profile.output)]
-            {
+            for (key, value) in [
+                ("endpoint", profile.endpoint),
+                ("ca-cert", profile.ca_cert),
+                ("project", profile.project),
+                ("output", profile.output),
+            ] {
                 text.push_str(&format!("{key} = {}\n", value.unwrap_or_default()));
             }
             text.push_str(&format!("default-profile = {}\n", config.default_profile.unwrap_or_default()));
@@ -46,6 +49,7 @@ pub fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
             let profile = config.profile.get(&ctx.profile_name).cloned().unwrap_or_default();
             let value = match key.as_str() {
                 "endpoint" => profile.endpoint,
+                "ca-cert" => profile.ca_cert,
                 "project" => profile.project,
                 "output" => profile.output,
                 "default-profile" => config.default_profile,
@@ -65,6 +69,13 @@ pub fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
                 "endpoint" => {
                     Client::new(&value, "")?;
                     profile.endpoint = Some(value);
+                }
+                "ca-cert" => {
+                    // Stored absolute, so commands run from any directory find it.
+                    let path =
+                        std::path::absolute(&value).map_err(|e| Failure::Usage(format!("ca-cert: {value:?}: {e}")))?;
+                    Client::with_ca("https://check.invalid", "", Some(&path))?;
+                    profile.ca_cert = Some(path.display().to_string());
                 }
                 "project" => profile.project = Some(value),
                 "output" => {

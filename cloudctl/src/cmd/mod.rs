@@ -53,6 +53,9 @@ pub struct GlobalArgs {
     /// Control plane URL, e.g. http://127.0.0.1:8080.
     #[arg(long, global = true, env = "CLOUDCTL_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
+    /// PEM file of CA certificates to trust for an https endpoint, besides the system's.
+    #[arg(long, global = true, env = "CLOUDCTL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// API token (beats the stored credentials).
     #[arg(long, global = true, env = "CLOUDCTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
@@ -183,6 +186,8 @@ pub struct Context {
     /// The profile in use.
     pub profile_name: String,
     pub endpoint: Option<String>,
+    /// A private CA for an https endpoint.
+    pub ca_cert: Option<std::path::PathBuf>,
     pub token: Option<String>,
     pub project: String,
     pub format: Format,
@@ -216,6 +221,11 @@ impl Context {
         };
         Ok(Self {
             endpoint: global.endpoint.clone().or_else(|| profile.endpoint.clone()),
+            ca_cert: global
+                .ca_cert
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or_else(|| profile.ca_cert.clone().map(Into::into)),
             project: global
                 .project
                 .clone()
@@ -248,7 +258,7 @@ impl Context {
                 self.profile_name
             ))
         })?;
-        Ok(Client::new(endpoint, token)?)
+        Ok(Client::with_ca(endpoint, token, self.ca_cert.as_deref())?)
     }
 
     /// Prints one object in the chosen format.

@@ -226,6 +226,9 @@ pub fn exec_ssh(ctx: &Context, instance: &Instance, args: &SshArgs) -> anyhow::R
     cmd.env("CLOUDCTL_ENDPOINT", ctx.endpoint()?);
     cmd.env("CLOUDCTL_PROJECT", instance.project_id.to_string());
     cmd.env("CLOUDCTL_PROFILE", &ctx.profile_name);
+    if let Some(ca) = &ctx.ca_cert {
+        cmd.env("CLOUDCTL_CA_CERT", ca);
+    }
     if let Some(token) = &ctx.token {
         cmd.env("CLOUDCTL_TOKEN", token);
     }

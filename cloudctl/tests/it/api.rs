@@ -2,7 +2,7 @@
 
 use cloudctl::client::{Client, ClientError, TokenCreateParams};
 
-use super::common::{Cli, spawn_control_plane};
+use super::common::{Cli, spawn_control_plane, spawn_control_plane_tls};
 
 const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPiJZlyjkwiOZ6ioeiVhl3Mr9UKSGYM4Ux9okeXfgTH1 alice@laptop";
 
@@ -208,4 +208,26 @@ async fn the_client_waits_for_operations_and_follows_pages() {
     assert_eq!(names, ["default", "p0", "p1", "p2"]);
     let missing = client.wait_operation(uuid::Uuid::new_v4(), std::time::Duration::from_secs(1)).await;
     assert!(matches!(missing, Err(ClientError::NotFound(_))), "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified_and_a_private_ca_can_be_trusted() {
+    let api = spawn_control_plane_tls().await;
+    let ca = api.ca_file.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let cli = Cli::for_api(&api);
+    // A certificate of an unknown CA is refused, in one line.
+    cli.run(&["host", "list"]).await.expect_code(1).expect_error_line("certificate");
+    cli.run(&["--ca-cert", "/nonexistent/ca.pem", "host", "list"]).await.expect_code(1).expect_error_line("ca.pem");
+    // With the CA, by flag, then from the profile.
+    assert_eq!(cli.json(&["--ca-cert", ca, "host", "list"]).await, serde_json::json!([]));
+    cli.run(&["config", "set", "ca-cert", ca]).await.expect_code(0);
+    assert_eq!(cli.json(&["project", "list"]).await[0]["name"], "default");
+
+    // The console WebSocket goes over TLS too: the server itself answers (the instance has no
+    // running VM), not the TLS layer.
+    control_plane::testing::add_host(&api.pool, "hv-1", 8, 16, 100).await.unwrap();
+    cli.json(&["image", "create", "tiny", "--kernel", ca, "--cmdline", "console=ttyS0"]).await;
+    cli.json(&["instance", "create", "web-1", "--image", "tiny", "--vcpus", "1", "--memory", "256MiB"]).await;
+    cli.run(&["instance", "console", "web-1"]).await.expect_code(1).expect_error_line("request id");
 }

@@ -108,12 +108,23 @@ pub struct Api {
     pub dir: tempfile::TempDir,
     /// The control plane's database, for tests that set up what only agents would record.
     pub pool: sqlx::PgPool,
+    /// The CA that issued the server's certificate, when it serves HTTPS.
+    pub ca_file: Option<std::path::PathBuf>,
     _stop: tokio::sync::oneshot::Sender<()>,
     _db: TestDatabase,
 }
 
 /// Starts a control plane in-process (no agents: instances never get a host).
 pub async fn spawn_control_plane() -> Api {
+    spawn(false).await
+}
+
+/// [`spawn_control_plane`] serving HTTPS with a certificate of a private CA (`Api::ca_file`).
+pub async fn spawn_control_plane_tls() -> Api {
+    spawn(true).await
+}
+
+async fn spawn(https: bool) -> Api {
     // The server's warnings and errors show in the output of a failed test.
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let db = TestDatabase::create().await.unwrap();
@@ -124,15 +135,20 @@ pub async fn spawn_control_plane() -> Api {
     let app = Arc::new(control_plane::testing::app(pool.clone(), dir.path()));
     let router = control_plane::http::router(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    Api { endpoint, admin_token, dir, pool, _stop: stop, _db: db }
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let (endpoint, ca_file) = if https {
+        let tls = control_plane::testing::test_tls(dir.path(), &["127.0.0.1"]).unwrap();
+        let acceptor = control_plane::http::tls::acceptor(&tls.cert_file, &tls.key_file).unwrap();
+        let listener = control_plane::http::tls::TlsListener::new(listener, acceptor).unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await.unwrap() });
+        (format!("https://{addr}"), Some(tls.ca_file))
+    } else {
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await.unwrap() });
+        (format!("http://{addr}"), None)
+    };
+    Api { endpoint, admin_token, dir, pool, ca_file, _stop: stop, _db: db }
 }

@@ -13,6 +13,7 @@ pub mod operations;
 pub mod pagination;
 pub mod projects;
 pub mod ssh_keys;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,5 +1,6 @@
-//! `cloudctl` as a script uses it, against a real control plane, agent and VM: every step is
-//! checked through `-o json`, and `instance ssh` reaches the guest through the tunnel.
+//! `cloudctl` as a script uses it, against a real control plane (serving HTTPS with a private
+//! CA), agent and VM: every step is checked through `-o json`, `instance ssh` reaches the guest
+//! through the tunnel, and `instance console` runs on a pseudo-terminal.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,22 +8,26 @@ use std::time::Duration;
 
 use cloud_tests::guest::{minimal_image, ssh_keygen};
 use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane, wait_until};
+use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane_tls, wait_until};
 use serde_json::{Value, json};
+
+/// cloudctl with the endpoint, token and CA of `cp`, and its own configuration in `home`.
+fn cloudctl_command(cp: &ControlPlane, home: &Path) -> Command {
+    let mut cmd = Command::new(cloud_tests::binary("cloudctl"));
+    cloud_tests::process::scrub_env(&mut cmd);
+    if let Some(ca) = &cp.ca_file {
+        cmd.env("CLOUDCTL_CA_CERT", ca);
+    }
+    cmd.env("XDG_CONFIG_HOME", home)
+        .env("HOME", home)
+        .env("CLOUDCTL_ENDPOINT", &cp.api)
+        .env("CLOUDCTL_TOKEN", &cp.admin_token);
+    cmd
+}
 
 /// Runs cloudctl with `args` for `cp` and returns (exit code, stdout JSON or text, stderr).
 fn cloudctl(cp: &ControlPlane, home: &Path, args: &[&str]) -> (i32, Value, String) {
-    let mut cmd = Command::new(cloud_tests::binary("cloudctl"));
-    cloud_tests::process::scrub_env(&mut cmd);
-    let out = cmd
-        .env("XDG_CONFIG_HOME", home)
-        .env("HOME", home)
-        .env("CLOUDCTL_ENDPOINT", &cp.api)
-        .env("CLOUDCTL_TOKEN", &cp.admin_token)
-        .args(["-o", "json"])
-        .args(args)
-        .output()
-        .expect("run cloudctl");
+    let out = cloudctl_command(cp, home).args(["-o", "json"]).args(args).output().expect("run cloudctl");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let value = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
     (out.status.code().unwrap_or(-1), value, String::from_utf8_lossy(&out.stderr).into_owned())
@@ -38,13 +43,7 @@ async fn console_shows_the_boot_and_detaches(cp: &ControlPlane, home: &Path) {
 
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let tty = || std::process::Stdio::from(pty.slave.try_clone().expect("dup the pty"));
-    let mut cmd = Command::new(cloud_tests::binary("cloudctl"));
-    cloud_tests::process::scrub_env(&mut cmd);
-    let mut child = cmd
-        .env("XDG_CONFIG_HOME", home)
-        .env("HOME", home)
-        .env("CLOUDCTL_ENDPOINT", &cp.api)
-        .env("CLOUDCTL_TOKEN", &cp.admin_token)
+    let mut child = cloudctl_command(cp, home)
         .args(["instance", "console", "web-1"])
         .stdin(tty())
         .stdout(tty())
@@ -96,7 +95,8 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     let image = minimal_image();
     let mut net = TestNetwork::create();
     let dir = tempfile::tempdir().unwrap();
-    let cp = spawn_control_plane(&net, dir.path()).await;
+    let cp = spawn_control_plane_tls(&net, dir.path()).await;
+    assert!(cp.api.starts_with("https://"), "{}", cp.api);
     let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
     wait_until(Duration::from_secs(30), "an active host", || async {
         cp.hosts().await.iter().any(|h| h["state"] == "active")
