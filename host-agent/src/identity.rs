@@ -9,8 +9,6 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cloud_proto::identity::{CONTROL_PLANE_DNS, PeerIdentity};
@@ -119,11 +117,6 @@ impl HostIdentity {
 
 /// Writes `contents` under a temporary name with `mode`, then renames it into place.
 pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), IdentityError> {
-    let err = |source| IdentityError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(err)?;
-    file.write_all(contents.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    cloud_proto::fs::write_atomic(path, contents.as_bytes(), mode)
+        .map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
 }

@@ -24,8 +24,7 @@
 //! users) bootstraps again and replaces it; a crash after the commit leaves a valid file. The
 //! opposite order could commit a token nobody ever sees.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use sqlx::PgPool;
@@ -133,13 +132,5 @@ async fn write_token_file(dir: &Path, secret: &TokenSecret) -> Result<PathBuf, A
 
 fn write_private_file(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".admin-token.")
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    cloud_proto::fs::write_atomic(path, contents, 0o600)
 }

@@ -9,8 +9,6 @@
 //! storage or copied at install time); moving the CA into the database is future work (#4).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cloud_proto::identity::{PeerIdentity, pem_sha256};
@@ -155,13 +153,8 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
 }
 
 fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    let err = |source| PkiError::Io { path: path.to_path_buf(), source };
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(err)?;
-    file.write_all(contents.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    cloud_proto::fs::write_atomic(path, contents.as_bytes(), mode)
+        .map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

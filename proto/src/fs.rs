@@ -1,0 +1,57 @@
+//! Durable writes of small files, shared by the control plane and the host agent (the fleet CA,
+//! the bootstrap token, a host's identity and lease): a crash leaves the old file or the new
+//! one, never half of one, and a completed write survives a power cut.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinguishes the temporary files of concurrent writes within one process.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` with `contents`, created with permission bits `mode` (before the umask):
+/// written to a temporary file in the same directory, synced, renamed over `path`, and the
+/// directory synced so the rename itself is durable.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.{}.{n}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn replaces_the_file_whole_with_the_mode_and_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("cloud-proto-fs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        write_atomic(&path, b"first", 0o600).unwrap();
+        write_atomic(&path, b"second", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["secret"]);
+        // A directory that does not exist fails, and leaves nothing behind.
+        assert!(write_atomic(&dir.join("missing/file"), b"x", 0o644).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
