@@ -36,7 +36,9 @@ pub struct Instance {
     pub generation: i64,
     #[serde(default)]
     pub host_id: Option<Uuid>,
-    pub image_id: Uuid,
+    /// `None` only for a deleted instance whose image was deleted after it.
+    #[serde(default)]
+    pub image_id: Option<Uuid>,
     pub vcpus: i64,
     pub memory_bytes: i64,
     pub disk_bytes: i64,

@@ -4,8 +4,9 @@
 //! prefer the project's own.
 //!
 //! The files of an image are blobs in the control plane's blob store, named by their SHA-256;
-//! a row only records the hashes and sizes. Instances reference images (`ON DELETE RESTRICT`),
-//! so deleting an image in use fails with [`ImageStoreError::InUse`].
+//! a row only records the hashes and sizes. Deleting an image a live instance uses fails with
+//! [`ImageStoreError::InUse`]; deleted instances (kept as history) let it go, and their
+//! reference is cleared (`ON DELETE SET NULL`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -151,14 +152,18 @@ pub async fn image_by_name_or_id(
     .await?)
 }
 
-/// Deletes the image `id`; `false` when it does not exist. An image still referenced by an
-/// instance is [`ImageStoreError::InUse`] and stays.
+/// Deletes the image `id`; `false` when it does not exist. An image a live instance uses is
+/// [`ImageStoreError::InUse`] and stays. Must run in a transaction: the image row stays locked
+/// from the check to the delete, so a concurrent create (whose insert must lock the image row
+/// for its reference) cannot start using it in between.
 pub async fn image_delete_unchecked(conn: &mut PgConnection, id: ImageId) -> Result<bool, ImageStoreError> {
-    let name: Option<String> =
-        sqlx::query_scalar("SELECT name FROM images WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    let name: Option<String> = sqlx::query_scalar("SELECT name FROM images WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(name) = name else { return Ok(false) };
     let instances: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM instances WHERE image_id = $1 ORDER BY deleted_at NULLS FIRST, name LIMIT 10",
+        "SELECT name FROM instances WHERE image_id = $1 AND deleted_at IS NULL ORDER BY name LIMIT 10",
     )
     .bind(id)
     .fetch_all(&mut *conn)

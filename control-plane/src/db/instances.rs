@@ -20,7 +20,8 @@ pub struct InstanceRow {
     pub state_reason: Option<String>,
     pub generation: i64,
     pub host_id: Option<HostId>,
-    pub image_id: ImageId,
+    /// `None` only for a deleted instance whose image was deleted after it.
+    pub image_id: Option<ImageId>,
     pub vcpus: i32,
     pub memory_bytes: i64,
     pub disk_bytes: i64,

@@ -257,9 +257,12 @@ pub async fn image_delete(
     if row.project_id.is_none() && !caller.is_operator {
         return Err(ApiError::forbidden("public images are deleted by operators"));
     }
-    if !db::image_delete_unchecked(&mut conn, row.id).await.map_err(store_error)? {
+    drop(conn);
+    let mut tx = app.pool.begin().await.map_err(|e| ApiError::internal(&e))?;
+    if !db::image_delete_unchecked(&mut tx, row.id).await.map_err(store_error)? {
         return Err(not_found(&image));
     }
+    tx.commit().await.map_err(|e| ApiError::internal(&e))?;
     tracing::info!(image_id = %row.id, name = %row.name, "image deleted");
     Ok(StatusCode::NO_CONTENT)
 }

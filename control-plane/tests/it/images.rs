@@ -209,4 +209,15 @@ async fn an_image_used_by_an_instance_cannot_be_deleted() {
         s.expect_error(Method::DELETE, "/v1/projects/web/images/img-vm-1", Some(&alice), None, 409, "conflict").await;
     assert!(message.contains("vm-1"), "{message}");
     assert_eq!(s.count("images").await, 1);
+
+    // Once the instance is deleted (its row stays as history), the image can go.
+    sqlx::query("UPDATE instances SET state = 'deleted', deleted_at = now() WHERE name = 'vm-1'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    s.expect(Method::DELETE, "/v1/projects/web/images/img-vm-1", Some(&alice), None, 204).await;
+    assert_eq!(s.count("images").await, 0);
+    let image: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT image_id FROM instances WHERE name = 'vm-1'").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(image, None, "the deleted instance's row stays, without its image");
 }
