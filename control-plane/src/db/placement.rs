@@ -5,7 +5,8 @@
 //!  place_instance(tx, instance)                      all in the caller's transaction
 //!    1. SELECT … FROM instances WHERE id = $i FOR UPDATE      the request; already placed? done
 //!    2. pg_advisory_xact_lock(project, group)                 only with an anti-affinity group
-//!    3. SELECT hosts + "runs a group member"  (one query)  ──▶ placement::rank ──▶ h1, h2, …
+//!    3. SELECT the 16 fitting hosts the database scores best ──▶ placement::rank ──▶ h1, h2, …
+//!       (none fits: SELECT every host, so rank can say how many each filter removed)
 //!    4. UPDATE hosts SET reserved_* = reserved_* + need
 //!         WHERE id = (SELECT id FROM hosts WHERE id = $h AND state = 'active'
 //!                       AND reserved_* + need <= total_* FOR UPDATE SKIP LOCKED)   RETURNING id
@@ -162,7 +163,11 @@ pub async fn place_instance(
             .map_err(db)?;
     }
     for round in 1..=ROUNDS {
-        let candidates = candidates(conn, &request).await.map_err(db)??;
+        // The best few fitting hosts; only when none fits, every host, to say why.
+        let mut candidates = shortlist(conn, &request, strategy).await.map_err(db)??;
+        if candidates.is_empty() {
+            candidates = self::candidates(conn, &request).await.map_err(db)??;
+        }
         let ranked = placement::rank(&request, &candidates, strategy)?;
         for host_id in ranked {
             if reserve(conn, host_id, &request.resources).await.map_err(db)? {
@@ -226,25 +231,60 @@ pub async fn hosts_ranked_for(
 /// [`placement::rank`], in one query that returns one boolean): the cheap check before an
 /// instance create is accepted, whatever the size of the fleet. Reserves nothing.
 pub async fn any_host_fits(conn: &mut PgConnection, request: &Request) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (
-             SELECT 1 FROM hosts h
-             WHERE h.state = 'active'
-               AND h.reserved_vcpus + $1 <= h.total_vcpus
-               AND h.reserved_memory_bytes + $2 <= h.total_memory_bytes
-               AND h.reserved_disk_bytes + $3 <= h.total_disk_bytes
-               AND ($5::text IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM instances i
-                   WHERE i.host_id = h.id AND i.project_id = $4 AND i.anti_affinity_group = $5
-                     AND i.deleted_at IS NULL)))",
-    )
+    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM hosts h WHERE {FITS})"))
+        .bind(request.project_id)
+        .bind(request.anti_affinity_group.as_deref())
+        .bind(request.resources.vcpus)
+        .bind(request.resources.memory_bytes)
+        .bind(request.resources.disk_bytes)
+        .fetch_one(conn)
+        .await
+}
+
+/// The hosts `h` that pass every filter of [`placement::rank`] for a request bound as $1
+/// project, $2 anti-affinity group, $3 vCPUs, $4 memory bytes, $5 disk bytes.
+const FITS: &str = "h.state = 'active'
+    AND h.reserved_vcpus + $3 <= h.total_vcpus
+    AND h.reserved_memory_bytes + $4 <= h.total_memory_bytes
+    AND h.reserved_disk_bytes + $5 <= h.total_disk_bytes
+    AND ($2::text IS NULL OR NOT EXISTS (
+        SELECT 1 FROM instances i
+        WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL))";
+
+/// How many of the best-scored fitting hosts a placement reads and tries per round.
+const SHORTLIST: i64 = 16;
+
+/// The [`SHORTLIST`] fitting hosts with the most (spread) or least (binpack) headroom after
+/// placement, as the database scores them: a placement reads a few hosts, not the fleet.
+/// [`placement::rank`] then orders them exactly. Empty when nothing fits.
+async fn shortlist(
+    conn: &mut PgConnection,
+    request: &Request,
+    strategy: Strategy,
+) -> Result<Result<Vec<Candidate>, PlacementError>, sqlx::Error> {
+    let order = match strategy {
+        Strategy::Spread => "DESC",
+        Strategy::Binpack => "ASC",
+    };
+    let rows: Vec<CandidateRow> = sqlx::query_as(&format!(
+        "SELECT h.id, h.state, h.total_vcpus, h.total_memory_bytes, h.total_disk_bytes,
+                h.reserved_vcpus, h.reserved_memory_bytes, h.reserved_disk_bytes, false AS runs_group_member
+         FROM hosts h WHERE {FITS}
+         ORDER BY LEAST((h.total_vcpus - h.reserved_vcpus - $3)::float8 / GREATEST(h.total_vcpus, 1),
+                        (h.total_memory_bytes - h.reserved_memory_bytes - $4)::float8 / GREATEST(h.total_memory_bytes, 1),
+                        (h.total_disk_bytes - h.reserved_disk_bytes - $5)::float8 / GREATEST(h.total_disk_bytes, 1)) {order},
+                  h.id
+         LIMIT $6"
+    ))
+    .bind(request.project_id)
+    .bind(request.anti_affinity_group.as_deref())
     .bind(request.resources.vcpus)
     .bind(request.resources.memory_bytes)
     .bind(request.resources.disk_bytes)
-    .bind(request.project_id)
-    .bind(request.anti_affinity_group.as_deref())
-    .fetch_one(conn)
-    .await
+    .bind(SHORTLIST)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(candidate).collect())
 }
 
 /// Every host, with whether it runs a live member of the request's anti-affinity group, in one
@@ -265,28 +305,27 @@ async fn candidates(
     .bind(request.anti_affinity_group.as_deref())
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let state = HostState::parse(&row.state)
-                .ok_or_else(|| PlacementError::UnknownHostState { host: row.id, state: row.state.clone() })?;
-            Ok(Candidate {
-                id: row.id,
-                state,
-                total: Resources {
-                    vcpus: row.total_vcpus,
-                    memory_bytes: row.total_memory_bytes,
-                    disk_bytes: row.total_disk_bytes,
-                },
-                reserved: Resources {
-                    vcpus: row.reserved_vcpus,
-                    memory_bytes: row.reserved_memory_bytes,
-                    disk_bytes: row.reserved_disk_bytes,
-                },
-                runs_group_member: row.runs_group_member,
-            })
-        })
-        .collect())
+    Ok(rows.into_iter().map(candidate).collect())
+}
+
+fn candidate(row: CandidateRow) -> Result<Candidate, PlacementError> {
+    let state = HostState::parse(&row.state)
+        .ok_or_else(|| PlacementError::UnknownHostState { host: row.id, state: row.state.clone() })?;
+    Ok(Candidate {
+        id: row.id,
+        state,
+        total: Resources {
+            vcpus: row.total_vcpus,
+            memory_bytes: row.total_memory_bytes,
+            disk_bytes: row.total_disk_bytes,
+        },
+        reserved: Resources {
+            vcpus: row.reserved_vcpus,
+            memory_bytes: row.reserved_memory_bytes,
+            disk_bytes: row.reserved_disk_bytes,
+        },
+        runs_group_member: row.runs_group_member,
+    })
 }
 
 /// A pause of 1–2 × 2^round ms (at most 64–128 ms) between rounds, jittered so placements that

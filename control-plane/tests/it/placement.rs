@@ -456,3 +456,29 @@ async fn the_quick_admission_check_agrees_with_the_ranking_on_every_filter() {
         assert_eq!(quick, ranked.is_ok(), "{request:?}: {ranked:?}");
     }
 }
+
+#[tokio::test]
+async fn a_placement_reads_a_shortlist_yet_picks_the_host_the_full_ranking_picks() {
+    let fleet = empty_fleet().await;
+    // More hosts than the shortlist holds, each with a different load.
+    let mut hosts = Vec::new();
+    for i in 0..40i32 {
+        let host = fleet.host("active", 64, 256, 1000).await;
+        let n = i64::from(i);
+        fleet.reserve_directly(host, (i * 37) % 61, 2 * ((n * 17) % 97), 5 * ((n * 13) % 151)).await;
+        hosts.push(host);
+    }
+    for strategy in [Strategy::Spread, Strategy::Binpack] {
+        let request = Request {
+            resources: Resources { vcpus: 2, memory_bytes: 4 * GIB, disk_bytes: 20 * GIB },
+            project_id: fleet.project,
+            anti_affinity_group: None,
+        };
+        let mut conn = fleet.pool.acquire().await.unwrap();
+        let best = hosts_ranked_for(&mut conn, &request, strategy).await.unwrap()[0];
+        drop(conn);
+        let instance = fleet.instance(Size(2, 4, 20, None)).await;
+        assert_eq!(fleet.place(instance, strategy).await.unwrap(), best, "{strategy}");
+        fleet.release(instance).await;
+    }
+}
