@@ -28,7 +28,7 @@ use cloud_proto::agent::v1 as pb;
 use cloud_proto::agent::v1::control_plane_client::ControlPlaneClient;
 use tonic::transport::Channel;
 
-use crate::identity::{HostIdentity, write_atomic};
+use crate::identity::HostIdentity;
 
 /// What the report loop needs from the rest of the agent.
 pub trait HostState: Send + Sync + 'static {
@@ -124,8 +124,10 @@ fn initial_deadline(settings: &ReportSettings) -> Instant {
 fn persist_expiry(settings: &ReportSettings, expiry: SystemTime) {
     let ms = expiry.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let text = serde_json::json!({ "expires_at_unix_ms": ms }).to_string();
-    if let Err(err) = write_atomic(&settings.lease_file, &text, 0o644) {
-        tracing::warn!(error = %err, "cannot record the lease expiry");
+    // Not synced: written every report, and only needed across agent restarts (after a power
+    // cut the VMs it protects are gone too).
+    if let Err(err) = cloud_proto::fs::replace_atomic(&settings.lease_file, text.as_bytes(), 0o644) {
+        tracing::warn!(error = %err, file = %settings.lease_file.display(), "cannot record the lease expiry");
     }
 }
 

@@ -15,6 +15,17 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 /// written to a temporary file in the same directory, synced, renamed over `path`, and the
 /// directory synced so the rename itself is durable.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, contents, mode, true)
+}
+
+/// [`write_atomic`] without the syncs: safe against the process dying (the old file or the
+/// new one), not against a power cut. For state that a power cut makes moot anyway, written
+/// often (a host's lease expiry, every few seconds: its VMs do not survive a power cut either).
+pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, contents, mode, false)
+}
+
+fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -22,9 +33,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let written = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         file.write_all(contents)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -45,7 +61,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret");
         write_atomic(&path, b"first", 0o600).unwrap();
-        write_atomic(&path, b"second", 0o600).unwrap();
+        replace_atomic(&path, b"second", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
