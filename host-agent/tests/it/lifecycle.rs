@@ -13,7 +13,6 @@ const IP: &str = "10.100.3.2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_lives_survives_agent_restart_and_is_deleted_cleanly() {
-    let t0 = Instant::now();
     let host = TestHost::create();
     let key = ssh_key(host.tmp.path(), "alice");
     let desired = minimal_instance(&host, &key, "web-1", IP);
@@ -50,7 +49,6 @@ async fn instance_lives_survives_agent_restart_and_is_deleted_cleanly() {
     }
     let hostname = wait_for_ssh(&host, &key.private, IP, "hostname", BOOT_TIMEOUT).await.unwrap();
     assert_eq!(hostname, "web-1");
-    let booted = t0.elapsed();
     let second = manager.console(id).await.unwrap();
     assert!(String::from_utf8_lossy(&second.scrollback).contains("cloud-minimal: ready"));
 
@@ -89,11 +87,9 @@ async fn instance_lives_survives_agent_restart_and_is_deleted_cleanly() {
     let stopped = manager.stop(id, 2).await.unwrap();
     assert_eq!((stopped.state, stopped.generation), (InstanceState::Stopped, 2));
     assert!(!process_exists(pid));
-    let t_restart = Instant::now();
     let running = manager.ensure(desired.clone(), PowerState::Running, 3).await.unwrap();
     assert_eq!(running.state, InstanceState::Running);
     wait_for_ssh(&host, &key.private, IP, "true", BOOT_TIMEOUT).await.unwrap();
-    let rebooted = t_restart.elapsed();
     let pid = qemu_pid(&host.instances_dir(), id).unwrap();
 
     // Agent and VMM both die (host crash): the restarted manager relaunches what should run.
@@ -122,5 +118,4 @@ async fn instance_lives_survives_agent_restart_and_is_deleted_cleanly() {
     let late = manager.ensure(desired, PowerState::Running, 3).await.unwrap_err();
     assert!(matches!(late, InstanceError::StaleGeneration { .. }), "{late:?}");
     assert_eq!(manager.capacity_used().await.instances, 0);
-    eprintln!("timings: first boot to SSH {booted:?}, restart to SSH {rebooted:?}, total {:?}", t0.elapsed());
 }

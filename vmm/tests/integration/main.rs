@@ -4,7 +4,7 @@
 //! Requirements (tests fail with a hint when missing, never skip): Debian packages
 //! qemu-system-x86, qemu-utils, openssh-client, iproute2, dosfstools, mtools, e2fsprogs; the
 //! image from `deploy/images/build-minimal.sh` (or `CLOUD_MINIMAL_IMAGE=<dir>`); root.
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(clippy::unwrap_used)]
 
 mod bad_input;
 mod boot;

@@ -3,7 +3,7 @@
 //! QEMU is killed, restores into another directory, tap and namespace, and the guest continues
 //! (file in tmpfs still there, uptime did not reset, same boot id).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmm::console::Console;
 use vmm::snapshot::{self, RestoreParams, SnapshotKind};
@@ -58,9 +58,7 @@ async fn disk_and_full_snapshots_restore_elsewhere() {
     // Full snapshot.
     let uptime_before = guest_uptime(&net, key).await.unwrap();
     let full_snap = fx.tmp.path().join("full-1");
-    let t = Instant::now();
     let m = vm.snapshot_full(&full_snap, &opts).await.unwrap();
-    println!("full snapshot save: {:?}", t.elapsed());
     assert_eq!(m.kind, SnapshotKind::Full);
     assert_eq!(vm.status().await.unwrap(), VmStatus::Running);
     assert!(full_snap.join("memory.state").metadata().unwrap().len() > 1024 * 1024);
@@ -73,7 +71,6 @@ async fn disk_and_full_snapshots_restore_elsewhere() {
     let net2 = TestNet::create();
     let dir2 = fx.instance_dir("restored");
     let _guard2 = VmGuard { dir: dir2.clone() };
-    let t = Instant::now();
     let restored = snapshot::restore(
         &full_snap,
         &RestoreParams {
@@ -87,7 +84,6 @@ async fn disk_and_full_snapshots_restore_elsewhere() {
     )
     .await
     .unwrap();
-    println!("full snapshot restore: {:?}", t.elapsed());
     assert_eq!(restored.status().await.unwrap(), VmStatus::Running);
     let out = wait_for_ssh(
         &net2,
@@ -97,7 +93,6 @@ async fn disk_and_full_snapshots_restore_elsewhere() {
     )
     .await
     .unwrap();
-    println!("SSH after restore: {:?}", t.elapsed());
     assert_eq!(out, format!("in-memory\non-disk\n{boot_id}"));
     let uptime_after = guest_uptime(&net2, key).await.unwrap();
     assert!(uptime_after >= uptime_before, "{uptime_before} -> {uptime_after}");
