@@ -21,7 +21,7 @@ use clap::Parser;
 use control_plane::db::placement::{PlacementError, place_instance};
 use control_plane::ids::{InstanceId, ProjectId};
 use control_plane::scheduler::Strategy;
-use control_plane::testing::TestDatabase;
+use control_plane::testing::{TestDatabase, percentile_ms};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -49,12 +49,14 @@ struct Run {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter("warn,placement_bench=info").with_writer(std::io::stderr).try_init();
     let db = TestDatabase::create().await.context("cannot create the benchmark database")?;
     db.migrated_pool().await.context("cannot migrate the benchmark database")?.close().await;
     let setup = PgPoolOptions::new().max_connections(2).connect_with(db.options()).await?;
     insert_hosts(&setup, args.hosts).await?;
     let instances = Arc::new(insert_instances(&setup, args.placements).await?);
-    eprintln!("database {}: {} hosts, {} instances", db.name, args.hosts, instances.len());
+    tracing::info!(database = %db.name, hosts = args.hosts, instances = instances.len(), "fleet ready");
 
     let mut out = std::io::stdout().lock();
     for strategy in [Strategy::Spread, Strategy::Binpack] {
@@ -81,8 +83,8 @@ async fn main() -> anyhow::Result<()> {
                 "refused": run.refused,
                 "seconds": round3(elapsed.as_secs_f64()),
                 "placements_per_s": round3(instances.len() as f64 / elapsed.as_secs_f64()),
-                "p50_ms": round3(percentile(&run.latencies, 0.50)),
-                "p99_ms": round3(percentile(&run.latencies, 0.99)),
+                "p50_ms": round3(percentile_ms(&run.latencies, 0.50)),
+                "p99_ms": round3(percentile_ms(&run.latencies, 0.99)),
             });
             writeln!(out, "{line}")?;
         }
@@ -181,14 +183,6 @@ async fn clear_reservations(pool: &PgPool) -> anyhow::Result<()> {
         .await?;
     sqlx::query("VACUUM ANALYZE hosts, instances").execute(pool).await?;
     Ok(())
-}
-
-/// The `p` quantile (nearest rank) in milliseconds.
-fn percentile(latencies: &[Duration], p: f64) -> f64 {
-    let mut sorted = latencies.to_vec();
-    sorted.sort();
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
-    sorted.get(rank).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn round3(x: f64) -> f64 {

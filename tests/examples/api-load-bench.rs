@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use control_plane::testing::TestDatabase;
+use control_plane::testing::{TestDatabase, percentile_ms};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -68,7 +68,7 @@ async fn replica(db_url: &str, data_dir: &Path, stop: Shutdown, http: &reqwest::
     let api = format!("http://{}", config.listen);
     tokio::spawn(async move {
         if let Err(err) = control_plane::serve(config, stopped(stop)).await {
-            eprintln!("control plane failed: {}", control_plane::http::error::ErrorChain(&err));
+            tracing::error!(error = %control_plane::http::error::ErrorChain(&err), "control plane failed");
         }
     });
     for _ in 0..600 {
@@ -117,24 +117,17 @@ async fn agent(
     host_agent::join::join(&config, api, &join_token, capacity, "simulated").await?;
     tokio::spawn(async move {
         if let Err(err) = host_agent::agent::run(config, stopped(stop)).await {
-            eprintln!("agent {i} failed: {}", host_agent::error_chain(&err));
+            tracing::error!(agent = i, error = %host_agent::error_chain(&err), "agent failed");
         }
     });
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1e3
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter("warn,api_load_bench=info").with_writer(std::io::stderr).try_init();
     let db = TestDatabase::create().await.context("cannot create the benchmark database")?;
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("control-plane");
@@ -187,12 +180,12 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!("{} simulated hosts joined and active in {:.1} s", args.hosts, joining.elapsed().as_secs_f64());
+    tracing::info!(hosts = args.hosts, seconds = joining.elapsed().as_secs_f64(), "simulated hosts joined and active");
 
     // The load: every create once, alternating replicas, `concurrency` in flight.
     let started = Instant::now();
     let replicas = Arc::new([a.clone(), b.clone()]);
-    let mut results: Vec<(u16, Duration)> = futures::stream::iter(0..args.creates)
+    let results: Vec<(u16, Duration)> = futures::stream::iter(0..args.creates)
         .map(|i| {
             let (replicas, token, http) = (replicas.clone(), token.clone(), http.clone());
             async move {
@@ -208,8 +201,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let posted = started.elapsed();
     let accepted = results.iter().filter(|(s, _)| *s == 202).count();
-    let mut latencies: Vec<Duration> = results.drain(..).map(|(_, d)| d).collect();
-    latencies.sort();
+    let latencies: Vec<Duration> = results.into_iter().map(|(_, d)| d).collect();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -217,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
         json!({
             "bench": "post_instances", "hosts": args.hosts, "replicas": 2, "creates": args.creates,
             "concurrency": args.concurrency, "accepted": accepted,
-            "p50_ms": percentile(&latencies, 0.50), "p99_ms": percentile(&latencies, 0.99),
+            "p50_ms": percentile_ms(&latencies, 0.50), "p99_ms": percentile_ms(&latencies, 0.99),
             "requests_per_s": f64::from(args.creates) / posted.as_secs_f64(),
         })
     )?;
