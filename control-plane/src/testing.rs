@@ -180,3 +180,11 @@ pub fn test_tls(dir: &std::path::Path, names: &[&str]) -> anyhow::Result<TestTls
     std::fs::write(&tls.key_file, key.serialize_pem())?;
     Ok(tls)
 }
+
+/// The `p` quantile (nearest rank) of `latencies`, in milliseconds: how the benchmarks report.
+pub fn percentile_ms(latencies: &[std::time::Duration], p: f64) -> f64 {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(rank).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}

@@ -14,7 +14,7 @@
 //! few times on 502/503/504 and on transport errors after the connection was made; the same
 //! key is sent on every retry, so the server maps them to one operation.
 
-mod tls;
+pub mod tls;
 pub mod types;
 mod ws;
 

@@ -74,7 +74,8 @@ pub fn run(ctx: &Context, cmd: ConfigCommand) -> anyhow::Result<()> {
                     // Stored absolute, so commands run from any directory find it.
                     let path =
                         std::path::absolute(&value).map_err(|e| Failure::Usage(format!("ca-cert: {value:?}: {e}")))?;
-                    Client::with_ca("https://check.invalid", "", Some(&path))?;
+                    cloudctl::client::tls::client_config(Some(&path))
+                        .map_err(|reason| Failure::Usage(format!("ca-cert: {reason}")))?;
                     profile.ca_cert = Some(path.display().to_string());
                 }
                 "project" => profile.project = Some(value),

@@ -18,6 +18,7 @@ use crate::db::instances::{self as db, InstanceRow, NewInstance};
 use crate::db::operations::{self as ops, NewOperation, OperationRow};
 use crate::ids::{InstanceId, ProjectId};
 use crate::operations::instances::{InstanceParams, steps};
+use crate::scheduler::placement::{Request, Resources};
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<App>> {
@@ -198,16 +199,25 @@ pub async fn instance_create(
             .ok_or_else(|| ApiError::unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
         keys.push(key.id);
     }
-    admit(&mut tx, &app, project, &params).await?;
+    let request = Request {
+        resources: Resources {
+            vcpus: i32::try_from(params.vcpus).unwrap_or(i32::MAX),
+            memory_bytes: i64::try_from(params.memory_mib << 20).unwrap_or(i64::MAX),
+            disk_bytes: i64::try_from(params.disk_gib << 30).unwrap_or(i64::MAX),
+        },
+        project_id: project,
+        anti_affinity_group: params.anti_affinity_group.clone(),
+    };
+    admit(&mut tx, &app, &request).await?;
     let id = InstanceId::new();
     let new = NewInstance {
         id,
         project_id: project,
         name: params.name.clone(),
         image_id: image,
-        vcpus: i32::try_from(params.vcpus).unwrap_or(i32::MAX),
-        memory_bytes: i64::try_from(params.memory_mib << 20).unwrap_or(i64::MAX),
-        disk_bytes: i64::try_from(params.disk_gib << 30).unwrap_or(i64::MAX),
+        vcpus: request.resources.vcpus,
+        memory_bytes: request.resources.memory_bytes,
+        disk_bytes: request.resources.disk_bytes,
         user_data: params.user_data.clone().unwrap_or_default(),
         anti_affinity_group: params.anti_affinity_group.clone(),
         ssh_keys: keys,
@@ -224,28 +234,13 @@ pub async fn instance_create(
 /// Refuses a create at once (503 `no_capacity`, nothing recorded) when no host could take it
 /// right now. A create admitted here may still be refused by the placement step, when concurrent
 /// creates took the room meanwhile: its operation then fails with the same code and reasons.
-async fn admit(
-    conn: &mut sqlx::PgConnection,
-    app: &App,
-    project: ProjectId,
-    params: &InstanceCreateParams,
-) -> Result<(), ApiError> {
+async fn admit(conn: &mut sqlx::PgConnection, app: &App, request: &Request) -> Result<(), ApiError> {
     use crate::db::placement::PlacementError;
-    use crate::scheduler::placement::{Request, Resources};
-    let request = Request {
-        resources: Resources {
-            vcpus: i32::try_from(params.vcpus).unwrap_or(i32::MAX),
-            memory_bytes: i64::try_from(params.memory_mib << 20).unwrap_or(i64::MAX),
-            disk_bytes: i64::try_from(params.disk_gib << 30).unwrap_or(i64::MAX),
-        },
-        project_id: project,
-        anti_affinity_group: params.anti_affinity_group.clone(),
-    };
     // One boolean in the common case; the per-filter reasons only when nothing fits.
-    if crate::db::placement::any_host_fits(conn, &request).await.map_err(db_err)? {
+    if crate::db::placement::any_host_fits(conn, request).await.map_err(db_err)? {
         return Ok(());
     }
-    match crate::db::placement::hosts_ranked_for(conn, &request, app.scheduler.strategy).await {
+    match crate::db::placement::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
         Ok(_) => Ok(()),
         Err(PlacementError::NoHostFits(reasons)) => Err(ApiError::no_capacity(reasons)),
         Err(err) => Err(ApiError::internal(&err)),

@@ -111,7 +111,6 @@ impl Executor {
             while running.try_join_next().is_some() {}
             let slot = tokio::select! {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-                Some(_) = running.join_next() => continue,
                 () = &mut stop => break,
             };
             let claimed = match app.pool.acquire().await {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cloud_tests::guest::{minimal_image, ssh_keygen};
 use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane_tls, wait_until};
+use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane_tls};
 use serde_json::{Value, json};
 
 /// cloudctl with the endpoint, token and CA of `cp`, and its own configuration in `home`.
@@ -98,10 +98,7 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     let cp = spawn_control_plane_tls(&net, dir.path()).await;
     assert!(cp.api.starts_with("https://"), "{}", cp.api);
     let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
-    wait_until(Duration::from_secs(30), "an active host", || async {
-        cp.hosts().await.iter().any(|h| h["state"] == "active")
-    })
-    .await;
+    cp.wait_active_hosts(1).await;
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let (key, _) = ssh_keygen(dir.path(), "alice");
