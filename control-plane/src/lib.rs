@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod openssh;
 pub mod operations;
 pub mod reconcilers;
 pub mod scheduler;

@@ -139,6 +139,10 @@ impl HostState for ManagerState {
         self.manager.list().await.iter().map(crate::grpc::convert::status).collect()
     }
 
+    async fn changed(&self) {
+        self.manager.guest_news().await;
+    }
+
     async fn fence(&self) {
         let paused = self.manager.pause_all().await;
         tracing::warn!(instances = paused.len(), "fenced: instances paused");

@@ -40,7 +40,13 @@ pub trait HostState: Send + Sync + 'static {
     fn fence(&self) -> impl Future<Output = ()> + Send;
     /// Resume the paused VMs among `owned` (the control plane confirmed them).
     fn unfence(&self, owned: Vec<String>) -> impl Future<Output = ()> + Send;
+    /// Resolves when a guest became ready or published host keys, so the next report goes out
+    /// early (users wait for it).
+    fn changed(&self) -> impl Future<Output = ()> + Send;
 }
+
+/// Shortest time between two reports when instances change quickly.
+const MIN_REPORT_GAP: Duration = Duration::from_millis(200);
 
 /// The report loop's settings.
 #[derive(Debug, Clone)]
@@ -65,11 +71,20 @@ pub async fn run<S: HostState>(
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut last_sent: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = ticker.tick() => {}
+            () = state.changed() => {
+                // news users wait for (a guest became ready) is reported now, not at the next tick
+                if let Some(wait) = last_sent.map(|at| (at + MIN_REPORT_GAP).saturating_duration_since(Instant::now())) {
+                    tokio::time::sleep(wait).await;
+                }
+                ticker.reset();
+            }
         }
+        last_sent = Some(Instant::now());
         let (total, used) = state.capacity().await;
         let report = pb::HostReport {
             host_id: host_id.clone(),
@@ -242,6 +257,10 @@ mod tests {
 
         async fn fence(&self) {
             let _ = self.events.send(Event::Fenced(Instant::now()));
+        }
+
+        async fn changed(&self) {
+            std::future::pending().await
         }
 
         async fn unfence(&self, owned: Vec<String>) {

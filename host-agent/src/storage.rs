@@ -2,7 +2,10 @@
 //!
 //! ```text
 //!  image with a disk (firmware or kernel+disk):  disk-0.qcow2 ──backing──▶ images/sha256/<disk>
-//!  direct-kernel image without a disk:           disk-0.qcow2 blank, disk_bytes (none if 0)
+//!  direct-kernel image without a disk:           disk-0.qcow2 of disk_bytes (none if 0), one ext4
+//!                                                filesystem labelled `cloud-data` (the guest
+//!                                                keeps its state there: `minimal` mounts it and
+//!                                                keeps /root, /home and its SSH host keys on it)
 //!  every instance:                               cidata.img (NoCloud: meta-data, user-data,
 //!                                                network-config with one entry per NIC)
 //! ```
@@ -50,6 +53,22 @@ pub enum StorageError {
         /// Its stderr.
         stderr: String,
     },
+    /// `mkfs.ext4` is not installed.
+    #[error("{program} not found (install the Debian package e2fsprogs)")]
+    MkfsNotFound {
+        /// The program.
+        program: PathBuf,
+    },
+    /// `mkfs.ext4` failed.
+    #[error("mkfs.ext4 failed with {status} formatting {path}: {stderr}")]
+    Mkfs {
+        /// The file being formatted.
+        path: PathBuf,
+        /// Exit status.
+        status: ExitStatus,
+        /// Its stderr.
+        stderr: String,
+    },
     /// Reading the base image header failed.
     #[error("cannot read base image {path}")]
     ReadBase {
@@ -77,8 +96,12 @@ pub async fn detect_format(path: &Path) -> Result<DiskFormat, StorageError> {
     }
 }
 
-/// Creates `disk-0.qcow2` unless it exists: an overlay on `base` when given, else a blank disk
-/// of `size_bytes` (no disk at all when that is 0). Returns the disks to attach.
+/// The filesystem label of the data disk made for a kernel image without a disk.
+pub const DATA_DISK_LABEL: &str = "cloud-data";
+
+/// Creates `disk-0.qcow2` unless it exists: an overlay on `base` when given, else a data disk of
+/// `size_bytes` holding an empty ext4 filesystem labelled [`DATA_DISK_LABEL`] (no disk at all
+/// when that is 0). Returns the disks to attach.
 pub async fn ensure_root_disk(
     qemu_img: &Path,
     dir: &InstanceDir,
@@ -98,15 +121,23 @@ pub async fn ensure_root_disk(
             .ok_or_else(|| StorageError::QemuImgNotFound { program: qemu_img.to_owned() })?;
         let tmp = path.with_extension("qcow2.tmp");
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(["create", "-q", "-f", "qcow2"]);
-        if let Some(b) = &base {
-            cmd.arg("-b").arg(&b.path).args(["-F", b.format.as_str()]);
+        let raw = path.with_extension("raw.tmp");
+        match &base {
+            Some(b) => {
+                cmd.args(["create", "-q", "-f", "qcow2"]).arg("-b").arg(&b.path).args(["-F", b.format.as_str()]);
+                cmd.arg(&tmp);
+                if size_bytes > 0 {
+                    cmd.arg(size_bytes.to_string());
+                }
+            }
+            None => {
+                format_ext4(&raw, size_bytes).await?;
+                cmd.args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&tmp);
+            }
         }
-        cmd.arg(&tmp);
-        if size_bytes > 0 {
-            cmd.arg(size_bytes.to_string());
-        }
-        let out = cmd.kill_on_drop(true).output().await.map_err(|source| StorageError::Spawn { program, source })?;
+        let out = cmd.kill_on_drop(true).output().await.map_err(|source| StorageError::Spawn { program, source });
+        let _ = tokio::fs::remove_file(&raw).await;
+        let out = out?;
         if !out.status.success() {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(StorageError::QemuImg {
@@ -118,6 +149,33 @@ pub async fn ensure_root_disk(
         tokio::fs::rename(&tmp, &path).await.map_err(|source| StorageError::ReadBase { path: path.clone(), source })?;
     }
     Ok(vec![DiskSpec { path, format: DiskFormat::Qcow2, base, read_only: false }])
+}
+
+/// Makes `path` a sparse raw file of `size_bytes` holding an empty ext4 filesystem.
+async fn format_ext4(path: &Path, size_bytes: u64) -> Result<(), StorageError> {
+    let program = PathBuf::from("mkfs.ext4");
+    let program = vmm::qemu::process::find_program(&program).ok_or(StorageError::MkfsNotFound { program })?;
+    let file = tokio::fs::File::create(path)
+        .await
+        .map_err(|source| StorageError::ReadBase { path: path.to_owned(), source })?;
+    file.set_len(size_bytes).await.map_err(|source| StorageError::ReadBase { path: path.to_owned(), source })?;
+    drop(file);
+    let out = tokio::process::Command::new(&program)
+        .args(["-q", "-F", "-L", DATA_DISK_LABEL, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| StorageError::Spawn { program, source })?;
+    if !out.status.success() {
+        let _ = tokio::fs::remove_file(path).await;
+        return Err(StorageError::Mkfs {
+            path: path.to_owned(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The config drive parameters of `desired`: its keys, user-data and one static network entry
@@ -182,6 +240,22 @@ mod tests {
         assert_eq!(&header[..4], b"QFI\xfb");
         // Idempotent: the existing disk is kept.
         ensure_root_disk(Path::new("qemu-img"), &dir, Some(&base), 4 * 1024 * 1024).await.unwrap();
+        // Without a base: a data disk with an ext4 filesystem labelled cloud-data.
+        let data = InstanceDir::new(tmp.path().join("data"));
+        std::fs::create_dir_all(data.root()).unwrap();
+        let disks = ensure_root_disk(Path::new("qemu-img"), &data, None, 64 * 1024 * 1024).await.unwrap();
+        assert_eq!((disks.len(), disks[0].base.is_none()), (1, true));
+        let raw = tmp.path().join("data.raw");
+        let out = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(data.disk(0))
+            .arg(&raw)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = std::process::Command::new("blkid").args(["-o", "export"]).arg(&raw).output().unwrap();
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(info.contains("TYPE=ext4") && info.contains("LABEL=cloud-data"), "{info}");
         let err =
             ensure_root_disk(Path::new("/nonexistent/qemu-img"), &InstanceDir::new(tmp.path().join("x")), None, 1)
                 .await

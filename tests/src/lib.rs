@@ -11,8 +11,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cloudctl;
 pub mod guest;
 pub mod net;
+pub mod packages;
 pub mod process;
 pub mod tunnel;
 

@@ -13,6 +13,7 @@
 
 pub mod config_drive;
 pub mod console;
+pub mod host_keys;
 pub mod instance_dir;
 pub mod qemu;
 pub mod qmp;

@@ -47,10 +47,34 @@ pub struct Instance {
     /// The private address of the first NIC, once allocated.
     #[serde(default)]
     pub address: Option<String>,
+    /// When the guest became reachable in its current boot (SSH answers, host keys known).
+    #[serde(default)]
+    pub ready_at: Option<DateTime<Utc>>,
+    /// The SSH host keys the guest published on its serial console.
+    #[serde(default)]
+    pub ssh_host_keys: Vec<HostKey>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl Instance {
+    /// Running, and its guest answers: what `--wait` waits for by default.
+    pub fn is_ready(&self) -> bool {
+        self.state == "running" && self.ready_at.is_some()
+    }
+}
+
+/// A guest's SSH host public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKey {
+    /// e.g. `ssh-ed25519`.
+    pub key_type: String,
+    /// `<type> <base64>`.
+    pub public_key: String,
+    /// `SHA256:<base64>`.
+    pub fingerprint: String,
 }
 
 /// `POST /v1/projects/{project}/instances`.

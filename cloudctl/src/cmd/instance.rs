@@ -37,7 +37,8 @@ pub enum InstanceCommand {
     },
     /// Attach the terminal to the serial console (detach: Ctrl-] then `.`, or `~.` after a newline).
     Console { instance: String },
-    /// SSH into an instance through the control plane (no route to its subnet needed).
+    /// SSH into an instance through the control plane (no route to its subnet needed), checking
+    /// its identity against the host keys it published; waits for a booting instance.
     Ssh(SshArgs),
     /// Pipe stdin/stdout through the instance's TCP tunnel (ssh's ProxyCommand).
     #[command(hide = true)]
@@ -47,6 +48,9 @@ pub enum InstanceCommand {
         port: u16,
     },
 }
+
+/// How long `instance ssh` waits for a booting instance when `--timeout` is not given.
+const SSH_READY_WAIT: Duration = Duration::from_secs(300);
 
 /// `instance create`.
 #[derive(Debug, Args)]
@@ -89,6 +93,9 @@ pub struct SshArgs {
     /// Guest port of the SSH server.
     #[arg(long, default_value_t = 22)]
     pub port: u16,
+    /// Connect even when the instance published no SSH host keys (its identity is not checked).
+    #[arg(long)]
+    pub accept_unknown_host_key: bool,
     /// The remote command (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -128,8 +135,10 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
             session::console(socket, &found.name).await
         }
         InstanceCommand::Ssh(args) => {
-            let found = client.instance_get(project, &args.instance).await?;
-            session::exec_ssh(ctx, &found, &args)
+            // A booting instance is waited for (a spinner on a terminal), up to --timeout.
+            let bound = ctx.global.timeout.unwrap_or(SSH_READY_WAIT);
+            let found = ctx.wait_instance_ready(&client, &args.instance, bound).await?;
+            super::ssh::ssh(ctx, &found, &args).await
         }
         InstanceCommand::TunnelProxy { instance, port } => {
             let socket = client.instance_tunnel(project, &instance, port).await?;

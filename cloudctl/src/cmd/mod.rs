@@ -17,11 +17,12 @@ mod instance;
 mod operation;
 mod project;
 mod session;
+mod ssh;
 mod ssh_key;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -71,12 +72,23 @@ pub struct GlobalArgs {
     /// Idempotency-Key of a mutation [default: a new UUID].
     #[arg(long, global = true, value_name = "KEY")]
     pub idempotency_key: Option<String>,
-    /// Wait until the mutation's operation ends.
-    #[arg(long, global = true)]
-    pub wait: bool,
+    /// Wait until the mutation's operation ends; an instance created, started or rebooted is
+    /// waited for until it is also ready (its SSH answers): `--wait=running` stops at running.
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "ready",
+          value_enum, value_name = "UNTIL")]
+    pub wait: Option<WaitUntil>,
     /// How long to wait: 90s, 5m, 1h [default: 10m].
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
+}
+
+/// What `--wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitUntil {
+    /// The operation ended and a (re)started instance is reachable.
+    Ready,
+    /// The operation ended (a (re)started instance runs; its guest may still be booting).
+    Running,
 }
 
 /// The nouns.
@@ -309,24 +321,96 @@ impl Context {
         Ok(op)
     }
 
-    /// Prints an accepted instance change, or with `--wait` waits for it and prints the
+    /// Prints an accepted instance change, or with `--wait` waits for it (and, for a create,
+    /// start or reboot, for the guest to be ready unless `--wait=running`) and prints the
     /// finished operation with the instance as it is then.
     pub async fn finish_instance_change(&self, client: &Client, accepted: InstanceAccepted) -> anyhow::Result<()> {
-        if !self.global.wait {
+        let Some(until) = self.global.wait else {
             return self.print_one(&accepted);
-        }
+        };
+        let started = Instant::now();
         let operation = self.wait_operation(client, &accepted.operation).await?;
         let id = accepted.instance.id.to_string();
-        let instance = match client.instance_get(&self.project, &id).await {
-            Ok(instance) => instance,
-            Err(ClientError::NotFound(_)) => {
-                let mut gone = accepted.instance.clone();
-                gone.state = "deleted".into();
-                gone
+        let boots = matches!(operation.kind.as_str(), "instance_create" | "instance_start" | "instance_reboot");
+        let instance = if boots && until == WaitUntil::Ready {
+            let left = self.timeout().saturating_sub(started.elapsed());
+            self.wait_instance_ready(client, &id, left).await?
+        } else {
+            match client.instance_get(&self.project, &id).await {
+                Ok(instance) => instance,
+                Err(ClientError::NotFound(_)) => {
+                    let mut gone = accepted.instance.clone();
+                    gone.state = "deleted".into();
+                    gone
+                }
+                Err(err) => return Err(err.into()),
             }
-            Err(err) => return Err(err.into()),
         };
         self.print_one(&InstanceAccepted { operation, instance, extra: accepted.extra })
+    }
+
+    /// Waits (a spinner on a terminal, silent otherwise) until instance `instance` runs and its
+    /// guest is ready, for at most `timeout`. An instance that is not on its way to running
+    /// (stopped, failed, deleting) ends the wait at once with what to do.
+    pub async fn wait_instance_ready(
+        &self,
+        client: &Client,
+        instance: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<cloudctl::client::Instance> {
+        let deadline = Instant::now() + timeout;
+        let mut progress: Option<Progress> = None;
+        let mut delay = Duration::from_millis(250);
+        let result = loop {
+            let found = client.instance_get(&self.project, instance).await?;
+            if found.is_ready() {
+                break Ok(found);
+            }
+            let name = found.name.clone();
+            match found.state.as_str() {
+                "creating" | "starting" | "rebooting" | "running" | "restoring" => {}
+                "failed" => {
+                    let reason = found.state_reason.as_deref().unwrap_or("no reason given");
+                    break Err(Failure::Usage(format!("instance {name} failed: {reason}")).into());
+                }
+                "stopped" => {
+                    break Err(Failure::Usage(format!(
+                        "instance {name} is stopped; start it with `cloudctl instance start {name} --wait`"
+                    ))
+                    .into());
+                }
+                other => {
+                    break Err(Failure::Usage(format!("instance {name} is {other}, it will not become ready")).into());
+                }
+            }
+            let label = match found.state.as_str() {
+                "running" => format!("waiting for {name} to answer SSH"),
+                state => format!("waiting for {name} ({state})"),
+            };
+            match &progress {
+                Some(p) => p.set(label),
+                None => progress = Some(Progress::start(std::io::stderr().is_terminal(), &label)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let what = if found.state == "running" {
+                    "its guest to answer SSH (the image may run no SSH server: use --wait=running)".to_owned()
+                } else {
+                    format!("it to be ready (it is {})", found.state)
+                };
+                break Err(Failure::Timeout(format!(
+                    "timed out after {}s waiting for instance {name}: waiting for {what}",
+                    timeout.as_secs()
+                ))
+                .into());
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        };
+        if let Some(p) = progress {
+            p.finish();
+        }
+        result
     }
 }
 

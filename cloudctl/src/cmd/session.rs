@@ -1,5 +1,6 @@
 //! Interactive sessions with an instance: the serial console (raw terminal, escape sequence to
-//! detach) and `ssh` through the control plane's tunnel (cloudctl as ssh's ProxyCommand).
+//! detach) and the byte pipe of `ssh` through the control plane's tunnel (cloudctl as ssh's
+//! ProxyCommand; the ssh side is in `ssh`).
 //!
 //! ```text
 //!  terminal ─raw bytes─▶ EscapeScanner ─▶ WebSocket …/console ─▶ control plane ─▶ agent ─▶ serial
@@ -12,13 +13,10 @@
 use std::io::{IsTerminal, Read, Write};
 
 use anyhow::Context as _;
-use cloudctl::client::{Instance, WebSocket};
+use cloudctl::client::WebSocket;
 use cloudctl::output::write_stdout_bytes;
 use nix::sys::termios::{self, SetArg, Termios};
 use tokio::sync::mpsc;
-
-use super::Context;
-use super::instance::SshArgs;
 
 /// Ctrl-]: the first key of the `Ctrl-] .` escape.
 const CTRL_RIGHT_BRACKET: u8 = 0x1d;
@@ -190,52 +188,6 @@ pub async fn pipe_stdio(socket: WebSocket) -> anyhow::Result<()> {
     }
 }
 
-/// `'text'` for a POSIX shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// Replaces this process with the system `ssh`, tunnelled through the control plane; the
-/// endpoint, token and project reach the ProxyCommand through the environment (never on a
-/// command line that `ps` shows).
-pub fn exec_ssh(ctx: &Context, instance: &Instance, args: &SshArgs) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("cannot find the path of cloudctl for ssh's ProxyCommand")?;
-    let id = instance.id.to_string();
-    let proxy = format!(
-        "{} instance tunnel-proxy {} --port {}",
-        shell_quote(&exe.to_string_lossy()),
-        shell_quote(&id),
-        args.port
-    );
-    let mut cmd = std::process::Command::new("ssh");
-    cmd.arg("-o").arg(format!("ProxyCommand={proxy}"));
-    cmd.arg("-o").arg(format!("HostKeyAlias={id}"));
-    cmd.arg("-o").arg("CheckHostIP=no");
-    // Trust on first use, per instance id (the alias): a new instance's key is recorded, a
-    // changed key of a known instance is still refused. Scripts need no prompt.
-    cmd.arg("-o").arg("StrictHostKeyChecking=accept-new");
-    if let Some(identity) = &args.identity {
-        cmd.arg("-i").arg(identity);
-    }
-    if let Some(login) = &args.login {
-        cmd.arg("-l").arg(login);
-    }
-    cmd.arg(&instance.name);
-    cmd.args(&args.command);
-    cmd.env("CLOUDCTL_ENDPOINT", ctx.endpoint()?);
-    cmd.env("CLOUDCTL_PROJECT", instance.project_id.to_string());
-    cmd.env("CLOUDCTL_PROFILE", &ctx.profile_name);
-    if let Some(ca) = &ctx.ca_cert {
-        cmd.env("CLOUDCTL_CA_CERT", ca);
-    }
-    if let Some(token) = &ctx.token {
-        cmd.env("CLOUDCTL_TOKEN", token);
-    }
-    let err = cmd.exec();
-    Err(super::Failure::Usage(format!("cannot run ssh: {}", err.to_string().to_lowercase())).into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,10 +209,5 @@ mod tests {
         assert_eq!(s.feed(b"~~x"), (b"~x".to_vec(), false));
         let mut s = EscapeScanner::default();
         assert_eq!(s.feed(b"~x\x1dy"), (b"~x\x1dy".to_vec(), false));
-    }
-
-    #[test]
-    fn quoting_survives_quotes() {
-        assert_eq!(shell_quote("/opt/it's/cloudctl"), r"'/opt/it'\''s/cloudctl'");
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::ids::{HostId, ImageId, InstanceId, ProjectId, SshKeyId};
+use crate::openssh::HostKey;
 
 /// An instance as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -28,6 +29,13 @@ pub struct InstanceRow {
     pub anti_affinity_group: Option<String>,
     /// The private address of the first NIC, once allocated.
     pub address: Option<String>,
+    /// When the guest became reachable in its current boot (its SSH port answered and its host
+    /// keys are known); null while it boots and whenever it is not running.
+    pub ready_at: Option<DateTime<Utc>>,
+    /// The SSH host public keys the guest printed on its serial console: check the guest's
+    /// identity against these (`cloudctl instance ssh` does).
+    #[schema(value_type = Vec<HostKey>)]
+    pub ssh_host_keys: sqlx::types::Json<Vec<HostKey>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -36,7 +44,7 @@ const COLUMNS: &str = "i.id, i.project_id, i.name, i.state, i.state_reason, i.ge
     i.vcpus, i.memory_bytes, i.disk_bytes, i.anti_affinity_group, \
     (SELECT host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id \
       WHERE n.instance_id = i.id ORDER BY n.idx LIMIT 1) AS address, \
-    i.created_at, i.updated_at";
+    i.ready_at, i.ssh_host_keys, i.created_at, i.updated_at";
 
 /// A new instance.
 #[derive(Debug, Clone)]
@@ -140,7 +148,8 @@ pub async fn instance_transition(
 ) -> Result<Option<i64>, sqlx::Error> {
     let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
     sqlx::query_scalar(
-        "UPDATE instances SET state = $3, state_reason = NULL, generation = generation + 1, updated_at = now()
+        "UPDATE instances SET state = $3, state_reason = NULL, generation = generation + 1, ready_at = NULL,
+                updated_at = now()
          WHERE id = $1 AND deleted_at IS NULL AND state = ANY($2) RETURNING generation",
     )
     .bind(id)
@@ -304,7 +313,8 @@ pub async fn instance_apply_report(
     reason: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE instances i SET state = $3, state_reason = $5, reported_generation = $4, updated_at = now()
+        "UPDATE instances i SET state = $3, state_reason = $5, reported_generation = $4, updated_at = now(),
+                ready_at = CASE WHEN $3 = 'running' THEN i.ready_at END
          WHERE i.id = $2 AND i.host_id = $1 AND i.deleted_at IS NULL AND $4 >= i.generation
            AND (i.state <> $3 OR i.state_reason IS DISTINCT FROM $5)
            AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.target_id = i.id AND o.state IN ('pending', 'running', 'undoing'))",
@@ -314,6 +324,38 @@ pub async fn instance_apply_report(
     .bind(state)
     .bind(generation)
     .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Applies what an agent says about a guest of that host: its readiness in the boot of the
+/// current generation (a report of an older generation is about a boot that is gone) and its
+/// host keys (kept when the report has none). Operations do not own these: they apply while one
+/// runs. Returns whether anything changed.
+pub async fn instance_apply_guest_report(
+    conn: &mut PgConnection,
+    host: HostId,
+    id: InstanceId,
+    generation: i64,
+    ready_at: Option<DateTime<Utc>>,
+    host_keys: &[HostKey],
+) -> Result<bool, sqlx::Error> {
+    let keys = sqlx::types::Json(host_keys);
+    let done = sqlx::query(
+        "UPDATE instances i
+         SET ready_at = CASE WHEN $3 >= i.generation THEN $4 ELSE i.ready_at END,
+             ssh_host_keys = CASE WHEN jsonb_array_length($5) > 0 THEN $5 ELSE i.ssh_host_keys END,
+             updated_at = now()
+         WHERE i.id = $2 AND i.host_id = $1 AND i.deleted_at IS NULL
+           AND (($3 >= i.generation AND i.ready_at IS DISTINCT FROM $4)
+                OR (jsonb_array_length($5) > 0 AND i.ssh_host_keys IS DISTINCT FROM $5))",
+    )
+    .bind(host)
+    .bind(id)
+    .bind(generation)
+    .bind(ready_at)
+    .bind(keys)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)

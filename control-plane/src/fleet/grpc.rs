@@ -182,14 +182,33 @@ impl ControlPlane for ControlPlaneService {
     }
 }
 
-/// Records what an agent says about one of its instances (steady states only: operations own
-/// the transitional ones, and the generation guard drops reports older than the last request).
+/// Records what an agent says about one of its instances: its guest's readiness and host keys,
+/// and its state (steady states only: operations own the transitional ones, and the generation
+/// guard drops reports older than the last request).
 async fn apply_instance_report(
     conn: &mut sqlx::PgConnection,
     host: Uuid,
     status: &pb::InstanceStatus,
 ) -> Result<(), sqlx::Error> {
     let Ok(id) = Uuid::parse_str(&status.instance_id) else { return Ok(()) };
+    let generation = i64::try_from(status.generation).unwrap_or(i64::MAX);
+    // PostgreSQL keeps microseconds: compare at that precision, or every report would "change" it.
+    let ready_at = status
+        .ready_at
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0) / 1000 * 1000));
+    let host_keys = crate::openssh::HostKey::parse_all(status.ssh_host_keys.iter().map(String::as_str));
+    if ready_at.is_some() || !host_keys.is_empty() {
+        crate::db::instances::instance_apply_guest_report(
+            conn,
+            host.into(),
+            id.into(),
+            generation,
+            ready_at,
+            &host_keys,
+        )
+        .await?;
+    }
     let state = match pb::InstanceState::try_from(status.state) {
         Ok(pb::InstanceState::Running) => "running",
         Ok(pb::InstanceState::Stopped) => "stopped",
@@ -197,7 +216,6 @@ async fn apply_instance_report(
         _ => return Ok(()),
     };
     let reason = (!status.reason.is_empty()).then_some(status.reason.as_str());
-    let generation = i64::try_from(status.generation).unwrap_or(i64::MAX);
     crate::db::instances::instance_apply_report(conn, host.into(), id.into(), state, generation, reason).await?;
     Ok(())
 }

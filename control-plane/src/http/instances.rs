@@ -36,6 +36,8 @@ const MIN_MEMORY_MIB: u64 = 128;
 const MAX_MEMORY_MIB: u64 = 1024 * 1024;
 const MAX_DISK_GIB: u64 = 16 * 1024;
 const MAX_USER_DATA: usize = 64 * 1024;
+/// The data disk of an instance of a kernel image (one without a disk) when none is asked for.
+const DEFAULT_DATA_DISK_GIB: u64 = 1;
 
 /// What a new instance is.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -47,7 +49,8 @@ pub struct InstanceCreateParams {
     pub image: String,
     pub vcpus: u32,
     pub memory_mib: u64,
-    /// Size of the instance's disk in GiB (0: the image's own size, or none for kernel images).
+    /// Size of the instance's disk in GiB (0: the image's own size; for a kernel image without a
+    /// disk, a 1 GiB data disk, formatted ext4).
     #[serde(default)]
     pub disk_gib: u64,
     /// Names or ids of the project's SSH keys to inject.
@@ -189,8 +192,14 @@ pub async fn instance_create(
         .filter(|image| image.state == "available")
         .ok_or_else(|| {
             ApiError::unprocessable(format!("image: no available image {:?} in this project or public", params.image))
-        })?
-        .id;
+        })?;
+    // A kernel image brings no disk: its instances get a data disk of their own (the guest keeps
+    // /root, /home and its host keys there), so stop/start keeps what was written.
+    let disk_gib = match params.disk_gib {
+        0 if image.disk_sha256.is_none() => DEFAULT_DATA_DISK_GIB,
+        gib => gib,
+    };
+    let image = image.id;
     let mut keys = Vec::new();
     for name in &params.ssh_keys {
         let key = crate::db::ssh_keys::ssh_key_get(&mut tx, project, name)
@@ -203,7 +212,7 @@ pub async fn instance_create(
         resources: Resources {
             vcpus: i32::try_from(params.vcpus).unwrap_or(i32::MAX),
             memory_bytes: i64::try_from(params.memory_mib << 20).unwrap_or(i64::MAX),
-            disk_bytes: i64::try_from(params.disk_gib << 30).unwrap_or(i64::MAX),
+            disk_bytes: i64::try_from(disk_gib << 30).unwrap_or(i64::MAX),
         },
         project_id: project,
         anti_affinity_group: params.anti_affinity_group.clone(),

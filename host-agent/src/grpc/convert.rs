@@ -135,6 +135,8 @@ pub fn status(s: &InstanceStatus) -> pb::InstanceStatus {
         generation: s.generation,
         reason: s.reason.clone().unwrap_or_default(),
         observed_at: Some(timestamp(s.observed_at)),
+        ready_at: s.ready_at.map(timestamp),
+        ssh_host_keys: s.ssh_host_keys.clone(),
     }
 }
 

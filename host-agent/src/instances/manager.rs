@@ -139,7 +139,7 @@ impl InstanceManager {
         }
         let (events, _) = broadcast::channel(1024);
         let images = ImageCache::new(config.images_dir.clone(), config.max_image_bytes);
-        let ctx = Arc::new(Ctx { config, network, images, blob_source, events });
+        let ctx = Arc::new(Ctx { config, network, images, blob_source, events, guest_news: Default::default() });
 
         let mut found = Vec::new();
         let mut entries =
@@ -330,6 +330,8 @@ impl InstanceManager {
                 generation: *at,
                 reason: None,
                 observed_at: Utc::now(),
+                ready_at: None,
+                ssh_host_keys: Vec::new(),
             });
         };
         let status = self.call(id, &handle, |reply| Request::Delete { generation, reply }).await?;
@@ -358,6 +360,11 @@ impl InstanceManager {
     /// Every state change from now on. Send [`InstanceManager::list`] first for a full picture.
     pub fn watch(&self) -> broadcast::Receiver<InstanceStatus> {
         self.ctx.events.subscribe()
+    }
+
+    /// Resolves when a guest became reachable or published its host keys since the last call.
+    pub async fn guest_news(&self) {
+        self.ctx.guest_news.notified().await;
     }
 
     /// Pauses every running instance (self-fencing). Returns the statuses afterwards; failures
@@ -420,36 +427,8 @@ impl InstanceManager {
         let nic = desired.nics.first().ok_or(InstanceError::NoNic { id })?;
         let addr = SocketAddr::from((nic.address.addr, port));
         let err = |source| InstanceError::Tunnel { id, addr, source };
-        let timeout = Duration::from_secs(5);
-        match &self.ctx.config.netns {
-            None => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(r) => r.map_err(err),
-                Err(_) => Err(err(std::io::ErrorKind::TimedOut.into())),
-            },
-            Some(ns) => {
-                let std_stream = connect_in_netns(ns, addr, timeout).await.map_err(err)?;
-                TcpStream::from_std(std_stream).map_err(err)
-            }
-        }
+        super::guest::connect(self.ctx.config.netns.as_deref(), addr, Duration::from_secs(5)).await.map_err(err)
     }
-}
-
-/// Connects from inside network namespace `ns`, on a short-lived thread of its own (a socket
-/// keeps the namespace it was created in; the thread's namespace change dies with it).
-async fn connect_in_netns(ns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
-    let path = PathBuf::from("/run/netns").join(ns);
-    let (tx, rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        let result = (|| {
-            let f = std::fs::File::open(&path)?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        })();
-        let _ = tx.send(result);
-    });
-    rx.await.map_err(|_| std::io::Error::other("connect thread ended"))?
 }
 
 /// The last `max` bytes of `path` (empty when it does not exist).

@@ -32,6 +32,7 @@
 //! reported `Failed` with the reason.
 
 mod driver;
+mod guest;
 mod manager;
 mod runner;
 mod snapshots;
@@ -45,6 +46,7 @@ use uuid::Uuid;
 use vmm::spec::MacAddr;
 
 pub use driver::DriverKind;
+pub use guest::HOST_KEY_GRACE;
 pub use manager::{CapacityUsed, ConsoleSession, InstanceManager, ManagerConfig};
 pub use snapshots::{SNAPSHOT_JSON, SnapshotId, SnapshotInfo};
 pub use vmm::snapshot::SnapshotKind;
@@ -242,6 +244,11 @@ pub struct InstanceStatus {
     pub reason: Option<String>,
     /// When this was observed.
     pub observed_at: DateTime<Utc>,
+    /// When the guest became reachable in its current boot: its SSH port answered and its host
+    /// keys are known (see `guest`). `None` while it boots and whenever it is not running.
+    pub ready_at: Option<DateTime<Utc>>,
+    /// The SSH host public keys the guest printed on its console (`<type> <base64>`).
+    pub ssh_host_keys: Vec<String>,
 }
 
 /// Instance operation errors.

@@ -7,17 +7,19 @@
 //! `serial.sock` (it accepts one): it fans output out to every viewer through a broadcast
 //! channel and forwards their input.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use vmm::{InstanceDir, Vm, VmError, VmStatus};
 
 use super::driver::{self, DriverKind};
+use super::guest::{self, GuestEvent};
 use super::manager::ManagerConfig;
 use super::snapshots::{self, SnapshotId, SnapshotInfo};
 use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, PowerState, SnapshotKind};
@@ -37,6 +39,8 @@ pub(crate) struct Ctx {
     pub images: ImageCache,
     pub blob_source: Arc<dyn BlobSource>,
     pub events: broadcast::Sender<InstanceStatus>,
+    /// Notified when a guest became reachable or published host keys (reported early).
+    pub guest_news: tokio::sync::Notify,
 }
 
 /// `agent.json`.
@@ -48,6 +52,12 @@ pub(super) struct AgentRecord {
     pub state: InstanceState,
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the guest became reachable in its current boot (cleared whenever it stops running).
+    #[serde(default)]
+    pub ready_at: Option<DateTime<Utc>>,
+    /// The SSH host public keys the guest last printed on its console.
+    #[serde(default)]
+    pub ssh_host_keys: Vec<String>,
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, InstanceError>>;
@@ -55,14 +65,47 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, InstanceError>>;
 /// A request to a runner.
 #[derive(Debug)]
 pub(super) enum Request {
-    Ensure { desired: Box<DesiredInstance>, power: PowerState, generation: u64, reply: Reply<InstanceStatus> },
-    Stop { generation: u64, reply: Reply<InstanceStatus> },
-    Reboot { generation: u64, reply: Reply<InstanceStatus> },
-    Delete { generation: u64, reply: Reply<InstanceStatus> },
-    Pause { reply: Reply<InstanceStatus> },
-    Resume { reply: Reply<InstanceStatus> },
-    Snapshot { snapshot: SnapshotId, kind: SnapshotKind, generation: u64, reply: Reply<SnapshotInfo> },
-    Restore { desired: Box<DesiredInstance>, location: PathBuf, generation: u64, reply: Reply<InstanceStatus> },
+    Ensure {
+        desired: Box<DesiredInstance>,
+        power: PowerState,
+        generation: u64,
+        reply: Reply<InstanceStatus>,
+    },
+    Stop {
+        generation: u64,
+        reply: Reply<InstanceStatus>,
+    },
+    Reboot {
+        generation: u64,
+        reply: Reply<InstanceStatus>,
+    },
+    Delete {
+        generation: u64,
+        reply: Reply<InstanceStatus>,
+    },
+    Pause {
+        reply: Reply<InstanceStatus>,
+    },
+    Resume {
+        reply: Reply<InstanceStatus>,
+    },
+    Snapshot {
+        snapshot: SnapshotId,
+        kind: SnapshotKind,
+        generation: u64,
+        reply: Reply<SnapshotInfo>,
+    },
+    Restore {
+        desired: Box<DesiredInstance>,
+        location: PathBuf,
+        generation: u64,
+        reply: Reply<InstanceStatus>,
+    },
+    /// What the guest watch of boot `boot` learnt (see `guest`).
+    Guest {
+        boot: u64,
+        event: GuestEvent,
+    },
 }
 
 /// State readable without a round trip to the runner.
@@ -104,6 +147,8 @@ fn status_of(record: &AgentRecord) -> InstanceStatus {
         generation: record.generation,
         reason: record.reason.clone(),
         observed_at: Utc::now(),
+        ready_at: record.ready_at,
+        ssh_host_keys: record.ssh_host_keys.clone(),
     }
 }
 
@@ -146,6 +191,12 @@ pub(super) struct Runner {
     vm: Option<Vm>,
     shared: Arc<Shared>,
     pump: Option<tokio::task::JoinHandle<()>>,
+    /// The guest watch of the current boot.
+    watch: Option<tokio::task::JoinHandle<()>>,
+    /// Counts boots (launches, resets, re-attaches), so events of an earlier boot are ignored.
+    boot: u64,
+    /// This runner's own request channel, for the guest watch.
+    me: Option<mpsc::WeakSender<Request>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -164,6 +215,8 @@ impl Runner {
             generation: 0,
             state: InstanceState::Creating,
             reason: None,
+            ready_at: None,
+            ssh_host_keys: Vec::new(),
         };
         Runner::build(ctx, dir, record, true)
     }
@@ -214,7 +267,19 @@ impl Runner {
 
     fn build(ctx: Arc<Ctx>, dir: InstanceDir, record: AgentRecord, fresh: bool) -> Runner {
         let shared = Arc::new(Shared::new(&record));
-        Runner { ctx, id: record.desired.id, dir, record, fresh, vm: None, shared, pump: None }
+        Runner {
+            ctx,
+            id: record.desired.id,
+            dir,
+            record,
+            fresh,
+            vm: None,
+            shared,
+            pump: None,
+            watch: None,
+            boot: 0,
+            me: None,
+        }
     }
 
     /// The instance id.
@@ -223,8 +288,13 @@ impl Runner {
     }
 
     /// Spawns the actor; returns its handle.
-    pub fn spawn(self) -> RunnerHandle {
+    pub fn spawn(mut self) -> RunnerHandle {
         let (tx, rx) = mpsc::channel(16);
+        self.me = Some(tx.downgrade());
+        if self.vm.is_some() {
+            // re-attached at recovery: watch the guest it found
+            self.start_watch();
+        }
         let handle = RunnerHandle { tx, shared: self.shared.clone() };
         tokio::spawn(self.run(rx));
         handle
@@ -249,9 +319,7 @@ impl Runner {
                 () = vm_gone => self.on_vm_exit().await,
             }
         }
-        if let Some(pump) = self.pump.take() {
-            pump.abort();
-        }
+        self.stop_guest_io();
     }
 
     /// Serves one request; returns true when the runner should end (deleted).
@@ -291,6 +359,8 @@ impl Runner {
                 let r = self.restore(*desired, &location, generation).await;
                 let _ = reply.send(r);
             }
+            Request::Guest { boot, event } if boot == self.boot => self.on_guest(event).await,
+            Request::Guest { .. } => {}
         }
         false
     }
@@ -316,6 +386,10 @@ impl Runner {
     async fn set_state(&mut self, state: InstanceState, reason: Option<String>) {
         self.record.state = state;
         self.record.reason = reason;
+        if !matches!(state, InstanceState::Running | InstanceState::Paused | InstanceState::Snapshotting) {
+            // not running: whatever answered before is gone
+            self.record.ready_at = None;
+        }
         let status = status_of(&self.record);
         *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = status.clone();
         if let Err(e) = write_record(&self.dir, &self.record).await {
@@ -425,9 +499,7 @@ impl Runner {
                 return Err(e);
             }
         }
-        if let Some(pump) = self.pump.take() {
-            pump.abort();
-        }
+        self.stop_guest_io();
         self.set_state(InstanceState::Stopped, None).await;
         Ok(())
     }
@@ -455,12 +527,20 @@ impl Runner {
         self.record.generation = generation;
         write_record(&self.dir, &self.record).await?;
         self.set_state(InstanceState::Rebooting, None).await;
+        // events of the boot being reset are stale from here on
+        self.boot += 1;
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
         if let Some(vm) = &self.vm
             && let Err(source) = vm.reboot().await
         {
             let e = InstanceError::Vmm { id: self.id, operation: "reboot", source };
             self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
             return Err(e);
+        }
+        if self.vm.is_some() {
+            self.start_watch();
         }
         self.set_state(InstanceState::Running, None).await;
         Ok(self.status())
@@ -481,9 +561,7 @@ impl Runner {
         {
             tracing::warn!(id = %self.id, error = %format!("{e:#}"), "force stop failed; killing");
         }
-        if let Some(pump) = self.pump.take() {
-            pump.abort();
-        }
+        self.stop_guest_io();
         driver::destroy(&self.ctx, self.id, &self.dir).await?;
         self.record.state = InstanceState::Deleted;
         self.record.reason = None;
@@ -633,15 +711,65 @@ impl Runner {
                 Err(e) => tracing::warn!(id = %self.id, error = %format!("{e:#}"), "cannot reconnect to VMM"),
             }
         }
-        if let Some(pump) = self.pump.take() {
-            pump.abort();
-        }
+        self.stop_guest_io();
         tracing::info!(id = %self.id, "VMM exited");
         self.set_state(InstanceState::Stopped, Some("the guest powered off".into())).await;
     }
 
-    /// (Re)starts the console pump: the only client of `serial.sock`.
+    /// Applies what the guest watch of the current boot learnt.
+    async fn on_guest(&mut self, event: GuestEvent) {
+        match event {
+            GuestEvent::HostKeys(keys) if keys != self.record.ssh_host_keys => {
+                tracing::info!(id = %self.id, keys = keys.len(), "the guest published its SSH host keys");
+                self.record.ssh_host_keys = keys;
+            }
+            GuestEvent::Reachable(at)
+                if self.record.ready_at.is_none() && self.record.state == InstanceState::Running =>
+            {
+                tracing::info!(id = %self.id, "the guest is reachable");
+                self.record.ready_at = Some(at);
+            }
+            _ => return,
+        }
+        self.publish().await;
+        self.ctx.guest_news.notify_one();
+    }
+
+    /// Persists and publishes the record as it is (same state).
+    async fn publish(&mut self) {
+        let (state, reason) = (self.record.state, self.record.reason.clone());
+        self.set_state(state, reason).await;
+    }
+
+    /// Stops the console pump and the guest watch (the VM is gone or going).
+    fn stop_guest_io(&mut self) {
+        for task in [self.pump.take(), self.watch.take()].into_iter().flatten() {
+            task.abort();
+        }
+    }
+
+    /// Starts the guest watch of a new boot, subscribed to the console from now on.
+    fn start_watch(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
+        let Some(me) = self.me.clone() else { return };
+        self.boot += 1;
+        let ssh = self.record.desired.nics.first().map(|nic| SocketAddr::from((nic.address.addr, 22)));
+        let w = guest::Watch {
+            boot: self.boot,
+            ssh,
+            netns: self.ctx.config.netns.clone(),
+            keys_known: !self.record.ssh_host_keys.is_empty(),
+            console: self.shared.console_out.subscribe(),
+            runner: me,
+        };
+        self.watch = Some(tokio::spawn(guest::watch(w)));
+    }
+
+    /// (Re)starts the console pump (the only client of `serial.sock`) and the guest watch.
     fn start_pump(&mut self) {
+        self.start_watch();
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }

@@ -5,4 +5,5 @@ mod api;
 mod cli;
 mod fleet;
 mod instances;
+mod packages;
 mod recovery;

@@ -81,6 +81,14 @@ pub enum LaunchError {
         /// The Debian package that provides it.
         package: &'static str,
     },
+    /// A firmware file is not installed.
+    #[error("firmware file {path} not found (install the Debian package {package})")]
+    FirmwareNotFound {
+        /// The file as configured.
+        path: PathBuf,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
     /// The instance directory path cannot be used on QEMU's command line.
     #[error("unusable instance directory {dir}: {reason}")]
     InvalidDir {
@@ -200,6 +208,13 @@ pub async fn launch(
             && !disk.path.exists()
         {
             create_overlay(opts, &base.path, base.format.as_str(), &disk.path).await?;
+        }
+    }
+    if let BootSpec::Firmware { firmware: Firmware::Ovmf } = spec.boot {
+        for firmware in [&opts.ovmf_code, &opts.ovmf_vars_template] {
+            if !tokio::fs::try_exists(firmware).await.unwrap_or(false) {
+                return Err(LaunchError::FirmwareNotFound { path: firmware.clone(), package: "ovmf" });
+            }
         }
     }
     if let BootSpec::Firmware { firmware: Firmware::Ovmf } = spec.boot

@@ -41,6 +41,20 @@ async fn malformed_spec_missing_kernel_and_missing_qemu_are_typed_errors() {
     let err = Vm::start(spec.clone(), dir.clone(), &opts).await.unwrap_err();
     assert!(matches!(err, VmError::Launch(LaunchError::ProgramNotFound { package: "qemu-system-x86", .. })));
 
+    // Missing firmware names the file and the package, and leaves no NVRAM behind.
+    let mut firmware = spec.clone();
+    firmware.boot = BootSpec::Firmware { firmware: vmm::spec::Firmware::Ovmf };
+    let missing = fx.tmp.path().join("no-such-OVMF_CODE_4M.fd");
+    let opts = LaunchOptions { ovmf_code: missing.clone(), ..LaunchOptions::default() };
+    let err = Vm::start(firmware, dir.clone(), &opts).await.unwrap_err();
+    assert!(
+        matches!(&err, VmError::Launch(LaunchError::FirmwareNotFound { path, package: "ovmf" }) if *path == missing),
+        "{err:?}"
+    );
+    let message = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(message.contains("no-such-OVMF_CODE_4M.fd") && message.contains("package ovmf"), "{message}");
+    assert!(!dir.nvram().exists());
+
     // A namespace that does not exist: QEMU never starts, nothing is left running.
     let mut no_netns = spec;
     no_netns.netns = Some(unique("nonexistent"));

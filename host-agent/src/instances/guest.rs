@@ -1,0 +1,232 @@
+//! What the agent learns from a running guest: when it becomes reachable, and its SSH host keys.
+//!
+//! One watch task per boot of a VM (started with the console pump, aborted when the VM stops or
+//! is reset). It reads the console output for the host-key block the guest prints
+//! ([`vmm::host_keys`]) and probes the guest's SSH port from the host until it answers with an
+//! SSH banner. It reports both to the instance's runner, tagged with the boot they belong to, so
+//! a late event of an earlier boot is ignored.
+//!
+//! ```text
+//!   console ──▶ host-key block ──────────────────────────────▶ GuestEvent::HostKeys
+//!   probe guest:22 every 250 ms ──▶ "SSH-…" banner ─┐
+//!                                                    ├─ keys known (this boot or before),
+//!                                                    │  or HOST_KEY_GRACE after the banner
+//!                                                    └──────────────────▶ GuestEvent::Reachable
+//! ```
+//! "Ready" waits for the keys as well as the banner because clients check the guest's identity
+//! against them (cloud-init prints them a few seconds after sshd starts); an image that never
+//! prints keys is ready [`HOST_KEY_GRACE`] after its SSH port answers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use vmm::host_keys::HostKeyScanner;
+
+use super::runner::Request;
+
+/// How often the SSH port is probed until it answers.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one probe may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connected probe waits for the banner.
+const BANNER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after its SSH port answers a guest that published no host keys is declared ready.
+pub const HOST_KEY_GRACE: Duration = Duration::from_secs(30);
+
+/// What the watch tells the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum GuestEvent {
+    /// The guest printed this host-key block (`<type> <base64>` each).
+    HostKeys(Vec<String>),
+    /// The guest became reachable at this time.
+    Reachable(DateTime<Utc>),
+}
+
+/// Where and how to watch one boot.
+#[derive(Debug)]
+pub(super) struct Watch {
+    /// The boot this watch belongs to (the runner's counter).
+    pub boot: u64,
+    /// The guest's SSH address, if it has a NIC.
+    pub ssh: Option<SocketAddr>,
+    /// The network namespace the agent reaches guests from (tests), if any.
+    pub netns: Option<String>,
+    /// Whether host keys are known from an earlier boot.
+    pub keys_known: bool,
+    /// Console output of the VM, subscribed before the console pump started.
+    pub console: broadcast::Receiver<Vec<u8>>,
+    /// The runner's requests (weak: the watch never keeps a deleted runner alive).
+    pub runner: mpsc::WeakSender<Request>,
+}
+
+/// Runs a watch until its runner is gone or the console closes for good.
+pub(super) async fn watch(mut w: Watch) {
+    let mut scanner = HostKeyScanner::default();
+    let mut keys_this_boot = false;
+    let mut banner_at: Option<(Instant, DateTime<Utc>)> = None;
+    let mut reported = false;
+    let mut console_open = true;
+    let mut next_probe = Instant::now();
+    loop {
+        let probing = !reported && banner_at.is_none() && w.ssh.is_some();
+        let grace_end = banner_at.filter(|_| !reported).map(|(at, _)| at + HOST_KEY_GRACE);
+        let wake = if probing { Some(next_probe) } else { grace_end };
+        if !console_open && wake.is_none() {
+            return;
+        }
+        tokio::select! {
+            chunk = w.console.recv(), if console_open => match chunk {
+                Ok(data) => {
+                    for keys in scanner.feed(&data) {
+                        keys_this_boot = true;
+                        if !send(&w, GuestEvent::HostKeys(keys)).await {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => console_open = false,
+            },
+            () = sleep_until(wake) => {
+                if probing {
+                    let addr = w.ssh.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 22)));
+                    if answers_ssh(w.netns.as_deref(), addr).await {
+                        banner_at = Some((Instant::now(), Utc::now()));
+                    }
+                    next_probe = Instant::now() + PROBE_INTERVAL;
+                }
+            }
+        }
+        if let Some((at, when)) = banner_at
+            && !reported
+            && (keys_this_boot || w.keys_known || at.elapsed() >= HOST_KEY_GRACE)
+        {
+            reported = true;
+            if !send(&w, GuestEvent::Reachable(when)).await {
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends an event to the runner; false when the runner is gone.
+async fn send(w: &Watch, event: GuestEvent) -> bool {
+    let Some(tx) = w.runner.upgrade() else { return false };
+    tx.send(Request::Guest { boot: w.boot, event }).await.is_ok()
+}
+
+/// True when `addr` accepts a connection and greets with an SSH identification line.
+async fn answers_ssh(netns: Option<&str>, addr: SocketAddr) -> bool {
+    let Ok(mut stream) = connect(netns, addr, CONNECT_TIMEOUT).await else { return false };
+    let mut banner = Vec::with_capacity(256);
+    let read = async {
+        let mut buf = [0u8; 256];
+        while banner.len() < 4 || !banner.contains(&b'\n') {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || banner.len() > 1024 {
+                break;
+            }
+            banner.extend_from_slice(&buf[..n]);
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(BANNER_TIMEOUT, read).await;
+    // RFC 4253: the server may send other lines before its identification line.
+    banner.split(|b| *b == b'\n').any(|line| line.starts_with(b"SSH-"))
+}
+
+/// A TCP connection to a guest, made from the host (inside `netns` when set).
+pub(super) async fn connect(netns: Option<&str>, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    match netns {
+        None => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        },
+        Some(ns) => TcpStream::from_std(connect_in_netns(ns, addr, timeout).await?),
+    }
+}
+
+/// Connects from inside network namespace `ns`, on a short-lived thread of its own (a socket
+/// keeps the namespace it was created in; the thread's namespace change dies with it).
+async fn connect_in_netns(ns: &str, addr: SocketAddr, timeout: Duration) -> std::io::Result<std::net::TcpStream> {
+    let path = PathBuf::from("/run/netns").join(ns);
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            let f = std::fs::File::open(&path)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await.map_err(|_| std::io::Error::other("connect thread ended"))?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    async fn server(greeting: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(greeting).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn only_an_ssh_banner_counts() {
+        assert!(answers_ssh(None, server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n").await).await);
+        assert!(answers_ssh(None, server(b"hello\r\nSSH-2.0-dropbear\r\n").await).await);
+        assert!(!answers_ssh(None, server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await).await);
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        assert!(!answers_ssh(None, closed).await);
+    }
+
+    #[tokio::test]
+    async fn reports_keys_then_reachable_for_its_boot() {
+        let (console_tx, console) = broadcast::channel(16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let addr = server(b"SSH-2.0-test\r\n").await;
+        let w = Watch { boot: 7, ssh: Some(addr), netns: None, keys_known: false, console, runner: tx.downgrade() };
+        let task = tokio::spawn(watch(w));
+        // The banner alone is not enough while no keys are known: nothing is reported yet.
+        let quiet = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
+        assert!(quiet.is_err(), "reported before the host keys: {quiet:?}");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1";
+        let block = format!("{}\r\n{key} root@x\r\n{}\r\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
+        console_tx.send(block.into_bytes()).unwrap();
+        let Some(Request::Guest { boot: 7, event: GuestEvent::HostKeys(keys) }) = rx.recv().await else {
+            panic!("expected the host keys first")
+        };
+        assert_eq!(keys, vec![key.to_owned()]);
+        let Some(Request::Guest { boot: 7, event: GuestEvent::Reachable(_) }) = rx.recv().await else {
+            panic!("expected reachable")
+        };
+        drop(console_tx);
+        tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+    }
+}

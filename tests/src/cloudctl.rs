@@ -1,0 +1,86 @@
+//! `cloudctl` as a script runs it: the real binary, against a test's control plane, with its
+//! own configuration directory (and so its own `known_hosts.d`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::process::ControlPlane;
+
+/// How to run cloudctl for one control plane.
+#[derive(Debug, Clone)]
+pub struct Cloudctl {
+    api: String,
+    token: String,
+    ca_file: Option<PathBuf>,
+    /// `HOME` and `XDG_CONFIG_HOME` of every run.
+    pub home: PathBuf,
+}
+
+/// One run: exit code, stdout (parsed as JSON when it is JSON, else a string), stderr.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: i32,
+    pub out: Value,
+    pub err: String,
+}
+
+impl Run {
+    /// Panics with the run's stderr unless it exited 0.
+    pub fn ok(self, what: &str) -> Self {
+        assert_eq!(self.code, 0, "{what} failed: {}", self.err);
+        self
+    }
+
+    /// stdout as text.
+    pub fn text(&self) -> String {
+        match &self.out {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Cloudctl {
+    /// cloudctl with the endpoint, token and CA of `cp`, and its configuration in `home`.
+    pub fn new(cp: &ControlPlane, home: &Path) -> Self {
+        std::fs::create_dir_all(home).expect("cloudctl home");
+        Self { api: cp.api.clone(), token: cp.admin_token.clone(), ca_file: cp.ca_file.clone(), home: home.to_owned() }
+    }
+
+    /// The command, ready for arguments.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(crate::binary("cloudctl"));
+        crate::process::scrub_env(&mut cmd);
+        if let Some(ca) = &self.ca_file {
+            cmd.env("CLOUDCTL_CA_CERT", ca);
+        }
+        cmd.env("XDG_CONFIG_HOME", &self.home)
+            .env("HOME", &self.home)
+            .env("CLOUDCTL_ENDPOINT", &self.api)
+            .env("CLOUDCTL_TOKEN", &self.token);
+        cmd
+    }
+
+    /// Runs `cloudctl -o json` with the words of `line` (split at whitespace, as a script
+    /// without quotes would), e.g. `cli.line("instance create web-1 --image minimal --wait")`.
+    pub async fn line(&self, line: &str) -> Run {
+        self.run(&line.split_whitespace().collect::<Vec<_>>()).await
+    }
+
+    /// Runs `cloudctl -o json ARGS` (on a blocking thread) and returns what it did.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command();
+        cmd.args(["-o", "json"]).args(args);
+        let out =
+            tokio::task::spawn_blocking(move || cmd.output().expect("run cloudctl")).await.expect("cloudctl task");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let out_value = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            out: out_value,
+            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

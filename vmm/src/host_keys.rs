@@ -1,0 +1,139 @@
+//! The guest's SSH host public keys, as it prints them on its serial console.
+//!
+//! cloud-init (and the `minimal` image) print the host's public keys between two marker lines:
+//!
+//! ```text
+//! -----BEGIN SSH HOST KEY KEYS-----
+//! ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA… root@web-1
+//! -----END SSH HOST KEY KEYS-----
+//! ```
+//! The console is the one channel from the guest that nothing on the network can forge, so keys
+//! read here let a client check the guest's identity without trusting it on first use. Only the
+//! public keys are printed; private keys never leave the guest.
+//!
+//! [`HostKeyScanner`] is fed console output in arbitrary chunks and yields each complete block.
+//! Its memory is bounded whatever the guest prints: a line longer than [`MAX_LINE`] is dropped,
+//! and a block keeps at most [`MAX_KEYS`] keys.
+
+/// First line of a block.
+pub const BEGIN_MARKER: &str = "-----BEGIN SSH HOST KEY KEYS-----";
+/// Last line of a block.
+pub const END_MARKER: &str = "-----END SSH HOST KEY KEYS-----";
+/// Longest console line considered (an RSA-16384 public key fits).
+pub const MAX_LINE: usize = 16 * 1024;
+/// Most keys taken from one block.
+pub const MAX_KEYS: usize = 16;
+
+/// Finds host-key blocks in a stream of console output.
+#[derive(Debug, Default)]
+pub struct HostKeyScanner {
+    line: Vec<u8>,
+    overlong: bool,
+    block: Option<Vec<String>>,
+}
+
+impl HostKeyScanner {
+    /// Feeds output; returns the key lists of the blocks that ended in it, oldest first. Each
+    /// key is `<type> <base64>` (the comment dropped).
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Vec<String>> {
+        let mut done = Vec::new();
+        for &b in data {
+            if b == b'\n' {
+                if !self.overlong {
+                    let line = std::mem::take(&mut self.line);
+                    if let Some(keys) = self.line_end(&String::from_utf8_lossy(&line)) {
+                        done.push(keys);
+                    }
+                }
+                self.line.clear();
+                self.overlong = false;
+            } else if self.line.len() < MAX_LINE {
+                self.line.push(b);
+            } else {
+                self.overlong = true;
+            }
+        }
+        done
+    }
+
+    fn line_end(&mut self, line: &str) -> Option<Vec<String>> {
+        let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        if line.ends_with(BEGIN_MARKER) {
+            self.block = Some(Vec::new());
+            return None;
+        }
+        if line.ends_with(END_MARKER) {
+            return self.block.take().filter(|keys| !keys.is_empty());
+        }
+        if let Some(keys) = &mut self.block
+            && let Some(key) = parse_key_line(line)
+            && keys.len() < MAX_KEYS
+            && !keys.contains(&key)
+        {
+            keys.push(key);
+        }
+        None
+    }
+}
+
+/// `<type> <base64>` of one console line holding a public key (anything else: `None`).
+fn parse_key_line(line: &str) -> Option<String> {
+    let mut fields = line.split_whitespace();
+    let (kind, blob) = (fields.next()?, fields.next()?);
+    let key = format!("{kind} {blob}");
+    crate::config_drive::validate_ssh_key(&key).then_some(key)
+}
+
+/// The keys of the last complete block in `text` (e.g. a console log), if any.
+pub fn last_block(text: &[u8]) -> Option<Vec<String>> {
+    let mut scanner = HostKeyScanner::default();
+    scanner.feed(text).pop()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1";
+    const EC: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WeluZ/DuRWKdVc=";
+
+    #[test]
+    fn finds_blocks_across_chunks_and_noise() {
+        let text = format!(
+            "[  3.1] random kernel line\r\n{BEGIN_MARKER}\r\n{ED} root@web-1\r\n[ 3.2] interleaved\r\n{EC} root@web-1\r\n{END_MARKER}\r\nlogin: "
+        );
+        let mut s = HostKeyScanner::default();
+        let mut found = Vec::new();
+        for chunk in text.as_bytes().chunks(7) {
+            found.extend(s.feed(chunk));
+        }
+        assert_eq!(found, vec![vec![ED.to_owned(), EC.to_owned()]]);
+        assert_eq!(last_block(text.as_bytes()), Some(vec![ED.to_owned(), EC.to_owned()]));
+    }
+
+    #[test]
+    fn the_last_block_wins_and_empty_or_open_blocks_do_not_count() {
+        let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0123456789abcdefghijklmnopqrstuvwxyzABCD";
+        let text = format!(
+            "{BEGIN_MARKER}\n{END_MARKER}\n{BEGIN_MARKER}\n{ED}\n{END_MARKER}\n{BEGIN_MARKER}\n{other}\n{END_MARKER}\n{BEGIN_MARKER}\n{ED}\n"
+        );
+        assert_eq!(last_block(text.as_bytes()), Some(vec![other.to_owned()]));
+        assert_eq!(last_block(b"no keys here\n"), None);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let mut s = HostKeyScanner::default();
+        s.feed(BEGIN_MARKER.as_bytes());
+        s.feed(b"\n");
+        s.feed(&vec![b'A'; MAX_LINE * 4]);
+        assert!(s.line.len() <= MAX_LINE);
+        s.feed(b"\n");
+        for i in 0..100 {
+            s.feed(format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i:040}\n").as_bytes());
+        }
+        let found = s.feed(format!("{END_MARKER}\n").as_bytes());
+        assert_eq!(found[0].len(), MAX_KEYS);
+    }
+}
