@@ -196,6 +196,9 @@ pub struct Image {
     pub disk_size_bytes: Option<i64>,
     #[serde(default)]
     pub kernel_cmdline: String,
+    /// uefi | bios, for `firmware` images.
+    #[serde(default)]
+    pub firmware: Option<String>,
     pub created_at: DateTime<Utc>,
     #[serde(flatten)]
     pub extra: Extra,
@@ -215,6 +218,9 @@ pub struct ImageRegisterParams {
     pub disk_path: Option<String>,
     #[serde(default)]
     pub kernel_cmdline: String,
+    /// `uefi` or `bios`, for `firmware` images (default `uefi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
     #[serde(default)]
     pub public: bool,
 }

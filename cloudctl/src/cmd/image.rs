@@ -31,12 +31,24 @@ pub enum ImageCommand {
         /// Kernel command line (direct-kernel).
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// Firmware of a whole-disk image (firmware boot) [default: uefi].
+        #[arg(long, value_enum)]
+        firmware: Option<Firmware>,
         /// Visible to every project.
         #[arg(long)]
         public: bool,
     },
     /// Delete an image (refused while an instance uses it).
     Delete { image: String },
+}
+
+/// Firmware of a whole-disk image.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Firmware {
+    /// UEFI (OVMF): a GPT disk with an EFI system partition.
+    Uefi,
+    /// Legacy BIOS (SeaBIOS): a disk with an MBR boot loader.
+    Bios,
 }
 
 /// How an image boots.
@@ -55,7 +67,7 @@ pub async fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::List => ctx.print_list(&list_all(|c| client.image_list(project, c)).await?),
         ImageCommand::Get { image } => ctx.print_one(&client.image_get(project, &image).await?),
-        ImageCommand::Create { name, boot_mode, kernel, initrd, disk, cmdline, public } => {
+        ImageCommand::Create { name, boot_mode, kernel, initrd, disk, cmdline, firmware, public } => {
             let boot_mode = match boot_mode {
                 BootMode::DirectKernel => "direct_kernel",
                 BootMode::Firmware => "firmware",
@@ -67,6 +79,10 @@ pub async fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
                 initrd_path: initrd,
                 disk_path: disk,
                 kernel_cmdline: cmdline,
+                firmware: firmware.map(|f| match f {
+                    Firmware::Uefi => "uefi".to_owned(),
+                    Firmware::Bios => "bios".to_owned(),
+                }),
                 public,
             };
             ctx.print_one(&client.image_register(project, &params).await?)

@@ -42,6 +42,8 @@ pub struct ImageRow {
     pub kernel_sha256: Option<String>,
     pub initrd_sha256: Option<String>,
     pub kernel_cmdline: String,
+    /// uefi | bios, for `firmware` images.
+    pub firmware: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -60,10 +62,11 @@ pub struct NewImage<'a> {
     pub kernel_sha256: Option<&'a str>,
     pub initrd_sha256: Option<&'a str>,
     pub kernel_cmdline: &'a str,
+    pub firmware: Option<&'a str>,
 }
 
 const COLUMNS: &str = "id, project_id, name, state, boot_mode, disk_sha256, disk_size_bytes, kernel_sha256, \
-    initrd_sha256, kernel_cmdline, created_at, updated_at";
+    initrd_sha256, kernel_cmdline, firmware, created_at, updated_at";
 
 /// How [`ImageStoreError::NameTaken`] names the owner's images.
 pub fn owner_text(project: Option<ProjectId>) -> &'static str {
@@ -74,8 +77,8 @@ pub fn owner_text(project: Option<ProjectId>) -> &'static str {
 pub async fn image_create(conn: &mut PgConnection, image: &NewImage<'_>) -> Result<ImageRow, ImageStoreError> {
     sqlx::query_as(&format!(
         "INSERT INTO images (id, project_id, name, state, boot_mode, disk_sha256, disk_size_bytes, kernel_sha256,
-                             initrd_sha256, kernel_cmdline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+                             initrd_sha256, kernel_cmdline, firmware)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
     ))
     .bind(image.id)
     .bind(image.project_id)
@@ -87,6 +90,7 @@ pub async fn image_create(conn: &mut PgConnection, image: &NewImage<'_>) -> Resu
     .bind(image.kernel_sha256)
     .bind(image.initrd_sha256)
     .bind(image.kernel_cmdline)
+    .bind(image.firmware)
     .fetch_one(conn)
     .await
     .map_err(|err| match err.as_database_error() {

@@ -210,6 +210,7 @@ pub struct AgentSpecRow {
     pub kernel_sha256: Option<String>,
     pub initrd_sha256: Option<String>,
     pub kernel_cmdline: String,
+    pub firmware: Option<String>,
     pub ssh_keys: Vec<String>,
     pub mac: Option<String>,
     pub address: Option<String>,
@@ -221,6 +222,7 @@ pub async fn instance_agent_spec(conn: &mut PgConnection, id: InstanceId) -> Res
     sqlx::query_as(
         "SELECT i.id, i.name, i.generation, i.host_id, h.agent_endpoint, i.vcpus, i.memory_bytes, i.disk_bytes, i.user_data,
                 i.image_id, im.boot_mode, im.disk_sha256, im.disk_size_bytes, im.kernel_sha256, im.initrd_sha256, im.kernel_cmdline,
+                im.firmware,
                 ARRAY(SELECT k.public_key FROM instance_ssh_keys ik JOIN ssh_keys k ON k.id = ik.ssh_key_id
                       WHERE ik.instance_id = i.id ORDER BY k.name) AS ssh_keys,
                 (SELECT n.mac::text FROM network_interfaces n WHERE n.instance_id = i.id AND n.idx = 0) AS mac,

@@ -73,6 +73,27 @@ pub enum BootMode {
     Firmware,
 }
 
+/// The firmware that boots a whole-disk image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Firmware {
+    /// UEFI (OVMF, with a variable store per instance): GPT disks with an EFI system partition.
+    #[default]
+    Uefi,
+    /// Legacy BIOS (SeaBIOS): disks with an MBR boot loader.
+    Bios,
+}
+
+impl Firmware {
+    /// The name stored in `images.firmware`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uefi => "uefi",
+            Self::Bios => "bios",
+        }
+    }
+}
+
 impl BootMode {
     /// The name stored in `images.boot_mode`.
     pub fn as_str(self) -> &'static str {
@@ -105,6 +126,9 @@ pub struct ImageRegisterParams {
     /// Kernel command line for `direct_kernel`, one line of at most 4096 bytes.
     #[serde(default)]
     pub kernel_cmdline: String,
+    /// The firmware of a `firmware` image (default `uefi`); refused for `direct_kernel`.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
     /// A public image belongs to no project and every project sees it.
     #[serde(default)]
     pub public: bool,
@@ -127,6 +151,8 @@ pub struct ImageView {
     pub disk_sha256: Option<String>,
     pub disk_size_bytes: Option<i64>,
     pub kernel_cmdline: String,
+    /// uefi | bios: the firmware that boots a `firmware` image; null for `direct_kernel`.
+    pub firmware: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -144,6 +170,7 @@ impl From<ImageRow> for ImageView {
             disk_sha256: row.disk_sha256,
             disk_size_bytes: row.disk_size_bytes,
             kernel_cmdline: row.kernel_cmdline,
+            firmware: row.firmware,
             created_at: row.created_at,
         }
     }
@@ -216,6 +243,10 @@ pub async fn image_register(
         kernel_sha256: blob(Part::Kernel).map(|b| b.sha256.as_str()),
         initrd_sha256: blob(Part::Initrd).map(|b| b.sha256.as_str()),
         kernel_cmdline: &params.kernel_cmdline,
+        firmware: match params.boot_mode {
+            BootMode::Firmware => Some(params.firmware.unwrap_or_default().as_str()),
+            BootMode::DirectKernel => None,
+        },
     };
     let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
     let row = db::image_create(&mut conn, &new).await.map_err(store_error)?;
@@ -332,6 +363,9 @@ fn check_register_params(params: &ImageRegisterParams) -> Result<Vec<(Part, Path
         }
         BootMode::Firmware if !params.kernel_cmdline.is_empty() => {
             return refuse("kernel_cmdline", "not used when boot_mode is firmware; leave it out");
+        }
+        BootMode::DirectKernel if params.firmware.is_some() => {
+            return refuse("firmware", "not used when boot_mode is direct_kernel; leave it out");
         }
         _ => {}
     }

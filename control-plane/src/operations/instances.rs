@@ -109,6 +109,11 @@ fn agent_spec(s: &db::AgentSpecRow) -> pb::InstanceSpec {
             kernel_sha256: s.kernel_sha256.clone().unwrap_or_default(),
             initrd_sha256: s.initrd_sha256.clone().unwrap_or_default(),
             kernel_cmdline: s.kernel_cmdline.clone(),
+            firmware: match s.firmware.as_deref() {
+                Some("bios") => pb::Firmware::Bios,
+                Some(_) => pb::Firmware::Uefi,
+                None => pb::Firmware::Unspecified,
+            } as i32,
         }),
         nics: match (&s.mac, &s.address) {
             (Some(mac), Some(address)) => {

@@ -87,7 +87,14 @@ async fn registering_copies_the_files_into_the_blob_store_by_sha256_once() {
     let public = s.expect(Method::POST, base, Some(&ops), Some(firmware.clone()), 201).await;
     assert_eq!((public["public"].clone(), public["project_id"].clone()), (json!(true), Value::Null));
     assert_eq!(public["kernel_sha256"], Value::Null);
+    assert_eq!(public["firmware"], "uefi", "whole-disk images boot with UEFI unless told otherwise");
     assert_eq!(blobs(&s), expected);
+    let mut bios = firmware.clone();
+    bios["name"] = json!("legacy");
+    bios["firmware"] = json!("bios");
+    let legacy = s.expect(Method::POST, base, Some(&ops), Some(bios), 201).await;
+    assert_eq!(legacy["firmware"], "bios");
+    s.expect(Method::DELETE, &format!("{base}/legacy"), Some(&ops), None, 204).await;
 
     // Names are unique per owner: 409 before anything is copied.
     let message = s
@@ -184,6 +191,8 @@ async fn bad_registrations_are_refused_naming_the_field_and_store_nothing() {
         (without("kernel_path"), "kernel_path"),
         (json!({"name": "fw", "boot_mode": "firmware"}), "disk_path"),
         (with("boot_mode", json!("firmware")), "kernel_path"),
+        (with("firmware", json!("uefi")), "firmware"),
+        (with("firmware", json!("coreboot")), "firmware"),
     ];
     for (body, field) in cases {
         let message = s

@@ -131,6 +131,7 @@ pub async fn instance_using(pool: &sqlx::PgPool, project: ProjectId, name: &str,
         kernel_sha256: None,
         initrd_sha256: None,
         kernel_cmdline: "",
+        firmware: Some("uefi"),
     };
     let image = images::image_create(&mut conn, &image).await.unwrap();
     instance_on_image(pool, project, name, image.id, key_id).await;

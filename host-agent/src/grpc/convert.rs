@@ -102,6 +102,10 @@ pub fn desired_instance(spec: pb::InstanceSpec) -> Result<DesiredInstance, Statu
             kernel_sha256: optional_digest(&image.kernel_sha256),
             initrd_sha256: optional_digest(&image.initrd_sha256),
             kernel_cmdline: image.kernel_cmdline,
+            firmware: match pb::Firmware::try_from(image.firmware) {
+                Ok(pb::Firmware::Bios) => vmm::spec::Firmware::Seabios,
+                _ => vmm::spec::Firmware::Ovmf,
+            },
         },
         nics,
         ssh_authorized_keys: spec.ssh_authorized_keys,

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use vmm::spec::{Accel, BootSpec, Firmware, NicSpec};
+use vmm::spec::{Accel, BootSpec, NicSpec};
 use vmm::{InstanceDir, LaunchOptions, Vm, VmSpec};
 
 use super::runner::Ctx;
@@ -98,7 +98,7 @@ pub(super) async fn prepare(ctx: &Ctx, dir: &InstanceDir, desired: &DesiredInsta
         (BootMode::DirectKernel, None) => {
             return Err(InstanceError::InvalidSpec { id, reason: "direct kernel boot needs a kernel".into() });
         }
-        (BootMode::Firmware, _) => BootSpec::Firmware { firmware: Firmware::Seabios },
+        (BootMode::Firmware, _) => BootSpec::Firmware { firmware: desired.image.firmware },
     };
     let nics = desired.nics.iter().zip(taps(desired)).map(|(nic, tap)| NicSpec { tap, mac: nic.mac }).collect();
     Ok(VmSpec {

@@ -80,7 +80,7 @@ impl std::str::FromStr for InstanceId {
 pub enum BootMode {
     /// `microvm` with kernel + initrd (+ optional disk).
     DirectKernel,
-    /// `q35` with SeaBIOS booting the whole-disk image.
+    /// `q35` with firmware (OVMF or SeaBIOS, see [`ImageRef::firmware`]) booting the whole-disk image.
     Firmware,
 }
 
@@ -108,6 +108,13 @@ pub struct ImageRef {
     /// Kernel command line (direct kernel boot).
     #[serde(default)]
     pub kernel_cmdline: String,
+    /// The firmware of a firmware boot (records from before it was chosen were SeaBIOS).
+    #[serde(default = "legacy_firmware")]
+    pub firmware: vmm::spec::Firmware,
+}
+
+fn legacy_firmware() -> vmm::spec::Firmware {
+    vmm::spec::Firmware::Seabios
 }
 
 /// One NIC: its MAC and static address.

@@ -365,6 +365,7 @@ mod tests {
                 kernel_sha256: Some("a".repeat(64)),
                 initrd_sha256: None,
                 kernel_cmdline: String::new(),
+                firmware: vmm::spec::Firmware::Ovmf,
             },
             nics: vec![NicConfig {
                 mac: "52:54:00:00:00:01".parse().unwrap(),

@@ -184,6 +184,7 @@ pub fn minimal_instance(host: &TestHost, key: &SshKey, hostname: &str, ip: &str)
             kernel_sha256: Some(kernel),
             initrd_sha256: Some(initrd),
             kernel_cmdline: image.cmdline,
+            firmware: vmm::spec::Firmware::Ovmf,
         },
         nics: vec![NicConfig {
             mac: "52:54:00:12:34:02".parse().unwrap(),
