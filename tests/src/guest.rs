@@ -97,3 +97,15 @@ pub async fn wait_for_ssh(netns: &str, key: &Path, ip: &str, timeout: Duration) 
         }
     }
 }
+
+/// The `debian-12` guest image built by `deploy/images/build-debian12.sh`: its directory and
+/// manifest (`CLOUD_DEBIAN12_IMAGE` or the default cache), or the build hint.
+pub fn debian12_image() -> (PathBuf, Value) {
+    let dir = PathBuf::from(
+        std::env::var("CLOUD_DEBIAN12_IMAGE").unwrap_or_else(|_| "/var/cache/cloud/images/debian-12".into()),
+    );
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap_or_else(|_| {
+        panic!("no guest image in {}: run deploy/images/build-debian12.sh (as root) first", dir.display())
+    });
+    (dir, serde_json::from_str(&text).expect("manifest.json"))
+}

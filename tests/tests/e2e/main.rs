@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod fleet;
+mod images;
 mod instances;
 mod packages;
 mod recovery;
