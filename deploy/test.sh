@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=deploy/common.sh
 source deploy/common.sh
 
-ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config
+ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config shellcheck
+
+say "shellcheck: the deploy scripts and the minimal guest's scripts"
+shellcheck -x deploy/*.sh deploy/images/*.sh .ci/run
+(cd deploy/images/minimal/rootfs && shellcheck -s sh init usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script} etc/acpi/PWRF/00000080)
 
 say "cargo fmt --check"
 cargo fmt --all --check
