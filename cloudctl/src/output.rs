@@ -256,7 +256,13 @@ fn cell(key: &str, value: &Node) -> String {
             .iter()
             .map(|i| match i {
                 Node::Object(o) => {
-                    o.iter().find(|(k, _)| k == "name").map_or_else(|| "{…}".to_owned(), |(_, n)| cell("", n))
+                    let field = |name: &str| o.iter().find(|(k, _)| k == name).map(|(_, n)| cell("", n));
+                    match (field("name"), field("key_type"), field("fingerprint")) {
+                        (Some(name), _, _) => name,
+                        // an SSH key: what `ssh-keygen -l` shows of it
+                        (None, Some(kind), Some(fingerprint)) => format!("{kind} {fingerprint}"),
+                        _ => "{…}".to_owned(),
+                    }
                 }
                 other => cell("", other),
             })

@@ -156,7 +156,7 @@ async fn insert_instances(pool: &PgPool, count: u32) -> anyhow::Result<Vec<Insta
     let project = ProjectId::new();
     sqlx::query("INSERT INTO projects (id, name) VALUES ($1, 'bench')").bind(project).execute(pool).await?;
     let image = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO images (id, name, state, boot_mode) VALUES ($1, 'bench', 'available', 'firmware')")
+    sqlx::query("INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, 'bench', 'available', 'firmware', 'uefi')")
         .bind(image)
         .execute(pool)
         .await?;

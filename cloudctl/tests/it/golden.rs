@@ -13,7 +13,11 @@ fn instances() -> Vec<Instance> {
         "name": "web-1", "state": "running", "state_reason": null, "generation": 3,
         "host_id": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d", "image_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
         "vcpus": 1, "memory_bytes": 268_435_456_i64, "disk_bytes": 21_474_836_480_i64, "anti_affinity_group": null,
-        "address": "10.80.1.5", "created_at": "2025-03-01T10:00:00.123456Z", "updated_at": "2025-03-01T10:00:09Z"
+        "address": "10.80.1.5", "ready_at": "2025-03-01T10:00:08Z",
+        "ssh_host_keys": [{"key_type": "ssh-ed25519",
+            "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1",
+            "fingerprint": "SHA256:JUXs+kbfJ84YQEqd9C8cFfE5n3lZ+YPW9jB97xuwIBg"}],
+        "created_at": "2025-03-01T10:00:00.123456Z", "updated_at": "2025-03-01T10:00:09Z"
     });
     let b = json!({
         "id": "9c8b7a6f-5e4d-4c3b-a2a1-f0e9d8c7b6a5", "project_id": "7d9e1f20-3a4b-4c5d-8e6f-708192a3b4c5",

@@ -36,7 +36,7 @@ async fn empty_fleet_with_connections(connections: u32) -> Fleet {
     let pool = PgPoolOptions::new().max_connections(connections).connect_with(db.options()).await.unwrap();
     let project = new_project(&pool).await;
     let image = Uuid::new_v4();
-    sqlx::query("INSERT INTO images (id, name, state, boot_mode) VALUES ($1, 'base', 'available', 'firmware')")
+    sqlx::query("INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, 'base', 'available', 'firmware', 'uefi')")
         .bind(image)
         .execute(&pool)
         .await

@@ -1,13 +1,14 @@
 //! What the agent learns from a running guest: when it becomes reachable, and its SSH host keys.
 //!
 //! One watch task per boot of a VM (started with the console pump, aborted when the VM stops or
-//! is reset). It reads the console output for the host-key block the guest prints
-//! ([`vmm::host_keys`]) and probes the guest's SSH port from the host until it answers with an
+//! is reset). It follows `console.log` (QEMU writes every byte of the serial console there, so
+//! nothing is lost however busy the host is) for the host-key block the guest prints
+//! ([`vmm::host_keys`]), and probes the guest's SSH port from the host until it answers with an
 //! SSH banner. It reports both to the instance's runner, tagged with the boot they belong to, so
 //! a late event of an earlier boot is ignored.
 //!
 //! ```text
-//!   console ──▶ host-key block ──────────────────────────────▶ GuestEvent::HostKeys
+//!   console.log ──▶ host-key block ──────────────────────────▶ GuestEvent::HostKeys
 //!   probe guest:22 every 250 ms ──▶ "SSH-…" banner ─┐
 //!                                                    ├─ keys known (this boot or before),
 //!                                                    │  or HOST_KEY_GRACE after the banner
@@ -22,16 +23,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use vmm::host_keys::HostKeyScanner;
 
 use super::runner::Request;
 
-/// How often the SSH port is probed until it answers.
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the SSH port is probed until it answers, and `console.log` read.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often `console.log` is read once the guest is ready.
+const IDLE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one probe may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connected probe waits for the banner.
@@ -59,47 +62,75 @@ pub(super) struct Watch {
     pub netns: Option<String>,
     /// Whether host keys are known from an earlier boot.
     pub keys_known: bool,
-    /// Console output of the VM, subscribed before the console pump started.
-    pub console: broadcast::Receiver<Vec<u8>>,
+    /// The VM's `console.log`.
+    pub console_log: PathBuf,
+    /// Read `console.log` from its start (a VM found running: its keys may be printed already),
+    /// else only what the guest prints from now on.
+    pub from_start: bool,
     /// The runner's requests (weak: the watch never keeps a deleted runner alive).
     pub runner: mpsc::WeakSender<Request>,
 }
 
-/// Runs a watch until its runner is gone or the console closes for good.
-pub(super) async fn watch(mut w: Watch) {
+/// Follows a growing file from an offset (back to its start when it was truncated).
+#[derive(Debug)]
+struct Follow {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl Follow {
+    async fn new(path: PathBuf, from_start: bool) -> Follow {
+        let offset = match from_start {
+            true => 0,
+            false => tokio::fs::metadata(&path).await.map_or(0, |m| m.len()),
+        };
+        Follow { path, offset }
+    }
+
+    /// What was appended since the last read (at most 1 MiB at a time).
+    async fn read_new(&mut self) -> Vec<u8> {
+        let Ok(mut f) = tokio::fs::File::open(&self.path).await else { return Vec::new() };
+        let len = f.metadata().await.map_or(0, |m| m.len());
+        if len < self.offset {
+            self.offset = 0; // rotated (copy-truncate)
+        }
+        if len == self.offset || f.seek(std::io::SeekFrom::Start(self.offset)).await.is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        let n = (&mut f).take(1 << 20).read_to_end(&mut buf).await.unwrap_or(0);
+        self.offset += n as u64;
+        buf
+    }
+}
+
+/// Runs a watch until its runner is gone, or it reported readiness and the guest has no console
+/// left to read.
+pub(super) async fn watch(w: Watch) {
+    let mut console = Follow::new(w.console_log.clone(), w.from_start).await;
     let mut scanner = HostKeyScanner::default();
     let mut keys_this_boot = false;
     let mut banner_at: Option<(Instant, DateTime<Utc>)> = None;
     let mut reported = false;
-    let mut console_open = true;
-    let mut next_probe = Instant::now();
     loop {
-        let probing = !reported && banner_at.is_none() && w.ssh.is_some();
-        let grace_end = banner_at.filter(|_| !reported).map(|(at, _)| at + HOST_KEY_GRACE);
-        let wake = if probing { Some(next_probe) } else { grace_end };
-        if !console_open && wake.is_none() {
-            return;
+        // Once ready, only new key blocks are of interest: look less often.
+        tokio::time::sleep(if reported { IDLE_INTERVAL } else { POLL_INTERVAL }).await;
+        if banner_at.is_none()
+            && let Some(addr) = w.ssh
+            && answers_ssh(w.netns.as_deref(), addr).await
+        {
+            banner_at = Some((Instant::now(), Utc::now()));
         }
-        tokio::select! {
-            chunk = w.console.recv(), if console_open => match chunk {
-                Ok(data) => {
-                    for keys in scanner.feed(&data) {
-                        keys_this_boot = true;
-                        if !send(&w, GuestEvent::HostKeys(keys)).await {
-                            return;
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => console_open = false,
-            },
-            () = sleep_until(wake) => {
-                if probing {
-                    let addr = w.ssh.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 22)));
-                    if answers_ssh(w.netns.as_deref(), addr).await {
-                        banner_at = Some((Instant::now(), Utc::now()));
-                    }
-                    next_probe = Instant::now() + PROBE_INTERVAL;
+        // Read the console after the probe, so keys printed before the banner count.
+        loop {
+            let data = console.read_new().await;
+            if data.is_empty() {
+                break;
+            }
+            for keys in scanner.feed(&data) {
+                keys_this_boot = true;
+                if !send(&w, GuestEvent::HostKeys(keys)).await {
+                    return;
                 }
             }
         }
@@ -112,13 +143,9 @@ pub(super) async fn watch(mut w: Watch) {
                 return;
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        if w.runner.upgrade().is_none() {
+            return;
+        }
     }
 }
 
@@ -208,17 +235,28 @@ mod tests {
 
     #[tokio::test]
     async fn reports_keys_then_reachable_for_its_boot() {
-        let (console_tx, console) = broadcast::channel(16);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, b"an earlier boot's output\n").unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         let addr = server(b"SSH-2.0-test\r\n").await;
-        let w = Watch { boot: 7, ssh: Some(addr), netns: None, keys_known: false, console, runner: tx.downgrade() };
+        let w = Watch {
+            boot: 7,
+            ssh: Some(addr),
+            netns: None,
+            keys_known: false,
+            console_log: log.clone(),
+            from_start: false,
+            runner: tx.downgrade(),
+        };
         let task = tokio::spawn(watch(w));
         // The banner alone is not enough while no keys are known: nothing is reported yet.
         let quiet = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
         assert!(quiet.is_err(), "reported before the host keys: {quiet:?}");
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1";
         let block = format!("{}\r\n{key} root@x\r\n{}\r\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
-        console_tx.send(block.into_bytes()).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, block.as_bytes()).unwrap();
         let Some(Request::Guest { boot: 7, event: GuestEvent::HostKeys(keys) }) = rx.recv().await else {
             panic!("expected the host keys first")
         };
@@ -226,7 +264,30 @@ mod tests {
         let Some(Request::Guest { boot: 7, event: GuestEvent::Reachable(_) }) = rx.recv().await else {
             panic!("expected reachable")
         };
-        drop(console_tx);
-        tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+        drop(rx);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_vm_found_running_has_its_keys_read_from_the_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1";
+        let block = format!("{}\n{key}\n{}\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
+        std::fs::write(&log, block).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let w = Watch {
+            boot: 1,
+            ssh: None,
+            netns: None,
+            keys_known: false,
+            console_log: log,
+            from_start: true,
+            runner: tx.downgrade(),
+        };
+        let _task = tokio::spawn(watch(w));
+        let Some(Request::Guest { event: GuestEvent::HostKeys(keys), .. }) = rx.recv().await else { panic!() };
+        assert_eq!(keys, vec![key.to_owned()]);
     }
 }

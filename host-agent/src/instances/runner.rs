@@ -292,8 +292,8 @@ impl Runner {
         let (tx, rx) = mpsc::channel(16);
         self.me = Some(tx.downgrade());
         if self.vm.is_some() {
-            // re-attached at recovery: watch the guest it found
-            self.start_watch();
+            // re-attached at recovery: watch the guest it found, whose keys may be printed already
+            self.start_watch(true);
         }
         let handle = RunnerHandle { tx, shared: self.shared.clone() };
         tokio::spawn(self.run(rx));
@@ -540,7 +540,7 @@ impl Runner {
             return Err(e);
         }
         if self.vm.is_some() {
-            self.start_watch();
+            self.start_watch(false);
         }
         self.set_state(InstanceState::Running, None).await;
         Ok(self.status())
@@ -748,8 +748,9 @@ impl Runner {
         }
     }
 
-    /// Starts the guest watch of a new boot, subscribed to the console from now on.
-    fn start_watch(&mut self) {
+    /// Starts the guest watch of a new boot: it reads the console from now on, or the whole
+    /// `console.log` for a VM found running (`from_start`).
+    fn start_watch(&mut self, from_start: bool) {
         if let Some(watch) = self.watch.take() {
             watch.abort();
         }
@@ -761,7 +762,8 @@ impl Runner {
             ssh,
             netns: self.ctx.config.netns.clone(),
             keys_known: !self.record.ssh_host_keys.is_empty(),
-            console: self.shared.console_out.subscribe(),
+            console_log: self.dir.console_log(),
+            from_start,
             runner: me,
         };
         self.watch = Some(tokio::spawn(guest::watch(w)));
@@ -769,7 +771,7 @@ impl Runner {
 
     /// (Re)starts the console pump (the only client of `serial.sock`) and the guest watch.
     fn start_pump(&mut self) {
-        self.start_watch();
+        self.start_watch(false);
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }

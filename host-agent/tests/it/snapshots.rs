@@ -1,5 +1,5 @@
 //! Snapshots through the instance manager with real QEMU: a running instance with state in its
-//! tmpfs and on its data disk is snapshotted (disk, then full), deleted, and restored as new
+//! tmpfs (`/tmp`) and on its data disk (`/mnt/data`, ext4 made by the agent) is snapshotted (disk, then full), deleted, and restored as new
 //! instances. The full restore continues the guest (same boot id, marker in tmpfs, uptime not
 //! reset) under a new id, tap and directory; the disk restore boots afresh from the disk at a
 //! new MAC and address. Snapshots are idempotent by id, guarded by generation, and outlive the
@@ -14,9 +14,6 @@ use crate::common::*;
 
 const IP: &str = "10.100.3.30";
 const IP_FROM_DISK: &str = "10.100.3.31";
-/// The 64 MiB data disk of `minimal_instance`, found by its size in 512-byte sectors.
-const DATA_DISK: &str =
-    "d=$(for b in /sys/block/vd*; do [ \"$(cat $b/size)\" = 131072 ] && echo ${b##*/}; done; true) && test -b /dev/$d";
 const DISK_MARKER: &str = "on-the-data-disk";
 
 fn new_id() -> InstanceId {
@@ -34,8 +31,8 @@ async fn snapshots_outlive_their_instance_and_restore_as_new_instances() {
 
     // State in memory (tmpfs) and on the raw data disk.
     let write = format!(
-        "echo hi > /root/marker && {DATA_DISK} && printf {DISK_MARKER} | dd of=/dev/$d bs=512 seek=2048 \
-         2>/dev/null && sync && cat /proc/sys/kernel/random/boot_id"
+        "echo hi > /tmp/marker && echo {DISK_MARKER} > /mnt/data/marker && sync && \
+         cat /proc/sys/kernel/random/boot_id"
     );
     wait_for_ssh(&host, &key.private, IP, "true", BOOT_TIMEOUT).await.unwrap();
     let boot_id = ssh_ok(&host, &key.private, IP, &write).await.unwrap();
@@ -81,7 +78,7 @@ async fn snapshots_outlive_their_instance_and_restore_as_new_instances() {
     let restored = DesiredInstance { id: new_id(), hostname: "snap-2".into(), ..desired.clone() };
     let status = manager.restore(restored.clone(), full.location.clone(), 1).await.unwrap();
     assert_eq!((status.state, status.generation), (InstanceState::Running, 1));
-    let out = wait_for_ssh(&host, &key.private, IP, "cat /root/marker /proc/sys/kernel/random/boot_id", BOOT_TIMEOUT)
+    let out = wait_for_ssh(&host, &key.private, IP, "cat /tmp/marker /proc/sys/kernel/random/boot_id", BOOT_TIMEOUT)
         .await
         .unwrap();
     assert_eq!(out, format!("hi\n{boot_id}"));
@@ -104,13 +101,9 @@ async fn snapshots_outlive_their_instance_and_restore_as_new_instances() {
     from_disk.nics[0].address = format!("{IP_FROM_DISK}/24").parse().unwrap();
     let status = manager.restore(from_disk.clone(), disk.location.clone(), 1).await.unwrap();
     assert_eq!(status.state, InstanceState::Running);
-    let read = format!(
-        "{DATA_DISK} && dd if=/dev/$d bs=512 skip=2048 count=1 2>/dev/null | head -c {}; echo; hostname; \
-         test -e /root/marker || echo fresh; cat /proc/sys/kernel/random/boot_id",
-        DISK_MARKER.len()
-    );
+    let read = "cat /mnt/data/marker; hostname; test -e /tmp/marker || echo fresh; cat /proc/sys/kernel/random/boot_id";
     wait_for_ssh(&host, &key.private, IP_FROM_DISK, "true", BOOT_TIMEOUT).await.unwrap();
-    let out = ssh_ok(&host, &key.private, IP_FROM_DISK, &read).await.unwrap();
+    let out = ssh_ok(&host, &key.private, IP_FROM_DISK, read).await.unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..3], [DISK_MARKER, "snap-3", "fresh"], "{out}");
     assert_ne!(lines[3], boot_id);
