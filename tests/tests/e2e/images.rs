@@ -1,6 +1,7 @@
 //! Real operating systems through the whole stack, as a customer uses them with cloudctl:
 //! `debian-12` (stock cloud-init) keeps its files and its identity across stop/start and
-//! reboot with `instance ssh` working at once each time.
+//! reboot with `instance ssh` working at once each time, and the same Debian as an unmodified
+//! whole disk (GPT, EFI system partition, GRUB) boots through UEFI firmware to SSH.
 
 use cloud_tests::cloudctl::Cloudctl;
 use cloud_tests::guest::{debian12_image, ssh_keygen};
@@ -100,4 +101,40 @@ async fn debian_12_keeps_its_files_and_identity_across_stop_start_and_reboot() {
     assert_eq!(fingerprints(&rebooted), keys, "the host keys changed across a reboot");
     assert_eq!(cloud.ssh("deb-1", "cat /root/kept.txt").await.trim(), "kept");
     cloud.cli.line("instance delete deb-1 --wait").await.ok("delete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debian_12_whole_disk_boots_through_uefi_to_ssh() {
+    let (image, manifest) = debian12_image();
+    let file = manifest["whole_disk"]["file"].as_str().unwrap_or_else(|| {
+        panic!("{} has no whole-disk image: rebuild it with deploy/images/build-debian12.sh", image.display())
+    });
+    let disk = image.join(file);
+    let cloud = cloud_with_one_host().await;
+    let registered = cloud
+        .cli
+        .run(&["image", "create", "debian-12-uefi", "--boot-mode", "firmware", "--disk", disk.to_str().unwrap()])
+        .await
+        .ok("image create debian-12-uefi");
+    assert_eq!(registered.out["firmware"], "uefi", "{}", registered.out);
+
+    let created = cloud
+        .lifecycle(
+            "instance create efi-1 --image debian-12-uefi --memory 512MiB --disk 4GiB --ssh-key alice --wait",
+            "running",
+        )
+        .await;
+    fingerprints(&created);
+    // Booted by UEFI firmware (the kernel sees EFI runtime services), from the disk's own GRUB
+    // and kernel, with the root file system on the disk's second partition, grown to the disk.
+    let out = cloud
+        .ssh("efi-1", "test -d /sys/firmware/efi && echo uefi; cat /proc/cmdline; findmnt -no SOURCE /; cat /sys/class/block/vda2/size")
+        .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"uefi"), "{out}");
+    assert!(!lines[1].contains("cloud-minimal"), "{out}");
+    assert_eq!(lines.get(2), Some(&"/dev/vda2"), "{out}");
+    let root_bytes = lines.get(3).and_then(|l| l.trim().parse::<u64>().ok()).unwrap_or(0) * 512;
+    assert!(root_bytes > 3 << 30, "the root partition was not grown to the 4 GiB disk: {out}");
+    cloud.cli.line("instance delete efi-1 --wait").await.ok("delete");
 }
