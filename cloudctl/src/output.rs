@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::client::{Host, Image, Instance, InstanceAccepted, JoinToken, Operation, Project, SshKey, Token, WhoAmI};
+use crate::client::{
+    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Operation, Project, SshKey, Token, WhoAmI,
+};
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -534,6 +536,27 @@ impl Resource for Host {
     }
     fn id(&self) -> String {
         self.id.to_string()
+    }
+}
+
+impl Resource for FleetLiveness {
+    fn columns() -> &'static [&'static str] {
+        &["STATE", "SILENT", "HOSTS", "DEAD", "DEGRADED SINCE"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.state.clone(),
+            self.silent_hosts.to_string(),
+            self.hosts.to_string(),
+            self.dead_hosts.to_string(),
+            opt_time(self.degraded_since.as_ref()),
+        ]
+    }
+    fn name(&self) -> String {
+        self.state.clone()
+    }
+    fn id(&self) -> String {
+        self.state.clone()
     }
 }
 

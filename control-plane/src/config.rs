@@ -25,6 +25,8 @@
 //! instance_subnet_pool = "10.100.0.0/16"  # CLOUD_FLEET_INSTANCE_SUBNET_POOL: a /24 per host
 //! lease_secs = 10                         # CLOUD_FLEET_LEASE_SECS
 //! join_token_ttl_secs = 3600              # CLOUD_FLEET_JOIN_TOKEN_TTL_SECS
+//! partition_silent_percent = 34           # CLOUD_FLEET_PARTITION_SILENT_PERCENT: this share silent at once
+//! partition_min_hosts = 2                 # CLOUD_FLEET_PARTITION_MIN_HOSTS:  (and this many) is a partition
 //!
 //! [scheduler]
 //! strategy = "spread"                     # CLOUD_SCHEDULER_STRATEGY: spread | binpack
@@ -200,6 +202,12 @@ pub struct Overrides {
     /// Default lifetime of join tokens in seconds [default: 3600].
     #[arg(long, env = "CLOUD_FLEET_JOIN_TOKEN_TTL_SECS", value_name = "SECS")]
     pub fleet_join_token_ttl_secs: Option<u64>,
+    /// Percentage of hosts silent at once that is a partition, not deaths [default: 34].
+    #[arg(long, env = "CLOUD_FLEET_PARTITION_SILENT_PERCENT", value_name = "PERCENT")]
+    pub fleet_partition_silent_percent: Option<u32>,
+    /// Fewest silent hosts that make a partition [default: 2].
+    #[arg(long, env = "CLOUD_FLEET_PARTITION_MIN_HOSTS", value_name = "N")]
+    pub fleet_partition_min_hosts: Option<u32>,
     /// Placement strategy: spread or binpack [default: spread].
     #[arg(long, env = "CLOUD_SCHEDULER_STRATEGY", value_name = "STRATEGY")]
     pub scheduler_strategy: Option<crate::scheduler::Strategy>,
@@ -291,6 +299,8 @@ impl Config {
         set(&mut self.fleet.instance_subnet_pool, &o.fleet_instance_subnet_pool);
         set(&mut self.fleet.lease_secs, &o.fleet_lease_secs);
         set(&mut self.fleet.join_token_ttl_secs, &o.fleet_join_token_ttl_secs);
+        set(&mut self.fleet.partition_silent_percent, &o.fleet_partition_silent_percent);
+        set(&mut self.fleet.partition_min_hosts, &o.fleet_partition_min_hosts);
         set(&mut self.scheduler.strategy, &o.scheduler_strategy);
         set(&mut self.operations.lease_secs, &o.operations_lease_secs);
         set(&mut self.operations.concurrency, &o.operations_concurrency);
@@ -349,6 +359,12 @@ impl Config {
         }
         if self.fleet.join_token_ttl_secs == 0 {
             return invalid("fleet.join_token_ttl_secs", "must be at least 1");
+        }
+        if !(1..=100).contains(&self.fleet.partition_silent_percent) {
+            return invalid("fleet.partition_silent_percent", "must be between 1 and 100");
+        }
+        if self.fleet.partition_min_hosts == 0 {
+            return invalid("fleet.partition_min_hosts", "must be at least 1");
         }
         if self.operations.lease_secs < 3 {
             return invalid("operations.lease_secs", "must be at least 3 (the lease is renewed every third of it)");

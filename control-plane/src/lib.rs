@@ -184,9 +184,9 @@ async fn serve_with(
         tokio::spawn(async move { app.executor.clone().run(app, stop).await })
     };
     let liveness = {
-        let lease = std::time::Duration::from_secs(u64::from(config.fleet.lease_secs));
-        let (pool, stop) = (app.pool.clone(), stopped(stop_rx.clone()));
-        tokio::spawn(reconcilers::host_liveness::run(pool, std::time::Duration::from_secs(1), lease, stop))
+        let policy = reconcilers::host_liveness::LivenessPolicy::from_config(&config.fleet);
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(reconcilers::host_liveness::run(app, policy, stop))
     };
     let router = http::router(app.clone());
     let http = async {

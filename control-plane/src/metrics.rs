@@ -32,6 +32,9 @@ pub struct Metrics {
     durations: Family<RouteLabels, Histogram>,
     db_connections: Gauge,
     db_idle_connections: Gauge,
+    fleet_degraded: Gauge,
+    fleet_silent_hosts: Gauge,
+    embedded_db_restarts: Counter,
 }
 
 /// Encoding the text format failed (only on a formatter error).
@@ -59,10 +62,44 @@ impl Metrics {
         registry.register("db_pool_connections", "Open database connections", db_connections.clone());
         let db_idle_connections = Gauge::default();
         registry.register("db_pool_idle_connections", "Idle database connections", db_idle_connections.clone());
+        let fleet_degraded = Gauge::default();
+        registry.register(
+            "fleet_degraded",
+            "1 while many hosts are silent together (a partition): no host is declared dead automatically",
+            fleet_degraded.clone(),
+        );
+        let fleet_silent_hosts = Gauge::default();
+        registry.register("fleet_silent_hosts", "Hosts whose lease ran out (suspect)", fleet_silent_hosts.clone());
+        let embedded_db_restarts = Counter::default();
+        registry.register(
+            "embedded_db_restarts",
+            "Times the embedded PostgreSQL exited and was started again",
+            embedded_db_restarts.clone(),
+        );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())]).set(1);
         registry.register("build_info", "Version of the running control plane", build);
-        Self { registry: Mutex::new(registry), requests, durations, db_connections, db_idle_connections }
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            durations,
+            db_connections,
+            db_idle_connections,
+            fleet_degraded,
+            fleet_silent_hosts,
+            embedded_db_restarts,
+        }
+    }
+
+    /// Records the fleet's liveness after a pass.
+    pub fn set_fleet_liveness(&self, degraded: bool, silent_hosts: u64) {
+        self.fleet_degraded.set(i64::from(degraded));
+        self.fleet_silent_hosts.set(i64::try_from(silent_hosts).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a restart of the embedded database.
+    pub fn embedded_db_restarted(&self) {
+        self.embedded_db_restarts.inc();
     }
 
     /// Records one served request.

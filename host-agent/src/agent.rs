@@ -115,7 +115,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         lease: Duration::from_secs(u64::from(identity.record.lease_seconds)),
         lease_file: config.state_dir.join("lease.json"),
     };
-    let state = Arc::new(ManagerState { manager, total });
+    let state = Arc::new(ManagerState { manager, total, fenced: Default::default() });
     let reports = report::run(identity, channel, state, settings, stopped(stop_rx.clone()));
     let served = crate::grpc::serve(service, listener, stopped(stop_rx));
     let ((), served) = tokio::join!(reports, served);
@@ -128,6 +128,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
 struct ManagerState {
     manager: InstanceManager,
     total: pb::Capacity,
+    /// The instances that were here when the lease ran out.
+    fenced: std::sync::Mutex<Vec<crate::instances::InstanceId>>,
 }
 
 impl HostState for ManagerState {
@@ -146,11 +148,21 @@ impl HostState for ManagerState {
     async fn fence(&self) {
         let paused = self.manager.pause_all().await;
         tracing::warn!(instances = paused.len(), "fenced: instances paused");
+        *self.fenced.lock().unwrap_or_else(|e| e.into_inner()) = paused.iter().map(|s| s.id).collect();
     }
 
+    /// Destroys what was here when the lease ran out and the control plane no longer places
+    /// here (deleted or moved meanwhile), then resumes what it still owns. Instances created
+    /// after the fence are never destroyed here: the owned list may predate them.
     async fn unfence(&self, owned: Vec<String>) {
-        let ids = owned.iter().filter_map(|id| id.parse().ok()).collect();
-        for result in self.manager.resume(ids).await {
+        let owned: Vec<crate::instances::InstanceId> = owned.iter().filter_map(|id| id.parse().ok()).collect();
+        let fenced = std::mem::take(&mut *self.fenced.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in fenced.into_iter().filter(|id| !owned.contains(id)) {
+            if let Err(err) = self.manager.destroy_unowned(id).await {
+                tracing::error!(%id, error = %crate::error_chain(&err), "cannot destroy an instance this host no longer owns");
+            }
+        }
+        for result in self.manager.resume(owned).await {
             if let Err(err) = result {
                 tracing::error!(error = %crate::error_chain(&err), "cannot resume an instance after fencing");
             }

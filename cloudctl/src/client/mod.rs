@@ -571,6 +571,16 @@ impl Client {
         self.post::<(), _>(self.url(&["v1", "hosts", &id.to_string(), verb]), None, None).await
     }
 
+    /// Declares a silent host dead (operators; idempotent); its instances become `lost`.
+    pub async fn host_declare_dead(&self, id: Uuid) -> Result<Host, ClientError> {
+        self.post::<(), _>(self.url(&["v1", "hosts", &id.to_string(), "declare-dead"]), None, None).await
+    }
+
+    /// The fleet's liveness (operators).
+    pub async fn fleet_liveness(&self) -> Result<FleetLiveness, ClientError> {
+        self.get(self.url(&["v1", "fleet", "liveness"])).await
+    }
+
     /// Creates a single-use join token for a new host (operators); `ttl_secs` defaults to the
     /// server's setting.
     pub async fn join_token_create(&self, ttl_secs: Option<u64>) -> Result<JoinToken, ClientError> {

@@ -275,6 +275,21 @@ pub struct Host {
     pub extra: Extra,
 }
 
+/// The fleet's liveness (operators).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetLiveness {
+    /// `healthy`, or `degraded` while many hosts are silent together (no automatic deaths).
+    pub state: String,
+    #[serde(default)]
+    pub degraded_since: Option<DateTime<Utc>>,
+    pub silent_hosts: i64,
+    pub hosts: i64,
+    pub dead_hosts: i64,
+    pub last_pass_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// A host join token just created; `token` is shown only here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinToken {

@@ -1,4 +1,5 @@
-//! `cloudctl host list|get|drain|undrain`, `cloudctl host join-token create` (operators).
+//! `cloudctl host list|get|drain|undrain|declare-dead|liveness`, `cloudctl host join-token
+//! create` (operators).
 
 use clap::Subcommand;
 use uuid::Uuid;
@@ -16,6 +17,11 @@ pub enum HostCommand {
     Drain { host: String },
     /// Let the scheduler place instances on a drained host again.
     Undrain { host: String },
+    /// Declare a silent host dead (when the fleet is degraded nobody is declared dead
+    /// automatically); its instances become lost. It is taken back if it reports again.
+    DeclareDead { host: String },
+    /// The fleet's liveness: healthy, or degraded while many hosts are silent together.
+    Liveness,
     /// Join tokens for new hosts.
     #[command(subcommand, name = "join-token")]
     JoinToken(JoinTokenCommand),
@@ -46,6 +52,11 @@ pub async fn run(ctx: &Context, cmd: HostCommand) -> anyhow::Result<()> {
             let id = find(&client, &host).await?.id;
             ctx.print_one(&client.host_set_draining(id, false).await?)
         }
+        HostCommand::DeclareDead { host } => {
+            let id = find(&client, &host).await?.id;
+            ctx.print_one(&client.host_declare_dead(id).await?)
+        }
+        HostCommand::Liveness => ctx.print_one(&client.fleet_liveness().await?),
         HostCommand::JoinToken(JoinTokenCommand::Create { ttl }) => {
             ctx.print_one(&client.join_token_create(ttl.map(|t| t.as_secs())).await?)
         }

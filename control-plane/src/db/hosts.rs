@@ -154,11 +154,14 @@ async fn host_join_once(
 #[derive(Debug, Clone)]
 pub struct LeaseRenewal {
     pub state: String,
+    /// The state before the report (`dead`: the host was taken back).
+    pub previous_state: String,
     pub lease_expires_at: DateTime<Utc>,
 }
 
-/// Renews a host's lease from a report and updates its capacity; a joining or suspect host
-/// becomes active. A dead host is not revived (it must re-join): `None` then, as for an
+/// Renews a host's lease from a report and updates its capacity; a joining, suspect or dead
+/// host becomes active (or draining): a host declared dead is taken back with its identity,
+/// subnet and addresses, and its lost instances return as it reports them. `None` for an
 /// unknown host.
 pub async fn host_report(
     conn: &mut PgConnection,
@@ -166,18 +169,20 @@ pub async fn host_report(
     capacity: (i32, i64, i64),
     lease_secs: u32,
 ) -> Result<Option<LeaseRenewal>, sqlx::Error> {
-    let row: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-        "UPDATE hosts SET
+    let row: Option<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        "WITH before AS (SELECT state AS previous_state FROM hosts WHERE id = $1 FOR UPDATE)
+         UPDATE hosts SET
              lease_expires_at = now() + make_interval(secs => $2),
              last_report_at = now(),
-             state = CASE WHEN state IN ('joining', 'suspect') THEN (CASE WHEN draining THEN 'draining' ELSE 'active' END)
+             state = CASE WHEN state IN ('joining', 'suspect', 'dead') THEN (CASE WHEN draining THEN 'draining' ELSE 'active' END)
                           ELSE state END,
              total_vcpus = GREATEST($3, reserved_vcpus),
              total_memory_bytes = GREATEST($4, reserved_memory_bytes),
              total_disk_bytes = GREATEST($5, reserved_disk_bytes),
              updated_at = now()
-         WHERE id = $1 AND state <> 'dead'
-         RETURNING state, lease_expires_at",
+         FROM before
+         WHERE id = $1
+         RETURNING hosts.state, before.previous_state, lease_expires_at",
     )
     .bind(host_id)
     .bind(f64::from(lease_secs))
@@ -186,7 +191,7 @@ pub async fn host_report(
     .bind(capacity.2)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(state, lease_expires_at)| LeaseRenewal { state, lease_expires_at }))
+    Ok(row.map(|(state, previous_state, lease_expires_at)| LeaseRenewal { state, previous_state, lease_expires_at }))
 }
 
 /// Ids of the live instances placed on a host.
@@ -212,13 +217,11 @@ pub async fn host_get(conn: &mut PgConnection, id: Uuid) -> Result<Option<HostRo
 pub enum DrainOutcome {
     Done(Box<HostRow>),
     NotFound,
-    /// A dead host must re-join; draining it means nothing.
-    Dead,
 }
 
 /// Sets or clears a host's drain flag (idempotent); an active host becomes draining and a
-/// draining one active again. Hosts that are joining or suspect keep their state and take the
-/// flag into account when they next report.
+/// draining one active again. Hosts that are joining, suspect or dead keep their state and take
+/// the flag into account when they next report.
 pub async fn host_set_draining(conn: &mut PgConnection, id: Uuid, draining: bool) -> Result<DrainOutcome, sqlx::Error> {
     let updated: Option<HostRow> = sqlx::query_as(&format!(
         "UPDATE hosts SET draining = $2,
@@ -226,18 +229,57 @@ pub async fn host_set_draining(conn: &mut PgConnection, id: Uuid, draining: bool
                           WHEN NOT $2 AND state = 'draining' THEN 'active'
                           ELSE state END,
              updated_at = now()
-         WHERE id = $1 AND state <> 'dead'
+         WHERE id = $1
          RETURNING {HOST_COLUMNS}"
     ))
     .bind(id)
     .bind(draining)
     .fetch_optional(&mut *conn)
     .await?;
-    match updated {
-        Some(row) => Ok(DrainOutcome::Done(Box::new(row))),
-        None if host_get(conn, id).await?.is_some() => Ok(DrainOutcome::Dead),
-        None => Ok(DrainOutcome::NotFound),
+    Ok(updated.map_or(DrainOutcome::NotFound, |row| DrainOutcome::Done(Box::new(row))))
+}
+
+/// What became of an operator's declaration that a host is dead.
+#[derive(Debug)]
+pub enum DeclareDeadOutcome {
+    /// The host is dead now (or was already); its instances are lost.
+    Dead {
+        host: Box<HostRow>,
+        lost_instances: u64,
+    },
+    NotFound,
+    /// The host holds a valid lease: it is not silent.
+    Alive {
+        lease_expires_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// Declares a silent host dead (operators, e.g. during a partition): only a host whose lease
+/// ran out; its live instances become `lost`. Idempotent.
+pub async fn host_declare_dead(conn: &mut PgConnection, id: Uuid) -> Result<DeclareDeadOutcome, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let Some((state, lease)): Option<(String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT state, lease_expires_at FROM hosts WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(DeclareDeadOutcome::NotFound);
+    };
+    let silent: bool =
+        sqlx::query_scalar("SELECT $1::timestamptz IS NULL OR $1 < now()").bind(lease).fetch_one(&mut *tx).await?;
+    if state != "dead" && !(state == "suspect" || silent) {
+        return Ok(DeclareDeadOutcome::Alive { lease_expires_at: lease });
     }
+    sqlx::query("UPDATE hosts SET state = 'dead', updated_at = now() WHERE id = $1 AND state <> 'dead'")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let lost_instances = crate::reconcilers::host_liveness::mark_lost_instances(&mut tx).await?;
+    let host =
+        sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1")).bind(id).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(DeclareDeadOutcome::Dead { host: Box::new(host), lost_instances })
 }
 
 /// True when `err` violates the named unique constraint.

@@ -169,7 +169,10 @@ impl ControlPlane for ControlPlaneService {
         let renewal = hosts::host_report(&mut conn, host_id, capacity, self.app.fleet.config.lease_secs)
             .await
             .map_err(|e| unavailable(&e))?
-            .ok_or_else(|| fail(Status::permission_denied("unknown or dead host: join again with a new token")))?;
+            .ok_or_else(|| fail(Status::permission_denied("unknown host: join with a new token")))?;
+        if renewal.previous_state == "dead" {
+            tracing::warn!(%host_id, "a host declared dead reports again: taken back with its identity and instances");
+        }
         for status in &report.instances {
             apply_instance_report(&mut conn, host_id, status).await.map_err(|e| unavailable(&e))?;
         }

@@ -37,6 +37,11 @@ pub struct FleetConfig {
     pub lease_secs: u32,
     /// Default lifetime of a join token.
     pub join_token_ttl_secs: u64,
+    /// When at least this percentage of the hosts is silent at once (and at least
+    /// `partition_min_hosts`), it is a partition: none is declared dead automatically.
+    pub partition_silent_percent: u32,
+    /// The fewest silent hosts that can make a partition.
+    pub partition_min_hosts: u32,
 }
 
 impl Default for FleetConfig {
@@ -47,6 +52,8 @@ impl Default for FleetConfig {
             instance_subnet_pool: Ipv4Net { addr: std::net::Ipv4Addr::new(10, 100, 0, 0), prefix: 16 },
             lease_secs: 10,
             join_token_ttl_secs: 3600,
+            partition_silent_percent: 34,
+            partition_min_hosts: 2,
         }
     }
 }

@@ -151,6 +151,45 @@ async fn set_draining(app: &App, caller: &Caller, id: Uuid, draining: bool) -> R
             Ok(Json(*host))
         }
         DrainOutcome::NotFound => Err(ApiError::not_found(format!("no host {id}"))),
-        DrainOutcome::Dead => Err(ApiError::conflict(format!("host {id} is dead; it must join again"))),
     }
+}
+
+/// Declares a silent host dead (operators only; idempotent): what an operator does when the
+/// fleet is degraded (many hosts silent together, so none is declared dead automatically) and
+/// they know a host is gone. Only a host whose lease ran out can be declared dead (409
+/// otherwise); its instances become `lost`. A dead host that reports again is taken back.
+#[utoipa::path(post, path = "/v1/hosts/{id}/declare-dead", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = HostRow), (status = 403, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn host_declare_dead(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<HostRow>, ApiError> {
+    caller.require_operator()?;
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    match hosts::host_declare_dead(&mut conn, id).await.map_err(|e| ApiError::internal(&e))? {
+        hosts::DeclareDeadOutcome::Dead { host, lost_instances } => {
+            tracing::warn!(host_id = %id, lost_instances, operator = %caller.user_id, "host declared dead by an operator");
+            Ok(Json(*host))
+        }
+        hosts::DeclareDeadOutcome::NotFound => Err(ApiError::not_found(format!("no host {id}"))),
+        hosts::DeclareDeadOutcome::Alive { lease_expires_at } => Err(ApiError::conflict(format!(
+            "host {id} is not silent: it holds a lease until {}",
+            lease_expires_at.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339())
+        ))),
+    }
+}
+
+/// The fleet's liveness (operators only): `degraded` while many hosts are silent together.
+#[utoipa::path(get, path = "/v1/fleet/liveness", tag = "hosts",
+    responses((status = 200, body = crate::reconcilers::host_liveness::FleetLiveness),
+              (status = 403, body = super::error::ErrorBody)))]
+pub async fn fleet_liveness(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> Result<Json<crate::reconcilers::host_liveness::FleetLiveness>, ApiError> {
+    caller.require_operator()?;
+    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(crate::reconcilers::host_liveness::fleet_liveness(&mut conn).await.map_err(|e| ApiError::internal(&e))?))
 }

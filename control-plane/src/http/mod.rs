@@ -43,6 +43,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/hosts/{id}", get(hosts::host_get))
         .route("/v1/hosts/{id}/drain", post(hosts::host_drain))
         .route("/v1/hosts/{id}/undrain", post(hosts::host_undrain))
+        .route("/v1/hosts/{id}/declare-dead", post(hosts::host_declare_dead))
+        .route("/v1/fleet/liveness", get(hosts::fleet_liveness))
         .merge(auth::routes())
         .merge(projects::routes())
         .merge(ssh_keys::routes())

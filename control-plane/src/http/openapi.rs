@@ -20,6 +20,8 @@ use super::auth::BearerAuth;
         super::hosts::host_get,
         super::hosts::host_drain,
         super::hosts::host_undrain,
+        super::hosts::host_declare_dead,
+        super::hosts::fleet_liveness,
         super::auth::whoami,
         super::auth::token_create,
         super::auth::token_list,

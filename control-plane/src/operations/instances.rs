@@ -75,6 +75,16 @@ async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> 
         .ok_or(StepError::Fail { code: "not_found", message: "the instance no longer exists".to_owned() })
 }
 
+/// The agent of a host that can be called: `None` when the instance has no host, or its host
+/// is dead (a dead host that returns destroys what it no longer owns before resuming anything).
+fn live_client(app: &App, spec: &db::AgentSpecRow) -> Result<Option<crate::agents::AgentClient>, StepError> {
+    if spec.host_state.as_deref() == Some("dead") {
+        tracing::info!(instance = %spec.id, "its host is dead: not called; it cleans up when it reports again");
+        return Ok(None);
+    }
+    client(app, spec)
+}
+
 fn client(app: &App, spec: &db::AgentSpecRow) -> Result<Option<crate::agents::AgentClient>, StepError> {
     match (spec.host_id, &spec.agent_endpoint) {
         (Some(host), Some(endpoint)) => app
@@ -227,7 +237,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
         }
         "delete_on_host" => {
             let s = spec(app, id).await?;
-            if let Some(mut agent) = client(app, &s)? {
+            if let Some(mut agent) = live_client(app, &s)? {
                 match agent.delete_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation }).await
                 {
                     Ok(_) => {}
@@ -273,7 +283,7 @@ pub async fn undo_step(
         }
         ("instance_create", "ensure_on_host" | "wait_running") => {
             let s = spec(app, id).await?;
-            if let Some(mut agent) = client(app, &s)? {
+            if let Some(mut agent) = live_client(app, &s)? {
                 // A generation above the create's, so the delete wins over a late ensure.
                 let generation = u64::try_from(p.generation + 1).unwrap_or(u64::MAX);
                 match agent.delete_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation }).await

@@ -46,13 +46,14 @@ async fn drain_and_undrain_are_operator_only_idempotent_and_outlive_a_lease_laps
     let (status, body) = api.call(Method::GET, &format!("/v1/hosts/{}", host.0), Some(&operator), None).await;
     assert_eq!((status, body["state"].clone()), (200, json!("active")), "{body}");
 
-    // A dead host must join again; draining it is a conflict and changes nothing.
+    // A dead host keeps the flag for when it reports again: it comes back draining.
     sqlx::query("UPDATE hosts SET state = 'dead' WHERE id = $1").bind(host).execute(&api.pool).await.unwrap();
     let (status, body) = api.call(Method::POST, &drain, Some(&operator), None).await;
-    assert_eq!(status, 409, "{body}");
-    let draining: bool =
-        sqlx::query_scalar("SELECT draining FROM hosts WHERE id = $1").bind(host).fetch_one(&api.pool).await.unwrap();
-    assert!(!draining);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["state"].as_str(), body["draining"].as_bool()), (Some("dead"), Some(true)), "{body}");
+    let renewal =
+        control_plane::db::hosts::host_report(&mut conn, host.0, (8, 8 << 30, 100 << 30), 10).await.unwrap().unwrap();
+    assert_eq!((renewal.previous_state.as_str(), renewal.state.as_str()), ("dead", "draining"));
 }
 
 #[tokio::test]

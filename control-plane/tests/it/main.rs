@@ -8,6 +8,7 @@ mod hosts;
 mod http;
 mod images;
 mod instances;
+mod liveness;
 mod migrations;
 mod placement;
 mod projects;

@@ -384,6 +384,14 @@ impl InstanceManager {
         futures::future::join_all(calls).await
     }
 
+    /// Destroys an instance the control plane no longer places here (deleted, or moved while
+    /// this host was cut off), at the generation it last applied.
+    pub async fn destroy_unowned(&self, id: InstanceId) -> Result<InstanceStatus, InstanceError> {
+        let generation = self.get(id).await?.generation;
+        tracing::warn!(%id, "destroying an instance this host no longer owns");
+        self.delete(id, generation).await
+    }
+
     /// Resumes the paused instances among `ids` (those the control plane confirmed we own).
     pub async fn resume(&self, ids: Vec<InstanceId>) -> Vec<Result<InstanceStatus, InstanceError>> {
         let calls = ids.into_iter().map(|id| async move {

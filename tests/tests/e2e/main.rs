@@ -6,5 +6,6 @@ mod cli;
 mod fleet;
 mod images;
 mod instances;
+mod liveness;
 mod packages;
 mod recovery;
