@@ -5,18 +5,23 @@
 //! set-up at all. Production deployments point `database.url` at a real (HA) PostgreSQL instead.
 //!
 //! ```text
-//! <data_dir>/postgres/
+//! <data_dir>/postgres/        0700, the server's user
 //!   pgdata/         the cluster (initdb'd once, reused on every later start)
-//!   run/            Unix socket directory (.s.PGSQL.<port>)
+//!   run/            Unix socket directory (.s.PGSQL.<port>), 0700: only its owner enters
 //!   postgres.log    the server's own log
+//!   password        the role's generated secret: 0600, the control plane's user
 //! ```
 //!
 //! - The cluster is initialised into `pgdata.init` and renamed into place, so a crash during
 //!   initdb never leaves a half-made cluster that later starts would trust.
 //! - `initdb` refuses to run as root; when we are root the server runs as the `postgres` user
 //!   (through `Command::uid/gid`, no sudo needed) and owns `<data_dir>/postgres`.
-//! - The server listens on the Unix socket and on a free loopback port, with trust
-//!   authentication limited to those two: nothing outside this machine can reach it.
+//! - The server listens on its Unix socket only (no TCP), in a directory only its owner can
+//!   enter, and asks for the role's password (SCRAM) even there: no `trust`. A cluster made by
+//!   an earlier version with trust authentication gets the password and the new rules at its
+//!   next start.
+//! - [`EmbeddedPostgres::restart_if_exited`] starts the server again when it exited (a crash, an
+//!   OOM kill); the control plane's supervisor calls it with backoff.
 //! - It runs in its own process group, so a Ctrl-C on the terminal reaches only the control
 //!   plane, which then stops the server itself, after the last connection is closed.
 //! - The supervisor holds an exclusive lock on `postgres/supervisor.lock` while it runs, so a
@@ -26,7 +31,6 @@
 
 use std::fs;
 use std::io;
-use std::net::TcpListener;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,7 +43,7 @@ use nix::unistd::{Pid, User, geteuid};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-/// The role the embedded cluster is initialised with (trust authentication, local only).
+/// The role the embedded cluster is initialised with (password authentication, socket only).
 pub const SUPERUSER: &str = "cloud";
 /// The database the control plane uses inside the embedded cluster.
 pub const DATABASE: &str = "cloud";
@@ -57,7 +61,8 @@ pub struct EmbeddedDbOptions {
     pub data_dir: PathBuf,
     /// Directory holding `initdb`, `postgres` and `pg_ctl`; searched for when `None`.
     pub bin_dir: Option<PathBuf>,
-    /// TCP port on 127.0.0.1; 0 picks a free one at each start.
+    /// The port number in the Unix socket's name (`.s.PGSQL.<port>`); 0 means 5432. The
+    /// server listens on no TCP port.
     pub port: u16,
     /// Turn off fsync: only for throwaway clusters in tests, where durability does not matter.
     pub unsafe_no_fsync: bool,
@@ -90,8 +95,6 @@ pub enum EmbeddedDbError {
     },
     #[error("initdb failed ({status}): {output}")]
     Initdb { status: std::process::ExitStatus, output: String },
-    #[error("no free TCP port on 127.0.0.1")]
-    NoFreePort(#[source] io::Error),
     #[error("PostgreSQL exited during start-up ({status}); last lines of {log}:\n{tail}")]
     ExitedEarly { status: std::process::ExitStatus, log: PathBuf, tail: String },
     #[error("PostgreSQL did not accept connections within {timeout:?}; see {log}")]
@@ -182,14 +185,28 @@ fn debian_bin_dirs() -> Vec<PathBuf> {
 
 /// A running embedded cluster. Stop it with [`EmbeddedPostgres::stop`]; dropping it stops it
 /// too (blocking), so a panicking test leaves no server behind.
-#[derive(Debug)]
 pub struct EmbeddedPostgres {
     root: PathBuf,
     port: u16,
+    password: String,
+    /// How the server process is started (again).
+    server: Command,
+    postgres: PathBuf,
     child: Option<Child>,
     /// Held for the server's lifetime; released (also by the kernel on a crash) after it stops.
     _lock: Flock<fs::File>,
 }
+
+impl std::fmt::Debug for EmbeddedPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedPostgres").field("root", &self.root).field("pid", &self.pid()).finish_non_exhaustive()
+    }
+}
+
+/// The port number of the socket's name when none is configured.
+const DEFAULT_PORT: u16 = 5432;
+/// The file holding the role's password, in `<data_dir>/postgres`.
+const PASSWORD_FILE: &str = "password";
 
 impl EmbeddedPostgres {
     /// Initialises the cluster on first use, starts it, waits until it accepts connections and
@@ -201,14 +218,15 @@ impl EmbeddedPostgres {
         let root = opts.data_dir.join("postgres");
         prepare_dirs(&opts.data_dir, &root, owner.as_ref())?;
         let lock = lock_supervisor(&root)?;
+        let password = ensure_password(&root)?;
         let pgdata = root.join("pgdata");
         if !pgdata.join("PG_VERSION").is_file() {
-            initdb(&bins, &root, owner.as_ref())?;
+            initdb(&bins, &root, owner.as_ref(), &password)?;
         }
         stop_stale_server(&pgdata);
 
         let port = match opts.port {
-            0 => free_port()?,
+            0 => DEFAULT_PORT,
             port => port,
         };
         let log = root.join("postgres.log");
@@ -230,7 +248,8 @@ impl EmbeddedPostgres {
             .arg(root.join("run"))
             .arg("-p")
             .arg(port.to_string())
-            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "listen_addresses="])
+            .args(["-c", "unix_socket_permissions=0700"])
             .args(["-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(log_file)
@@ -242,12 +261,66 @@ impl EmbeddedPostgres {
         if let Some(user) = &owner {
             cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }
-        tracing::info!(dir = %pgdata.display(), port, bin_dir = %bins.dir().display(), "starting embedded PostgreSQL");
+        tracing::info!(dir = %pgdata.display(), bin_dir = %bins.dir().display(), "starting embedded PostgreSQL");
         let child = cmd.spawn().map_err(|source| EmbeddedDbError::Spawn { program: bins.postgres(), source })?;
-        let mut pg = Self { root, port, child: Some(child), _lock: lock };
+        let mut pg =
+            Self { root, port, password, server: cmd, postgres: bins.postgres(), child: Some(child), _lock: lock };
         pg.wait_ready(&log)?;
-        pg.ensure_database_blocking(DATABASE)?;
+        pg.block_on(pg.ensure_password_auth(owner.as_ref()))?;
+        pg.block_on(pg.ensure_database(DATABASE))?;
         Ok(pg)
+    }
+
+    /// Starts the server again if it exited (crash, OOM kill): returns how it exited, after it
+    /// accepts connections again. Blocking.
+    pub fn restart_if_exited(&mut self) -> Result<Option<std::process::ExitStatus>, EmbeddedDbError> {
+        let status = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => status,
+            _ => return Ok(None),
+        };
+        self.child = None;
+        tracing::error!(%status, "the embedded PostgreSQL exited; starting it again");
+        stop_stale_server(&self.root.join("pgdata"));
+        let child =
+            self.server.spawn().map_err(|source| EmbeddedDbError::Spawn { program: self.postgres.clone(), source })?;
+        self.child = Some(child);
+        self.wait_ready(&self.root.join("postgres.log"))?;
+        tracing::warn!(pid = ?self.pid(), "the embedded PostgreSQL runs again");
+        Ok(Some(status))
+    }
+
+    /// Before a cluster's first start with passwords: a cluster made with trust authentication
+    /// (an earlier version) gets the role's password and SCRAM rules, then reloads them.
+    async fn ensure_password_auth(&self, owner: Option<&User>) -> Result<(), EmbeddedDbError> {
+        let hba = self.root.join("pgdata").join("pg_hba.conf");
+        let text = fs::read_to_string(&hba).map_err(|source| EmbeddedDbError::Prepare { path: hba.clone(), source })?;
+        if !text.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("trust")) {
+            return Ok(());
+        }
+        tracing::warn!("the embedded PostgreSQL trusted every local connection: setting a password and SCRAM rules");
+        let err = |source| EmbeddedDbError::CreateDatabase { name: "postgres".to_owned(), source };
+        let trusted = self.connect_options("postgres").password("");
+        let mut conn = trusted.connect().await.map_err(err)?;
+        // The password is hex (generated): safe to splice into the statement.
+        sqlx::raw_sql(&format!("ALTER ROLE {SUPERUSER} PASSWORD '{}'", self.password))
+            .execute(&mut conn)
+            .await
+            .map_err(err)?;
+        write_hba(&hba, owner)?;
+        sqlx::raw_sql("SELECT pg_reload_conf()").execute(&mut conn).await.map_err(err)?;
+        conn.close().await.map_err(err)?;
+        Ok(())
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, EmbeddedDbError>>,
+    ) -> Result<T, EmbeddedDbError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| EmbeddedDbError::Prepare { path: self.root.clone(), source })?;
+        rt.block_on(f)
     }
 
     /// [`EmbeddedPostgres::start_blocking`] on tokio's blocking pool.
@@ -257,7 +330,7 @@ impl EmbeddedPostgres {
             .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 
-    /// The TCP port the server listens on (127.0.0.1).
+    /// The port number in the socket's name.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -274,25 +347,28 @@ impl EmbeddedPostgres {
 
     /// Connection options for `database` over the Unix socket.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new().socket(self.socket_dir()).port(self.port).username(SUPERUSER).database(database)
+        PgConnectOptions::new()
+            .socket(self.socket_dir())
+            .port(self.port)
+            .username(SUPERUSER)
+            .password(&self.password)
+            .database(database)
     }
 
-    /// A URL for `database` over loopback TCP (for psql, tools and other processes).
+    /// A URL for `database` over the Unix socket, with the password (for its owner: psql, tools
+    /// and other processes of the same user; the socket's directory keeps everyone else out).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{SUPERUSER}:{}@localhost/{database}?host={}&port={}",
+            self.password,
+            self.socket_dir().display(),
+            self.port
+        )
     }
 
     /// Creates `name` unless it exists. Names are restricted so they need no quoting.
     pub async fn ensure_database(&self, name: &str) -> Result<(), EmbeddedDbError> {
         ensure_database(self.connect_options("postgres"), name).await
-    }
-
-    fn ensure_database_blocking(&self, name: &str) -> Result<(), EmbeddedDbError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| EmbeddedDbError::Prepare { path: self.root.clone(), source })?;
-        rt.block_on(self.ensure_database(name))
     }
 
     fn wait_ready(&mut self, log: &Path) -> Result<(), EmbeddedDbError> {
@@ -307,8 +383,10 @@ impl EmbeddedPostgres {
                 return Err(EmbeddedDbError::ExitedEarly { status, log: log.to_path_buf(), tail: tail_of(log, 20) });
             }
             // The socket appears once the postmaster listens; it accepts connections only
-            // after recovery finished, which `postmaster.pid` reports as "ready".
-            if socket.exists() && postmaster_status(&self.root.join("pgdata")).as_deref() == Some("ready") {
+            // after recovery finished, which `postmaster.pid` reports as "ready" (the file of
+            // this server, not one a killed predecessor left behind).
+            let ours = postmaster_pid(&self.root.join("pgdata")) == self.pid();
+            if ours && socket.exists() && postmaster_status(&self.root.join("pgdata")).as_deref() == Some("ready") {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -317,6 +395,11 @@ impl EmbeddedPostgres {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(250));
         }
+    }
+
+    /// [`EmbeddedPostgres::stop`] for a server held in place (blocking).
+    pub fn stop_in_place(&mut self) -> Result<(), EmbeddedDbError> {
+        stop_child(self.child.take())
     }
 
     /// Stops the server with a fast shutdown (clients disconnected, data flushed) and waits.
@@ -439,29 +522,86 @@ fn prepare_dirs(data_dir: &Path, root: &Path, owner: Option<&User>) -> Result<()
     Ok(())
 }
 
-fn initdb(bins: &PgBinaries, root: &Path, owner: Option<&User>) -> Result<(), EmbeddedDbError> {
+/// The role's password: read from `<root>/password`, or generated (32 random bytes, hex) and
+/// written there 0600 by the control plane's own user.
+fn ensure_password(root: &Path) -> Result<String, EmbeddedDbError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(PASSWORD_FILE);
+    let err = |source| EmbeddedDbError::Prepare { path: path.clone(), source };
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(|e| err(io::Error::other(e)))?;
+    let password = hex::encode(secret);
+    let tmp = root.join(format!("{PASSWORD_FILE}.tmp"));
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(password.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
+    fs::rename(&tmp, &path).map_err(err)?;
+    Ok(password)
+}
+
+/// The only rules: SCRAM password over the Unix socket; no TCP, no trust.
+fn write_hba(hba: &Path, owner: Option<&User>) -> Result<(), EmbeddedDbError> {
+    let err = |source| EmbeddedDbError::Prepare { path: hba.to_path_buf(), source };
+    let text = "# Written by the control plane: its own role, by password, over the Unix socket only.\n\
+                local all all scram-sha-256\n";
+    let tmp = hba.with_extension("conf.tmp");
+    fs::write(&tmp, text).map_err(err)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    if let Some(user) = owner {
+        chown(&tmp, Some(user.uid.as_raw()), Some(user.gid.as_raw())).map_err(err)?;
+    }
+    fs::rename(&tmp, hba).map_err(err)
+}
+
+fn initdb(bins: &PgBinaries, root: &Path, owner: Option<&User>, password: &str) -> Result<(), EmbeddedDbError> {
     let target = root.join("pgdata");
     let staging = root.join("pgdata.init");
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(|source| EmbeddedDbError::Prepare { path: staging.clone(), source })?;
     }
     tracing::info!(dir = %target.display(), "initialising the embedded PostgreSQL cluster");
+    // initdb reads the password from a file the server's user can read; it is removed after.
+    let pwfile = root.join("pwfile.init");
+    let prep = |source| EmbeddedDbError::Prepare { path: pwfile.clone(), source };
+    fs::write(&pwfile, password).map_err(prep)?;
+    fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600)).map_err(prep)?;
+    if let Some(user) = owner {
+        chown(&pwfile, Some(user.uid.as_raw()), Some(user.gid.as_raw())).map_err(prep)?;
+    }
     let mut cmd = Command::new(bins.initdb());
     cmd.arg("-D")
         .arg(&staging)
-        .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"])
+        .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"])
+        .arg(format!("--pwfile={}", pwfile.display()))
         .stdin(Stdio::null())
         .current_dir(root);
     if let Some(user) = owner {
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
-    let out = cmd.output().map_err(|source| EmbeddedDbError::Spawn { program: bins.initdb(), source })?;
+    let out = cmd.output().map_err(|source| EmbeddedDbError::Spawn { program: bins.initdb(), source });
+    let _ = fs::remove_file(&pwfile);
+    let out = out?;
+    if out.status.success() {
+        write_hba(&staging.join("pg_hba.conf"), owner)?;
+    }
     if !out.status.success() {
         let mut output = String::from_utf8_lossy(&out.stderr).into_owned();
         output.push_str(&String::from_utf8_lossy(&out.stdout));
         return Err(EmbeddedDbError::Initdb { status: out.status, output: output.trim().to_owned() });
     }
     fs::rename(&staging, &target).map_err(|source| EmbeddedDbError::Prepare { path: target, source })
+}
+
+/// The pid `postmaster.pid` names (its line 1).
+fn postmaster_pid(pgdata: &Path) -> Option<u32> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
 }
 
 /// Line 1 of `postmaster.pid` is the pid; line 8 the status ("starting", "ready", "stopping").
@@ -498,12 +638,6 @@ fn is_postgres_process(pid: Pid, pgdata: &Path) -> bool {
     let is_postgres = args.first().is_some_and(|a| a.ends_with(b"postgres"));
     let dir = pgdata.as_os_str().as_encoded_bytes();
     is_postgres && args.contains(&dir)
-}
-
-fn free_port() -> Result<u16, EmbeddedDbError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(EmbeddedDbError::NoFreePort)?;
-    let port = listener.local_addr().map_err(EmbeddedDbError::NoFreePort)?.port();
-    Ok(port)
 }
 
 fn tail_of(path: &Path, lines: usize) -> String {

@@ -95,12 +95,15 @@ pub enum StartError {
     Tls(#[from] http::tls::TlsError),
 }
 
+/// The embedded cluster, shared by its supervisor and the shutdown path.
+pub type SharedEmbedded = std::sync::Arc<std::sync::Mutex<EmbeddedPostgres>>;
+
 /// The database the control plane uses: the configured URL, or the embedded cluster.
 #[derive(Debug)]
 pub struct Database {
     pub pool: PgPool,
     /// Set when the control plane runs its own PostgreSQL; stopped after the pool is closed.
-    pub embedded: Option<EmbeddedPostgres>,
+    pub embedded: Option<SharedEmbedded>,
 }
 
 impl Database {
@@ -112,7 +115,7 @@ impl Database {
             Some(url) => (db::options_from_url(url)?, None),
             None => {
                 let pg = EmbeddedPostgres::start(embedded_options(config)).await?;
-                (pg.connect_options(embedded_db::DATABASE), Some(pg))
+                (pg.connect_options(embedded_db::DATABASE), Some(std::sync::Arc::new(std::sync::Mutex::new(pg))))
             }
         };
         let pool = db::connect(options, config.database.max_connections, timeout).await?;
@@ -125,9 +128,49 @@ impl Database {
     pub async fn close(self) -> Result<(), StartError> {
         self.pool.close().await;
         if let Some(pg) = self.embedded {
-            pg.stop().await?;
+            tokio::task::spawn_blocking(move || {
+                pg.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stop_in_place()
+            })
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
         }
         Ok(())
+    }
+}
+
+/// Keeps the embedded database running until `stop`: when it exits (a crash, an OOM kill) it is
+/// started again, with backoff from 1 s to 30 s between failed attempts; every restart is
+/// logged and counted (`cloud_embedded_db_restarts`). Meanwhile `/healthz` says 503 and the
+/// pool reconnects by itself once the server is back.
+pub async fn supervise_embedded_db(pg: SharedEmbedded, app: Arc<App>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_secs(1);
+    let mut wait = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = &mut stop => return,
+        }
+        let pg = pg.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            pg.lock().unwrap_or_else(std::sync::PoisonError::into_inner).restart_if_exited()
+        })
+        .await;
+        match checked {
+            Ok(Ok(None)) => wait = Duration::from_millis(250),
+            Ok(Ok(Some(status))) => {
+                app.metrics.embedded_db_restarted();
+                tracing::warn!(%status, "the embedded database was restarted");
+                backoff = Duration::from_secs(1);
+                wait = Duration::from_millis(250);
+            }
+            Ok(Err(err)) => {
+                tracing::error!(error = %http::error::ErrorChain(&err), retry_in = ?backoff, "cannot restart the embedded database");
+                wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
     }
 }
 
@@ -145,7 +188,7 @@ pub fn embedded_options(config: &Config) -> EmbeddedDbOptions {
 /// stops the embedded database.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let database = Database::open(&config).await?;
-    let served = serve_with(&config, database.pool.clone(), shutdown).await;
+    let served = serve_with(&config, database.pool.clone(), database.embedded.clone(), shutdown).await;
     let closed = database.close().await;
     served.and(closed)
 }
@@ -153,6 +196,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
 async fn serve_with(
     config: &Config,
     pool: PgPool,
+    embedded: Option<SharedEmbedded>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let outcome = auth::bootstrap(&pool, &config.data_dir).await?;
@@ -188,6 +232,10 @@ async fn serve_with(
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::host_liveness::run(app, policy, stop))
     };
+    let supervisor = embedded.map(|pg| {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(supervise_embedded_db(pg, app, stop))
+    });
     let router = http::router(app.clone());
     let http = async {
         match tls {
@@ -201,6 +249,9 @@ async fn serve_with(
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));
     let (http, grpc) = tokio::join!(http, grpc);
     let _ = tokio::join!(executor, liveness);
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
     tracing::info!("servers stopped");
     http.map_err(StartError::Serve)?;
     grpc.map_err(StartError::Grpc)

@@ -82,8 +82,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pg = EmbeddedPostgres::start(opts).await?;
             let url = pg.url(embedded_db::DATABASE);
             if let Some(path) = url_file {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                // The URL carries the database's password: for its owner only.
                 let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, &url).with_context(|| format!("cannot write {}", tmp.display()))?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(url.as_bytes()))
+                    .with_context(|| format!("cannot write {}", tmp.display()))?;
                 std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
             }
             writeln!(std::io::stdout(), "{url}")?;

@@ -135,10 +135,11 @@ impl Launch {
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen", &self.http.to_string()])
-            .args(["--fleet-grpc-listen", &self.grpc.to_string()])
-            .args(["--database-url", &self.db_url])
-            .args(["--log-filter", "info,control_plane=debug"])
-            .args(&self.extra);
+            .args(["--fleet-grpc-listen", &self.grpc.to_string()]);
+        if !self.db_url.is_empty() {
+            cmd.args(["--database-url", &self.db_url]);
+        }
+        cmd.args(["--log-filter", "info,control_plane=debug"]).args(&self.extra);
         if let Some(tls) = &self.tls {
             cmd.arg("--tls-cert-file").arg(&tls.cert_file).arg("--tls-key-file").arg(&tls.key_file);
         }
@@ -163,6 +164,28 @@ pub async fn spawn_control_plane_with(net: &TestNetwork, dir: &Path, extra: &[&s
 /// (`ControlPlane::ca_file`) for the gateway address.
 pub async fn spawn_control_plane_tls(net: &TestNetwork, dir: &Path) -> ControlPlane {
     launch_control_plane(net, dir, &[], true).await
+}
+
+/// A control plane running its own embedded PostgreSQL in its data directory (no
+/// `--database-url`), as the quickstart does.
+pub async fn spawn_control_plane_embedded(net: &TestNetwork, dir: &Path, extra: &[&str]) -> ControlPlane {
+    use std::os::unix::fs::PermissionsExt;
+    // The server runs as `postgres`, which must traverse to its directory.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod test dir");
+    let data_dir = dir.join("control-plane");
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let gw = net.gateway();
+    let launch = Launch {
+        name: "control-plane".to_owned(),
+        data_dir,
+        db_url: String::new(),
+        http: (gw, free_port(gw)).into(),
+        grpc: (gw, free_port(gw)).into(),
+        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        log: dir.join("control-plane.log"),
+        tls: None,
+    };
+    start(launch, None, &[]).await
 }
 
 async fn launch_control_plane(net: &TestNetwork, dir: &Path, extra: &[&str], https: bool) -> ControlPlane {
@@ -323,6 +346,14 @@ impl ControlPlane {
         resp.json().await.expect("json")
     }
 
+    /// `GET /v1/hosts`, or nothing while the API cannot answer (its database away).
+    pub async fn hosts_or_empty(&self) -> Vec<Value> {
+        match self.request(reqwest::Method::GET, "/v1/hosts").send().await {
+            Ok(resp) if resp.status() == 200 => resp.json().await.unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Waits until `n` hosts are active.
     pub async fn wait_active_hosts(&self, n: usize) {
         wait_until(Duration::from_secs(60), &format!("{n} active hosts"), || async {
@@ -377,8 +408,10 @@ fn agent_command(net: &HostNet, state_dir: &Path, flags: &[String], args: &[&str
         .arg(state_dir)
         .args(["--listen", &format!("{}:7444", net.address)])
         .args(["--advertise-url", &format!("https://{}:7444", net.address)])
-        .args(["--report-interval-ms", "500"])
-        .args(["--capacity-vcpus", "4", "--capacity-memory-mib", "4096", "--capacity-disk-gib", "20"]);
+        .args(["--report-interval-ms", "500"]);
+    if !flags.iter().any(|f| f.starts_with("--capacity-")) {
+        cmd.args(["--capacity-vcpus", "4", "--capacity-memory-mib", "4096", "--capacity-disk-gib", "20"]);
+    }
     cmd.args(flags).args(args);
     cmd
 }

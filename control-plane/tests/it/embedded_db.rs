@@ -33,9 +33,14 @@ async fn a_cluster_starts_stops_and_restarts_with_its_data() {
             .execute(&mut conn)
             .await
             .unwrap();
-        // Also reachable over loopback TCP, by URL, as other processes will use it.
-        let tcp = sqlx::PgConnection::connect(&pg.url(DATABASE)).await.unwrap();
-        tcp.close().await.unwrap();
+        // Also by URL, as other processes of its owner use it; but never without the password,
+        // and not over TCP at all.
+        let by_url = sqlx::PgConnection::connect(&pg.url(DATABASE)).await.unwrap();
+        by_url.close().await.unwrap();
+        let no_password = pg.connect_options(DATABASE).password("");
+        assert!(sqlx::PgConnection::connect_with(&no_password).await.is_err(), "trusted without a password");
+        let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(listen, "", "the server listens on TCP");
         conn.close().await.unwrap();
     }
     pg.stop().await.unwrap();
@@ -104,13 +109,53 @@ async fn dropping_a_running_cluster_stops_it() {
 }
 
 #[tokio::test]
-async fn a_fixed_port_that_is_taken_is_reported_with_the_server_log() {
+async fn an_unprivileged_local_user_cannot_connect_even_with_the_url() {
     let dir = tempfile::tempdir().unwrap();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut opts = options(dir.path());
-    opts.port = taken.local_addr().unwrap().port();
-    let err = EmbeddedPostgres::start(opts).await.unwrap_err();
-    assert!(matches!(err, control_plane::embedded_db::EmbeddedDbError::ExitedEarly { .. }), "unexpected error: {err}");
+    // The data directory of a root control plane: the server runs as postgres, nobody else in.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pg = EmbeddedPostgres::start(options(dir.path())).await.unwrap();
+    let password = std::fs::metadata(dir.path().join("postgres/password")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&password.permissions()) & 0o777, 0o600);
+    // psql as `nobody`, given the full URL with the password: refused at the socket's directory.
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "psql", "-w", "-c", "SELECT 1"])
+        .arg(pg.url(DATABASE))
+        .output()
+        .expect("run runuser and psql (util-linux, postgresql-client)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody connected: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    pg.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_server_is_started_again_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    // Durable commits, as in production: what was acknowledged survives the kill.
+    let mut pg =
+        EmbeddedPostgres::start(EmbeddedDbOptions { unsafe_no_fsync: false, ..options(dir.path()) }).await.unwrap();
+    {
+        let mut conn = sqlx::PgConnection::connect_with(&pg.connect_options(DATABASE)).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE marker (note text); INSERT INTO marker VALUES ('kept')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let pid = pg.pid().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        status = pg.restart_if_exited().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(status.is_some(), "the killed server was not noticed");
+    assert_ne!(pg.pid(), Some(pid));
+    assert_eq!(query_marker(&pg).await.as_deref(), Some("kept"));
+    assert_eq!(pg.restart_if_exited().unwrap(), None, "a running server is left alone");
+    pg.stop().await.unwrap();
 }
 
 #[tokio::test]

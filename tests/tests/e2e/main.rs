@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod database;
 mod fleet;
 mod images;
 mod instances;
