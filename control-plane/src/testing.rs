@@ -72,16 +72,9 @@ impl TestDatabase {
         };
         embedded_db::ensure_database(admin.clone(), &name).await?;
         let options = admin.database(&name);
-        let url = match &cluster {
-            Some(c) => c.postgres().url(&name),
-            None => {
-                let base = std::env::var(TEST_DATABASE_URL_ENV).unwrap_or_default();
-                match base.rsplit_once('/') {
-                    Some((prefix, _)) => format!("{prefix}/{name}"),
-                    None => base,
-                }
-            }
-        };
+        // The run's URL names a socket directory and a password in its query and user info;
+        // the options rebuild it for this database.
+        let url = sqlx::ConnectOptions::to_url_lossy(&options).to_string();
         Ok(Self { name, url, options, _cluster: cluster })
     }
 

@@ -270,16 +270,32 @@ pub async fn nic_allocate(
         .map(|n| Ipv4Addr::from(u32::from(base) + n))
         .find(|a| !used.iter().any(|u| u == &a.to_string()))
         .ok_or_else(|| sqlx::Error::Protocol(format!("no free address left on host {host}")))?;
-    // Locally administered MAC: 52:54:00 (QEMU's prefix) + the instance id's first bytes.
-    let b = id.0.as_bytes();
-    let mac = format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2]);
     let nic = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO network_interfaces (id, instance_id, idx, mac) VALUES ($1, $2, 0, $3::macaddr) ON CONFLICT (instance_id, idx) DO NOTHING")
+    // A MAC from the sequence; after it wrapped around, one still in use is skipped.
+    let mut mac = mac_allocate(&mut *conn).await?;
+    for _ in 0..64 {
+        let inserted = sqlx::query(
+            "INSERT INTO network_interfaces (id, instance_id, idx, mac)
+             SELECT $1, $2, 0, $3::macaddr WHERE NOT EXISTS (SELECT 1 FROM network_interfaces WHERE mac = $3::macaddr)
+             ON CONFLICT (instance_id, idx) DO NOTHING",
+        )
         .bind(nic)
         .bind(id)
         .bind(&mac)
         .execute(&mut *conn)
         .await?;
+        let mac_taken = inserted.rows_affected() == 0
+            && sqlx::query_scalar::<_, bool>(
+                "SELECT NOT EXISTS (SELECT 1 FROM network_interfaces WHERE instance_id = $1 AND idx = 0)",
+            )
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !mac_taken {
+            break;
+        }
+        mac = mac_allocate(&mut *conn).await?;
+    }
     let nic: uuid::Uuid = sqlx::query_scalar("SELECT id FROM network_interfaces WHERE instance_id = $1 AND idx = 0")
         .bind(id)
         .fetch_one(&mut *conn)
@@ -291,6 +307,15 @@ pub async fn nic_allocate(
         .execute(&mut *conn)
         .await?;
     Ok((mac, free))
+}
+
+/// The next MAC address of the fleet: `52:54` (locally administered, QEMU's prefix) and 32 bits
+/// of the `mac_addresses` sequence. Allocated, never derived from an id, so two NICs get the same
+/// one only after four billion allocations (and then the insert skips one still in use).
+pub async fn mac_allocate(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT nextval('mac_addresses')").fetch_one(conn).await?;
+    let b = (n as u32).to_be_bytes();
+    Ok(format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3]))
 }
 
 /// Frees the NICs and addresses of instance `id` (idempotent).

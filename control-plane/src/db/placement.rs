@@ -119,6 +119,7 @@ struct CandidateRow {
     reserved_vcpus: i32,
     reserved_memory_bytes: i64,
     reserved_disk_bytes: i64,
+    reserved_addresses: i32,
     runs_group_member: bool,
 }
 
@@ -205,6 +206,7 @@ pub async fn release_instance(conn: &mut PgConnection, instance: InstanceId) -> 
              reserved_vcpus = h.reserved_vcpus - c.vcpus,
              reserved_memory_bytes = h.reserved_memory_bytes - c.memory_bytes,
              reserved_disk_bytes = h.reserved_disk_bytes - c.disk_bytes,
+             reserved_addresses = h.reserved_addresses - 1,
              updated_at = now()
          FROM cleared c WHERE h.id = c.host_id
          RETURNING h.id",
@@ -247,6 +249,7 @@ const FITS: &str = "h.state = 'active'
     AND h.reserved_vcpus + $3 <= h.total_vcpus
     AND h.reserved_memory_bytes + $4 <= h.total_memory_bytes
     AND h.reserved_disk_bytes + $5 <= h.total_disk_bytes
+    AND h.reserved_addresses < 253
     AND ($2::text IS NULL OR NOT EXISTS (
         SELECT 1 FROM instances i
         WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL))";
@@ -268,7 +271,8 @@ async fn shortlist(
     };
     let rows: Vec<CandidateRow> = sqlx::query_as(&format!(
         "SELECT h.id, h.state, h.total_vcpus, h.total_memory_bytes, h.total_disk_bytes,
-                h.reserved_vcpus, h.reserved_memory_bytes, h.reserved_disk_bytes, false AS runs_group_member
+                h.reserved_vcpus, h.reserved_memory_bytes, h.reserved_disk_bytes, h.reserved_addresses,
+                false AS runs_group_member
          FROM hosts h WHERE {FITS}
          ORDER BY LEAST((h.total_vcpus - h.reserved_vcpus - $3)::float8 / GREATEST(h.total_vcpus, 1),
                         (h.total_memory_bytes - h.reserved_memory_bytes - $4)::float8 / GREATEST(h.total_memory_bytes, 1),
@@ -295,7 +299,7 @@ async fn candidates(
 ) -> Result<Result<Vec<Candidate>, PlacementError>, sqlx::Error> {
     let rows: Vec<CandidateRow> = sqlx::query_as(
         "SELECT id, state, total_vcpus, total_memory_bytes, total_disk_bytes,
-                reserved_vcpus, reserved_memory_bytes, reserved_disk_bytes,
+                reserved_vcpus, reserved_memory_bytes, reserved_disk_bytes, reserved_addresses,
                 id IN (SELECT host_id FROM instances
                        WHERE project_id = $1 AND anti_affinity_group = $2
                          AND deleted_at IS NULL AND host_id IS NOT NULL) AS runs_group_member
@@ -325,6 +329,7 @@ fn candidate(row: CandidateRow) -> Result<Candidate, PlacementError> {
             disk_bytes: row.reserved_disk_bytes,
         },
         runs_group_member: row.runs_group_member,
+        reserved_addresses: row.reserved_addresses,
     })
 }
 
@@ -344,12 +349,14 @@ async fn reserve(conn: &mut PgConnection, host: HostId, need: &Resources) -> Res
              reserved_vcpus = reserved_vcpus + $2,
              reserved_memory_bytes = reserved_memory_bytes + $3,
              reserved_disk_bytes = reserved_disk_bytes + $4,
+             reserved_addresses = reserved_addresses + 1,
              updated_at = now()
          WHERE id = (SELECT id FROM hosts
                      WHERE id = $1 AND state = 'active'
                        AND reserved_vcpus + $2 <= total_vcpus
                        AND reserved_memory_bytes + $3 <= total_memory_bytes
                        AND reserved_disk_bytes + $4 <= total_disk_bytes
+                       AND reserved_addresses < 253
                      FOR UPDATE SKIP LOCKED)
          RETURNING id",
     )

@@ -78,7 +78,12 @@ pub struct Candidate {
     pub reserved: Resources,
     /// The host already runs a live instance of the request's (project, anti-affinity group).
     pub runs_group_member: bool,
+    /// Addresses of its subnet already reserved by placed instances.
+    pub reserved_addresses: i32,
 }
+
+/// Addresses a host's /24 gives to instances: .2 to .254 (.1 is the host's bridge).
+pub const ADDRESSES_PER_HOST: i32 = 253;
 
 /// The filters, in the order they are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,13 +93,16 @@ pub enum Filter {
     Vcpus,
     Memory,
     Disk,
+    /// Every address of the host's subnet is taken.
+    Addresses,
     /// The host already runs a member of the instance's anti-affinity group.
     AntiAffinity,
 }
 
 impl Filter {
     /// Every filter, in application order.
-    pub const ALL: [Filter; 5] = [Self::NotActive, Self::Vcpus, Self::Memory, Self::Disk, Self::AntiAffinity];
+    pub const ALL: [Filter; 6] =
+        [Self::NotActive, Self::Vcpus, Self::Memory, Self::Disk, Self::Addresses, Self::AntiAffinity];
 
     /// A stable machine-readable name (`not_active`, `vcpus`, …), e.g. for API error details.
     pub fn as_str(self) -> &'static str {
@@ -103,6 +111,7 @@ impl Filter {
             Self::Vcpus => "vcpus",
             Self::Memory => "memory",
             Self::Disk => "disk",
+            Self::Addresses => "addresses",
             Self::AntiAffinity => "anti_affinity",
         }
     }
@@ -117,6 +126,7 @@ impl Filter {
             }
             Self::Memory => need.memory_bytes > host.total.memory_bytes.saturating_sub(host.reserved.memory_bytes),
             Self::Disk => need.disk_bytes > host.total.disk_bytes.saturating_sub(host.reserved.disk_bytes),
+            Self::Addresses => host.reserved_addresses >= ADDRESSES_PER_HOST,
             Self::AntiAffinity => request.anti_affinity_group.is_some() && host.runs_group_member,
         }
     }
@@ -129,6 +139,7 @@ impl fmt::Display for Filter {
             Self::Vcpus => "not enough vCPUs",
             Self::Memory => "not enough memory",
             Self::Disk => "not enough disk",
+            Self::Addresses => "no free address",
             Self::AntiAffinity => "anti-affinity group already there",
         })
     }
@@ -288,7 +299,14 @@ mod tests {
 
     /// An active host with `total` capacity of which `reserved` is taken.
     fn host(n: u128, total: Resources, reserved: Resources) -> Candidate {
-        Candidate { id: id(n), state: HostState::Active, total, reserved, runs_group_member: false }
+        Candidate {
+            id: id(n),
+            state: HostState::Active,
+            total,
+            reserved,
+            runs_group_member: false,
+            reserved_addresses: 0,
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Integration tests of the control plane against a real PostgreSQL (see `control_plane::testing`).
 #![allow(clippy::unwrap_used)]
 
+mod addresses;
 mod auth;
 mod binary;
 mod embedded_db;

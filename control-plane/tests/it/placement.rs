@@ -368,7 +368,7 @@ async fn two_hundred_concurrent_placements_never_overcommit_three_small_hosts() 
         }
     }
     assert_eq!(placed + refused, 200);
-    assert!(placed >= 30, "3 hosts of 16 vCPUs take at least 30 instances of at most 2: {placed}");
+    assert!(placed >= 24, "3 hosts of 16 vCPUs take at least 24 instances of at most 2: {placed}");
     assert!(refused > 0, "more was asked than fits");
 
     // Per host: the placed instances add up to the reservation, which stays within capacity.
