@@ -34,6 +34,8 @@
 //! [operations]
 //! lease_secs = 30                # CLOUD_OPERATIONS_LEASE_SECS: a dead replica's work resumes after this
 //! concurrency = 32               # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
+//! step_timeout_secs = 600        # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may keep retrying
+//! step_timeouts = { wait_running = 900 }   # per step name (no variable)
 //!
 //! [log]
 //! format = "text"                # CLOUD_LOG_FORMAT: text | json
@@ -217,6 +219,9 @@ pub struct Overrides {
     /// Operations one replica drives at once [default: 32].
     #[arg(long, env = "CLOUD_OPERATIONS_CONCURRENCY", value_name = "N")]
     pub operations_concurrency: Option<u32>,
+    /// How long a step may keep retrying before its operation fails [default: 600].
+    #[arg(long, env = "CLOUD_OPERATIONS_STEP_TIMEOUT_SECS", value_name = "SECS")]
+    pub operations_step_timeout_secs: Option<u32>,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -304,6 +309,7 @@ impl Config {
         set(&mut self.scheduler.strategy, &o.scheduler_strategy);
         set(&mut self.operations.lease_secs, &o.operations_lease_secs);
         set(&mut self.operations.concurrency, &o.operations_concurrency);
+        set(&mut self.operations.step_timeout_secs, &o.operations_step_timeout_secs);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
     }
@@ -371,6 +377,9 @@ impl Config {
         }
         if !(1..=1024).contains(&self.operations.concurrency) {
             return invalid("operations.concurrency", "must be between 1 and 1024");
+        }
+        if self.operations.step_timeout_secs == 0 || self.operations.step_timeouts.values().any(|s| *s == 0) {
+            return invalid("operations.step_timeout_secs", "step time limits must be at least 1 second");
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });

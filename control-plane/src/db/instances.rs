@@ -159,7 +159,8 @@ pub async fn instance_transition(
     .await
 }
 
-/// Sets the state (and reason) without a new generation: the outcome of an operation.
+/// Sets the state (and reason) without a new generation: the outcome of an operation. An
+/// instance being deleted stays `deleting` (a cancelled create or start does not revive it).
 pub async fn instance_set_state(
     conn: &mut PgConnection,
     id: InstanceId,
@@ -167,7 +168,8 @@ pub async fn instance_set_state(
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE instances SET state = $2, state_reason = $3, updated_at = now() WHERE id = $1 AND deleted_at IS NULL",
+        "UPDATE instances SET state = $2, state_reason = $3, updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL AND state <> 'deleting'",
     )
     .bind(id)
     .bind(state)
@@ -247,6 +249,27 @@ pub async fn nic_allocate(
     id: InstanceId,
     host: HostId,
 ) -> Result<(String, Ipv4Addr), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let allocated = nic_allocate_in(&mut tx, id, host).await?;
+    tx.commit().await?;
+    Ok(allocated)
+}
+
+/// An instance being deleted gets no address (the delete may have released its addresses
+/// already): the row lock orders this against the delete's transition.
+async fn nic_allocate_in(
+    conn: &mut PgConnection,
+    id: InstanceId,
+    host: HostId,
+) -> Result<(String, Ipv4Addr), sqlx::Error> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM instances WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if state.as_deref().is_none_or(|s| s == "deleting") {
+        return Err(sqlx::Error::RowNotFound);
+    }
     let existing: Option<(String, String)> = sqlx::query_as(
         "SELECT n.mac::text, host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id
          WHERE n.instance_id = $1 AND n.idx = 0",

@@ -205,14 +205,19 @@ pub struct StepRow {
     pub name: String,
     pub state: String,
     pub output: Option<serde_json::Value>,
+    /// Seconds since the step first started (null: never started).
+    pub running_secs: Option<f64>,
 }
 
 /// The steps of an operation, in order.
 pub async fn operation_steps(conn: &mut PgConnection, id: OperationId) -> Result<Vec<StepRow>, sqlx::Error> {
-    sqlx::query_as("SELECT idx, name, state, output FROM operation_steps WHERE operation_id = $1 ORDER BY idx")
-        .bind(id)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as(
+        "SELECT idx, name, state, output, EXTRACT(EPOCH FROM now() - started_at)::float8 AS running_secs
+         FROM operation_steps WHERE operation_id = $1 ORDER BY idx",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await
 }
 
 /// Records a step's new state (and output or error).
@@ -240,6 +245,26 @@ pub async fn step_set(
     Ok(())
 }
 
+/// Seconds since the operation began undoing (0 when it has not).
+pub async fn operation_undoing_secs(conn: &mut PgConnection, id: OperationId) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - undo_started_at)::float8, 0) FROM operations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Adds a sentence to an operation's error message (e.g. an undo that had to be abandoned).
+pub async fn operation_append_error(conn: &mut PgConnection, id: OperationId, note: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET error_message = COALESCE(error_message || '; ', '') || $2 WHERE id = $1")
+        .bind(id)
+        .bind(note)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Moves an operation to `undoing` with the error that caused it.
 pub async fn operation_start_undo(
     conn: &mut PgConnection,
@@ -248,7 +273,9 @@ pub async fn operation_start_undo(
     message: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE operations SET state = 'undoing', error_code = $2, error_message = $3, updated_at = now() WHERE id = $1",
+        "UPDATE operations SET state = 'undoing', error_code = $2, error_message = $3, updated_at = now(),
+                undo_started_at = COALESCE(undo_started_at, now())
+         WHERE id = $1",
     )
     .bind(id)
     .bind(code)

@@ -135,7 +135,7 @@ pub async fn place_instance(
     let db = |source| PlacementError::Db { instance, source };
     let row: Option<InstanceRow> = sqlx::query_as(
         "SELECT project_id, vcpus, memory_bytes, disk_bytes, anti_affinity_group, host_id,
-                deleted_at IS NOT NULL AS deleted
+                deleted_at IS NOT NULL OR state = 'deleting' AS deleted
          FROM instances WHERE id = $1 FOR UPDATE",
     )
     .bind(instance)

@@ -369,8 +369,12 @@ struct Transition {
 const START: Transition = Transition { kind: "instance_start", from: &["stopped", "failed"], to: "starting" };
 const STOP: Transition = Transition { kind: "instance_stop", from: &["running"], to: "stopping" };
 const REBOOT: Transition = Transition { kind: "instance_reboot", from: &["running"], to: "rebooting" };
-const DELETE: Transition =
-    Transition { kind: "instance_delete", from: &["running", "stopped", "failed", "lost"], to: "deleting" };
+/// A create or start in progress is cancelled by a delete: its next step sees `deleting`.
+const DELETE: Transition = Transition {
+    kind: "instance_delete",
+    from: &["creating", "starting", "running", "stopped", "failed", "lost"],
+    to: "deleting",
+};
 
 async fn change(
     app: &Arc<App>,

@@ -137,10 +137,17 @@ fn agent_spec(s: &db::AgentSpecRow) -> pb::InstanceSpec {
 }
 
 /// Waits until the agent reports `want` at `generation` or later.
-async fn wait_for(app: &App, id: InstanceId, generation: i64, want: pb::InstanceState) -> Result<(), StepError> {
+async fn wait_for(
+    app: &App,
+    op: &OperationRow,
+    id: InstanceId,
+    generation: i64,
+    want: pb::InstanceState,
+) -> Result<(), StepError> {
     let deadline = Instant::now() + WAIT_TIMEOUT;
     let mut delay = Duration::from_millis(200);
     loop {
+        check_not_cancelled(app, op, id).await?;
         let s = spec(app, id).await?;
         let mut agent = placed_client(app, &s)?;
         match agent.get_instance(pb::GetInstanceRequest { instance_id: id.to_string() }).await {
@@ -168,11 +175,25 @@ async fn wait_for(app: &App, id: InstanceId, generation: i64, want: pb::Instance
     }
 }
 
+/// Fails a create or start whose instance is being deleted (the delete cancels it).
+async fn check_not_cancelled(app: &App, op: &OperationRow, id: InstanceId) -> Result<(), StepError> {
+    if !matches!(op.kind.as_str(), "instance_create" | "instance_start") {
+        return Ok(());
+    }
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let instance = db::instance_get_unchecked(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
+    match instance {
+        Some(i) if i.state != "deleting" && i.state != "deleted" => Ok(()),
+        _ => Err(StepError::Fail { code: "cancelled", message: "cancelled: the instance is being deleted".to_owned() }),
+    }
+}
+
 /// Runs one step; `Ok(output)` is recorded with the step.
 pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<Option<serde_json::Value>, StepError> {
     let p = params(op)?;
     let id = p.instance_id;
     let generation = u64::try_from(p.generation).unwrap_or(0);
+    check_not_cancelled(app, op, id).await?;
     match step {
         "place" => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
@@ -185,6 +206,10 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 Err(PlacementError::NoHostFits(reasons)) => {
                     Err(StepError::Fail { code: "no_capacity", message: reasons.to_string() })
                 }
+                Err(PlacementError::InstanceDeleted { .. }) => Err(StepError::Fail {
+                    code: "cancelled",
+                    message: "cancelled: the instance is being deleted".to_owned(),
+                }),
                 Err(PlacementError::Db { source, .. } | PlacementError::ReadHosts(source)) => {
                     Err(StepError::db(&source))
                 }
@@ -200,7 +225,15 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 .host_id
                 .ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })?;
             let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
-            let (mac, address) = db::nic_allocate(&mut conn, id, host).await.map_err(|e| StepError::db(&e))?;
+            let (mac, address) = match db::nic_allocate(&mut conn, id, host).await {
+                Err(sqlx::Error::RowNotFound) => {
+                    return Err(StepError::Fail {
+                        code: "cancelled",
+                        message: "cancelled: the instance is being deleted".to_owned(),
+                    });
+                }
+                other => other.map_err(|e| StepError::db(&e))?,
+            };
             Ok(Some(serde_json::json!({ "mac": mac, "address": address.to_string() })))
         }
         "ensure_on_host" => {
@@ -215,7 +248,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
             set_state(app, id, "starting").await?;
             Ok(None)
         }
-        "wait_running" => wait_for(app, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
+        "wait_running" => wait_for(app, op, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
         "stop_on_host" => {
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
@@ -225,7 +258,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 .map_err(|e| agent_error(&e))?;
             Ok(None)
         }
-        "wait_stopped" => wait_for(app, id, p.generation, pb::InstanceState::Stopped).await.map(|()| None),
+        "wait_stopped" => wait_for(app, op, id, p.generation, pb::InstanceState::Stopped).await.map(|()| None),
         "reboot_on_host" => {
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;

@@ -18,10 +18,18 @@
 //! - A replica drives up to `operations.concurrency` operations at once, so one slow boot does
 //!   not hold up every other change; on a clean shutdown it hands its leases back at once.
 //!
+//! - Retries are bounded: a step that still asks to be retried after its time limit
+//!   (`step_timeout_secs`, or its own in `step_timeouts`) fails the operation with code
+//!   `timeout` and a message naming the step and the last cause.
+//! - A create or start is cancelled by deleting its instance: its next step finds the instance
+//!   `deleting`, fails with code `cancelled`, and the operation ends `cancelled` once undone.
+//!
 //! ```toml
 //! [operations]
 //! lease_secs = 30      # CLOUD_OPERATIONS_LEASE_SECS: how long a claim lasts without renewal
 //! concurrency = 32     # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
+//! step_timeout_secs = 600    # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may retry
+//! step_timeouts = { ensure_on_host = 900 }   # per step name, overriding step_timeout_secs
 //! ```
 
 pub mod instances;
@@ -47,11 +55,23 @@ pub struct OperationsConfig {
     pub lease_secs: u32,
     /// How many operations one replica drives at once.
     pub concurrency: u32,
+    /// How long a step may keep asking to be retried before the operation fails.
+    pub step_timeout_secs: u32,
+    /// Time limits of particular steps (by step name), overriding `step_timeout_secs`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub step_timeouts: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for OperationsConfig {
     fn default() -> Self {
-        Self { lease_secs: 30, concurrency: 32 }
+        Self { lease_secs: 30, concurrency: 32, step_timeout_secs: 600, step_timeouts: Default::default() }
+    }
+}
+
+impl OperationsConfig {
+    /// How long step `name` may retry.
+    pub fn step_timeout(&self, name: &str) -> Duration {
+        Duration::from_secs(u64::from(self.step_timeouts.get(name).copied().unwrap_or(self.step_timeout_secs)))
     }
 }
 
@@ -81,6 +101,7 @@ pub struct Executor {
     notify: Arc<Notify>,
     lease: Duration,
     concurrency: usize,
+    config: OperationsConfig,
 }
 
 impl Executor {
@@ -92,6 +113,7 @@ impl Executor {
             notify: Arc::new(Notify::new()),
             lease: Duration::from_secs(u64::from(config.lease_secs.max(1))),
             concurrency: usize::try_from(config.concurrency.max(1)).unwrap_or(1),
+            config: config.clone(),
         }
     }
 
@@ -193,7 +215,23 @@ impl Executor {
             for step in steps.iter().filter(|s| s.state != "done") {
                 db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "running", None, None).await?;
                 tracing::info!(step = %step.name, "step");
-                match instances::run_step(app, op, &step.name).await {
+                let limit = self.config.step_timeout(&step.name);
+                let outcome = match instances::run_step(app, op, &step.name).await {
+                    Err(StepError::Retry { reason, .. })
+                        if step.running_secs.is_some_and(|secs| secs >= limit.as_secs_f64()) =>
+                    {
+                        Err(StepError::Fail {
+                            code: "timeout",
+                            message: format!(
+                                "step {} did not succeed within {}s: {reason}",
+                                step.name,
+                                limit.as_secs()
+                            ),
+                        })
+                    }
+                    other => other,
+                };
+                match outcome {
                     Ok(output) => {
                         crate::fault::crash_point(&format!("{}/unrecorded", step.name));
                         db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "done", output.as_ref(), None)
@@ -239,17 +277,32 @@ impl Executor {
             db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "undoing", None, None).await?;
             match instances::undo_step(app, op, &step.name, step.output.as_ref()).await {
                 Ok(()) => db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "undone", None, None).await?,
+                Err(StepError::Retry { reason, .. })
+                    if db::operation_undoing_secs(&mut *app.pool.acquire().await?, op.id).await?
+                        >= self.config.step_timeout(&step.name).as_secs_f64() =>
+                {
+                    // Bounded like every step: what could not be undone is said, not retried forever.
+                    let note = format!("undoing step {} was abandoned: {reason}", step.name);
+                    tracing::warn!(step = %step.name, %reason, "undo abandoned after its time limit");
+                    let mut conn = app.pool.acquire().await?;
+                    db::step_set(&mut conn, op.id, step.idx, "failed", None, Some(&note)).await?;
+                    db::operation_append_error(&mut conn, op.id, &note).await?;
+                }
                 Err(err) => return self.later(app, op, err).await,
             }
         }
         let mut conn = app.pool.acquire().await?;
         let reason = db::operation_get(&mut conn, op.id).await?.and_then(|o| o.error_message).unwrap_or_default();
         drop(conn);
-        if let Err(err) = instances::on_failure(app, op, &reason).await {
+        let cancelled = db::operation_get(&mut *app.pool.acquire().await?, op.id)
+            .await?
+            .is_some_and(|o| o.error_code.as_deref() == Some("cancelled"));
+        if !cancelled && let Err(err) = instances::on_failure(app, op, &reason).await {
             return self.later(app, op, err).await;
         }
-        db::operation_finish(&mut *app.pool.acquire().await?, op.id, "failed").await?;
-        tracing::info!("operation failed and was undone");
+        let end = if cancelled { "cancelled" } else { "failed" };
+        db::operation_finish(&mut *app.pool.acquire().await?, op.id, end).await?;
+        tracing::info!(state = end, "operation ended and was undone");
         Ok(())
     }
 

@@ -40,10 +40,25 @@ impl Api {
 }
 
 pub async fn serve_api() -> Api {
+    serve_api_with(None).await
+}
+
+/// [`serve_api`], with the operation executor running when `operations` is given. Its one host
+/// (`hv-1`) has an agent endpoint nothing answers at (TEST-NET-1).
+pub async fn serve_api_with(operations: Option<control_plane::operations::OperationsConfig>) -> Api {
     let db = TestDatabase::create().await.unwrap();
     let pool = db.migrated_pool().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let app = Arc::new(control_plane::testing::app(pool.clone(), dir.path()));
+    let mut config = control_plane::config::Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    let run_executor = operations.is_some();
+    if let Some(ops) = operations {
+        config.operations = ops;
+    }
+    let app = Arc::new(control_plane::testing::app_with(pool.clone(), config));
+    if run_executor {
+        let app = app.clone();
+        tokio::spawn(async move { app.executor.clone().run(app, std::future::pending()).await });
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, http::router(app)).await.unwrap() });

@@ -11,6 +11,7 @@ mod images;
 mod instances;
 mod liveness;
 mod migrations;
+mod operations_end;
 mod placement;
 mod projects;
 mod ssh_keys;

@@ -15,8 +15,9 @@
 //!                                                    └──────────────────▶ GuestEvent::Reachable
 //! ```
 //! "Ready" waits for the keys as well as the banner because clients check the guest's identity
-//! against them (cloud-init prints them a few seconds after sshd starts); an image that never
-//! prints keys is ready [`HOST_KEY_GRACE`] after its SSH port answers.
+//! against them (cloud-init prints them after sshd starts: seconds with KVM, up to a minute
+//! under TCG on a busy host); an image that never prints keys is ready [`HOST_KEY_GRACE`] after
+//! its SSH port answers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connected probe waits for the banner.
 const BANNER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long after its SSH port answers a guest that published no host keys is declared ready.
-pub const HOST_KEY_GRACE: Duration = Duration::from_secs(30);
+pub const HOST_KEY_GRACE: Duration = Duration::from_secs(120);
 
 /// What the watch tells the runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
