@@ -172,31 +172,25 @@ pub async fn spawn_control_plane_embedded(net: &TestNetwork, dir: &Path, extra: 
     use std::os::unix::fs::PermissionsExt;
     // The server runs as `postgres`, which must traverse to its directory.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod test dir");
-    let data_dir = dir.join("control-plane");
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let gw = net.gateway();
-    let launch = Launch {
-        name: "control-plane".to_owned(),
-        data_dir,
-        db_url: String::new(),
-        http: (gw, free_port(gw)).into(),
-        grpc: (gw, free_port(gw)).into(),
-        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        log: dir.join("control-plane.log"),
-        tls: None,
-    };
-    start(launch, None, &[]).await
+    start(first_launch(net, dir, String::new(), extra, false), None, &[]).await
 }
 
 async fn launch_control_plane(net: &TestNetwork, dir: &Path, extra: &[&str], https: bool) -> ControlPlane {
     let db = TestDatabase::create().await.expect("test database");
+    let launch = first_launch(net, dir, db.url.clone(), extra, https);
+    start(launch, Some(std::sync::Arc::new(db)), &[]).await
+}
+
+/// The first replica's launch: data in `dir/control-plane`, free ports on the gateway, the
+/// database at `db_url` (empty: embedded), HTTPS with a test CA when `https`.
+fn first_launch(net: &TestNetwork, dir: &Path, db_url: String, extra: &[&str], https: bool) -> Launch {
     let data_dir = dir.join("control-plane");
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let gw = net.gateway();
-    let launch = Launch {
+    Launch {
         name: "control-plane".to_owned(),
         data_dir,
-        db_url: db.url.clone(),
+        db_url,
         http: (gw, free_port(gw)).into(),
         grpc: (gw, free_port(gw)).into(),
         extra: extra.iter().map(|s| (*s).to_owned()).collect(),
@@ -206,8 +200,7 @@ async fn launch_control_plane(net: &TestNetwork, dir: &Path, extra: &[&str], htt
             std::fs::create_dir_all(&pki).expect("tls dir");
             control_plane::testing::test_tls(&pki, &[&gw.to_string()]).expect("test TLS certificate")
         }),
-    };
-    start(launch, Some(std::sync::Arc::new(db)), &[]).await
+    }
 }
 
 async fn start(launch: Launch, db: Option<std::sync::Arc<TestDatabase>>, env: &[(&str, &str)]) -> ControlPlane {
