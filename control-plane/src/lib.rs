@@ -21,6 +21,7 @@ pub mod openssh;
 pub mod operations;
 pub mod reconcilers;
 pub mod scheduler;
+pub mod states;
 pub mod telemetry;
 pub mod testing;
 

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::fleet::subnets::Ipv4Net;
+use crate::states::HostState;
 
 /// A host as the control plane records it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -13,8 +14,8 @@ pub struct HostRow {
     pub id: Uuid,
     pub hostname: String,
     pub agent_endpoint: String,
-    /// joining | active | draining | suspect | dead
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: HostState,
     /// An operator asked that no new instances be placed here (kept while suspect).
     pub draining: bool,
     pub accelerator: String,
@@ -153,9 +154,9 @@ async fn host_join_once(
 /// What a report changed.
 #[derive(Debug, Clone)]
 pub struct LeaseRenewal {
-    pub state: String,
+    pub state: HostState,
     /// The state before the report (`dead`: the host was taken back).
-    pub previous_state: String,
+    pub previous_state: HostState,
     pub lease_expires_at: DateTime<Utc>,
 }
 
@@ -191,7 +192,11 @@ pub async fn host_report(
     .bind(capacity.2)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(state, previous_state, lease_expires_at)| LeaseRenewal { state, previous_state, lease_expires_at }))
+    row.map(|(state, previous_state, lease_expires_at)| {
+        let parse = |s: String| s.parse::<HostState>().map_err(|e| sqlx::Error::Decode(Box::new(e)));
+        Ok(LeaseRenewal { state: parse(state)?, previous_state: parse(previous_state)?, lease_expires_at })
+    })
+    .transpose()
 }
 
 /// Ids of the live instances placed on a host.
@@ -268,7 +273,8 @@ pub async fn host_declare_dead(conn: &mut PgConnection, id: Uuid) -> Result<Decl
     };
     let silent: bool =
         sqlx::query_scalar("SELECT $1::timestamptz IS NULL OR $1 < now()").bind(lease).fetch_one(&mut *tx).await?;
-    if state != "dead" && !(state == "suspect" || silent) {
+    let state = state.parse::<HostState>().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    if state != HostState::Dead && !(state == HostState::Suspect || silent) {
         return Ok(DeclareDeadOutcome::Alive { lease_expires_at: lease });
     }
     sqlx::query("UPDATE hosts SET state = 'dead', updated_at = now() WHERE id = $1 AND state <> 'dead'")

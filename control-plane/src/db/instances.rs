@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 
 use crate::ids::{HostId, ImageId, InstanceId, ProjectId, SshKeyId};
 use crate::openssh::HostKey;
+use crate::states::InstanceState;
 
 /// An instance as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -15,8 +16,8 @@ pub struct InstanceRow {
     pub id: InstanceId,
     pub project_id: ProjectId,
     pub name: String,
-    /// creating | starting | running | stopping | stopped | rebooting | deleting | deleted | failed | lost …
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: InstanceState,
     /// Why the instance is `failed` or `lost`.
     pub state_reason: Option<String>,
     pub generation: i64,
@@ -118,7 +119,7 @@ pub async fn instance_get_unchecked(
 pub async fn instance_list(
     conn: &mut PgConnection,
     project: ProjectId,
-    state: Option<&str>,
+    state: Option<InstanceState>,
     after: Option<(DateTime<Utc>, uuid::Uuid)>,
     limit: i64,
 ) -> Result<Vec<InstanceRow>, sqlx::Error> {
@@ -130,7 +131,7 @@ pub async fn instance_list(
          ORDER BY i.created_at, i.id LIMIT $5"
     ))
     .bind(project)
-    .bind(state)
+    .bind(state.map(InstanceState::as_str))
     .bind(at)
     .bind(id)
     .bind(limit)
@@ -143,10 +144,10 @@ pub async fn instance_list(
 pub async fn instance_transition(
     conn: &mut PgConnection,
     id: InstanceId,
-    from: &[&str],
-    state: &str,
+    from: &[InstanceState],
+    state: InstanceState,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     sqlx::query_scalar(
         "UPDATE instances SET state = $3, state_reason = NULL, generation = generation + 1, ready_at = NULL,
                 updated_at = now()
@@ -154,7 +155,7 @@ pub async fn instance_transition(
     )
     .bind(id)
     .bind(&from)
-    .bind(state)
+    .bind(state.as_str())
     .fetch_optional(conn)
     .await
 }
@@ -164,7 +165,7 @@ pub async fn instance_transition(
 pub async fn instance_set_state(
     conn: &mut PgConnection,
     id: InstanceId,
-    state: &str,
+    state: InstanceState,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -172,7 +173,7 @@ pub async fn instance_set_state(
          WHERE id = $1 AND deleted_at IS NULL AND state <> 'deleting'",
     )
     .bind(id)
-    .bind(state)
+    .bind(state.as_str())
     .bind(reason)
     .execute(conn)
     .await?;
@@ -267,7 +268,7 @@ async fn nic_allocate_in(
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
-    if state.as_deref().is_none_or(|s| s == "deleting") {
+    if state.and_then(|s| s.parse::<InstanceState>().ok()).is_none_or(InstanceState::is_going_away) {
         return Err(sqlx::Error::RowNotFound);
     }
     let existing: Option<(String, String)> = sqlx::query_as(
@@ -360,7 +361,7 @@ pub async fn instance_apply_report(
     conn: &mut PgConnection,
     host: HostId,
     id: InstanceId,
-    state: &str,
+    state: InstanceState,
     generation: i64,
     reason: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
@@ -373,7 +374,7 @@ pub async fn instance_apply_report(
     )
     .bind(host)
     .bind(id)
-    .bind(state)
+    .bind(state.as_str())
     .bind(generation)
     .bind(reason)
     .execute(conn)

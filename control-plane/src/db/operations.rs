@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::ids::{OperationId, ProjectId, UserId};
+use crate::states::{OperationState, StepState};
 
 /// An operation as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -15,8 +16,8 @@ pub struct OperationRow {
     pub kind: String,
     pub target_kind: String,
     pub target_id: Option<uuid::Uuid>,
-    /// pending | running | undoing | succeeded | failed | cancelled
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: OperationState,
     /// The step being carried out (or the last one), for progress displays.
     pub current_step: Option<String>,
     pub error_code: Option<String>,
@@ -203,7 +204,8 @@ pub async fn operation_release_owned(conn: &mut PgConnection, owner: &str) -> Re
 pub struct StepRow {
     pub idx: i16,
     pub name: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: StepState,
     pub output: Option<serde_json::Value>,
     /// Seconds since the step first started (null: never started).
     pub running_secs: Option<f64>,
@@ -225,7 +227,7 @@ pub async fn step_set(
     conn: &mut PgConnection,
     id: OperationId,
     idx: i16,
-    state: &str,
+    state: StepState,
     output: Option<&serde_json::Value>,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
@@ -237,7 +239,7 @@ pub async fn step_set(
     )
     .bind(id)
     .bind(idx)
-    .bind(state)
+    .bind(state.as_str())
     .bind(output)
     .bind(error)
     .execute(conn)
@@ -286,13 +288,17 @@ pub async fn operation_start_undo(
 }
 
 /// Ends an operation (`succeeded` or `failed`) and releases its lease.
-pub async fn operation_finish(conn: &mut PgConnection, id: OperationId, state: &str) -> Result<(), sqlx::Error> {
+pub async fn operation_finish(
+    conn: &mut PgConnection,
+    id: OperationId,
+    state: OperationState,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE operations SET state = $2, finished_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1",
     )
     .bind(id)
-    .bind(state)
+    .bind(state.as_str())
     .execute(conn)
     .await?;
     Ok(())

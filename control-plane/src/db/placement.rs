@@ -313,8 +313,10 @@ async fn candidates(
 }
 
 fn candidate(row: CandidateRow) -> Result<Candidate, PlacementError> {
-    let state = HostState::parse(&row.state)
-        .ok_or_else(|| PlacementError::UnknownHostState { host: row.id, state: row.state.clone() })?;
+    let state = row
+        .state
+        .parse::<HostState>()
+        .map_err(|_| PlacementError::UnknownHostState { host: row.id, state: row.state.clone() })?;
     Ok(Candidate {
         id: row.id,
         state,

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::App;
 use crate::db::hosts::{self, JoinError, NewHost};
+use crate::states::InstanceState;
 use cloud_proto::join_token::JoinToken;
 
 /// Serves the fleet's gRPC API on `addr` until `shutdown` resolves.
@@ -170,7 +171,7 @@ impl ControlPlane for ControlPlaneService {
             .await
             .map_err(|e| unavailable(&e))?
             .ok_or_else(|| fail(Status::permission_denied("unknown host: join with a new token")))?;
-        if renewal.previous_state == "dead" {
+        if renewal.previous_state == crate::states::HostState::Dead {
             tracing::warn!(%host_id, "a host declared dead reports again: taken back with its identity and instances");
         }
         for status in &report.instances {
@@ -213,9 +214,9 @@ async fn apply_instance_report(
         .await?;
     }
     let state = match pb::InstanceState::try_from(status.state) {
-        Ok(pb::InstanceState::Running) => "running",
-        Ok(pb::InstanceState::Stopped) => "stopped",
-        Ok(pb::InstanceState::Failed) => "failed",
+        Ok(pb::InstanceState::Running) => InstanceState::Running,
+        Ok(pb::InstanceState::Stopped) => InstanceState::Stopped,
+        Ok(pb::InstanceState::Failed) => InstanceState::Failed,
         _ => return Ok(()),
     };
     let reason = (!status.reason.is_empty()).then_some(status.reason.as_str());

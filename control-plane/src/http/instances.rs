@@ -19,6 +19,7 @@ use crate::db::operations::{self as ops, NewOperation, OperationRow};
 use crate::ids::{InstanceId, ProjectId};
 use crate::operations::instances::{InstanceParams, steps};
 use crate::scheduler::placement::{Request, Resources};
+use crate::states::InstanceState;
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<App>> {
@@ -324,7 +325,13 @@ pub async fn instance_list(
     }
     let after = q.cursor.as_deref().map(super::pagination::decode_cursor).transpose()?;
     let mut conn = app.pool.acquire().await.map_err(db_err)?;
-    let items = db::instance_list(&mut conn, project, q.state.as_deref(), after, limit + 1).await.map_err(db_err)?;
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<InstanceState>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("state: {e}")))?;
+    let items = db::instance_list(&mut conn, project, state, after, limit + 1).await.map_err(db_err)?;
     let (items, next_cursor) = super::pagination::split_page(items, limit, |i| (i.created_at, i.id.0));
     Ok(Json(InstanceList { items, next_cursor }))
 }
@@ -362,18 +369,31 @@ pub async fn instance_get(
 #[derive(Debug)]
 struct Transition {
     kind: &'static str,
-    from: &'static [&'static str],
-    to: &'static str,
+    from: &'static [InstanceState],
+    to: InstanceState,
 }
 
-const START: Transition = Transition { kind: "instance_start", from: &["stopped", "failed"], to: "starting" };
-const STOP: Transition = Transition { kind: "instance_stop", from: &["running"], to: "stopping" };
-const REBOOT: Transition = Transition { kind: "instance_reboot", from: &["running"], to: "rebooting" };
+const START: Transition = Transition {
+    kind: "instance_start",
+    from: &[InstanceState::Stopped, InstanceState::Failed],
+    to: InstanceState::Starting,
+};
+const STOP: Transition =
+    Transition { kind: "instance_stop", from: &[InstanceState::Running], to: InstanceState::Stopping };
+const REBOOT: Transition =
+    Transition { kind: "instance_reboot", from: &[InstanceState::Running], to: InstanceState::Rebooting };
 /// A create or start in progress is cancelled by a delete: its next step sees `deleting`.
 const DELETE: Transition = Transition {
     kind: "instance_delete",
-    from: &["creating", "starting", "running", "stopped", "failed", "lost"],
-    to: "deleting",
+    from: &[
+        InstanceState::Creating,
+        InstanceState::Starting,
+        InstanceState::Running,
+        InstanceState::Stopped,
+        InstanceState::Failed,
+        InstanceState::Lost,
+    ],
+    to: InstanceState::Deleting,
 };
 
 async fn change(
@@ -397,7 +417,7 @@ async fn change(
             row.name,
             row.state,
             kind.trim_start_matches("instance_"),
-            from.join(" or ")
+            from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
         ))
     })?;
     let op = create_operation(&mut tx, caller, project, kind, row.id, generation, key.as_deref(), hash).await?;

@@ -28,7 +28,7 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Finished states.
 fn finished(op: &OperationRow) -> bool {
-    matches!(op.state.as_str(), "succeeded" | "failed" | "cancelled")
+    op.state.is_finished()
 }
 
 async fn visible(app: &App, caller: &Caller, id: OperationId) -> Result<OperationRow, ApiError> {

@@ -25,6 +25,7 @@ use crate::db::instances as db;
 use crate::db::operations::OperationRow;
 use crate::db::placement::PlacementError;
 use crate::ids::InstanceId;
+use crate::states::InstanceState;
 
 /// Steps of each operation kind.
 pub fn steps(kind: &str) -> &'static [&'static str] {
@@ -78,7 +79,7 @@ async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> 
 /// The agent of a host that can be called: `None` when the instance has no host, or its host
 /// is dead (a dead host that returns destroys what it no longer owns before resuming anything).
 fn live_client(app: &App, spec: &db::AgentSpecRow) -> Result<Option<crate::agents::AgentClient>, StepError> {
-    if spec.host_state.as_deref() == Some("dead") {
+    if spec.host_state.as_deref().and_then(|s| s.parse().ok()) == Some(crate::states::HostState::Dead) {
         tracing::info!(instance = %spec.id, "its host is dead: not called; it cleans up when it reports again");
         return Ok(None);
     }
@@ -183,7 +184,7 @@ async fn check_not_cancelled(app: &App, op: &OperationRow, id: InstanceId) -> Re
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let instance = db::instance_get_unchecked(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
     match instance {
-        Some(i) if i.state != "deleting" && i.state != "deleted" => Ok(()),
+        Some(i) if !i.state.is_going_away() => Ok(()),
         _ => Err(StepError::Fail { code: "cancelled", message: "cancelled: the instance is being deleted".to_owned() }),
     }
 }
@@ -245,7 +246,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 generation,
             };
             agent.ensure_instance(request).await.map_err(|e| agent_error(&e))?;
-            set_state(app, id, "starting").await?;
+            set_state(app, id, InstanceState::Starting).await?;
             Ok(None)
         }
         "wait_running" => wait_for(app, op, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
@@ -340,7 +341,7 @@ async fn release(conn: &mut sqlx::PgConnection, id: InstanceId) -> Result<(), St
     }
 }
 
-async fn set_state(app: &App, id: InstanceId, state: &str) -> Result<(), StepError> {
+async fn set_state(app: &App, id: InstanceId, state: InstanceState) -> Result<(), StepError> {
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_set_state(&mut conn, id, state, None).await.map_err(|e| StepError::db(&e))
 }
@@ -351,9 +352,9 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind.as_str() {
         "instance_create" | "instance_start" | "instance_reboot" => {
-            db::instance_set_state(&mut conn, id, "running", None).await
+            db::instance_set_state(&mut conn, id, InstanceState::Running, None).await
         }
-        "instance_stop" => db::instance_set_state(&mut conn, id, "stopped", None).await,
+        "instance_stop" => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
         "instance_delete" => db::instance_mark_deleted(&mut conn, id).await,
         _ => Ok(()),
     };
@@ -364,5 +365,5 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
 pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
-    db::instance_set_state(&mut conn, id, "failed", Some(reason)).await.map_err(|e| StepError::db(&e))
+    db::instance_set_state(&mut conn, id, InstanceState::Failed, Some(reason)).await.map_err(|e| StepError::db(&e))
 }

@@ -45,6 +45,7 @@ use tracing::Instrument;
 use crate::App;
 use crate::db::operations::{self as db, OperationRow};
 use crate::http::error::ErrorChain;
+use crate::states::{OperationState, StepState};
 
 /// `[operations]` configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,10 +211,10 @@ impl Executor {
         let mut conn = app.pool.acquire().await?;
         let steps = db::operation_steps(&mut conn, op.id).await?;
         drop(conn);
-        let mut undoing = op.state == "undoing";
+        let mut undoing = op.state == OperationState::Undoing;
         if !undoing {
-            for step in steps.iter().filter(|s| s.state != "done") {
-                db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "running", None, None).await?;
+            for step in steps.iter().filter(|s| s.state != StepState::Done) {
+                db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Running, None, None).await?;
                 tracing::info!(step = %step.name, "step");
                 let limit = self.config.step_timeout(&step.name);
                 let outcome = match instances::run_step(app, op, &step.name).await {
@@ -234,8 +235,15 @@ impl Executor {
                 match outcome {
                     Ok(output) => {
                         crate::fault::crash_point(&format!("{}/unrecorded", step.name));
-                        db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "done", output.as_ref(), None)
-                            .await?;
+                        db::step_set(
+                            &mut *app.pool.acquire().await?,
+                            op.id,
+                            step.idx,
+                            StepState::Done,
+                            output.as_ref(),
+                            None,
+                        )
+                        .await?;
                         crate::fault::crash_point(&step.name);
                     }
                     Err(StepError::Retry { reason, after }) => {
@@ -252,7 +260,7 @@ impl Executor {
                     Err(StepError::Fail { code, message }) => {
                         tracing::warn!(step = %step.name, %message, "step failed; undoing the operation");
                         let mut conn = app.pool.acquire().await?;
-                        db::step_set(&mut conn, op.id, step.idx, "failed", None, Some(&message)).await?;
+                        db::step_set(&mut conn, op.id, step.idx, StepState::Failed, None, Some(&message)).await?;
                         db::operation_start_undo(&mut conn, op.id, code, &message).await?;
                         undoing = true;
                         break;
@@ -264,7 +272,7 @@ impl Executor {
             if let Err(err) = instances::on_success(app, op).await {
                 return self.later(app, op, err).await;
             }
-            db::operation_finish(&mut *app.pool.acquire().await?, op.id, "succeeded").await?;
+            db::operation_finish(&mut *app.pool.acquire().await?, op.id, OperationState::Succeeded).await?;
             tracing::info!("operation succeeded");
             return Ok(());
         }
@@ -272,11 +280,15 @@ impl Executor {
         let mut conn = app.pool.acquire().await?;
         let steps = db::operation_steps(&mut conn, op.id).await?;
         drop(conn);
-        for step in steps.iter().rev().filter(|s| matches!(s.state.as_str(), "done" | "running" | "undoing" | "failed"))
-        {
-            db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "undoing", None, None).await?;
+        for step in steps.iter().rev().filter(|s| {
+            matches!(s.state, StepState::Done | StepState::Running | StepState::Undoing | StepState::Failed)
+        }) {
+            db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undoing, None, None).await?;
             match instances::undo_step(app, op, &step.name, step.output.as_ref()).await {
-                Ok(()) => db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, "undone", None, None).await?,
+                Ok(()) => {
+                    db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undone, None, None)
+                        .await?
+                }
                 Err(StepError::Retry { reason, .. })
                     if db::operation_undoing_secs(&mut *app.pool.acquire().await?, op.id).await?
                         >= self.config.step_timeout(&step.name).as_secs_f64() =>
@@ -285,7 +297,7 @@ impl Executor {
                     let note = format!("undoing step {} was abandoned: {reason}", step.name);
                     tracing::warn!(step = %step.name, %reason, "undo abandoned after its time limit");
                     let mut conn = app.pool.acquire().await?;
-                    db::step_set(&mut conn, op.id, step.idx, "failed", None, Some(&note)).await?;
+                    db::step_set(&mut conn, op.id, step.idx, StepState::Failed, None, Some(&note)).await?;
                     db::operation_append_error(&mut conn, op.id, &note).await?;
                 }
                 Err(err) => return self.later(app, op, err).await,
@@ -300,9 +312,9 @@ impl Executor {
         if !cancelled && let Err(err) = instances::on_failure(app, op, &reason).await {
             return self.later(app, op, err).await;
         }
-        let end = if cancelled { "cancelled" } else { "failed" };
+        let end = if cancelled { OperationState::Cancelled } else { OperationState::Failed };
         db::operation_finish(&mut *app.pool.acquire().await?, op.id, end).await?;
-        tracing::info!(state = end, "operation ended and was undone");
+        tracing::info!(state = %end, "operation ended and was undone");
         Ok(())
     }
 

@@ -44,30 +44,7 @@ pub struct Request {
     pub anti_affinity_group: Option<String>,
 }
 
-/// A host's lifecycle state, as in `migrations/0005_create_hosts.sql`. Only `active` hosts take
-/// new instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HostState {
-    Joining,
-    Active,
-    Draining,
-    Suspect,
-    Dead,
-}
-
-impl HostState {
-    /// Parses the database spelling; `None` for anything else.
-    pub fn parse(state: &str) -> Option<Self> {
-        Some(match state {
-            "joining" => Self::Joining,
-            "active" => Self::Active,
-            "draining" => Self::Draining,
-            "suspect" => Self::Suspect,
-            "dead" => Self::Dead,
-            _ => return None,
-        })
-    }
-}
+pub use crate::states::HostState;
 
 /// A host the instance might go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,8 +405,8 @@ mod tests {
             ("suspect", HostState::Suspect),
             ("dead", HostState::Dead),
         ] {
-            assert_eq!(HostState::parse(text), Some(state));
+            assert_eq!(text.parse::<HostState>().ok(), Some(state));
         }
-        assert_eq!(HostState::parse("Active"), None);
+        assert_eq!("Active".parse::<HostState>().ok(), None);
     }
 }

@@ -36,7 +36,7 @@ async fn drain_and_undrain_are_operator_only_idempotent_and_outlive_a_lease_laps
     let mut conn = api.pool.acquire().await.unwrap();
     let renewal =
         control_plane::db::hosts::host_report(&mut conn, host.0, (8, 8 << 30, 100 << 30), 10).await.unwrap().unwrap();
-    assert_eq!(renewal.state, "draining");
+    assert_eq!(renewal.state.as_str(), "draining");
 
     for _ in 0..2 {
         let (status, body) = api.call(Method::POST, &undrain, Some(&operator), None).await;

@@ -1,0 +1,169 @@
+//! The lifecycle states of instances, hosts, operations and their steps: Rust enums, matched
+//! exhaustively, spelled as in the database (`snake_case` text columns, see `migrations/`) in
+//! one place each: [`as_str`](InstanceState::as_str) and its `FromStr`/`TryFrom<String>`
+//! inverse, which `sqlx` rows use through `#[sqlx(try_from = "String")]`.
+//!
+//! ```text
+//!  instance: creating ─▶ starting ─▶ running ⇄ stopping ─▶ stopped ─▶ deleting ─▶ deleted
+//!            (+ rebooting, snapshotting, restoring, failed with a reason, lost: host dead)
+//!  host:     joining ─▶ active ⇄ draining;  active ─▶ suspect ─▶ dead ─▶ active (reports again)
+//!  operation: pending ─▶ running ─▶ succeeded | undoing ─▶ failed | cancelled
+//!  step:      pending ─▶ running ─▶ done | failed;  done/running/failed ─▶ undoing ─▶ undone
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A state spelled in no known way (a newer schema, or a corrupt row).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} state {value:?}")]
+pub struct UnknownState {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// Declares a state enum with its database spelling, `Display`, `FromStr` and `TryFrom<String>`.
+macro_rules! states {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every state.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The database (and API) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownState;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownState { what: $what, value: other.to_owned() }),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownState;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    };
+}
+
+states! {
+    /// An instance's state.
+    InstanceState, "instance" {
+        Creating => "creating",
+        Starting => "starting",
+        Running => "running",
+        Stopping => "stopping",
+        Stopped => "stopped",
+        Rebooting => "rebooting",
+        Snapshotting => "snapshotting",
+        Restoring => "restoring",
+        Deleting => "deleting",
+        Deleted => "deleted",
+        /// An operation failed; `state_reason` says why.
+        Failed => "failed",
+        /// Its host was declared dead.
+        Lost => "lost",
+    }
+}
+
+states! {
+    /// A host's state. Only `active` hosts take new instances.
+    HostState, "host" {
+        Joining => "joining",
+        Active => "active",
+        Draining => "draining",
+        Suspect => "suspect",
+        Dead => "dead",
+    }
+}
+
+states! {
+    /// An operation's state.
+    OperationState, "operation" {
+        Pending => "pending",
+        Running => "running",
+        Undoing => "undoing",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}
+
+impl OperationState {
+    /// True once it will not change any more.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+states! {
+    /// An operation step's state.
+    StepState, "step" {
+        Pending => "pending",
+        Running => "running",
+        Done => "done",
+        Undoing => "undoing",
+        Undone => "undone",
+        Failed => "failed",
+    }
+}
+
+impl InstanceState {
+    /// Being deleted, or deleted: no create or start may go on.
+    pub fn is_going_away(self) -> bool {
+        matches!(self, Self::Deleting | Self::Deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_spelling() {
+        for s in InstanceState::ALL {
+            assert_eq!(s.as_str().parse::<InstanceState>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::Value::String(s.as_str().to_owned())));
+        }
+        for s in HostState::ALL {
+            assert_eq!(s.as_str().parse::<HostState>(), Ok(*s));
+        }
+        for s in OperationState::ALL {
+            assert_eq!(s.as_str().parse::<OperationState>(), Ok(*s));
+        }
+        for s in StepState::ALL {
+            assert_eq!(s.as_str().parse::<StepState>(), Ok(*s));
+        }
+        assert_eq!(
+            "paused".parse::<InstanceState>(),
+            Err(UnknownState { what: "instance", value: "paused".to_owned() })
+        );
+    }
+}
