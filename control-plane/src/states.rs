@@ -1,5 +1,5 @@
-//! The lifecycle states of instances, hosts, operations and their steps: Rust enums, matched
-//! exhaustively, spelled as in the database (`snake_case` text columns, see `migrations/`) in
+//! The lifecycle states of instances, hosts, operations and their steps, and the kinds of
+//! operations and names of steps: Rust enums, matched exhaustively, spelled as in the database (`snake_case` text columns, see `migrations/`) in
 //! one place each: [`as_str`](InstanceState::as_str) and its `FromStr`/`TryFrom<String>`
 //! inverse, which `sqlx` rows use through `#[sqlx(try_from = "String")]`.
 //!
@@ -135,6 +135,33 @@ states! {
     }
 }
 
+states! {
+    /// What an operation does.
+    OperationKind, "operation kind" {
+        InstanceCreate => "instance_create",
+        InstanceStart => "instance_start",
+        InstanceStop => "instance_stop",
+        InstanceReboot => "instance_reboot",
+        InstanceDelete => "instance_delete",
+    }
+}
+
+states! {
+    /// A step of an operation (see `operations::instances` for which kind has which).
+    Step, "step name" {
+        Place => "place",
+        AllocateAddress => "allocate_address",
+        EnsureOnHost => "ensure_on_host",
+        WaitRunning => "wait_running",
+        StopOnHost => "stop_on_host",
+        WaitStopped => "wait_stopped",
+        RebootOnHost => "reboot_on_host",
+        DeleteOnHost => "delete_on_host",
+        ReleaseAddress => "release_address",
+        ReleaseCapacity => "release_capacity",
+    }
+}
+
 impl InstanceState {
     /// Being deleted, or deleted: no create or start may go on.
     pub fn is_going_away(self) -> bool {
@@ -160,6 +187,12 @@ mod tests {
         }
         for s in StepState::ALL {
             assert_eq!(s.as_str().parse::<StepState>(), Ok(*s));
+        }
+        for s in OperationKind::ALL {
+            assert_eq!(s.as_str().parse::<OperationKind>(), Ok(*s));
+        }
+        for s in Step::ALL {
+            assert_eq!(s.as_str().parse::<Step>(), Ok(*s));
         }
         assert_eq!(
             "paused".parse::<InstanceState>(),

@@ -5,15 +5,15 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::ids::{OperationId, ProjectId, UserId};
-use crate::states::{OperationState, StepState};
+use crate::states::{OperationKind, OperationState, Step, StepState};
 
 /// An operation as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OperationRow {
     pub id: OperationId,
     pub project_id: Option<ProjectId>,
-    /// e.g. `instance_create`
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: OperationKind,
     pub target_kind: String,
     pub target_id: Option<uuid::Uuid>,
     #[sqlx(try_from = "String")]
@@ -42,14 +42,14 @@ const COLUMNS: &str = "o.id, o.project_id, o.kind, o.target_kind, o.target_id, o
 #[derive(Debug, Clone)]
 pub struct NewOperation<'a> {
     pub project_id: Option<ProjectId>,
-    pub kind: &'a str,
+    pub kind: OperationKind,
     pub target_kind: &'a str,
     pub target_id: Option<uuid::Uuid>,
     pub params: serde_json::Value,
     pub created_by: Option<UserId>,
     pub idempotency_key: Option<&'a str>,
     pub request_hash: Option<Vec<u8>>,
-    pub steps: &'a [&'a str],
+    pub steps: &'a [Step],
 }
 
 /// Inserts an operation and its steps (pending). Call inside the transaction that makes the
@@ -62,7 +62,7 @@ pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -
     )
     .bind(id)
     .bind(new.project_id)
-    .bind(new.kind)
+    .bind(new.kind.as_str())
     .bind(new.target_kind)
     .bind(new.target_id)
     .bind(&new.params)
@@ -75,7 +75,7 @@ pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -
         sqlx::query("INSERT INTO operation_steps (operation_id, idx, name) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(i16::try_from(idx).unwrap_or(i16::MAX))
-            .bind(*name)
+            .bind(name.as_str())
             .execute(&mut *conn)
             .await?;
     }
@@ -203,7 +203,8 @@ pub async fn operation_release_owned(conn: &mut PgConnection, owner: &str) -> Re
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StepRow {
     pub idx: i16,
-    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub name: Step,
     #[sqlx(try_from = "String")]
     pub state: StepState,
     pub output: Option<serde_json::Value>,

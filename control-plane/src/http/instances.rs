@@ -19,7 +19,7 @@ use crate::db::operations::{self as ops, NewOperation, OperationRow};
 use crate::ids::{InstanceId, ProjectId};
 use crate::operations::instances::{InstanceParams, steps};
 use crate::scheduler::placement::{Request, Resources};
-use crate::states::InstanceState;
+use crate::states::{InstanceState, OperationKind};
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<App>> {
@@ -233,7 +233,8 @@ pub async fn instance_create(
         ssh_keys: keys,
     };
     db::instance_insert(&mut tx, &new).await.map_err(db_err)?;
-    let op = create_operation(&mut tx, &caller, project, "instance_create", id, 1, key.as_deref(), hash).await?;
+    let op =
+        create_operation(&mut tx, &caller, project, OperationKind::InstanceCreate, id, 1, key.as_deref(), hash).await?;
     let accepted = accepted(&mut tx, op, id).await?;
     tx.commit().await.map_err(db_err)?;
     app.executor.wake();
@@ -262,7 +263,7 @@ async fn create_operation(
     conn: &mut sqlx::PgConnection,
     caller: &Caller,
     project: ProjectId,
-    kind: &str,
+    kind: OperationKind,
     id: InstanceId,
     generation: i64,
     key: Option<&str>,
@@ -368,23 +369,23 @@ pub async fn instance_get(
 /// to `to` with a new generation.
 #[derive(Debug)]
 struct Transition {
-    kind: &'static str,
+    kind: OperationKind,
     from: &'static [InstanceState],
     to: InstanceState,
 }
 
 const START: Transition = Transition {
-    kind: "instance_start",
+    kind: OperationKind::InstanceStart,
     from: &[InstanceState::Stopped, InstanceState::Failed],
     to: InstanceState::Starting,
 };
 const STOP: Transition =
-    Transition { kind: "instance_stop", from: &[InstanceState::Running], to: InstanceState::Stopping };
+    Transition { kind: OperationKind::InstanceStop, from: &[InstanceState::Running], to: InstanceState::Stopping };
 const REBOOT: Transition =
-    Transition { kind: "instance_reboot", from: &[InstanceState::Running], to: InstanceState::Rebooting };
+    Transition { kind: OperationKind::InstanceReboot, from: &[InstanceState::Running], to: InstanceState::Rebooting };
 /// A create or start in progress is cancelled by a delete: its next step sees `deleting`.
 const DELETE: Transition = Transition {
-    kind: "instance_delete",
+    kind: OperationKind::InstanceDelete,
     from: &[
         InstanceState::Creating,
         InstanceState::Starting,
@@ -416,7 +417,7 @@ async fn change(
             "instance {} is {}; {} needs it to be {}",
             row.name,
             row.state,
-            kind.trim_start_matches("instance_"),
+            kind.as_str().trim_start_matches("instance_"),
             from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
         ))
     })?;

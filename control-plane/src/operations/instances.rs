@@ -25,17 +25,16 @@ use crate::db::instances as db;
 use crate::db::operations::OperationRow;
 use crate::db::placement::PlacementError;
 use crate::ids::InstanceId;
-use crate::states::InstanceState;
+use crate::states::{InstanceState, OperationKind, Step};
 
 /// Steps of each operation kind.
-pub fn steps(kind: &str) -> &'static [&'static str] {
+pub fn steps(kind: OperationKind) -> &'static [Step] {
     match kind {
-        "instance_create" => &["place", "allocate_address", "ensure_on_host", "wait_running"],
-        "instance_start" => &["ensure_on_host", "wait_running"],
-        "instance_stop" => &["stop_on_host", "wait_stopped"],
-        "instance_reboot" => &["reboot_on_host", "wait_running"],
-        "instance_delete" => &["delete_on_host", "release_address", "release_capacity"],
-        _ => &[],
+        OperationKind::InstanceCreate => &[Step::Place, Step::AllocateAddress, Step::EnsureOnHost, Step::WaitRunning],
+        OperationKind::InstanceStart => &[Step::EnsureOnHost, Step::WaitRunning],
+        OperationKind::InstanceStop => &[Step::StopOnHost, Step::WaitStopped],
+        OperationKind::InstanceReboot => &[Step::RebootOnHost, Step::WaitRunning],
+        OperationKind::InstanceDelete => &[Step::DeleteOnHost, Step::ReleaseAddress, Step::ReleaseCapacity],
     }
 }
 
@@ -178,7 +177,7 @@ async fn wait_for(
 
 /// Fails a create or start whose instance is being deleted (the delete cancels it).
 async fn check_not_cancelled(app: &App, op: &OperationRow, id: InstanceId) -> Result<(), StepError> {
-    if !matches!(op.kind.as_str(), "instance_create" | "instance_start") {
+    if !matches!(op.kind, OperationKind::InstanceCreate | OperationKind::InstanceStart) {
         return Ok(());
     }
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
@@ -190,13 +189,13 @@ async fn check_not_cancelled(app: &App, op: &OperationRow, id: InstanceId) -> Re
 }
 
 /// Runs one step; `Ok(output)` is recorded with the step.
-pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<Option<serde_json::Value>, StepError> {
+pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<Option<serde_json::Value>, StepError> {
     let p = params(op)?;
     let id = p.instance_id;
     let generation = u64::try_from(p.generation).unwrap_or(0);
     check_not_cancelled(app, op, id).await?;
     match step {
-        "place" => {
+        Step::Place => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
             let placement = crate::db::placement::place_instance(&mut tx, id, app.scheduler.strategy).await;
             match placement {
@@ -220,7 +219,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 Err(err) => Err(StepError::Fail { code: "internal", message: err.to_string() }),
             }
         }
-        "allocate_address" => {
+        Step::AllocateAddress => {
             let s = spec(app, id).await?;
             let host = s
                 .host_id
@@ -237,7 +236,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
             };
             Ok(Some(serde_json::json!({ "mac": mac, "address": address.to_string() })))
         }
-        "ensure_on_host" => {
+        Step::EnsureOnHost => {
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
             let request = pb::EnsureInstanceRequest {
@@ -249,8 +248,8 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
             set_state(app, id, InstanceState::Starting).await?;
             Ok(None)
         }
-        "wait_running" => wait_for(app, op, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
-        "stop_on_host" => {
+        Step::WaitRunning => wait_for(app, op, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
+        Step::StopOnHost => {
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
             agent
@@ -259,8 +258,8 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 .map_err(|e| agent_error(&e))?;
             Ok(None)
         }
-        "wait_stopped" => wait_for(app, op, id, p.generation, pb::InstanceState::Stopped).await.map(|()| None),
-        "reboot_on_host" => {
+        Step::WaitStopped => wait_for(app, op, id, p.generation, pb::InstanceState::Stopped).await.map(|()| None),
+        Step::RebootOnHost => {
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
             agent
@@ -269,7 +268,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
                 .map_err(|e| agent_error(&e))?;
             Ok(None)
         }
-        "delete_on_host" => {
+        Step::DeleteOnHost => {
             let s = spec(app, id).await?;
             if let Some(mut agent) = live_client(app, &s)? {
                 match agent.delete_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation }).await
@@ -281,18 +280,17 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
             }
             Ok(None)
         }
-        "release_address" => {
+        Step::ReleaseAddress => {
             let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
             Ok(None)
         }
-        "release_capacity" => {
+        Step::ReleaseCapacity => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))?;
             Ok(None)
         }
-        other => Err(StepError::Fail { code: "internal", message: format!("unknown step {other}") }),
     }
 }
 
@@ -300,22 +298,22 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: &str) -> Result<O
 pub async fn undo_step(
     app: &Arc<App>,
     op: &OperationRow,
-    step: &str,
+    step: Step,
     _output: Option<&serde_json::Value>,
 ) -> Result<(), StepError> {
     let p = params(op)?;
     let id = p.instance_id;
-    match (op.kind.as_str(), step) {
-        ("instance_create", "place") => {
+    match (op.kind, step) {
+        (OperationKind::InstanceCreate, Step::Place) => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))
         }
-        ("instance_create", "allocate_address") => {
+        (OperationKind::InstanceCreate, Step::AllocateAddress) => {
             let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))
         }
-        ("instance_create", "ensure_on_host" | "wait_running") => {
+        (OperationKind::InstanceCreate, Step::EnsureOnHost | Step::WaitRunning) => {
             let s = spec(app, id).await?;
             if let Some(mut agent) = live_client(app, &s)? {
                 // A generation above the create's, so the delete wins over a late ensure.
@@ -350,13 +348,12 @@ async fn set_state(app: &App, id: InstanceId, state: InstanceState) -> Result<()
 pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
-    let done = match op.kind.as_str() {
-        "instance_create" | "instance_start" | "instance_reboot" => {
+    let done = match op.kind {
+        OperationKind::InstanceCreate | OperationKind::InstanceStart | OperationKind::InstanceReboot => {
             db::instance_set_state(&mut conn, id, InstanceState::Running, None).await
         }
-        "instance_stop" => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
-        "instance_delete" => db::instance_mark_deleted(&mut conn, id).await,
-        _ => Ok(()),
+        OperationKind::InstanceStop => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
+        OperationKind::InstanceDelete => db::instance_mark_deleted(&mut conn, id).await,
     };
     done.map_err(|e| StepError::db(&e))
 }

@@ -70,9 +70,10 @@ impl Default for OperationsConfig {
 }
 
 impl OperationsConfig {
-    /// How long step `name` may retry.
-    pub fn step_timeout(&self, name: &str) -> Duration {
-        Duration::from_secs(u64::from(self.step_timeouts.get(name).copied().unwrap_or(self.step_timeout_secs)))
+    /// How long `step` may retry.
+    pub fn step_timeout(&self, step: crate::states::Step) -> Duration {
+        let secs = self.step_timeouts.get(step.as_str()).copied().unwrap_or(self.step_timeout_secs);
+        Duration::from_secs(u64::from(secs))
     }
 }
 
@@ -216,8 +217,8 @@ impl Executor {
             for step in steps.iter().filter(|s| s.state != StepState::Done) {
                 db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Running, None, None).await?;
                 tracing::info!(step = %step.name, "step");
-                let limit = self.config.step_timeout(&step.name);
-                let outcome = match instances::run_step(app, op, &step.name).await {
+                let limit = self.config.step_timeout(step.name);
+                let outcome = match instances::run_step(app, op, step.name).await {
                     Err(StepError::Retry { reason, .. })
                         if step.running_secs.is_some_and(|secs| secs >= limit.as_secs_f64()) =>
                     {
@@ -244,7 +245,7 @@ impl Executor {
                             None,
                         )
                         .await?;
-                        crate::fault::crash_point(&step.name);
+                        crate::fault::crash_point(step.name.as_str());
                     }
                     Err(StepError::Retry { reason, after }) => {
                         tracing::info!(step = %step.name, %reason, retry_in = ?after, "step will be retried");
@@ -284,14 +285,14 @@ impl Executor {
             matches!(s.state, StepState::Done | StepState::Running | StepState::Undoing | StepState::Failed)
         }) {
             db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undoing, None, None).await?;
-            match instances::undo_step(app, op, &step.name, step.output.as_ref()).await {
+            match instances::undo_step(app, op, step.name, step.output.as_ref()).await {
                 Ok(()) => {
                     db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undone, None, None)
                         .await?
                 }
                 Err(StepError::Retry { reason, .. })
                     if db::operation_undoing_secs(&mut *app.pool.acquire().await?, op.id).await?
-                        >= self.config.step_timeout(&step.name).as_secs_f64() =>
+                        >= self.config.step_timeout(step.name).as_secs_f64() =>
                 {
                     // Bounded like every step: what could not be undone is said, not retried forever.
                     let note = format!("undoing step {} was abandoned: {reason}", step.name);
