@@ -9,4 +9,5 @@ mod images;
 mod instances;
 mod liveness;
 mod packages;
+mod readme;
 mod recovery;
