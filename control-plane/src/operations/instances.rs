@@ -100,20 +100,38 @@ fn placed_client(app: &App, spec: &db::AgentSpecRow) -> Result<crate::agents::Ag
     client(app, spec)?.ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })
 }
 
-fn agent_spec(s: &db::AgentSpecRow) -> pb::InstanceSpec {
-    let prefix =
-        s.subnet.as_deref().and_then(|n| n.split('/').next()).and_then(|n| n.parse::<std::net::Ipv4Addr>().ok());
-    let gateway = prefix.map(|p| std::net::Ipv4Addr::from(u32::from(p) + 1).to_string()).unwrap_or_default();
-    pb::InstanceSpec {
+/// The spec the agent gets. Values out of their range are an error here, never replaced by a
+/// default; the NIC's prefix and gateway come from the host's subnet as the database has it.
+fn agent_spec(s: &db::AgentSpecRow) -> Result<pb::InstanceSpec, StepError> {
+    let invalid =
+        |what: &str| StepError::Fail { code: "internal", message: format!("instance {}: invalid {what}", s.id) };
+    let nics = match (&s.mac, &s.address, &s.subnet) {
+        (Some(mac), Some(address), Some(subnet)) => {
+            let subnet: crate::fleet::subnets::Ipv4Net = subnet.parse().map_err(|_| invalid("host subnet"))?;
+            let gateway = subnet.nth(1).ok_or_else(|| invalid("host subnet"))?;
+            vec![pb::NicSpec {
+                mac: mac.clone(),
+                address: format!("{address}/{}", subnet.prefix),
+                gateway: gateway.to_string(),
+            }]
+        }
+        _ => Vec::new(),
+    };
+    Ok(pb::InstanceSpec {
         instance_id: s.id.to_string(),
         hostname: s.name.clone(),
-        vcpus: u32::try_from(s.vcpus).unwrap_or(1),
-        memory_bytes: u64::try_from(s.memory_bytes).unwrap_or(0),
-        disk_bytes: u64::try_from(s.disk_bytes).unwrap_or(0),
+        vcpus: u32::try_from(s.vcpus).map_err(|_| invalid("vCPU count"))?,
+        memory_bytes: u64::try_from(s.memory_bytes).map_err(|_| invalid("memory size"))?,
+        disk_bytes: u64::try_from(s.disk_bytes).map_err(|_| invalid("disk size"))?,
         image: Some(pb::ImageRef {
             image_id: s.image_id.to_string(),
             disk_sha256: s.disk_sha256.clone().unwrap_or_default(),
-            disk_size_bytes: s.disk_size_bytes.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+            disk_size_bytes: s
+                .disk_size_bytes
+                .map(u64::try_from)
+                .transpose()
+                .map_err(|_| invalid("image size"))?
+                .unwrap_or(0),
             boot_mode: if s.boot_mode == "firmware" { pb::BootMode::Firmware } else { pb::BootMode::DirectKernel }
                 as i32,
             kernel_sha256: s.kernel_sha256.clone().unwrap_or_default(),
@@ -125,15 +143,10 @@ fn agent_spec(s: &db::AgentSpecRow) -> pb::InstanceSpec {
                 None => pb::Firmware::Unspecified,
             } as i32,
         }),
-        nics: match (&s.mac, &s.address) {
-            (Some(mac), Some(address)) => {
-                vec![pb::NicSpec { mac: mac.clone(), address: format!("{address}/24"), gateway }]
-            }
-            _ => Vec::new(),
-        },
+        nics,
         ssh_authorized_keys: s.ssh_keys.clone(),
         user_data: s.user_data.clone(),
-    }
+    })
 }
 
 /// Waits until the agent reports `want` at `generation` or later.
@@ -240,7 +253,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
             let request = pb::EnsureInstanceRequest {
-                spec: Some(agent_spec(&s)),
+                spec: Some(agent_spec(&s)?),
                 desired_power_state: pb::PowerState::Running as i32,
                 generation,
             };
