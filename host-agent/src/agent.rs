@@ -115,7 +115,21 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         lease: Duration::from_secs(u64::from(identity.record.lease_seconds)),
         lease_file: config.state_dir.join("lease.json"),
     };
-    let state = Arc::new(ManagerState { manager, total, fenced: Default::default() });
+    // VMs an earlier agent paused when its lease ran out wait for the first accepted report.
+    let paused: Vec<_> = manager
+        .list()
+        .await
+        .iter()
+        .filter(|s| s.state == crate::instances::InstanceState::Paused)
+        .map(|s| s.id)
+        .collect();
+    if !paused.is_empty() {
+        tracing::warn!(
+            instances = paused.len(),
+            "VMs were left paused by a fence: they resume once a report is accepted"
+        );
+    }
+    let state = Arc::new(ManagerState { manager, total, fenced: std::sync::Mutex::new(paused) });
     let reports = report::run(identity, channel, state, settings, stopped(stop_rx.clone()));
     let served = crate::grpc::serve(service, listener, stopped(stop_rx));
     let ((), served) = tokio::join!(reports, served);
@@ -143,6 +157,10 @@ impl HostState for ManagerState {
 
     async fn changed(&self) {
         self.manager.guest_news().await;
+    }
+
+    fn starts_fenced(&self) -> bool {
+        !self.fenced.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     async fn fence(&self) {

@@ -43,6 +43,11 @@ pub trait HostState: Send + Sync + 'static {
     /// Resolves when a guest became ready or published host keys, so the next report goes out
     /// early (users wait for it).
     fn changed(&self) -> impl Future<Output = ()> + Send;
+    /// True when VMs were found paused by an earlier agent's fence: the first accepted report
+    /// unfences them, as if this process had fenced them.
+    fn starts_fenced(&self) -> bool {
+        false
+    }
 }
 
 /// Shortest time between two reports when instances change quickly.
@@ -67,7 +72,7 @@ pub async fn run<S: HostState>(
     let mut client = ControlPlaneClient::new(channel);
     let host_id = identity.record.host_id.to_string();
     let mut deadline = initial_deadline(&settings);
-    let mut fenced = false;
+    let mut fenced = state.starts_fenced();
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);

@@ -1,8 +1,9 @@
 //! The fleet survives its control plane, with real processes and short leases (4 s; the
-//! harness's agents report every 500 ms): a control plane frozen for three leases, or stopped for ten, loses no
-//! host and no instance; a host cut off alone is declared dead and taken back when it returns
-//! (what was deleted meanwhile is destroyed there, the rest resumes at the same address); two
-//! hosts of three silent together wait for an operator.
+//! harness's agents report every 500 ms): a control plane frozen for three leases, or stopped
+//! for ten, loses no host and no instance; a host cut off alone is declared dead and taken back
+//! when it returns, even after its agent crashed while fenced (what was deleted meanwhile is
+//! destroyed there, the rest resumes at the same address); two hosts of three silent together
+//! wait for an operator.
 
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,7 @@ async fn a_host_cut_off_is_declared_dead_and_taken_back_when_it_returns() {
     let mut net = TestNetwork::create();
     let dir = tempfile::tempdir().unwrap();
     let cp = spawn_control_plane_with(&net, dir.path(), &CP_FLAGS).await;
-    let agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
+    let mut agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
     cp.wait_active_hosts(1).await;
     let (cli, key) = with_minimal_image(&cp, dir.path()).await;
     for name in ["kept", "gone"] {
@@ -111,8 +112,11 @@ async fn a_host_cut_off_is_declared_dead_and_taken_back_when_it_returns() {
     // Deleted while its host is dead: done without the host.
     cli.line("instance delete gone --wait").await.ok("delete on a dead host");
 
-    // The link comes back: the host is taken back, no new join.
+    // Its agent crashes while fenced and starts again once the link is back: the host is taken
+    // back, no new join, and the VMs its predecessor paused are resumed or destroyed.
+    agent.proc.as_mut().unwrap().kill_hard();
     cloud_tests::net::ip(&["-n", &agent.net.netns, "link", "set", "eth0", "up"]);
+    agent.start().await;
     wait_until(Duration::from_secs(4 * LEASE_SECS), "the host and its instance back", || async {
         host_states(&cp).await == ["active"] && instance(&cp, "kept").await["state"] == "running"
     })
