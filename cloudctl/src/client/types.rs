@@ -420,3 +420,36 @@ mod tests {
         assert!(json.get("anti_affinity_group").is_none());
     }
 }
+
+/// The fields of a response the client did not know, kept as they came (see [`Extra`]): a
+/// test compares them with the served OpenAPI document, so the client cannot drift from it.
+pub trait UnknownFields {
+    /// Fields of the response that no field of the type names.
+    fn unknown_fields(&self) -> &Extra;
+}
+
+macro_rules! unknown_fields {
+    ($($t:ty),+ $(,)?) => {
+        $(impl UnknownFields for $t {
+            fn unknown_fields(&self) -> &Extra {
+                &self.extra
+            }
+        })+
+    };
+}
+
+unknown_fields!(
+    Instance,
+    Operation,
+    InstanceAccepted,
+    SshKey,
+    Image,
+    Project,
+    Host,
+    FleetLiveness,
+    JoinToken,
+    WhoAmI,
+    User,
+    ProjectMembership,
+    Token,
+);

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod api_types;
 mod cli;
 mod database;
 mod fleet;
