@@ -132,14 +132,23 @@ impl InstanceManager {
         net_config.nat = config.nat;
         net_config.enable_ip_forward = config.enable_ip_forward;
         net_config.netns = config.netns.clone();
-        let qemu = matches!(config.driver, DriverKind::Qemu(_));
+        let driver = driver::for_kind(&config.driver);
+        let uses_network = driver.uses_host_network();
         let network = Network::new(net_config);
-        if qemu {
+        if uses_network {
             network.ensure_host().await.map_err(ManagerError::Network)?;
         }
         let (events, _) = broadcast::channel(1024);
         let images = ImageCache::new(config.images_dir.clone(), config.max_image_bytes);
-        let ctx = Arc::new(Ctx { config, network, images, blob_source, events, guest_news: Default::default() });
+        let ctx = Arc::new(Ctx {
+            driver: driver::for_kind(&config.driver),
+            config,
+            network,
+            images,
+            blob_source,
+            events,
+            guest_news: Default::default(),
+        });
 
         let mut found = Vec::new();
         let mut entries =
@@ -153,7 +162,7 @@ impl InstanceManager {
                 || !tokio::fs::try_exists(dir.root().join(AGENT_JSON)).await.unwrap_or(false);
             if half_created {
                 tracing::info!(%id, "removing half-created instance");
-                if let Err(e) = driver::destroy(&ctx, id, &dir).await {
+                if let Err(e) = ctx.driver.destroy(&ctx, id, &dir).await {
                     tracing::warn!(%id, error = %format!("{e:#}"), "cannot remove half-created instance");
                 }
                 continue;
@@ -169,7 +178,7 @@ impl InstanceManager {
             futures::future::join_all(found.into_iter().map(|(dir, record)| Runner::recover(ctx.clone(), dir, record)))
                 .await;
         let runners: HashMap<InstanceId, RunnerHandle> = recovered.into_iter().map(|r| (r.id(), r.spawn())).collect();
-        if qemu {
+        if uses_network {
             ctx.network.reconcile(&owned).await.map_err(ManagerError::Network)?;
         }
         tracing::info!(instances = runners.len(), "instance manager started");

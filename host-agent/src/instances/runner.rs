@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use vmm::{InstanceDir, Vm, VmError, VmStatus};
+use vmm::{InstanceDir, Vm, VmStatus};
 
-use super::driver::{self, DriverKind};
+use super::driver::{Attached, Driver, Restored};
 use super::guest::{self, GuestEvent};
 use super::manager::ManagerConfig;
 use super::snapshots::{self, SnapshotId, SnapshotInfo};
@@ -41,6 +41,8 @@ pub(crate) struct Ctx {
     pub events: broadcast::Sender<InstanceStatus>,
     /// Notified when a guest became reachable or published host keys (reported early).
     pub guest_news: tokio::sync::Notify,
+    /// What runs the VMs (from `config.driver`).
+    pub driver: Box<dyn Driver>,
 }
 
 /// `agent.json`.
@@ -225,12 +227,10 @@ impl Runner {
     /// died and should run, or reports it stopped.
     pub async fn recover(ctx: Arc<Ctx>, dir: InstanceDir, record: AgentRecord) -> Runner {
         let mut runner = Runner::build(ctx, dir, record, false);
-        if matches!(runner.ctx.config.driver, DriverKind::Simulated) {
-            return runner;
-        }
-        let opts = driver::launch_options(&runner.ctx);
-        match Vm::attach(runner.dir.clone(), &opts).await {
-            Ok(vm) => {
+        let attached = runner.ctx.driver.attach(&runner.dir).await;
+        match attached {
+            Attached::NoProcess => {}
+            Attached::Vm(vm) => {
                 let state = match vm.status().await {
                     Ok(VmStatus::Paused) => InstanceState::Paused,
                     Ok(VmStatus::Running) => InstanceState::Running,
@@ -247,16 +247,16 @@ impl Runner {
                 runner.start_pump();
                 runner.set_state(state, None).await;
             }
-            Err(VmError::Dead { .. } | VmError::Config { .. }) if runner.record.power == PowerState::Running => {
+            Attached::Gone if runner.record.power == PowerState::Running => {
                 tracing::info!(id = %runner.id, "VMM is gone but the instance should run; relaunching");
                 if let Err(e) = runner.launch().await {
                     tracing::warn!(id = %runner.id, error = %format!("{e:#}"), "relaunch failed");
                 }
             }
-            Err(VmError::Dead { .. } | VmError::Config { .. }) => {
+            Attached::Gone => {
                 runner.set_state(InstanceState::Stopped, None).await;
             }
-            Err(e) => {
+            Attached::Unreachable(e) => {
                 tracing::warn!(id = %runner.id, error = %format!("{e:#}"), "cannot re-attach VM");
                 let reason = "the agent cannot reach the instance's VMM".to_owned();
                 runner.set_state(InstanceState::Failed, Some(reason)).await;
@@ -410,9 +410,9 @@ impl Runner {
         }
         desired.validate()?;
         let creating = self.fresh;
-        if creating && matches!(self.ctx.config.driver, DriverKind::Qemu(_)) {
+        if creating {
             // An unknown or corrupt image leaves nothing behind: fetch before the directory exists.
-            driver::resolve_images(&self.ctx, &desired).await?;
+            self.ctx.driver.resolve(&self.ctx, &desired).await?;
         }
         self.record.desired = desired.clone();
         self.record.power = power;
@@ -447,9 +447,9 @@ impl Runner {
             },
             PowerState::Stopped if self.vm.is_some() => self.shutdown().await,
             PowerState::Stopped => {
-                if creating && matches!(self.ctx.config.driver, DriverKind::Qemu(_)) {
+                if creating {
                     self.set_state(InstanceState::Creating, None).await;
-                    if let Err(e) = driver::prepare(&self.ctx, &self.dir, &self.record.desired).await {
+                    if let Err(e) = self.ctx.driver.prepare(&self.ctx, &self.dir, &self.record.desired).await {
                         self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
                         return Err(e);
                     }
@@ -461,22 +461,17 @@ impl Runner {
     }
 
     fn vm_alive(&self) -> bool {
-        match &self.ctx.config.driver {
-            DriverKind::Simulated => true,
-            DriverKind::Qemu(_) => self.vm.as_ref().is_some_and(Vm::is_alive),
-        }
+        self.ctx.driver.is_alive(self.vm.as_ref())
     }
 
     async fn launch(&mut self) -> Result<(), InstanceError> {
         self.set_state(InstanceState::Starting, None).await;
-        if matches!(self.ctx.config.driver, DriverKind::Simulated) {
-            self.set_state(InstanceState::Running, None).await;
-            return Ok(());
-        }
-        match driver::launch(&self.ctx, &self.dir, &self.record.desired).await {
+        match self.ctx.driver.launch(&self.ctx, &self.dir, &self.record.desired).await {
             Ok(vm) => {
-                self.vm = Some(vm);
-                self.start_pump();
+                if let Some(vm) = vm {
+                    self.vm = Some(vm);
+                    self.start_pump();
+                }
                 self.set_state(InstanceState::Running, None).await;
                 Ok(())
             }
@@ -562,7 +557,7 @@ impl Runner {
             tracing::warn!(id = %self.id, error = %format!("{e:#}"), "force stop failed; killing");
         }
         self.stop_guest_io();
-        driver::destroy(&self.ctx, self.id, &self.dir).await?;
+        self.ctx.driver.destroy(&self.ctx, self.id, &self.dir).await?;
         self.record.state = InstanceState::Deleted;
         self.record.reason = None;
         let status = status_of(&self.record);
@@ -648,10 +643,7 @@ impl Runner {
         desired.validate()?;
         let snapshot = snapshots::open(&self.ctx, self.id, location).await?;
         snapshots::check_restorable(&snapshot, &desired)?;
-        let qemu = matches!(self.ctx.config.driver, DriverKind::Qemu(_));
-        if qemu {
-            driver::resolve_images(&self.ctx, &desired).await?;
-        }
+        self.ctx.driver.resolve(&self.ctx, &desired).await?;
         self.record.desired = desired.clone();
         self.record.power = PowerState::Running;
         self.record.generation = generation;
@@ -666,32 +658,22 @@ impl Runner {
             .map_err(|source| InstanceError::Persist { path: marker.clone(), source })?;
         self.fresh = false;
         self.set_state(InstanceState::Restoring, None).await;
-        let result = match (qemu, snapshot.kind) {
-            (false, _) => {
+        let result = match self.ctx.driver.restore(&self.ctx, &self.dir, &desired, &snapshot, location).await {
+            Ok(Restored::NoProcess) => {
                 self.set_state(InstanceState::Running, None).await;
                 Ok(())
             }
-            (true, SnapshotKind::Full) => {
-                match snapshots::restore_full(&self.ctx, &self.dir, &desired, &snapshot, location).await {
-                    Ok(vm) => {
-                        self.vm = Some(vm);
-                        self.start_pump();
-                        self.set_state(InstanceState::Running, None).await;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
-                        Err(e)
-                    }
-                }
+            Ok(Restored::Running(vm)) => {
+                self.vm = Some(*vm);
+                self.start_pump();
+                self.set_state(InstanceState::Running, None).await;
+                Ok(())
             }
-            (true, SnapshotKind::Disk) => match snapshots::restore_disks(&self.dir, &snapshot, location).await {
-                Ok(()) => self.launch().await,
-                Err(e) => {
-                    self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
-                    Err(e)
-                }
-            },
+            Ok(Restored::Disks) => self.launch().await,
+            Err(e) => {
+                self.set_state(InstanceState::Failed, Some(failure_reason(&e))).await;
+                Err(e)
+            }
         };
         let _ = tokio::fs::remove_file(&marker).await;
         tracing::info!(id = %self.id, snapshot = %snapshot.snapshot_id, ok = result.is_ok(), "restore finished");
@@ -702,13 +684,12 @@ impl Runner {
         let Some(vm) = self.vm.take() else { return };
         if vm.is_alive() {
             // The monitor connection dropped but QEMU lives: reconnect.
-            let opts = driver::launch_options(&self.ctx);
-            match Vm::attach(self.dir.clone(), &opts).await {
-                Ok(vm) => {
+            match self.ctx.driver.attach(&self.dir).await {
+                Attached::Vm(vm) => {
                     self.vm = Some(vm);
                     return;
                 }
-                Err(e) => tracing::warn!(id = %self.id, error = %format!("{e:#}"), "cannot reconnect to VMM"),
+                other => tracing::warn!(id = %self.id, outcome = ?other, "cannot reconnect to VMM"),
             }
         }
         self.stop_guest_io();

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use vmm::snapshot::{RestoreParams, SnapshotKind};
 use vmm::{InstanceDir, Vm};
 
-use super::driver::{self, DriverKind};
+use super::driver;
 use super::runner::Ctx;
 use super::{DesiredInstance, InstanceError, InstanceId};
 
@@ -173,7 +173,7 @@ pub(super) async fn take(
         Err(source) => return Err(InstanceError::Persist { path: dest, source }),
     }
     tokio::fs::create_dir_all(&ctx.config.snapshots_dir).await.map_err(persist_err(&ctx.config.snapshots_dir))?;
-    let result = write_state(ctx, vm, dir, desired, &dest, id, kind).await;
+    let result = ctx.driver.write_snapshot(ctx, vm, dir, desired, &dest, id, kind).await;
     let result = match result {
         Ok(()) => complete(&dest, id, kind, desired).await,
         Err(e) => Err(e),
@@ -182,39 +182,6 @@ pub(super) async fn take(
         let _ = tokio::fs::remove_dir_all(&dest).await;
     }
     result
-}
-
-/// Has vmm write the snapshot's files into `dest`.
-async fn write_state(
-    ctx: &Ctx,
-    vm: Option<&Vm>,
-    dir: &InstanceDir,
-    desired: &DesiredInstance,
-    dest: &Path,
-    id: SnapshotId,
-    kind: SnapshotKind,
-) -> Result<(), InstanceError> {
-    let instance = desired.id;
-    let opts = match &ctx.config.driver {
-        DriverKind::Qemu(opts) => opts,
-        // Scale simulations: the record alone.
-        DriverKind::Simulated => return tokio::fs::create_dir_all(dest).await.map_err(persist_err(dest)),
-    };
-    let err = |source| InstanceError::Snapshot { id: instance, snapshot: id, source };
-    match (vm, kind) {
-        (Some(vm), SnapshotKind::Full) => vm.snapshot_full(dest, opts).await.map(drop).map_err(err),
-        (Some(vm), SnapshotKind::Disk) => vm.snapshot_disks(dest, opts).await.map(drop).map_err(err),
-        (None, SnapshotKind::Disk) => {
-            // The spec a launch would use (idempotent: the disks exist and are kept).
-            let spec = driver::prepare(ctx, dir, desired).await?;
-            vmm::snapshot::snapshot_stopped(&spec, dest, opts).await.map(drop).map_err(err)
-        }
-        (None, SnapshotKind::Full) => Err(InstanceError::InvalidState {
-            id: instance,
-            state: super::InstanceState::Stopped,
-            operation: "take a full snapshot of",
-        }),
-    }
 }
 
 /// Sizes the snapshot and writes `snapshot.json`, which makes it complete.
@@ -296,17 +263,17 @@ pub(super) fn check_restorable(snapshot: &SnapshotRecord, desired: &DesiredInsta
     Ok(())
 }
 
-/// Restores a full snapshot into the instance directory `dir` for `desired`: taps on the
-/// bridge first, then vmm's restore, resumed.
+/// Restores a full snapshot into the instance directory `dir` for `desired` (its taps exist):
+/// vmm's restore, resumed.
 pub(super) async fn restore_full(
     ctx: &Ctx,
+    opts: &vmm::LaunchOptions,
     dir: &InstanceDir,
     desired: &DesiredInstance,
     snapshot: &SnapshotRecord,
     location: &Path,
 ) -> Result<Vm, InstanceError> {
     let instance = desired.id;
-    driver::ensure_taps(ctx, desired).await?;
     let params = RestoreParams {
         dir: dir.clone(),
         name: Some(driver::vm_name(instance)),
@@ -314,8 +281,7 @@ pub(super) async fn restore_full(
         netns: Some(ctx.config.netns.clone()),
         resume: true,
     };
-    let opts = driver::launch_options(ctx);
-    vmm::snapshot::restore(location, &params, &opts).await.map_err(|source| InstanceError::Snapshot {
+    vmm::snapshot::restore(location, &params, opts).await.map_err(|source| InstanceError::Snapshot {
         id: instance,
         snapshot: snapshot.snapshot_id,
         source,
