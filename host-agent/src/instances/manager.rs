@@ -14,7 +14,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use vmm::InstanceDir;
 
 use super::driver::{self, DriverKind};
-use super::runner::{self, AGENT_JSON, CREATING_MARKER, Ctx, DEFAULT_STOP_TIMEOUT, Request, Runner, RunnerHandle};
+use super::record::{self, AGENT_JSON, CREATING_MARKER};
+use super::runner::{self, Ctx, DEFAULT_STOP_TIMEOUT, Request, Runner, RunnerHandle};
 use super::snapshots::{SnapshotId, SnapshotInfo};
 use super::{
     DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, ManagerError, PowerState, SnapshotKind,
@@ -167,7 +168,7 @@ impl InstanceManager {
                 }
                 continue;
             }
-            match runner::read_record(&dir).await {
+            match record::read_record(&dir).await {
                 Ok(record) if record.desired.id == id => found.push((dir, record)),
                 Ok(_) => tracing::warn!(%id, "agent.json names another instance; leaving it for an operator"),
                 Err(e) => tracing::warn!(%id, error = %format!("{e:#}"), "unreadable agent.json; leaving it"),

@@ -34,6 +34,7 @@
 mod driver;
 mod guest;
 mod manager;
+mod record;
 mod runner;
 mod snapshots;
 

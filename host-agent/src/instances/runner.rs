@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use vmm::{InstanceDir, Vm, VmStatus};
@@ -21,15 +20,11 @@ use vmm::{InstanceDir, Vm, VmStatus};
 use super::driver::{Attached, Driver, Restored};
 use super::guest::{self, GuestEvent};
 use super::manager::ManagerConfig;
+use super::record::{AgentRecord, CREATING_MARKER, write_record};
 use super::snapshots::{self, SnapshotId, SnapshotInfo};
 use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, PowerState, SnapshotKind};
 use crate::images::{BlobSource, ImageCache};
 use crate::network::Network;
-
-/// The record file of an instance directory.
-pub(super) const AGENT_JSON: &str = "agent.json";
-/// Present while an instance's first apply is in progress.
-pub(super) const CREATING_MARKER: &str = "creating";
 
 /// What every runner shares.
 #[derive(Debug)]
@@ -43,23 +38,6 @@ pub(crate) struct Ctx {
     pub guest_news: tokio::sync::Notify,
     /// What runs the VMs (from `config.driver`).
     pub driver: Box<dyn Driver>,
-}
-
-/// `agent.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct AgentRecord {
-    pub desired: DesiredInstance,
-    pub power: PowerState,
-    pub generation: u64,
-    pub state: InstanceState,
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// When the guest became reachable in its current boot (cleared whenever it stops running).
-    #[serde(default)]
-    pub ready_at: Option<DateTime<Utc>>,
-    /// The SSH host public keys the guest last printed on its console.
-    #[serde(default)]
-    pub ssh_host_keys: Vec<String>,
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, InstanceError>>;
@@ -152,28 +130,6 @@ fn status_of(record: &AgentRecord) -> InstanceStatus {
         ready_at: record.ready_at,
         ssh_host_keys: record.ssh_host_keys.clone(),
     }
-}
-
-/// Writes `agent.json` atomically.
-pub(super) async fn write_record(dir: &InstanceDir, record: &AgentRecord) -> Result<(), InstanceError> {
-    let path = dir.root().join(AGENT_JSON);
-    let tmp = dir.root().join("agent.json.tmp");
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| InstanceError::Persist { path: path.clone(), source: std::io::Error::other(e) })?;
-    let write = async {
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        f.write_all(&json).await?;
-        f.sync_all().await?;
-        tokio::fs::rename(&tmp, &path).await
-    };
-    write.await.map_err(|source| InstanceError::Persist { path, source })
-}
-
-/// Reads `agent.json`.
-pub(super) async fn read_record(dir: &InstanceDir) -> Result<AgentRecord, InstanceError> {
-    let path = dir.root().join(AGENT_JSON);
-    let bytes = tokio::fs::read(&path).await.map_err(|source| InstanceError::Persist { path: path.clone(), source })?;
-    serde_json::from_slice(&bytes).map_err(|e| InstanceError::Persist { path, source: std::io::Error::other(e) })
 }
 
 /// The handle the manager keeps per instance.

@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 use vmm::snapshot::{RestoreParams, SnapshotKind};
 use vmm::{InstanceDir, Vm};
@@ -124,17 +123,7 @@ pub(super) async fn read_record(dir: &Path) -> Result<Option<SnapshotRecord>, In
 }
 
 async fn write_record(dir: &Path, record: &SnapshotRecord) -> Result<(), InstanceError> {
-    let path = dir.join(SNAPSHOT_JSON);
-    let tmp = dir.join("snapshot.json.tmp");
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| InstanceError::Persist { path: path.clone(), source: std::io::Error::other(e) })?;
-    let write = async {
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        f.write_all(&json).await?;
-        f.sync_all().await?;
-        tokio::fs::rename(&tmp, &path).await
-    };
-    write.await.map_err(persist_err(&path))
+    super::record::write_json(&dir.join(SNAPSHOT_JSON), record).await
 }
 
 /// The existing complete snapshot `id`, checked to be of `instance` and `kind`.

@@ -52,6 +52,10 @@ async fn instance_lives_survives_agent_restart_and_is_deleted_cleanly() {
     let second = manager.console(id).await.unwrap();
     assert!(String::from_utf8_lossy(&second.scrollback).contains("cloud-minimal: ready"));
 
+    // The record holds the tenant's user-data: only the agent reads it.
+    let record = std::fs::metadata(host.instances_dir().join(id.to_string()).join("agent.json")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&record.permissions()) & 0o777, 0o600);
+
     // Same generation: a no-op. Older: a typed error.
     let pid = qemu_pid(&host.instances_dir(), id).unwrap();
     let again = manager.ensure(desired.clone(), PowerState::Running, 1).await.unwrap();
