@@ -281,7 +281,7 @@ pub async fn host_declare_dead(conn: &mut PgConnection, id: Uuid) -> Result<Decl
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let lost_instances = crate::reconcilers::host_liveness::mark_lost_instances(&mut tx).await?;
+    let lost_instances = crate::db::instances::instance_mark_lost_on_dead_hosts(&mut tx).await?;
     let host =
         sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1")).bind(id).fetch_one(&mut *tx).await?;
     tx.commit().await?;

@@ -413,3 +413,16 @@ pub async fn instance_apply_guest_report(
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Declares the instances of dead hosts lost.
+pub async fn instance_mark_lost_on_dead_hosts(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE instances SET state = 'lost', state_reason = 'the host stopped reporting and was declared dead',
+                ready_at = NULL, updated_at = now()
+         WHERE deleted_at IS NULL AND state NOT IN ('lost', 'deleted')
+           AND host_id IN (SELECT id FROM hosts WHERE state = 'dead')",
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

@@ -81,6 +81,7 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod instances;
+pub mod liveness;
 pub mod operations;
 pub mod placement;
 pub mod projects;

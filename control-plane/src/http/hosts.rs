@@ -183,13 +183,13 @@ pub async fn host_declare_dead(
 
 /// The fleet's liveness (operators only): `degraded` while many hosts are silent together.
 #[utoipa::path(get, path = "/v1/fleet/liveness", tag = "hosts",
-    responses((status = 200, body = crate::reconcilers::host_liveness::FleetLiveness),
+    responses((status = 200, body = crate::db::liveness::FleetLiveness),
               (status = 403, body = super::error::ErrorBody)))]
 pub async fn fleet_liveness(
     State(app): State<Arc<App>>,
     caller: Caller,
-) -> Result<Json<crate::reconcilers::host_liveness::FleetLiveness>, ApiError> {
+) -> Result<Json<crate::db::liveness::FleetLiveness>, ApiError> {
     caller.require_operator()?;
     let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(crate::reconcilers::host_liveness::fleet_liveness(&mut conn).await.map_err(|e| ApiError::internal(&e))?))
+    Ok(Json(crate::db::liveness::fleet_liveness(&mut conn).await.map_err(|e| ApiError::internal(&e))?))
 }

@@ -25,8 +25,9 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
+
+use crate::db::liveness as db;
 
 /// How liveness is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,56 +80,6 @@ pub struct Changes {
     pub degraded_silent: Option<u64>,
 }
 
-/// The fleet's liveness as operators see it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct FleetLiveness {
-    /// `healthy`, or `degraded` while many hosts are silent together (a partition): then no
-    /// host is declared dead automatically; an operator may declare one dead.
-    pub state: String,
-    pub degraded_since: Option<DateTime<Utc>>,
-    /// Hosts whose lease ran out (`suspect`).
-    pub silent_hosts: i64,
-    /// Hosts that are not `dead` or still `joining`.
-    pub hosts: i64,
-    pub dead_hosts: i64,
-    /// When liveness was last judged.
-    pub last_pass_at: DateTime<Utc>,
-}
-
-/// Reads the fleet's liveness.
-pub async fn fleet_liveness(conn: &mut PgConnection) -> Result<FleetLiveness, sqlx::Error> {
-    let (last_pass_at, degraded_since, silent_hosts, hosts, dead_hosts): (
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
-        "SELECT f.last_pass_at, f.degraded_since,
-                (SELECT count(*) FROM hosts WHERE state = 'suspect'),
-                (SELECT count(*) FROM hosts WHERE state IN ('active', 'draining', 'suspect')),
-                (SELECT count(*) FROM hosts WHERE state = 'dead')
-         FROM fleet_liveness f",
-    )
-    .fetch_one(conn)
-    .await?;
-    let state = if degraded_since.is_some() { "degraded" } else { "healthy" }.to_owned();
-    Ok(FleetLiveness { state, degraded_since, silent_hosts, hosts, dead_hosts, last_pass_at })
-}
-
-/// Declares the instances of dead hosts lost.
-pub async fn mark_lost_instances(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE instances SET state = 'lost', state_reason = 'the host stopped reporting and was declared dead',
-                ready_at = NULL, updated_at = now()
-         WHERE deleted_at IS NULL AND state NOT IN ('lost', 'deleted')
-           AND host_id IN (SELECT id FROM hosts WHERE state = 'dead')",
-    )
-    .execute(conn)
-    .await?
-    .rows_affected())
-}
-
 /// One pass: extends leases after a gap, marks suspect hosts, and dead ones unless the fleet is
 /// partitioned, and the instances of dead hosts lost. Any replica may run it at any time: the
 /// row lock on `fleet_liveness` serializes passes.
@@ -136,57 +87,22 @@ pub async fn activate(pool: &PgPool, policy: &LivenessPolicy) -> Result<Changes,
     let mut tx = pool.begin().await?;
     let mut changes = Changes::default();
     // `now()` is the transaction's start: a pass frozen half-way judges by when it began.
-    let silence: f64 =
-        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM now() - last_pass_at)::float8 FROM fleet_liveness FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
-    if silence > gap_threshold(policy.period).as_secs_f64() {
-        sqlx::query(
-            "UPDATE hosts SET lease_expires_at = lease_expires_at + make_interval(secs => $1)
-             WHERE state IN ('active', 'draining', 'suspect') AND lease_expires_at IS NOT NULL",
-        )
-        .bind(silence)
-        .execute(&mut *tx)
-        .await?;
-        changes.extended_by = Some(Duration::from_secs_f64(silence));
+    let silence = db::liveness_lock_and_silence(&mut tx).await?;
+    if silence > gap_threshold(policy.period) {
+        db::hosts_extend_leases(&mut tx, silence).await?;
+        changes.extended_by = Some(silence);
     }
-    sqlx::query("UPDATE fleet_liveness SET last_pass_at = now()").execute(&mut *tx).await?;
-    changes.suspect = sqlx::query(
-        "UPDATE hosts SET state = 'suspect', updated_at = now()
-         WHERE state IN ('active', 'draining') AND lease_expires_at < now()",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let (silent, total): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state = 'suspect'), count(*) FROM hosts
-         WHERE state IN ('active', 'draining', 'suspect')",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let (silent, total) = (u64::try_from(silent).unwrap_or(0), u64::try_from(total).unwrap_or(0));
+    changes.suspect = db::hosts_mark_suspect(&mut tx).await?;
+    let (silent, total) = db::hosts_count_silent(&mut tx).await?;
     changes.silent = silent;
-    if policy.is_partition(silent, total) {
+    let partition = policy.is_partition(silent, total);
+    db::liveness_record_pass(&mut tx, partition, silent).await?;
+    if partition {
         changes.degraded_silent = Some(silent);
-        sqlx::query("UPDATE fleet_liveness SET degraded_since = COALESCE(degraded_since, now()), silent_hosts = $1")
-            .bind(i64::try_from(silent).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
     } else {
-        sqlx::query("UPDATE fleet_liveness SET degraded_since = NULL, silent_hosts = $1")
-            .bind(i64::try_from(silent).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        changes.dead = sqlx::query(
-            "UPDATE hosts SET state = 'dead', updated_at = now()
-             WHERE state = 'suspect' AND lease_expires_at < now() - make_interval(secs => $1)",
-        )
-        .bind(policy.margin.as_secs_f64())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        changes.dead = db::hosts_mark_dead(&mut tx, policy.margin).await?;
     }
-    changes.lost_instances = mark_lost_instances(&mut tx).await?;
+    changes.lost_instances = crate::db::instances::instance_mark_lost_on_dead_hosts(&mut tx).await?;
     tx.commit().await?;
     Ok(changes)
 }
