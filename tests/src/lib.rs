@@ -13,6 +13,7 @@
 
 pub mod cloudctl;
 pub mod guest;
+pub mod layering;
 pub mod net;
 pub mod packages;
 pub mod process;

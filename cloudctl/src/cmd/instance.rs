@@ -39,7 +39,7 @@ pub enum InstanceCommand {
     Console { instance: String },
     /// SSH into an instance through the control plane (no route to its subnet needed), checking
     /// its identity against the host keys it published; waits for a booting instance.
-    Ssh(SshArgs),
+    Ssh(super::ssh::SshArgs),
     /// Pipe stdin/stdout through the instance's TCP tunnel (ssh's ProxyCommand).
     #[command(hide = true)]
     TunnelProxy {
@@ -78,27 +78,6 @@ pub struct CreateArgs {
     /// Anti-affinity group: instances of a group land on different hosts.
     #[arg(long, value_name = "GROUP")]
     pub anti_affinity_group: Option<String>,
-}
-
-/// `instance ssh`.
-#[derive(Debug, Args)]
-pub struct SshArgs {
-    pub instance: String,
-    /// Identity file, passed to ssh.
-    #[arg(short = 'i', value_name = "FILE")]
-    pub identity: Option<String>,
-    /// Login name, passed to ssh.
-    #[arg(short = 'l', value_name = "USER")]
-    pub login: Option<String>,
-    /// Guest port of the SSH server.
-    #[arg(long, default_value_t = 22)]
-    pub port: u16,
-    /// Connect even when the instance published no SSH host keys (its identity is not checked).
-    #[arg(long)]
-    pub accept_unknown_host_key: bool,
-    /// The remote command (after `--`).
-    #[arg(last = true)]
-    pub command: Vec<String>,
 }
 
 /// Runs an instance command.

@@ -15,11 +15,32 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::Context as _;
+use clap::Args;
 use cloudctl::client::Instance;
 use tokio::io::AsyncReadExt;
 
-use super::instance::SshArgs;
 use super::{Context, Failure};
+
+/// `instance ssh`.
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    pub instance: String,
+    /// Identity file, passed to ssh.
+    #[arg(short = 'i', value_name = "FILE")]
+    pub identity: Option<String>,
+    /// Login name, passed to ssh.
+    #[arg(short = 'l', value_name = "USER")]
+    pub login: Option<String>,
+    /// Guest port of the SSH server.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Connect even when the instance published no SSH host keys (its identity is not checked).
+    #[arg(long)]
+    pub accept_unknown_host_key: bool,
+    /// The remote command (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
 
 /// What ssh prints when the server's key is not one of the known ones.
 const REFUSED: &str = "Host key verification failed";

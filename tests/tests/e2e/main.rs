@@ -8,6 +8,7 @@ mod database;
 mod fleet;
 mod images;
 mod instances;
+mod layering;
 mod liveness;
 mod packages;
 mod readme;
