@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::FleetConfig;
-use crate::fleet::subnets::Ipv4Net;
+use crate::subnets::Ipv4Net;
 
 /// The effective configuration, after file, environment and flags were merged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ pub struct Config {
     /// The API's URL as clients see it (printed in join commands); default `http://<listen>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
-    pub tls: crate::http::tls::TlsConfig,
+    pub tls: TlsConfig,
     pub database: DatabaseConfig,
     pub embedded_database: EmbeddedDatabaseConfig,
     pub fleet: FleetConfig,
@@ -117,7 +117,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: default_data_dir(),
             public_url: None,
-            tls: crate::http::tls::TlsConfig::default(),
+            tls: TlsConfig::default(),
             database: DatabaseConfig::default(),
             embedded_database: EmbeddedDatabaseConfig::default(),
             fleet: FleetConfig::default(),
@@ -385,6 +385,23 @@ impl Config {
             return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });
         }
         Ok(())
+    }
+}
+
+/// `[tls]`: both files, or neither (plain HTTP).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// True when the API serves HTTPS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
     }
 }
 

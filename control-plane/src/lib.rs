@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod embedded_db;
+pub mod error_chain;
 pub mod fault;
 pub mod fleet;
 pub mod http;
@@ -22,6 +23,7 @@ pub mod operations;
 pub mod reconcilers;
 pub mod scheduler;
 pub mod states;
+pub mod subnets;
 pub mod telemetry;
 pub mod testing;
 
@@ -166,7 +168,7 @@ pub async fn supervise_embedded_db(pg: SharedEmbedded, app: Arc<App>, stop: impl
                 wait = Duration::from_millis(250);
             }
             Ok(Err(err)) => {
-                tracing::error!(error = %http::error::ErrorChain(&err), retry_in = ?backoff, "cannot restart the embedded database");
+                tracing::error!(error = %error_chain::ErrorChain(&err), retry_in = ?backoff, "cannot restart the embedded database");
                 wait = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }

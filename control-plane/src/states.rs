@@ -1,5 +1,5 @@
-//! The lifecycle states of instances, hosts, operations and their steps, and the kinds of
-//! operations and names of steps: Rust enums, matched exhaustively, spelled as in the database (`snake_case` text columns, see `migrations/`) in
+//! The lifecycle states of instances, hosts, operations and their steps, the kinds of
+//! operations, the names of steps and the roles of project members: Rust enums, matched exhaustively, spelled as in the database (`snake_case` text columns, see `migrations/`) in
 //! one place each: [`as_str`](InstanceState::as_str) and its `FromStr`/`TryFrom<String>`
 //! inverse, which `sqlx` rows use through `#[sqlx(try_from = "String")]`.
 //!
@@ -159,6 +159,58 @@ states! {
         DeleteOnHost => "delete_on_host",
         ReleaseAddress => "release_address",
         ReleaseCapacity => "release_capacity",
+    }
+}
+
+/// A user's role in a project; each role can do what the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads the project's resources.
+    Viewer,
+    /// Also creates, changes and deletes them.
+    Member,
+    /// Also manages the project's members.
+    Admin,
+}
+
+impl Role {
+    /// The name stored in `project_members.role` and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Member => "member",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Whether this role can do what `min` can.
+    pub fn allows(self, min: Role) -> bool {
+        self >= min
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not a role name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}: expected viewer, member or admin")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "member" => Ok(Self::Member),
+            "admin" => Ok(Self::Admin),
+            other => Err(UnknownRole(other.to_owned())),
+        }
     }
 }
 

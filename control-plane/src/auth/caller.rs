@@ -26,7 +26,8 @@ use super::Role;
 use super::token::{MalformedToken, TokenSecret};
 use crate::App;
 use crate::db::identity::{self, IdentityError};
-use crate::http::error::{ApiError, ErrorChain};
+use crate::error_chain::ErrorChain;
+use crate::http::error::ApiError;
 use crate::ids::{ProjectId, TokenId, UserId};
 
 /// The authenticated caller of a request.

@@ -27,12 +27,9 @@ mod bootstrap;
 mod caller;
 pub mod token;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 pub use bootstrap::{
@@ -48,57 +45,7 @@ use crate::ids::{TokenId, UserId};
 /// The longest lifetime a token can be given: five years.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
 
-/// A user's role in a project; each role can do what the ones before it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads the project's resources.
-    Viewer,
-    /// Also creates, changes and deletes them.
-    Member,
-    /// Also manages the project's members.
-    Admin,
-}
-
-impl Role {
-    /// The name stored in `project_members.role` and shown by the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Member => "member",
-            Self::Admin => "admin",
-        }
-    }
-
-    /// Whether this role can do what `min` can.
-    pub fn allows(self, min: Role) -> bool {
-        self >= min
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that is not a role name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected viewer, member or admin")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "viewer" => Ok(Self::Viewer),
-            "member" => Ok(Self::Member),
-            "admin" => Ok(Self::Admin),
-            other => Err(UnknownRole(other.to_owned())),
-        }
-    }
-}
+pub use crate::states::{Role, UnknownRole};
 
 /// Errors of bootstrapping and of managing tokens.
 #[derive(Debug, thiserror::Error)]

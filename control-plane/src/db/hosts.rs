@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::fleet::subnets::Ipv4Net;
 use crate::states::HostState;
+use crate::subnets::Ipv4Net;
 
 /// A host as the control plane records it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

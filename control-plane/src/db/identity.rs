@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use crate::auth::Role;
 use crate::ids::{ProjectId, TokenId, UserId};
+use crate::states::Role;
 
 /// Errors of the identity queries.
 #[derive(Debug, thiserror::Error)]

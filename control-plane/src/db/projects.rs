@@ -9,8 +9,8 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::identity::{IdentityError, Project};
-use crate::auth::Role;
 use crate::ids::{ProjectId, UserId};
+use crate::states::Role;
 
 /// A project with the role of the user it was listed for.
 #[derive(Debug, Clone, PartialEq, Eq)]

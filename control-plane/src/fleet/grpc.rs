@@ -260,11 +260,11 @@ fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 }
 
 fn internal(err: &(dyn std::error::Error + 'static)) -> Status {
-    tracing::error!(error = %crate::http::error::ErrorChain(err), "fleet gRPC internal error");
+    tracing::error!(error = %crate::error_chain::ErrorChain(err), "fleet gRPC internal error");
     Status::internal("internal error")
 }
 
 fn unavailable(err: &(dyn std::error::Error + 'static)) -> Status {
-    tracing::warn!(error = %crate::http::error::ErrorChain(err), "fleet gRPC: database unavailable");
+    tracing::warn!(error = %crate::error_chain::ErrorChain(err), "fleet gRPC: database unavailable");
     Status::unavailable("the control plane's database is unavailable")
 }

@@ -13,14 +13,14 @@
 
 pub mod grpc;
 pub mod pki;
-pub mod subnets;
+pub use crate::subnets;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::subnets::Ipv4Net;
 use pki::{FleetCa, IssuedIdentity, PkiError};
 use serde::{Deserialize, Serialize};
-use subnets::Ipv4Net;
 
 /// `[fleet]` configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! Details of server-side failures (5xx) go to the log under the request id, never into the
 //! response.
 
+pub use crate::error_chain::ErrorChain;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -76,22 +77,6 @@ impl IntoResponse for ApiError {
             error: ErrorDetail { code: self.code.to_owned(), message: self.message, request_id: current_request_id() },
         };
         (self.status, Json(body)).into_response()
-    }
-}
-
-/// Displays an error and all its sources, `a: b: c`.
-#[derive(Debug)]
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
     }
 }
 

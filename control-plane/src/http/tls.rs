@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -26,23 +25,6 @@ use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `[tls]`: both files, or neither (plain HTTP).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    /// True when the API serves HTTPS.
-    pub fn enabled(&self) -> bool {
-        self.cert_file.is_some()
-    }
-}
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]

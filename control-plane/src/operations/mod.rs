@@ -44,7 +44,7 @@ use tracing::Instrument;
 
 use crate::App;
 use crate::db::operations::{self as db, OperationRow};
-use crate::http::error::ErrorChain;
+use crate::error_chain::ErrorChain;
 use crate::states::{OperationState, StepState};
 
 /// `[operations]` configuration.

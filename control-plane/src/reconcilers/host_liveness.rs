@@ -138,7 +138,7 @@ pub async fn run(app: std::sync::Arc<crate::App>, policy: LivenessPolicy, stop: 
                     tracing::warn!(?changes, "host liveness changed");
                 }
             }
-            Err(err) => tracing::warn!(error = %crate::http::error::ErrorChain(&err), "host liveness check failed"),
+            Err(err) => tracing::warn!(error = %crate::error_chain::ErrorChain(&err), "host liveness check failed"),
         }
         tokio::select! {
             () = tokio::time::sleep(policy.period) => {}

@@ -1,4 +1,5 @@
-//! The fleet's pool of instance subnets: each host gets one /24 out of it when it joins.
+//! IPv4 networks in CIDR notation, and the fleet's pool of instance subnets: each host gets one
+//! /24 out of it when it joins. A value type every layer uses (the database stores it as cidr).
 
 use std::net::Ipv4Addr;
 use std::str::FromStr;
