@@ -76,12 +76,34 @@ impl HostKeyScanner {
     }
 }
 
-/// `<type> <base64>` of one console line holding a public key (anything else: `None`).
+/// `<type> <base64>` of one console line holding a public key (anything else: `None`). The key
+/// may follow a prefix: cloud-init's lines reach the console directly or through the journal
+/// (`[   35.12] cloud-init[400]: ssh-ed25519 AAAA… root@web-1`).
 fn parse_key_line(line: &str) -> Option<String> {
-    let mut fields = line.split_whitespace();
-    let (kind, blob) = (fields.next()?, fields.next()?);
-    let key = format!("{kind} {blob}");
-    crate::config_drive::validate_ssh_key(&key).then_some(key)
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    fields.windows(2).find_map(|pair| {
+        let key = format!("{} {}", pair[0], pair[1]);
+        (crate::config_drive::validate_ssh_key(&key) && well_formed(pair[0], pair[1])).then_some(key)
+    })
+}
+
+/// True when `blob` is base64 of an SSH key blob of type `kind`: length-prefixed fields that add
+/// up exactly, the first naming `kind` (so a line cut short or run into other output is no key).
+fn well_formed(kind: &str, blob: &str) -> bool {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(blob) else { return false };
+    let mut rest = bytes.as_slice();
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else { return false };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > tail.len() {
+            return false;
+        }
+        fields.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    fields.len() >= 2 && fields[0] == kind.as_bytes()
 }
 
 /// The keys of the last complete block in `text` (e.g. a console log), if any.
@@ -113,13 +135,32 @@ mod tests {
     }
 
     #[test]
+    fn keys_forwarded_through_the_journal_keep_their_prefix() {
+        let text = format!(
+            "[   35.1] cloud-init[400]: {BEGIN_MARKER}\n[   35.2] cloud-init[400]: {ED} root@deb-1\n\
+             [   35.3] cloud-init[400]: {EC} root@deb-1\n[   35.4] cloud-init[400]: {END_MARKER}\n"
+        );
+        assert_eq!(last_block(text.as_bytes()), Some(vec![ED.to_owned(), EC.to_owned()]));
+    }
+
+    #[test]
     fn the_last_block_wins_and_empty_or_open_blocks_do_not_count() {
-        let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0123456789abcdefghijklmnopqrstuvwxyzABCD";
+        let other = EC;
         let text = format!(
             "{BEGIN_MARKER}\n{END_MARKER}\n{BEGIN_MARKER}\n{ED}\n{END_MARKER}\n{BEGIN_MARKER}\n{other}\n{END_MARKER}\n{BEGIN_MARKER}\n{ED}\n"
         );
         assert_eq!(last_block(text.as_bytes()), Some(vec![other.to_owned()]));
         assert_eq!(last_block(b"no keys here\n"), None);
+    }
+
+    #[test]
+    fn a_key_cut_short_or_run_into_other_output_is_not_a_key() {
+        let (kind, blob) = ED.split_once(' ').unwrap();
+        let cut = format!("{kind} {}", &blob[..blob.len() - 8]);
+        let text = format!("{BEGIN_MARKER}\n{cut}\n{END_MARKER}\n{BEGIN_MARKER}\n{ED}AAAA\n{END_MARKER}\n");
+        assert_eq!(last_block(text.as_bytes()), None);
+        assert!(well_formed(kind, blob));
+        assert!(!well_formed("ssh-rsa", blob), "the blob names its own type");
     }
 
     #[test]
@@ -130,8 +171,11 @@ mod tests {
         s.feed(&vec![b'A'; MAX_LINE * 4]);
         assert!(s.line.len() <= MAX_LINE);
         s.feed(b"\n");
-        for i in 0..100 {
-            s.feed(format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i:040}\n").as_bytes());
+        for i in 0..100u8 {
+            use base64::Engine;
+            let blob = [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[i; 32]].concat();
+            let line = format!("ssh-ed25519 {}\n", base64::engine::general_purpose::STANDARD.encode(blob));
+            s.feed(line.as_bytes());
         }
         let found = s.feed(format!("{END_MARKER}\n").as_bytes());
         assert_eq!(found[0].len(), MAX_KEYS);
