@@ -50,14 +50,14 @@ OUT_DIR=${OUT_DIR%/}
 
 SUITE=bookworm
 # Kernel command line for direct kernel boot (the VMM adds its own extras, e.g. tsc_early_khz=).
-CMDLINE="root=/dev/vda rw console=ttyS0"
+CMDLINE="root=/dev/vda rw console=ttyS0 quiet"
 # Virtual size of the root disk; the qcow2 stores only what is used. cloud-init's resizefs grows
 # the filesystem when the VM's overlay is made larger (qemu-img create -b ... SIZE).
 DISK_SIZE=${DISK_SIZE:-2G}
 FS_LABEL=cloudimg-rootfs
 # Kernel command line GRUB passes when disk-efi.qcow2 boots through the firmware: the root is
 # partition 2, found by its label (initramfs-tools resolves LABEL= with blkid).
-EFI_CMDLINE="root=LABEL=$FS_LABEL rw console=ttyS0"
+EFI_CMDLINE="root=LABEL=$FS_LABEL rw console=ttyS0 quiet"
 # disk-efi.qcow2, DISK_SIZE as well: partition 1, the EFI system partition (FAT32, ESP_MIB), at
 # 1 MiB; partition 2, the root filesystem, from its end to 1 MiB before the disk's (backup GPT)
 ESP_MIB=64
