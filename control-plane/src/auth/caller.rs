@@ -13,21 +13,14 @@
 //! Only a holder of the secret can learn that it expired; unknown, revoked and disabled are
 //! one answer, so a response never says whether a token ever existed.
 
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use sqlx::PgPool;
 
 use super::Role;
 use super::token::{MalformedToken, TokenSecret};
-use crate::App;
 use crate::db::identity::{self, IdentityError};
 use crate::error_chain::ErrorChain;
-use crate::http::error::ApiError;
 use crate::ids::{ProjectId, TokenId, UserId};
 
 /// The authenticated caller of a request.
@@ -68,25 +61,6 @@ pub enum MalformedHeader {
     Token(#[source] MalformedToken),
 }
 
-impl AuthenticationError {
-    /// The API's answer: 401 `unauthenticated` naming what is wrong as far as that is safe to
-    /// say, or 500 (logged) when the database failed.
-    pub fn to_api_error(&self) -> ApiError {
-        match self {
-            Self::Missing => ApiError::unauthenticated("missing bearer token: send `Authorization: Bearer <token>`"),
-            Self::Malformed(_) => ApiError::unauthenticated(format!(
-                "malformed bearer token: expected `Authorization: Bearer {}…`",
-                super::TOKEN_PREFIX
-            )),
-            Self::Expired { .. } => ApiError::unauthenticated("token expired"),
-            Self::Unknown | Self::Revoked { .. } | Self::UserDisabled { .. } => {
-                ApiError::unauthenticated("invalid or expired token")
-            }
-            Self::Store(err) => ApiError::internal(err),
-        }
-    }
-}
-
 /// Finds the caller of a request from its `Authorization` header.
 pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, AuthenticationError> {
     let secret = bearer_token(headers)?;
@@ -121,62 +95,51 @@ fn bearer_token(headers: &HeaderMap) -> Result<TokenSecret, AuthenticationError>
     TokenSecret::parse(token.trim()).map_err(|e| malformed(MalformedHeader::Token(e)))
 }
 
-impl Caller {
-    /// Fleet endpoints: 403 `forbidden` unless the caller is an operator. (The fleet is not
-    /// project-scoped, so saying it exists leaks nothing.)
-    pub fn require_operator(&self) -> Result<(), ApiError> {
-        if self.is_operator { Ok(()) } else { Err(ApiError::forbidden("this endpoint is for operators")) }
-    }
-
-    /// The caller's role in `project`; 404 `not_found` when the caller is not a member, exactly
-    /// as when the project does not exist.
-    pub async fn project_role(&self, pool: &PgPool, project: ProjectId) -> Result<Role, ApiError> {
-        match identity::project_member_role(pool, project, self.user_id).await {
-            Ok(Some(role)) => Ok(role),
-            Ok(None) => Err(ApiError::not_found("no such project")),
-            Err(err) => Err(ApiError::internal(&err)),
-        }
-    }
-
-    /// The caller's role in `project` if it is at least `min`: 404 for non-members (see
-    /// [`Caller::project_role`]), 403 `forbidden` for members whose role is too low.
-    pub async fn require_role(&self, pool: &PgPool, project: ProjectId, min: Role) -> Result<Role, ApiError> {
-        let role = self.project_role(pool, project).await?;
-        if role.allows(min) {
-            Ok(role)
-        } else {
-            Err(ApiError::forbidden(format!("your role in this project is {role}; this needs {min}")))
-        }
-    }
+/// Why the caller may not do what it asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    /// A fleet endpoint, and the caller is no operator.
+    #[error("this endpoint is for operators")]
+    NotOperator,
+    /// The caller is no member of the project (or it does not exist: the same answer).
+    #[error("no such project")]
+    NoSuchProject,
+    /// A member whose role is below what the request needs.
+    #[error("your role in this project is {role}; this needs {min}")]
+    RoleTooLow { role: Role, min: Role },
+    /// The memberships could not be read.
+    #[error("cannot read the caller's project memberships")]
+    Store(#[source] IdentityError),
 }
 
-/// Extracts the caller from `State<Arc<App>>`'s pool. The rejection is the API's error body,
-/// with `WWW-Authenticate: Bearer` on 401 (RFC 6750). The caller is cached in the request's
-/// extensions, so extracting it twice costs one lookup.
-impl FromRequestParts<Arc<App>> for Caller {
-    type Rejection = Response;
+impl Caller {
+    /// Fleet endpoints: refused unless the caller is an operator. (The fleet is not
+    /// project-scoped, so saying it exists leaks nothing.)
+    pub fn require_operator(&self) -> Result<(), AuthzError> {
+        if self.is_operator { Ok(()) } else { Err(AuthzError::NotOperator) }
+    }
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(*caller);
+    /// The caller's role in `project`; [`AuthzError::NoSuchProject`] when the caller is not a
+    /// member, exactly as when the project does not exist.
+    pub async fn project_role(&self, pool: &PgPool, project: ProjectId) -> Result<Role, AuthzError> {
+        match identity::project_member_role(pool, project, self.user_id).await {
+            Ok(Some(role)) => Ok(role),
+            Ok(None) => Err(AuthzError::NoSuchProject),
+            Err(err) => Err(AuthzError::Store(err)),
         }
-        match authenticate(&app.pool, &parts.headers).await {
-            Ok(caller) => {
-                parts.extensions.insert(caller);
-                Ok(caller)
-            }
-            Err(err @ AuthenticationError::Store(_)) => Err(err.to_api_error().into_response()),
-            Err(err) => {
-                tracing::debug!(reason = %ErrorChain(&err), "request not authenticated");
-                let challenge = [(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cloud\""))];
-                Err((challenge, err.to_api_error()).into_response())
-            }
-        }
+    }
+
+    /// The caller's role in `project` if it is at least `min` (see [`Caller::project_role`]).
+    pub async fn require_role(&self, pool: &PgPool, project: ProjectId, min: Role) -> Result<Role, AuthzError> {
+        let role = self.project_role(pool, project).await?;
+        if role.allows(min) { Ok(role) } else { Err(AuthzError::RoleTooLow { role, min }) }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn headers(value: &str) -> HeaderMap {

@@ -36,7 +36,7 @@ pub use bootstrap::{
     ADMIN_TOKEN_FILE, BOOTSTRAP_PROJECT, BOOTSTRAP_TOKEN_NAME, BOOTSTRAP_USER, BootstrapOutcome, bootstrap,
     issue_admin_token_unchecked,
 };
-pub use caller::{AuthenticationError, Caller, authenticate};
+pub use caller::{AuthenticationError, AuthzError, Caller, authenticate};
 pub use token::{MalformedToken, TOKEN_PREFIX, TokenSecret};
 
 use crate::db::identity::{self, IdentityError, Membership, NewToken, Token, User};

@@ -1,6 +1,7 @@
 //! The HTTP API: router, middleware (request ids, metrics, tracing) and one module per resource.
 
 pub mod auth;
+pub mod caller;
 pub mod console;
 pub mod error;
 pub mod health;

@@ -285,7 +285,7 @@ async fn non_operators_are_forbidden_on_the_fleet() {
     let (_, operator) = user_with_token(&pool, "ops", true, None).await;
     let (_, customer) = user_with_token(&pool, "carol", false, None).await;
     let caller = auth::authenticate(&pool, &bearer(&customer)).await.unwrap();
-    assert_api_error(caller.require_operator(), StatusCode::FORBIDDEN, "forbidden");
+    assert_api_error(caller.require_operator().map_err(ApiError::from), StatusCode::FORBIDDEN, "forbidden");
 
     let served = serve(pool.clone()).await;
     let client = reqwest::Client::new();
@@ -311,12 +311,32 @@ async fn non_members_get_404_and_roles_below_the_minimum_get_403() {
 
     assert_eq!(viewer.project_role(&pool, mine.id).await.unwrap(), Role::Viewer);
     assert_eq!(viewer.require_role(&pool, mine.id, Role::Viewer).await.unwrap(), Role::Viewer);
-    assert_api_error(viewer.require_role(&pool, mine.id, Role::Member).await, StatusCode::FORBIDDEN, "forbidden");
+    assert_api_error(
+        viewer.require_role(&pool, mine.id, Role::Member).await.map_err(ApiError::from),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
     // Another tenant's project and a project that does not exist look the same.
-    assert_api_error(viewer.project_role(&pool, theirs.id).await, StatusCode::NOT_FOUND, "not_found");
-    assert_api_error(viewer.project_role(&pool, ProjectId::new()).await, StatusCode::NOT_FOUND, "not_found");
-    assert_api_error(viewer.require_role(&pool, theirs.id, Role::Viewer).await, StatusCode::NOT_FOUND, "not_found");
-    assert_api_error(operator.project_role(&pool, mine.id).await, StatusCode::NOT_FOUND, "not_found");
+    assert_api_error(
+        viewer.project_role(&pool, theirs.id).await.map_err(ApiError::from),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_api_error(
+        viewer.project_role(&pool, ProjectId::new()).await.map_err(ApiError::from),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_api_error(
+        viewer.require_role(&pool, theirs.id, Role::Viewer).await.map_err(ApiError::from),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_api_error(
+        operator.project_role(&pool, mine.id).await.map_err(ApiError::from),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }
 
 #[tokio::test]
@@ -420,7 +440,7 @@ async fn serve(pool: PgPool) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let app = Arc::new(control_plane::testing::app(pool, dir.path()));
     let router = control_plane::http::auth::routes()
-        .route("/test/fleet", get(|caller: Caller| async move { caller.require_operator() }))
+        .route("/test/fleet", get(|caller: Caller| async move { caller.require_operator().map_err(ApiError::from) }))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

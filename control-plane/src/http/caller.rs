@@ -1,0 +1,73 @@
+//! The [`Caller`] extractor, and how authentication and authorization failures are answered:
+//! the HTTP side of `auth` (which decides; this module only speaks HTTP).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::App;
+use crate::auth::{AuthenticationError, AuthzError, Caller, authenticate};
+use crate::error_chain::ErrorChain;
+
+/// The API's answer to a failed authentication: 401 `unauthenticated` naming what is wrong as
+/// far as that is safe to say, or 500 (logged) when the database failed.
+impl From<&AuthenticationError> for ApiError {
+    fn from(err: &AuthenticationError) -> Self {
+        match err {
+            AuthenticationError::Missing => {
+                ApiError::unauthenticated("missing bearer token: send `Authorization: Bearer <token>`")
+            }
+            AuthenticationError::Malformed(_) => ApiError::unauthenticated(format!(
+                "malformed bearer token: expected `Authorization: Bearer {}…`",
+                crate::auth::TOKEN_PREFIX
+            )),
+            AuthenticationError::Expired { .. } => ApiError::unauthenticated("token expired"),
+            AuthenticationError::Unknown
+            | AuthenticationError::Revoked { .. }
+            | AuthenticationError::UserDisabled { .. } => ApiError::unauthenticated("invalid or expired token"),
+            AuthenticationError::Store(err) => ApiError::internal(err),
+        }
+    }
+}
+
+/// 403 for an operator endpoint or a role too low, 404 for a project the caller is not in
+/// (exactly as for one that does not exist), 500 (logged) when the database failed.
+impl From<AuthzError> for ApiError {
+    fn from(err: AuthzError) -> Self {
+        match err {
+            AuthzError::NotOperator | AuthzError::RoleTooLow { .. } => ApiError::forbidden(err.to_string()),
+            AuthzError::NoSuchProject => ApiError::not_found(err.to_string()),
+            AuthzError::Store(source) => ApiError::internal(&source),
+        }
+    }
+}
+
+/// Extracts the caller from `State<Arc<App>>`'s pool. The rejection is the API's error body,
+/// with `WWW-Authenticate: Bearer` on 401 (RFC 6750). The caller is cached in the request's
+/// extensions, so extracting it twice costs one lookup.
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(*caller);
+        }
+        match authenticate(&app.pool, &parts.headers).await {
+            Ok(caller) => {
+                parts.extensions.insert(caller);
+                Ok(caller)
+            }
+            Err(err @ AuthenticationError::Store(_)) => Err(ApiError::from(&err).into_response()),
+            Err(err) => {
+                tracing::debug!(reason = %ErrorChain(&err), "request not authenticated");
+                let challenge = [(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cloud\""))];
+                Err((challenge, ApiError::from(&err)).into_response())
+            }
+        }
+    }
+}
