@@ -37,7 +37,7 @@ async fn agent_for(
     instance: &str,
 ) -> Result<(AgentClient, String), ApiError> {
     let project = super::projects::resolve_project(&app.pool, caller, project, Role::Member).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(app).await?;
     let row = db::instance_get(&mut conn, project, instance)
         .await
         .map_err(|e| ApiError::internal(&e))?

@@ -75,7 +75,7 @@ pub async fn join_token_create(
     }
     let token = JoinToken::generate(app.fleet.ca.cert_sha256());
     let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX));
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let id = hosts::join_token_create(&mut conn, &token.secret_hash(), Some(caller.user_id.0), expires_at)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -96,7 +96,7 @@ pub async fn join_token_create(
     responses((status = 200, body = [HostRow]), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn host_list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<HostRow>>, ApiError> {
     caller.require_operator()?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     Ok(Json(hosts::host_list(&mut conn).await.map_err(|e| ApiError::internal(&e))?))
 }
 
@@ -109,7 +109,7 @@ pub async fn host_get(
     Path(id): Path<Uuid>,
 ) -> Result<Json<HostRow>, ApiError> {
     caller.require_operator()?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     hosts::host_get(&mut conn, id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -144,7 +144,7 @@ pub async fn host_undrain(
 
 async fn set_draining(app: &App, caller: &Caller, id: Uuid, draining: bool) -> Result<Json<HostRow>, ApiError> {
     caller.require_operator()?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(app).await?;
     match hosts::host_set_draining(&mut conn, id, draining).await.map_err(|e| ApiError::internal(&e))? {
         DrainOutcome::Done(host) => {
             tracing::info!(host_id = %id, draining, state = %host.state, "host drain flag set");
@@ -167,7 +167,7 @@ pub async fn host_declare_dead(
     Path(id): Path<Uuid>,
 ) -> Result<Json<HostRow>, ApiError> {
     caller.require_operator()?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     match hosts::host_declare_dead(&mut conn, id).await.map_err(|e| ApiError::internal(&e))? {
         hosts::DeclareDeadOutcome::Dead { host, lost_instances } => {
             tracing::warn!(host_id = %id, lost_instances, operator = %caller.user_id, "host declared dead by an operator");
@@ -190,6 +190,6 @@ pub async fn fleet_liveness(
     caller: Caller,
 ) -> Result<Json<crate::db::liveness::FleetLiveness>, ApiError> {
     caller.require_operator()?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     Ok(Json(crate::db::liveness::fleet_liveness(&mut conn).await.map_err(|e| ApiError::internal(&e))?))
 }

@@ -191,7 +191,7 @@ pub async fn image_list(
     page: PageRequest,
 ) -> Result<Json<ImageList>, ApiError> {
     let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let rows = db::image_list_visible(&mut conn, project, page.after, page.fetch_limit()).await.map_err(store_error)?;
     Ok(Json(Page::from_rows(rows, &page, |r| (r.created_at, r.id.0)).map(ImageView::from)))
 }
@@ -218,7 +218,7 @@ pub async fn image_register(
     }
     let files = check_register_params(&params)?;
     let owner = (!params.public).then_some(project);
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     if db::image_name_taken(&mut conn, owner, &params.name).await.map_err(store_error)? {
         return Err(store_error(ImageStoreError::NameTaken { name: params.name, owner: db::owner_text(owner) }));
     }
@@ -248,7 +248,7 @@ pub async fn image_register(
             BootMode::DirectKernel => None,
         },
     };
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let row = db::image_create(&mut conn, &new).await.map_err(store_error)?;
     tracing::info!(image_id = %row.id, name = %row.name, project_id = ?owner, "image registered");
     Ok((StatusCode::CREATED, Json(row.into())))
@@ -265,7 +265,7 @@ pub async fn image_get(
     Path((project, image)): Path<(String, String)>,
 ) -> Result<Json<ImageView>, ApiError> {
     let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     Ok(Json(image_by_name_or_id(&mut conn, project, &image).await?.into()))
 }
 
@@ -283,13 +283,13 @@ pub async fn image_delete(
     Path((project, image)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let project = resolve_project(&app.pool, &caller, &project, Role::Member).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let row = image_by_name_or_id(&mut conn, project, &image).await?;
     if row.project_id.is_none() && !caller.is_operator {
         return Err(ApiError::forbidden("public images are deleted by operators"));
     }
     drop(conn);
-    let mut tx = app.pool.begin().await.map_err(|e| ApiError::internal(&e))?;
+    let mut tx = super::db_tx(&app).await?;
     if !db::image_delete_unchecked(&mut tx, row.id).await.map_err(store_error)? {
         return Err(not_found(&image));
     }

@@ -32,7 +32,7 @@ fn finished(op: &OperationRow) -> bool {
 }
 
 async fn visible(app: &App, caller: &Caller, id: OperationId) -> Result<OperationRow, ApiError> {
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(app).await?;
     let op = db::operation_get(&mut conn, id).await.map_err(|e| ApiError::internal(&e))?;
     let not_found = || ApiError::not_found(format!("no operation {id}"));
     let op = op.ok_or_else(not_found)?;
@@ -119,7 +119,7 @@ pub async fn operation_list(
     }
     let after = q.cursor.as_deref().map(super::pagination::decode_cursor).transpose()?;
     let after = after.map(|(at, id)| (at, OperationId::from(id)));
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let items = db::operation_list(&mut conn, project, after, limit + 1).await.map_err(|e| ApiError::internal(&e))?;
     let (items, next_cursor) = super::pagination::split_page(items, limit, |o| (o.created_at, o.id.0));
     Ok(Json(OperationList { items, next_cursor }))

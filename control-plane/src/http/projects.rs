@@ -131,7 +131,7 @@ pub async fn project_create(
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
     json::require_dns_label("name", &params.name)?;
     json::require_plain_text("description", &params.description, MAX_DESCRIPTION_CHARS)?;
-    let mut tx = app.pool.begin().await.map_err(|e| ApiError::internal(&e))?;
+    let mut tx = super::db_tx(&app).await?;
     let project = identity::project_create(&mut *tx, ProjectId::new(), &params.name, &params.description)
         .await
         .map_err(store_error)?;

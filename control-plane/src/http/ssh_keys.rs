@@ -94,7 +94,7 @@ pub async fn ssh_key_list(
     page: PageRequest,
 ) -> Result<Json<SshKeyList>, ApiError> {
     let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let rows = db::ssh_key_list(&mut conn, project, page.after, page.fetch_limit()).await.map_err(store_error)?;
     Ok(Json(Page::from_rows(rows, &page, |r| (r.created_at, r.id.0)).map(SshKeyView::from)))
 }
@@ -125,7 +125,7 @@ pub async fn ssh_key_create(
         public_key: &public_key,
         fingerprint: &fingerprint,
     };
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let row = db::ssh_key_create(&mut conn, &new).await.map_err(store_error)?;
     tracing::info!(project_id = %project, ssh_key_id = %row.id, name = %row.name, %fingerprint, "SSH key added");
     Ok((StatusCode::CREATED, Json(row.into())))
@@ -142,7 +142,7 @@ pub async fn ssh_key_get(
     Path((project, key)): Path<(String, String)>,
 ) -> Result<Json<SshKeyView>, ApiError> {
     let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     Ok(Json(ssh_key_by_name_or_id(&mut conn, project, &key).await?.into()))
 }
 
@@ -159,7 +159,7 @@ pub async fn ssh_key_delete(
     Path((project, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let project = resolve_project(&app.pool, &caller, &project, Role::Member).await?;
-    let mut conn = app.pool.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    let mut conn = super::db_conn(&app).await?;
     let row = ssh_key_by_name_or_id(&mut conn, project, &key).await?;
     if !db::ssh_key_delete(&mut conn, project, row.id).await.map_err(store_error)? {
         return Err(not_found(&key));
