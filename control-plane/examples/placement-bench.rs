@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use control_plane::db::placement::{PlacementError, place_instance};
 use control_plane::ids::{InstanceId, ProjectId};
 use control_plane::scheduler::Strategy;
+use control_plane::scheduler::reserve::{PlacementError, place_instance};
 use control_plane::testing::{TestDatabase, percentile_ms};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

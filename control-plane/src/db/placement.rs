@@ -1,5 +1,6 @@
 //! SQL for placement: reading candidate hosts, reserving capacity on the chosen one, giving it
-//! back. The decision itself is [`crate::scheduler::placement`] (pure).
+//! back. The ranking is `scheduler::placement` (pure) and the loop below runs in
+//! `scheduler::reserve`; this module only knows rows, so it imports nothing from the scheduler.
 //!
 //! ```text
 //!  place_instance(tx, instance)                      all in the caller's transaction
@@ -53,145 +54,87 @@
 use sqlx::PgConnection;
 
 use crate::ids::{HostId, InstanceId, ProjectId};
-use crate::scheduler::Strategy;
-use crate::scheduler::placement::{self, Candidate, HostState, NoHostFits, Request, Resources};
-
-/// How often the candidates are re-read when every ranked host was full or busy. Busy hosts are
-/// free again within milliseconds (a placement holds a host's row only until it commits), and
-/// full ones make the placement refused with fresh counts; the bound only stops a livelock
-/// under heavy churn (the executor then retries the step).
-const ROUNDS: u32 = 16;
 
 /// First key of the anti-affinity advisory locks (ASCII "PLAC"), keeping them apart from any other
 /// advisory locks of the schema.
 const ANTI_AFFINITY_LOCK_SPACE: i32 = 0x504C_4143;
 
-/// Where an instance was placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    pub host_id: HostId,
-    /// False when the instance already had a host (the step ran before) and nothing was reserved.
-    pub newly_reserved: bool,
+/// What an instance asks of a host, as the placement queries bind it.
+#[derive(Debug, Clone, Copy)]
+pub struct Need<'a> {
+    pub project_id: ProjectId,
+    pub anti_affinity_group: Option<&'a str>,
+    pub vcpus: i32,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
 }
 
-/// Why an instance could not be placed.
-#[derive(Debug, thiserror::Error)]
-pub enum PlacementError {
-    #[error("instance {instance} does not exist")]
-    UnknownInstance { instance: InstanceId },
-    #[error("instance {instance} is deleted")]
-    InstanceDeleted { instance: InstanceId },
-    /// Nothing fits; the message says, per filter, how many hosts it removed.
-    #[error(transparent)]
-    NoHostFits(#[from] NoHostFits),
-    #[error("host {host} has unknown state {state:?}")]
-    UnknownHostState { host: HostId, state: String },
-    #[error("every host that fitted instance {instance} was taken by concurrent placements, {rounds} times")]
-    Contended { instance: InstanceId, rounds: u32 },
-    #[error("cannot read the candidate hosts")]
-    ReadHosts(#[source] sqlx::Error),
-    #[error("placement query failed for instance {instance}")]
-    Db {
-        instance: InstanceId,
-        #[source]
-        source: sqlx::Error,
-    },
-}
-
+/// An instance's row as placement reads it (locked).
 #[derive(Debug, sqlx::FromRow)]
-struct InstanceRow {
-    project_id: ProjectId,
-    vcpus: i32,
-    memory_bytes: i64,
-    disk_bytes: i64,
-    anti_affinity_group: Option<String>,
-    host_id: Option<HostId>,
-    deleted: bool,
+pub struct InstanceRow {
+    pub project_id: ProjectId,
+    pub vcpus: i32,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
+    pub anti_affinity_group: Option<String>,
+    pub host_id: Option<HostId>,
+    /// Deleted, or being deleted: placing it would only be undone.
+    pub deleted: bool,
 }
 
+/// A host's capacity as placement reads it.
 #[derive(Debug, sqlx::FromRow)]
-struct CandidateRow {
-    id: HostId,
-    state: String,
-    total_vcpus: i32,
-    total_memory_bytes: i64,
-    total_disk_bytes: i64,
-    reserved_vcpus: i32,
-    reserved_memory_bytes: i64,
-    reserved_disk_bytes: i64,
-    reserved_addresses: i32,
-    runs_group_member: bool,
+pub struct CandidateRow {
+    pub id: HostId,
+    pub state: String,
+    pub total_vcpus: i32,
+    pub total_memory_bytes: i64,
+    pub total_disk_bytes: i64,
+    pub reserved_vcpus: i32,
+    pub reserved_memory_bytes: i64,
+    pub reserved_disk_bytes: i64,
+    pub reserved_addresses: i32,
+    /// The host runs a live member of the request's anti-affinity group.
+    pub runs_group_member: bool,
 }
 
-/// Places `instance` (its vCPUs, memory, disk and anti-affinity group as recorded in its row) on
-/// the best host by `strategy`: reserves the capacity on the host and sets `instances.host_id`,
-/// in the caller's transaction (which must be READ COMMITTED, see the module docs). Idempotent:
-/// an instance that already has a host keeps it.
-pub async fn place_instance(
-    conn: &mut PgConnection,
-    instance: InstanceId,
-    strategy: Strategy,
-) -> Result<Placement, PlacementError> {
-    let db = |source| PlacementError::Db { instance, source };
-    let row: Option<InstanceRow> = sqlx::query_as(
+/// Step 1: the instance's row, locked for the caller's transaction; `None` when there is none.
+pub async fn lock_instance(conn: &mut PgConnection, instance: InstanceId) -> Result<Option<InstanceRow>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT project_id, vcpus, memory_bytes, disk_bytes, anti_affinity_group, host_id,
                 deleted_at IS NOT NULL OR state = 'deleting' AS deleted
          FROM instances WHERE id = $1 FOR UPDATE",
     )
     .bind(instance)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn)
     .await
-    .map_err(db)?;
-    let row = row.ok_or(PlacementError::UnknownInstance { instance })?;
-    if row.deleted {
-        return Err(PlacementError::InstanceDeleted { instance });
-    }
-    if let Some(host_id) = row.host_id {
-        return Ok(Placement { host_id, newly_reserved: false });
-    }
-    let request = Request {
-        resources: Resources { vcpus: row.vcpus, memory_bytes: row.memory_bytes, disk_bytes: row.disk_bytes },
-        project_id: row.project_id,
-        anti_affinity_group: row.anti_affinity_group,
-    };
-    if let Some(group) = &request.anti_affinity_group {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3))")
-            .bind(ANTI_AFFINITY_LOCK_SPACE)
-            .bind(request.project_id)
-            .bind(group)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-    }
-    for round in 1..=ROUNDS {
-        // The best few fitting hosts; only when none fits, every host, to say why.
-        let mut candidates = shortlist(conn, &request, strategy).await.map_err(db)??;
-        if candidates.is_empty() {
-            candidates = self::candidates(conn, &request).await.map_err(db)??;
-        }
-        let ranked = placement::rank(&request, &candidates, strategy)?;
-        for host_id in ranked {
-            if reserve(conn, host_id, &request.resources).await.map_err(db)? {
-                sqlx::query("UPDATE instances SET host_id = $2, updated_at = now() WHERE id = $1")
-                    .bind(instance)
-                    .bind(host_id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                return Ok(Placement { host_id, newly_reserved: true });
-            }
-            tracing::debug!(%instance, host = %host_id, round, "host full or busy with another placement, trying the next");
-        }
-        // Every host that fitted was busy: let the concurrent placements finish, then re-read.
-        tokio::time::sleep(round_pause(round)).await;
-    }
-    Err(PlacementError::Contended { instance, rounds: ROUNDS })
+}
+
+/// Step 2: serializes the placements of one anti-affinity group until the transaction ends.
+pub async fn lock_group(conn: &mut PgConnection, project: ProjectId, group: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2::text || '/' || $3))")
+        .bind(ANTI_AFFINITY_LOCK_SPACE)
+        .bind(project)
+        .bind(group)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Step 5: records the host an instance was placed on.
+pub async fn set_host(conn: &mut PgConnection, instance: InstanceId, host: HostId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE instances SET host_id = $2, updated_at = now() WHERE id = $1")
+        .bind(instance)
+        .bind(host)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Gives back the reservation of `instance` on its host and clears `instances.host_id`, in one
 /// statement: `Some(host)` when something was released, `None` when the instance had no host
 /// (never placed, or already released). Calling it twice releases once.
-pub async fn release_instance(conn: &mut PgConnection, instance: InstanceId) -> Result<Option<HostId>, PlacementError> {
+pub async fn release_instance(conn: &mut PgConnection, instance: InstanceId) -> Result<Option<HostId>, sqlx::Error> {
     sqlx::query_scalar(
         "WITH placed AS (
              SELECT id, host_id, vcpus, memory_bytes, disk_bytes FROM instances
@@ -214,36 +157,22 @@ pub async fn release_instance(conn: &mut PgConnection, instance: InstanceId) -> 
     .bind(instance)
     .fetch_optional(conn)
     .await
-    .map_err(|source| PlacementError::Db { instance, source })
 }
 
-/// The hosts that would take `request`, best first, without reserving anything: for a quick
-/// "would this fit at all" answer before an operation is started. The answer may be stale by the
-/// time the placement runs; only [`place_instance`] reserves.
-pub async fn hosts_ranked_for(
-    conn: &mut PgConnection,
-    request: &Request,
-    strategy: Strategy,
-) -> Result<Vec<HostId>, PlacementError> {
-    let candidates = candidates(conn, request).await.map_err(PlacementError::ReadHosts)??;
-    Ok(placement::rank(request, &candidates, strategy)?)
-}
-
-/// True when some host could take `request` right now (the same filters as
-/// [`placement::rank`], in one query that returns one boolean): the cheap check before an
-/// instance create is accepted, whatever the size of the fleet. Reserves nothing.
-pub async fn any_host_fits(conn: &mut PgConnection, request: &Request) -> Result<bool, sqlx::Error> {
+/// True when some host could take `need` right now (the same filters as the scheduler's
+/// ranking, in one query that returns one boolean). Reserves nothing.
+pub async fn any_host_fits(conn: &mut PgConnection, need: &Need<'_>) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM hosts h WHERE {FITS})"))
-        .bind(request.project_id)
-        .bind(request.anti_affinity_group.as_deref())
-        .bind(request.resources.vcpus)
-        .bind(request.resources.memory_bytes)
-        .bind(request.resources.disk_bytes)
+        .bind(need.project_id)
+        .bind(need.anti_affinity_group)
+        .bind(need.vcpus)
+        .bind(need.memory_bytes)
+        .bind(need.disk_bytes)
         .fetch_one(conn)
         .await
 }
 
-/// The hosts `h` that pass every filter of [`placement::rank`] for a request bound as $1
+/// The hosts `h` that pass every filter of the scheduler's ranking for a request bound as $1
 /// project, $2 anti-affinity group, $3 vCPUs, $4 memory bytes, $5 disk bytes.
 const FITS: &str = "h.state = 'active'
     AND h.reserved_vcpus + $3 <= h.total_vcpus
@@ -254,22 +183,17 @@ const FITS: &str = "h.state = 'active'
         SELECT 1 FROM instances i
         WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL))";
 
-/// How many of the best-scored fitting hosts a placement reads and tries per round.
-const SHORTLIST: i64 = 16;
-
-/// The [`SHORTLIST`] fitting hosts with the most (spread) or least (binpack) headroom after
-/// placement, as the database scores them: a placement reads a few hosts, not the fleet.
-/// [`placement::rank`] then orders them exactly. Empty when nothing fits.
-async fn shortlist(
+/// Step 3: the `limit` fitting hosts with the most (`most_headroom_first`) or least headroom
+/// after placement, as the database scores them: a placement reads a few hosts, not the fleet.
+/// Empty when nothing fits.
+pub async fn shortlist(
     conn: &mut PgConnection,
-    request: &Request,
-    strategy: Strategy,
-) -> Result<Result<Vec<Candidate>, PlacementError>, sqlx::Error> {
-    let order = match strategy {
-        Strategy::Spread => "DESC",
-        Strategy::Binpack => "ASC",
-    };
-    let rows: Vec<CandidateRow> = sqlx::query_as(&format!(
+    need: &Need<'_>,
+    most_headroom_first: bool,
+    limit: i64,
+) -> Result<Vec<CandidateRow>, sqlx::Error> {
+    let order = if most_headroom_first { "DESC" } else { "ASC" };
+    sqlx::query_as(&format!(
         "SELECT h.id, h.state, h.total_vcpus, h.total_memory_bytes, h.total_disk_bytes,
                 h.reserved_vcpus, h.reserved_memory_bytes, h.reserved_disk_bytes, h.reserved_addresses,
                 false AS runs_group_member
@@ -280,24 +204,20 @@ async fn shortlist(
                   h.id
          LIMIT $6"
     ))
-    .bind(request.project_id)
-    .bind(request.anti_affinity_group.as_deref())
-    .bind(request.resources.vcpus)
-    .bind(request.resources.memory_bytes)
-    .bind(request.resources.disk_bytes)
-    .bind(SHORTLIST)
+    .bind(need.project_id)
+    .bind(need.anti_affinity_group)
+    .bind(need.vcpus)
+    .bind(need.memory_bytes)
+    .bind(need.disk_bytes)
+    .bind(limit)
     .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(candidate).collect())
+    .await
 }
 
 /// Every host, with whether it runs a live member of the request's anti-affinity group, in one
-/// query. The outer error is the query's, the inner one a host row the scheduler cannot read.
-async fn candidates(
-    conn: &mut PgConnection,
-    request: &Request,
-) -> Result<Result<Vec<Candidate>, PlacementError>, sqlx::Error> {
-    let rows: Vec<CandidateRow> = sqlx::query_as(
+/// query: what the scheduler ranks when nothing fits, to say why.
+pub async fn all_hosts(conn: &mut PgConnection, need: &Need<'_>) -> Result<Vec<CandidateRow>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT id, state, total_vcpus, total_memory_bytes, total_disk_bytes,
                 reserved_vcpus, reserved_memory_bytes, reserved_disk_bytes, reserved_addresses,
                 id IN (SELECT host_id FROM instances
@@ -305,47 +225,15 @@ async fn candidates(
                          AND deleted_at IS NULL AND host_id IS NOT NULL) AS runs_group_member
          FROM hosts ORDER BY id",
     )
-    .bind(request.project_id)
-    .bind(request.anti_affinity_group.as_deref())
+    .bind(need.project_id)
+    .bind(need.anti_affinity_group)
     .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(candidate).collect())
+    .await
 }
 
-fn candidate(row: CandidateRow) -> Result<Candidate, PlacementError> {
-    let state = row
-        .state
-        .parse::<HostState>()
-        .map_err(|_| PlacementError::UnknownHostState { host: row.id, state: row.state.clone() })?;
-    Ok(Candidate {
-        id: row.id,
-        state,
-        total: Resources {
-            vcpus: row.total_vcpus,
-            memory_bytes: row.total_memory_bytes,
-            disk_bytes: row.total_disk_bytes,
-        },
-        reserved: Resources {
-            vcpus: row.reserved_vcpus,
-            memory_bytes: row.reserved_memory_bytes,
-            disk_bytes: row.reserved_disk_bytes,
-        },
-        runs_group_member: row.runs_group_member,
-        reserved_addresses: row.reserved_addresses,
-    })
-}
-
-/// A pause of 1–2 × 2^round ms (at most 64–128 ms) between rounds, jittered so placements that
-/// met on the same hosts do not meet again.
-fn round_pause(round: u32) -> std::time::Duration {
-    let base = 1u64 << round.min(6);
-    let jitter = u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(base)).unwrap_or(0);
-    std::time::Duration::from_millis(base + jitter)
-}
-
-/// Reserves `need` on `host` if it is still active, has room and no other placement holds its
-/// row right now: true when it did. Never waits for a lock (see the module docs).
-async fn reserve(conn: &mut PgConnection, host: HostId, need: &Resources) -> Result<bool, sqlx::Error> {
+/// Step 4: reserves `need` on `host` if it is still active, has room and no other placement holds
+/// its row right now: true when it did. Never waits for a lock (see the module docs).
+pub async fn reserve(conn: &mut PgConnection, host: HostId, need: &Need<'_>) -> Result<bool, sqlx::Error> {
     let reserved: Option<HostId> = sqlx::query_scalar(
         "UPDATE hosts SET
              reserved_vcpus = reserved_vcpus + $2,

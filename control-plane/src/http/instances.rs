@@ -246,12 +246,12 @@ pub async fn instance_create(
 /// right now. A create admitted here may still be refused by the placement step, when concurrent
 /// creates took the room meanwhile: its operation then fails with the same code and reasons.
 async fn admit(conn: &mut sqlx::PgConnection, app: &App, request: &Request) -> Result<(), ApiError> {
-    use crate::db::placement::PlacementError;
+    use crate::scheduler::reserve::PlacementError;
     // One boolean in the common case; the per-filter reasons only when nothing fits.
-    if crate::db::placement::any_host_fits(conn, request).await.map_err(db_err)? {
+    if crate::scheduler::reserve::any_host_fits(conn, request).await.map_err(db_err)? {
         return Ok(());
     }
-    match crate::db::placement::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
+    match crate::scheduler::reserve::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
         Ok(_) => Ok(()),
         Err(PlacementError::NoHostFits(reasons)) => Err(ApiError::no_capacity(reasons)),
         Err(err) => Err(ApiError::internal(&err)),

@@ -23,8 +23,8 @@ use super::StepError;
 use crate::App;
 use crate::db::instances as db;
 use crate::db::operations::OperationRow;
-use crate::db::placement::PlacementError;
 use crate::ids::InstanceId;
+use crate::scheduler::reserve::PlacementError;
 use crate::states::{InstanceState, OperationKind, Step};
 
 /// Steps of each operation kind.
@@ -210,7 +210,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
     match step {
         Step::Place => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
-            let placement = crate::db::placement::place_instance(&mut tx, id, app.scheduler.strategy).await;
+            let placement = crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await;
             match placement {
                 Ok(placement) => {
                     tx.commit().await.map_err(|e| StepError::db(&e))?;
@@ -345,7 +345,7 @@ pub async fn undo_step(
 }
 
 async fn release(conn: &mut sqlx::PgConnection, id: InstanceId) -> Result<(), StepError> {
-    match crate::db::placement::release_instance(conn, id).await {
+    match crate::scheduler::reserve::release_instance(conn, id).await {
         Ok(_) => Ok(()),
         Err(PlacementError::Db { source, .. }) => Err(StepError::db(&source)),
         Err(err) => Err(StepError::Fail { code: "internal", message: err.to_string() }),

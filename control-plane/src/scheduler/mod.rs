@@ -10,11 +10,12 @@
 //! ```
 //!
 //! [`placement`] is the pure half (inputs in, decision out, no I/O, unit-tested on tables);
-//! [`crate::db::placement`] is the other half: it reads the candidates, asks [`placement::rank`]
+//! [`reserve`] is the other half: it reads the candidates ([`crate::db::placement`]), asks [`placement::rank`]
 //! and reserves capacity in the caller's transaction, so several replicas never overcommit a
 //! host. When nothing fits, [`placement::NoHostFits`] says how many hosts each filter removed.
 
 pub mod placement;
+pub mod reserve;
 
 use serde::{Deserialize, Serialize};
 

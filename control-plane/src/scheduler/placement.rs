@@ -1,5 +1,5 @@
 //! Placement decisions, pure: a request and candidate hosts in, ranked hosts (or why none fits)
-//! out. No I/O; [`crate::db::placement`] feeds it from the database and reserves the winner.
+//! out. No I/O; [`super::reserve`] feeds it from the database and reserves the winner.
 //!
 //! ```text
 //!  candidates ─▶ active? ─▶ vCPUs? ─▶ memory? ─▶ disk? ─▶ anti-affinity? ─▶ score ─▶ ranked

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 
 use control_plane::db::instances::mac_allocate;
-use control_plane::db::placement::{PlacementError, hosts_ranked_for};
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
+use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for};
 
 #[tokio::test]
 async fn a_host_with_no_free_address_is_never_chosen() {
@@ -25,9 +25,9 @@ async fn a_host_with_no_free_address_is_never_chosen() {
     };
     // Spread would prefer the big empty host, but its subnet is full.
     assert_eq!(hosts_ranked_for(&mut conn, &request, Strategy::Spread).await.unwrap(), vec![roomy]);
-    assert!(control_plane::db::placement::any_host_fits(&mut conn, &request).await.unwrap());
+    assert!(control_plane::scheduler::reserve::any_host_fits(&mut conn, &request).await.unwrap());
     sqlx::query("UPDATE hosts SET reserved_addresses = 253").execute(&pool).await.unwrap();
-    assert!(!control_plane::db::placement::any_host_fits(&mut conn, &request).await.unwrap());
+    assert!(!control_plane::scheduler::reserve::any_host_fits(&mut conn, &request).await.unwrap());
     match hosts_ranked_for(&mut conn, &request, Strategy::Spread).await {
         Err(PlacementError::NoHostFits(why)) => {
             assert_eq!(why.removed_by(Filter::Addresses), 2, "{why}");

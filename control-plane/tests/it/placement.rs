@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use control_plane::db::placement::{PlacementError, hosts_ranked_for, place_instance, release_instance};
 use control_plane::ids::{HostId, InstanceId, ProjectId};
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
+use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, place_instance, release_instance};
 use control_plane::testing::TestDatabase;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -451,7 +451,7 @@ async fn the_quick_admission_check_agrees_with_the_ranking_on_every_filter() {
             project_id: project,
             anti_affinity_group: group.map(str::to_owned),
         };
-        let quick = control_plane::db::placement::any_host_fits(&mut conn, &request).await.unwrap();
+        let quick = control_plane::scheduler::reserve::any_host_fits(&mut conn, &request).await.unwrap();
         let ranked = hosts_ranked_for(&mut conn, &request, Strategy::Spread).await;
         assert_eq!(quick, ranked.is_ok(), "{request:?}: {ranked:?}");
     }
