@@ -93,7 +93,7 @@ pub fn scrub_env(cmd: &mut Command) {
 }
 
 fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -375,8 +375,24 @@ impl Drop for Agent {
     /// VMs outlive their agent by design; a test's VMs must not outlive the test. Stops the agent
     /// first, then kills every QEMU whose instance directory is under this agent's state.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_console_tails(&self.state_dir.join("instances"));
+        }
         drop(self.proc.take());
         kill_vms_under(&self.state_dir);
+    }
+}
+
+/// On a failed test, the last lines of every guest's serial console under `dir`: what a guest
+/// printed (or did not) is most of what explains a guest that never became ready.
+fn print_console_tails(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let log = entry.path().join("console.log");
+        if log.exists() {
+            let text = format!("--- last lines of the console ({}):\n{}\n---\n", log.display(), tail(&log, 80));
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+        }
     }
 }
 

@@ -14,6 +14,19 @@
 //! [`HostKeyScanner`] is fed console output in arbitrary chunks and yields each complete block.
 //! Its memory is bounded whatever the guest prints: a line longer than [`MAX_LINE`] is dropped,
 //! and a block keeps at most [`MAX_KEYS`] keys.
+//!
+//! The kernel writes its own messages straight to the serial port, between any two bytes of what
+//! a process is printing: on a busy host (a stall or clocksource warning) a key line arrives cut
+//! in two around one or more kernel lines:
+//!
+//! ```text
+//! ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC1v9Dbr[  95.120374] clocksource: timekeeping watchdog …
+//! [  95.120411] clocksource: 'hpet' wd_nsec: 511 …
+//! FkiMgsAZDA3xJ2lrpfau5HJBKxrxaRX3JKFk root@deb-1
+//! ```
+//! The scanner keeps the start of a line cut by a kernel timestamp, skips the kernel lines that
+//! follow and joins it with the next line. A joined key counts only when its blob decodes to a
+//! whole key of its own type, so a wrong join is never taken for a key.
 
 /// First line of a block.
 pub const BEGIN_MARKER: &str = "-----BEGIN SSH HOST KEY KEYS-----";
@@ -30,6 +43,8 @@ pub struct HostKeyScanner {
     line: Vec<u8>,
     overlong: bool,
     block: Option<Vec<String>>,
+    /// The start of a line a kernel message cut short, waiting for its end.
+    cut: String,
 }
 
 impl HostKeyScanner {
@@ -56,24 +71,69 @@ impl HostKeyScanner {
         done
     }
 
-    fn line_end(&mut self, line: &str) -> Option<Vec<String>> {
-        let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\0');
-        if line.ends_with(BEGIN_MARKER) {
-            self.block = Some(Vec::new());
-            return None;
+    fn line_end(&mut self, raw: &str) -> Option<Vec<String>> {
+        let blank = |c: char| c.is_whitespace() || c == '\0';
+        let line = raw.trim_matches(blank);
+        let cut = std::mem::take(&mut self.cut);
+        // The rest of a cut line keeps its leading space: the cut may have fallen on one.
+        let joined = (!cut.is_empty()).then(|| format!("{cut}{}", raw.trim_end_matches(blank)));
+        match self.take_line(line).or_else(|| joined.as_deref().and_then(|j| self.take_line(j))) {
+            Some(Taken::BlockEnd(keys)) => return keys,
+            Some(Taken::Other) => return None,
+            None => {}
         }
-        if line.ends_with(END_MARKER) {
-            return self.block.take().filter(|keys| !keys.is_empty());
-        }
-        if let Some(keys) = &mut self.block
-            && let Some(key) = parse_key_line(line)
-            && keys.len() < MAX_KEYS
-            && !keys.contains(&key)
-        {
-            keys.push(key);
+        // Neither whole nor joined: remember the start of a line a kernel message cut here.
+        match kernel_stamp_at(line) {
+            Some(0) => self.cut = cut, // a kernel line between the two parts
+            Some(at) => {
+                let continues = if line.starts_with('[') { String::new() } else { cut };
+                self.cut = format!("{continues}{}", &line[..at]);
+                if self.cut.len() > MAX_LINE {
+                    self.cut.clear();
+                }
+            }
+            None => {}
         }
         None
     }
+
+    /// Takes `line` as a marker or a key of the open block; `None` when it is neither.
+    fn take_line(&mut self, line: &str) -> Option<Taken> {
+        if line.ends_with(BEGIN_MARKER) {
+            self.block = Some(Vec::new());
+            return Some(Taken::Other);
+        }
+        if line.ends_with(END_MARKER) {
+            return Some(Taken::BlockEnd(self.block.take().filter(|keys| !keys.is_empty())));
+        }
+        let keys = self.block.as_mut()?;
+        let key = parse_key_line(line)?;
+        if keys.len() < MAX_KEYS && !keys.contains(&key) {
+            keys.push(key);
+        }
+        Some(Taken::Other)
+    }
+}
+
+/// What [`HostKeyScanner::take_line`] made of a line.
+enum Taken {
+    /// An end marker, with the block's keys if it had any.
+    BlockEnd(Option<Vec<String>>),
+    /// A begin marker or a key.
+    Other,
+}
+
+/// Where a kernel log timestamp (`[   95.120374]`) starts in `line`, if it holds one.
+fn kernel_stamp_at(line: &str) -> Option<usize> {
+    line.match_indices('[').map(|(at, _)| at).find(|&at| {
+        let rest = line[at + 1..].trim_start_matches(' ');
+        let Some((secs, tail)) = rest.split_once('.') else { return false };
+        let Some((micros, _)) = tail.split_once(']') else { return false };
+        !secs.is_empty()
+            && !micros.is_empty()
+            && secs.bytes().all(|b| b.is_ascii_digit())
+            && micros.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// `<type> <base64>` of one console line holding a public key (anything else: `None`). The key
@@ -164,6 +224,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_line_cut_by_kernel_messages_is_joined_again() {
+        let (kind, blob) = ED.split_once(' ').unwrap();
+        let (head, tail) = blob.split_at(20);
+        let text = format!(
+            "deb-1 login: [   33.5] cloud-init[329]: running 'modules:final'\r\n\
+             -----BEGIN SSH HOST[  95.120374] rcu: INFO: rcu_sched self-detected stall on CPU\r\n\
+             \x20KEY KEYS-----\r\n\
+             {kind} {head}[  95.120374] clocksource: timekeeping watchdog on CPU0: Marking clocksource 'tsc' as unstable\r\n\
+             [  95.120411] clocksource:   'hpet' wd_nsec: 511 wd_now: 7b3 wd_last: 2c1\r\n\
+             {tail} root@deb-1\r\n\
+             {EC} root@deb-1\r\n\
+             {END_MARKER}\r\n"
+        );
+        assert_eq!(last_block(text.as_bytes()), Some(vec![ED.to_owned(), EC.to_owned()]));
+    }
+
+    #[test]
+    fn a_cut_line_joined_with_the_wrong_rest_is_no_key() {
+        let (kind, blob) = ED.split_once(' ').unwrap();
+        let (head, _) = blob.split_at(20);
+        let text = format!(
+            "{BEGIN_MARKER}\n{kind} {head}[  95.1] warning\nAAAAIC1v9DbrFkiMgsAZDA3xJ2lrpfau5HJBKxrxaRX3 root@x\n{END_MARKER}\n"
+        );
+        assert_eq!(last_block(text.as_bytes()), None);
+        assert_eq!(kernel_stamp_at("x[  95.120374] y"), Some(1));
+        assert_eq!(kernel_stamp_at("[1.2]"), Some(0));
+        assert_eq!(kernel_stamp_at("[ . ] [a.1] [1.] no"), None);
+    }
+
+    #[test]
     fn memory_stays_bounded() {
         let mut s = HostKeyScanner::default();
         s.feed(BEGIN_MARKER.as_bytes());
@@ -171,6 +261,10 @@ mod tests {
         s.feed(&vec![b'A'; MAX_LINE * 4]);
         assert!(s.line.len() <= MAX_LINE);
         s.feed(b"\n");
+        for _ in 0..8 {
+            s.feed(format!("{}[ 1.0] kernel\n", "A".repeat(MAX_LINE / 3)).as_bytes());
+        }
+        assert!(s.cut.len() <= MAX_LINE);
         for i in 0..100u8 {
             use base64::Engine;
             let blob = [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], &[i; 32]].concat();

@@ -120,6 +120,7 @@ pub(super) async fn watch(w: Watch) {
             && let Some(addr) = w.ssh
             && answers_ssh(w.netns.as_deref(), addr).await
         {
+            tracing::info!(keys_known = w.keys_known || keys_this_boot, "the guest's SSH port answers");
             banner_at = Some((Instant::now(), Utc::now()));
         }
         // Read the console after the probe, so keys printed before the banner count.
@@ -139,6 +140,9 @@ pub(super) async fn watch(w: Watch) {
             && !reported
             && (keys_this_boot || w.keys_known || at.elapsed() >= HOST_KEY_GRACE)
         {
+            if !(keys_this_boot || w.keys_known) {
+                tracing::warn!(grace = ?HOST_KEY_GRACE, "the guest printed no host-key block on its console: ready without keys");
+            }
             reported = true;
             if !send(&w, GuestEvent::Reachable(when)).await {
                 return;

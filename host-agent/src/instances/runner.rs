@@ -703,7 +703,8 @@ impl Runner {
             from_start,
             runner: me,
         };
-        self.watch = Some(tokio::spawn(guest::watch(w)));
+        let span = tracing::info_span!("guest", id = %self.id, boot = self.boot);
+        self.watch = Some(tokio::spawn(tracing::Instrument::instrument(guest::watch(w), span)));
     }
 
     /// (Re)starts the console pump (the only client of `serial.sock`) and the guest watch.
