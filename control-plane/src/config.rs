@@ -68,7 +68,7 @@ pub struct Config {
     pub embedded_database: EmbeddedDatabaseConfig,
     pub fleet: FleetConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
-    pub operations: crate::operations::OperationsConfig,
+    pub operations: crate::operations::executor::OperationsConfig,
     pub log: LogConfig,
 }
 
@@ -122,7 +122,7 @@ impl Default for Config {
             embedded_database: EmbeddedDatabaseConfig::default(),
             fleet: FleetConfig::default(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
-            operations: crate::operations::OperationsConfig::default(),
+            operations: crate::operations::executor::OperationsConfig::default(),
             log: LogConfig::default(),
         }
     }

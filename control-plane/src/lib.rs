@@ -2,12 +2,13 @@
 //! operations and the fleet registry. Any number of replicas run against one PostgreSQL, which
 //! holds all durable state; replicas share work through lease rows, never in-memory state.
 //!
-//! Layers (see docs/architecture.md): `http` (handlers, errors) → app logic → `db` (all SQL).
-//! Today the service answers health, metrics and its OpenAPI document; the resources arrive
-//! with the control-plane issue (#5).
+//! Layers (see docs/architecture.md): `http` (handlers: parse, authenticate, serialize) →
+//! `app` (one module per resource: the logic) → `db` (all SQL). `operations`, `scheduler`,
+//! `fleet` and `reconcilers` sit beside `app` and use `db` the same way.
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -34,44 +35,12 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+pub use app::App;
 use config::Config;
 use embedded_db::{EmbeddedDbOptions, EmbeddedPostgres};
 
 /// The control plane's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Shared state of the HTTP handlers and gRPC services (`State<Arc<App>>`).
-#[derive(Debug)]
-pub struct App {
-    pub pool: PgPool,
-    pub metrics: metrics::Metrics,
-    pub fleet: fleet::Fleet,
-    /// The API's URL as clients see it.
-    pub public_url: String,
-    /// Content-addressed blobs (image disks, kernels, initrds): `<dir>/<sha256 hex>`.
-    pub blob_dir: std::path::PathBuf,
-    /// Channels to host agents.
-    pub agents: agents::Agents,
-    pub scheduler: scheduler::SchedulerConfig,
-    /// This replica's operation executor (handlers wake it after creating an operation).
-    pub executor: operations::Executor,
-}
-
-impl App {
-    /// The state shared by every request.
-    pub fn new(pool: PgPool, fleet: fleet::Fleet, config: &Config) -> Self {
-        Self {
-            pool,
-            metrics: metrics::Metrics::new(),
-            fleet,
-            public_url: config.public_url(),
-            blob_dir: config.data_dir.join("blobs").join("sha256"),
-            agents: agents::Agents::default(),
-            scheduler: config.scheduler.clone(),
-            executor: operations::Executor::new(&config.operations),
-        }
-    }
-}
 
 /// Why the control plane could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

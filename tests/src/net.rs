@@ -27,9 +27,15 @@ pub struct TestNetwork {
 }
 
 impl TestNetwork {
-    /// Creates the bridge, picking a free 10.250.N.0/24 (tests may run in parallel).
+    /// Creates the bridge, picking a free 10.250.N.0/24. Tests run in parallel processes: the
+    /// check that a /24 is free and the claim of it happen under one lock file for all of them,
+    /// or two tests could both find a /24 free and both take it (their hosts then answer for
+    /// each other).
     pub fn create() -> Self {
         crate::require_root();
+        let lock = std::fs::File::create(std::env::temp_dir().join("cloud-tests-net.lock"))
+            .unwrap_or_else(|e| panic!("cannot create the test network lock file: {e}"));
+        lock.lock().unwrap_or_else(|e| panic!("cannot lock the test network lock file: {e}"));
         let seed = std::process::id();
         for attempt in 0..200u32 {
             let octet = ((seed + attempt) % 200 + 20) as u8;

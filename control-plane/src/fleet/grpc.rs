@@ -15,7 +15,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::App;
+use crate::app::App;
 use crate::db::hosts::{self, JoinError, NewHost};
 use crate::states::InstanceState;
 use cloud_proto::join_token::JoinToken;

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::{ApiError, ErrorBody};
-use crate::App;
+use crate::app::App;
 use crate::auth::{self, AuthError, Caller, Role};
 use crate::db::identity::Token;
 use crate::ids::{ProjectId, TokenId, UserId};

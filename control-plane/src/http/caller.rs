@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::App;
+use crate::app::App;
 use crate::auth::{AuthenticationError, AuthzError, Caller, authenticate};
 use crate::error_chain::ErrorChain;
 
@@ -35,15 +35,10 @@ impl From<&AuthenticationError> for ApiError {
     }
 }
 
-/// 403 for an operator endpoint or a role too low, 404 for a project the caller is not in
-/// (exactly as for one that does not exist), 500 (logged) when the database failed.
+/// As the application layer reports it ([`crate::app::AppError`]).
 impl From<AuthzError> for ApiError {
     fn from(err: AuthzError) -> Self {
-        match err {
-            AuthzError::NotOperator | AuthzError::RoleTooLow { .. } => ApiError::forbidden(err.to_string()),
-            AuthzError::NoSuchProject => ApiError::not_found(err.to_string()),
-            AuthzError::Store(source) => ApiError::internal(&source),
-        }
+        crate::app::AppError::from(err).into()
     }
 }
 

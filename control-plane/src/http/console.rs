@@ -18,8 +18,8 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::App;
 use crate::agents::AgentClient;
+use crate::app::App;
 use crate::auth::{Caller, Role};
 use crate::db::instances as db;
 
@@ -36,7 +36,7 @@ async fn agent_for(
     project: &str,
     instance: &str,
 ) -> Result<(AgentClient, String), ApiError> {
-    let project = super::projects::resolve_project(&app.pool, caller, project, Role::Member).await?;
+    let project = crate::app::projects::resolve(app, caller, project, Role::Member).await?;
     let mut conn = super::db_conn(app).await?;
     let row = db::instance_get(&mut conn, project, instance)
         .await

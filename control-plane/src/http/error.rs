@@ -3,6 +3,7 @@
 //! Details of server-side failures (5xx) go to the log under the request id, never into the
 //! response.
 
+use crate::app::AppError;
 pub use crate::error_chain::ErrorChain;
 use axum::Json;
 use axum::http::StatusCode;
@@ -67,6 +68,23 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "internal error; the request id identifies it in the server's logs".to_owned(),
+        }
+    }
+}
+
+/// Each kind of application error has one status and code.
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Invalid(m) => Self::invalid(m),
+            AppError::Unprocessable(m) => Self::unprocessable(m),
+            AppError::NotFound(m) => Self::not_found(m),
+            AppError::Forbidden(m) => Self::forbidden(m),
+            AppError::Conflict(m) => Self::conflict(m),
+            AppError::TooLarge(m) => Self::too_large(m),
+            AppError::NoCapacity(m) => Self::no_capacity(m),
+            AppError::Unavailable(m) => Self::unavailable(m),
+            AppError::Internal(source) => Self::internal(&*source),
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorChain};
-use crate::App;
+use crate::app::App;
 
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::App;
+use crate::app::App;
 use crate::auth::Caller;
 use crate::db::hosts::{self, DrainOutcome, HostRow};
 use cloud_proto::join_token::JoinToken;

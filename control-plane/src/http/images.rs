@@ -8,172 +8,27 @@
 //! DELETE /v1/projects/{project}/images/{image}   204; 404 when absent; 409 while an instance
 //!                                                uses it; public images: operators only
 //! ```
-//! Registration reads files the control plane's own user can read, so it is for operators
-//! only: a project admin (any user can create a project) could otherwise copy the control
-//! plane's secrets (its admin token, the fleet CA key) into a disk image and boot it. Project
-//! admins will upload images by streaming instead (`PUT …/images/{image}/{part}`, to come).
-//!
-//! ## Registration
-//! ```text
-//!  check the body (names, paths absolute, mode-specific fields) ──▶ 422 naming the field
-//!  name already taken by the owner ──────────────────────────────▶ 409 (before any copying)
-//!  for kernel, initrd, disk (blocking thread):
-//!     open, must be a regular file ≤ 20 GiB ─────────────────────▶ 422 naming the field
-//!     copy into <blob_dir>/.tmpXXXX while hashing (SHA-256)
-//!     <blob_dir>/<sha256> exists? drop the copy : fsync, rename, fsync the directory
-//!  insert the image as `available` (a concurrent twin is a 409)
-//! ```
-//! Blobs are content-addressed, so registering the same file twice stores it once, and a
-//! crash leaves at most a temporary file (never served: agents fetch blobs by hash). Blobs
-//! outlive the images that use them; collecting unused blobs is future work.
+//! The logic, and why registration is for operators: [`crate::app::images`].
 
-use std::io::{Read, Write};
-use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody, ErrorChain};
-use super::json::{self, Json};
+use super::error::{ApiError, ErrorBody};
+use super::json::Json;
 use super::pagination::{Page, PageParams, PageRequest};
-use super::projects::resolve_project;
-use crate::App;
-use crate::auth::{Caller, Role};
-use crate::db::images::{self as db, ImageRow, ImageStoreError, NewImage};
-use crate::ids::{ImageId, ProjectId};
-
-/// The largest file an image may consist of: 20 GiB.
-pub const MAX_IMAGE_FILE_BYTES: u64 = 20 << 30;
-/// The longest kernel command line, in bytes.
-pub const MAX_KERNEL_CMDLINE_BYTES: usize = 4096;
-/// Read and write size when importing files.
-const COPY_CHUNK: usize = 1 << 20;
+use crate::app::App;
+use crate::app::images::{self as app, ImageRegisterParams, ImageView};
+use crate::auth::Caller;
 
 /// The routes of this module, for the API router to merge.
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/projects/{project}/images", get(image_list).post(image_register))
         .route("/v1/projects/{project}/images/{image}", get(image_get).delete(image_delete))
-}
-
-/// How an image boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BootMode {
-    /// The VMM loads a kernel (and initrd) itself; the disk, if any, is the root file system.
-    DirectKernel,
-    /// Firmware (BIOS/UEFI) boots a whole-disk image.
-    Firmware,
-}
-
-/// The firmware that boots a whole-disk image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Firmware {
-    /// UEFI (OVMF, with a variable store per instance): GPT disks with an EFI system partition.
-    #[default]
-    Uefi,
-    /// Legacy BIOS (SeaBIOS): disks with an MBR boot loader.
-    Bios,
-}
-
-impl Firmware {
-    /// The name stored in `images.firmware`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Uefi => "uefi",
-            Self::Bios => "bios",
-        }
-    }
-}
-
-impl BootMode {
-    /// The name stored in `images.boot_mode`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DirectKernel => "direct_kernel",
-            Self::Firmware => "firmware",
-        }
-    }
-}
-
-/// `POST /v1/projects/{project}/images`: files on the control plane host.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRegisterParams {
-    /// A DNS label, unique among the project's images (or the public ones).
-    pub name: String,
-    pub boot_mode: BootMode,
-    /// Absolute path of the kernel: required for `direct_kernel`, refused for `firmware`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub kernel_path: Option<PathBuf>,
-    /// Absolute path of the initramfs: optional for `direct_kernel`, refused for `firmware`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub initrd_path: Option<PathBuf>,
-    /// Absolute path of the disk image (raw or qcow2): required for `firmware`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub disk_path: Option<PathBuf>,
-    /// Kernel command line for `direct_kernel`, one line of at most 4096 bytes.
-    #[serde(default)]
-    pub kernel_cmdline: String,
-    /// The firmware of a `firmware` image (default `uefi`); refused for `direct_kernel`.
-    #[serde(default)]
-    pub firmware: Option<Firmware>,
-    /// A public image belongs to no project and every project sees it.
-    #[serde(default)]
-    pub public: bool,
-}
-
-/// An image, as a project sees it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ImageView {
-    pub id: ImageId,
-    /// The owning project; `null` for a public image.
-    pub project_id: Option<ProjectId>,
-    pub name: String,
-    pub public: bool,
-    /// uploading | available | failed | deleting
-    pub state: String,
-    /// direct_kernel | firmware
-    pub boot_mode: String,
-    pub kernel_sha256: Option<String>,
-    pub initrd_sha256: Option<String>,
-    pub disk_sha256: Option<String>,
-    pub disk_size_bytes: Option<i64>,
-    pub kernel_cmdline: String,
-    /// uefi | bios: the firmware that boots a `firmware` image; null for `direct_kernel`.
-    pub firmware: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<ImageRow> for ImageView {
-    fn from(row: ImageRow) -> Self {
-        Self {
-            id: row.id,
-            public: row.project_id.is_none(),
-            project_id: row.project_id,
-            name: row.name,
-            state: row.state,
-            boot_mode: row.boot_mode,
-            kernel_sha256: row.kernel_sha256,
-            initrd_sha256: row.initrd_sha256,
-            disk_sha256: row.disk_sha256,
-            disk_size_bytes: row.disk_size_bytes,
-            kernel_cmdline: row.kernel_cmdline,
-            firmware: row.firmware,
-            created_at: row.created_at,
-        }
-    }
 }
 
 /// A page of images.
@@ -190,10 +45,8 @@ pub async fn image_list(
     Path(project): Path<String>,
     page: PageRequest,
 ) -> Result<Json<ImageList>, ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = super::db_conn(&app).await?;
-    let rows = db::image_list_visible(&mut conn, project, page.after, page.fetch_limit()).await.map_err(store_error)?;
-    Ok(Json(Page::from_rows(rows, &page, |r| (r.created_at, r.id.0)).map(ImageView::from)))
+    let rows = app::list(&app, &caller, &project, page.window()).await?;
+    Ok(Json(Page::from_rows(rows, &page, |i| (i.created_at, i.id.0))))
 }
 
 /// Registers an image from files on the control plane host, copied into the blob store
@@ -210,48 +63,7 @@ pub async fn image_register(
     Path(project): Path<String>,
     Json(params): Json<ImageRegisterParams>,
 ) -> Result<(StatusCode, Json<ImageView>), ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Member).await?;
-    if !caller.is_operator {
-        return Err(ApiError::forbidden(
-            "registering an image from files on the control plane host is for operators; upload it instead",
-        ));
-    }
-    let files = check_register_params(&params)?;
-    let owner = (!params.public).then_some(project);
-    let mut conn = super::db_conn(&app).await?;
-    if db::image_name_taken(&mut conn, owner, &params.name).await.map_err(store_error)? {
-        return Err(store_error(ImageStoreError::NameTaken { name: params.name, owner: db::owner_text(owner) }));
-    }
-    drop(conn);
-    let blob_dir = app.blob_dir.clone();
-    let blobs: Vec<(Part, Blob)> = tokio::task::spawn_blocking(move || {
-        let import = |(part, path): (Part, PathBuf)| import_blob(&blob_dir, part, &path).map(|b| (part, b));
-        files.into_iter().map(import).collect::<Result<_, ImportError>>()
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(import_error)?;
-    let blob = |part| blobs.iter().find(|(p, _)| *p == part).map(|(_, b)| b);
-    let new = NewImage {
-        id: ImageId::new(),
-        project_id: owner,
-        name: &params.name,
-        state: "available",
-        boot_mode: params.boot_mode.as_str(),
-        disk_sha256: blob(Part::Disk).map(|b| b.sha256.as_str()),
-        disk_size_bytes: blob(Part::Disk).map(|b| i64::try_from(b.size).unwrap_or(i64::MAX)),
-        kernel_sha256: blob(Part::Kernel).map(|b| b.sha256.as_str()),
-        initrd_sha256: blob(Part::Initrd).map(|b| b.sha256.as_str()),
-        kernel_cmdline: &params.kernel_cmdline,
-        firmware: match params.boot_mode {
-            BootMode::Firmware => Some(params.firmware.unwrap_or_default().as_str()),
-            BootMode::DirectKernel => None,
-        },
-    };
-    let mut conn = super::db_conn(&app).await?;
-    let row = db::image_create(&mut conn, &new).await.map_err(store_error)?;
-    tracing::info!(image_id = %row.id, name = %row.name, project_id = ?owner, "image registered");
-    Ok((StatusCode::CREATED, Json(row.into())))
+    Ok((StatusCode::CREATED, Json(app::register(&app, &caller, &project, params).await?)))
 }
 
 /// One image the project sees, by name or id (its own first, then a public one).
@@ -264,9 +76,7 @@ pub async fn image_get(
     caller: Caller,
     Path((project, image)): Path<(String, String)>,
 ) -> Result<Json<ImageView>, ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = super::db_conn(&app).await?;
-    Ok(Json(image_by_name_or_id(&mut conn, project, &image).await?.into()))
+    Ok(Json(app::get(&app, &caller, &project, &image).await?))
 }
 
 /// Deletes an image: the project's own (members) or a public one (operators). 404 when there
@@ -282,229 +92,6 @@ pub async fn image_delete(
     caller: Caller,
     Path((project, image)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Member).await?;
-    let mut conn = super::db_conn(&app).await?;
-    let row = image_by_name_or_id(&mut conn, project, &image).await?;
-    if row.project_id.is_none() && !caller.is_operator {
-        return Err(ApiError::forbidden("public images are deleted by operators"));
-    }
-    drop(conn);
-    let mut tx = super::db_tx(&app).await?;
-    if !db::image_delete_unchecked(&mut tx, row.id).await.map_err(store_error)? {
-        return Err(not_found(&image));
-    }
-    tx.commit().await.map_err(|e| ApiError::internal(&e))?;
-    tracing::info!(image_id = %row.id, name = %row.name, "image deleted");
+    app::delete(&app, &caller, &project, &image).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The image `project` sees under `image` (name or id), or 404 `not_found`. For handlers given
-/// an image name (instance create), after [`resolve_project`] has authorized the caller.
-pub async fn image_by_name_or_id(
-    conn: &mut sqlx::PgConnection,
-    project: ProjectId,
-    image: &str,
-) -> Result<ImageRow, ApiError> {
-    db::image_by_name_or_id(conn, project, image).await.map_err(store_error)?.ok_or_else(|| not_found(image))
-}
-
-fn not_found(image: &str) -> ApiError {
-    ApiError::not_found(format!("no image {image:?} in this project or among the public images"))
-}
-
-/// 409 for a taken name or an image in use, 500 (logged) for anything else.
-fn store_error(err: ImageStoreError) -> ApiError {
-    match &err {
-        ImageStoreError::NameTaken { .. } => ApiError::conflict(err.to_string()),
-        ImageStoreError::InUse { name, instances } if instances.is_empty() => {
-            ApiError::conflict(format!("image {name:?} is used by an instance"))
-        }
-        ImageStoreError::InUse { name, instances } => ApiError::conflict(format!(
-            "image {name:?} is used by instance(s) {}; delete them first",
-            instances.join(", ")
-        )),
-        ImageStoreError::Query(_) => ApiError::internal(&err),
-    }
-}
-
-/// A file of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    Kernel,
-    Initrd,
-    Disk,
-}
-
-impl Part {
-    /// The request field naming this part's file.
-    fn field(self) -> &'static str {
-        match self {
-            Self::Kernel => "kernel_path",
-            Self::Initrd => "initrd_path",
-            Self::Disk => "disk_path",
-        }
-    }
-}
-
-/// Checks the fields of a registration (422 naming the field) and returns the files to import.
-fn check_register_params(params: &ImageRegisterParams) -> Result<Vec<(Part, PathBuf)>, ApiError> {
-    json::require_dns_label("name", &params.name)?;
-    let refuse = |field: &str, why: &str| Err(ApiError::unprocessable(format!("{field}: {why}")));
-    match params.boot_mode {
-        BootMode::DirectKernel if params.kernel_path.is_none() => {
-            return refuse("kernel_path", "required when boot_mode is direct_kernel");
-        }
-        BootMode::Firmware if params.disk_path.is_none() => {
-            return refuse("disk_path", "required when boot_mode is firmware");
-        }
-        BootMode::Firmware if params.kernel_path.is_some() || params.initrd_path.is_some() => {
-            let field = if params.kernel_path.is_some() { "kernel_path" } else { "initrd_path" };
-            return refuse(field, "not used when boot_mode is firmware; leave it out");
-        }
-        BootMode::Firmware if !params.kernel_cmdline.is_empty() => {
-            return refuse("kernel_cmdline", "not used when boot_mode is firmware; leave it out");
-        }
-        BootMode::DirectKernel if params.firmware.is_some() => {
-            return refuse("firmware", "not used when boot_mode is direct_kernel; leave it out");
-        }
-        _ => {}
-    }
-    if params.kernel_cmdline.len() > MAX_KERNEL_CMDLINE_BYTES {
-        return refuse("kernel_cmdline", "longer than 4096 bytes");
-    }
-    if params.kernel_cmdline.chars().any(char::is_control) {
-        return refuse("kernel_cmdline", "contains control characters");
-    }
-    let files =
-        [(Part::Kernel, &params.kernel_path), (Part::Initrd, &params.initrd_path), (Part::Disk, &params.disk_path)];
-    let mut out = Vec::new();
-    for (part, path) in files {
-        let Some(path) = path else { continue };
-        if !path.is_absolute() {
-            return refuse(part.field(), &format!("{} is not an absolute path", path.display()));
-        }
-        out.push((part, path.clone()));
-    }
-    Ok(out)
-}
-
-/// A file in the blob store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Blob {
-    /// Lowercase hex; also the file's name in the store.
-    sha256: String,
-    size: u64,
-}
-
-/// Why a file could not be imported into the blob store.
-#[derive(Debug, thiserror::Error)]
-enum ImportError {
-    #[error("{field}: cannot open {path}")]
-    Open {
-        field: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{field}: {path} is not a regular file")]
-    NotRegularFile { field: &'static str, path: PathBuf },
-    #[error("{field}: {path} is larger than {MAX_IMAGE_FILE_BYTES} bytes")]
-    TooLarge { field: &'static str, path: PathBuf },
-    #[error("{field}: cannot read {path}")]
-    Read {
-        field: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write the blob store at {path}")]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// The caller's mistakes are 422 with the reason; the store's failures are 500 (logged).
-fn import_error(err: ImportError) -> ApiError {
-    match err {
-        ImportError::Store { .. } => ApiError::internal(&err),
-        _ => ApiError::unprocessable(ErrorChain(&err).to_string()),
-    }
-}
-
-/// Copies `path` into `<blob_dir>/<sha256>` (see the module docs). Blocking.
-fn import_blob(blob_dir: &FsPath, part: Part, path: &FsPath) -> Result<Blob, ImportError> {
-    let field = part.field();
-    let open_error = |source| ImportError::Open { field, path: path.to_owned(), source };
-    // Checked before opening: opening a FIFO would block.
-    let meta = std::fs::metadata(path).map_err(open_error)?;
-    if !meta.is_file() {
-        return Err(ImportError::NotRegularFile { field, path: path.to_owned() });
-    }
-    if meta.len() > MAX_IMAGE_FILE_BYTES {
-        return Err(ImportError::TooLarge { field, path: path.to_owned() });
-    }
-    let mut file = std::fs::File::open(path).map_err(open_error)?;
-    let read_error = |source| ImportError::Read { field, path: path.to_owned(), source };
-    let store_error = |source| ImportError::Store { path: blob_dir.to_owned(), source };
-    std::fs::create_dir_all(blob_dir).map_err(store_error)?;
-    let mut temp = tempfile::Builder::new().prefix(".import-").tempfile_in(blob_dir).map_err(store_error)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; COPY_CHUNK];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e)),
-        };
-        size += n as u64;
-        // The file may grow while it is copied.
-        if size > MAX_IMAGE_FILE_BYTES {
-            return Err(ImportError::TooLarge { field, path: path.to_owned() });
-        }
-        hasher.update(&buf[..n]);
-        temp.write_all(&buf[..n]).map_err(store_error)?;
-    }
-    let sha256 = hex::encode(hasher.finalize());
-    let target = blob_dir.join(&sha256);
-    if target.exists() {
-        // Already stored (content-addressed): the copy is dropped, which deletes it.
-        return Ok(Blob { sha256, size });
-    }
-    temp.as_file().sync_all().map_err(store_error)?;
-    temp.persist(&target).map_err(|e| store_error(e.error))?;
-    std::fs::File::open(blob_dir).and_then(|dir| dir.sync_all()).map_err(store_error)?;
-    tracing::info!(%sha256, size, source = %path.display(), "blob stored");
-    Ok(Blob { sha256, size })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn import_stores_by_sha256_once_and_names_the_field_on_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("blobs");
-        let file = dir.path().join("disk.img");
-        std::fs::write(&file, b"hello").unwrap();
-        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-        for _ in 0..2 {
-            let blob = import_blob(&store, Part::Disk, &file).unwrap();
-            assert_eq!(blob, Blob { sha256: sha.to_owned(), size: 5 });
-        }
-        let names: Vec<_> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, [sha]);
-        assert_eq!(std::fs::read(store.join(sha)).unwrap(), b"hello");
-
-        let missing = import_blob(&store, Part::Kernel, &dir.path().join("nope")).unwrap_err();
-        assert!(matches!(missing, ImportError::Open { field: "kernel_path", .. }));
-        let not_file = import_blob(&store, Part::Initrd, dir.path()).unwrap_err();
-        assert!(matches!(not_file, ImportError::NotRegularFile { field: "initrd_path", .. }));
-        assert!(import_error(not_file).message.starts_with("initrd_path: "));
-    }
 }

@@ -1,5 +1,5 @@
 //! JSON request bodies: the [`Json`] extractor every handler uses instead of axum's, so a bad
-//! body gets the API's one error body, and the field checks shared by the resources.
+//! body gets the API's one error body. (The checks of fields are the app's: `app::validate`.)
 //!
 //! ```text
 //!  Content-Type not application/json (or */*+json) ─────▶ 400 invalid
@@ -94,36 +94,6 @@ fn is_json(content_type: Option<&str>) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Checks that `value` is a DNS label (`^[a-z][a-z0-9-]{0,62}$`, not ending in `-`) and not a
-/// UUID (names and ids share the URL's `{name-or-id}` segments); 422 naming `field` if not.
-pub fn require_dns_label(field: &str, value: &str) -> Result<(), ApiError> {
-    let mut bytes = value.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
-    let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !(first_ok && rest_ok && value.len() <= 63 && !value.ends_with('-')) {
-        return Err(ApiError::unprocessable(format!(
-            "{field}: {value:?} is not a DNS label (a lowercase letter, then up to 62 lowercase letters, \
-             digits or hyphens, not ending in a hyphen)"
-        )));
-    }
-    if uuid::Uuid::parse_str(value).is_ok() {
-        return Err(ApiError::unprocessable(format!("{field}: {value:?} looks like an id; choose another name")));
-    }
-    Ok(())
-}
-
-/// Checks that a free-text field has at most `max` characters and no control characters
-/// (tabs included); 422 naming `field` if not.
-pub fn require_plain_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.chars().count() > max {
-        return Err(ApiError::unprocessable(format!("{field}: longer than {max} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(format!("{field}: contains control characters (newlines, tabs, ...)")));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
@@ -183,24 +153,5 @@ mod tests {
             assert!(!is_json(Some(bad)), "{bad}");
         }
         assert!(!is_json(None));
-    }
-
-    #[test]
-    fn names_are_dns_labels_and_not_uuids() {
-        for ok in ["a", "web-1", "x2", &"a".repeat(63)] {
-            assert!(require_dns_label("name", ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "1a", "Web", "web_1", "web-", "-web", "a b", "é", &"a".repeat(64)] {
-            let err = require_dns_label("name", bad).err().map(|e| (e.status, e.message));
-            assert!(matches!(&err, Some((StatusCode::UNPROCESSABLE_ENTITY, m)) if m.starts_with("name: ")), "{bad}");
-        }
-        assert!(require_dns_label("name", "deadbeef-dead-beef-dead-beefdeadbeef").is_err());
-    }
-
-    #[test]
-    fn plain_text_has_no_control_characters() {
-        assert!(require_plain_text("description", "Team A's builds", 100).is_ok());
-        assert!(require_plain_text("description", "a\nb", 100).is_err());
-        assert!(require_plain_text("description", "abc", 2).is_err());
     }
 }

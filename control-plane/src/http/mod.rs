@@ -26,17 +26,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::App;
+use crate::app::App;
 use error::{ApiError, REQUEST_ID};
 
 /// A pooled database connection for one request; not getting one is a 500.
 async fn db_conn(app: &App) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, ApiError> {
     app.pool.acquire().await.map_err(|e| ApiError::internal(&e))
-}
-
-/// A transaction for one request; not getting one is a 500.
-async fn db_tx(app: &App) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
-    app.pool.begin().await.map_err(|e| ApiError::internal(&e))
 }
 
 /// The request/response header carrying the request id.

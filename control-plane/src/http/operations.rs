@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::App;
+use crate::app::App;
 use crate::auth::{Caller, Role};
 use crate::db::operations::{self as db, OperationRow};
 use crate::ids::OperationId;
@@ -112,7 +112,7 @@ pub async fn operation_list(
     Path(project): Path<String>,
     Query(q): Query<OperationListQuery>,
 ) -> Result<Json<OperationList>, ApiError> {
-    let project = super::projects::resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
+    let project = crate::app::projects::resolve(&app, &caller, &project, Role::Viewer).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));

@@ -65,6 +65,11 @@ impl PageRequest {
     pub fn fetch_limit(&self) -> i64 {
         self.limit + 1
     }
+
+    /// The rows to read for this page (one more than it holds).
+    pub fn window(&self) -> crate::app::Window {
+        crate::app::Window { after: self.after, fetch: self.fetch_limit() }
+    }
 }
 
 /// Extracts and checks `?limit=&cursor=` (ignoring any other parameter).

@@ -9,9 +9,7 @@
 //!                                                 not exist (a retried delete sees 404);
 //!                                                 409 while an instance uses it
 //! ```
-//! A key is one OpenSSH `authorized_keys` line without options, checked strictly by
-//! [`PublicKey::parse`] because it ends up in files inside guests; the stored text is
-//! re-assembled from the parsed parts, single-spaced.
+//! The logic is [`crate::app::ssh_keys`].
 
 use std::sync::Arc;
 
@@ -19,64 +17,19 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::json::{self, Json};
+use super::json::Json;
 use super::pagination::{Page, PageParams, PageRequest};
-use super::projects::resolve_project;
-use crate::App;
-use crate::auth::{Caller, Role};
-use crate::db::ssh_keys::{self as db, NewSshKey, SshKeyRow, SshKeyStoreError};
-use crate::ids::{ProjectId, SshKeyId, UserId};
-use crate::openssh::PublicKey;
+use crate::app::App;
+use crate::app::ssh_keys::{self as app, SshKeyCreateParams, SshKeyView};
+use crate::auth::Caller;
 
 /// The routes of this module, for the API router to merge.
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/projects/{project}/ssh-keys", get(ssh_key_list).post(ssh_key_create))
         .route("/v1/projects/{project}/ssh-keys/{key}", get(ssh_key_get).delete(ssh_key_delete))
-}
-
-/// `POST /v1/projects/{project}/ssh-keys`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SshKeyCreateParams {
-    /// A DNS label, unique in the project.
-    pub name: String,
-    /// One OpenSSH public key line, e.g. the contents of `~/.ssh/id_ed25519.pub`.
-    pub public_key: String,
-}
-
-/// An SSH public key of a project.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SshKeyView {
-    pub id: SshKeyId,
-    pub project_id: ProjectId,
-    pub name: String,
-    /// `<type> <base64> [comment]`.
-    pub public_key: String,
-    /// `SHA256:<base64>`, as `ssh-keygen -l -f key.pub` prints it.
-    pub fingerprint: String,
-    /// Who added it (`null` once that user is deleted).
-    pub created_by: Option<UserId>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<SshKeyRow> for SshKeyView {
-    fn from(row: SshKeyRow) -> Self {
-        Self {
-            id: row.id,
-            project_id: row.project_id,
-            name: row.name,
-            public_key: row.public_key,
-            fingerprint: row.fingerprint,
-            created_by: row.user_id,
-            created_at: row.created_at,
-        }
-    }
 }
 
 /// A page of SSH keys.
@@ -93,10 +46,8 @@ pub async fn ssh_key_list(
     Path(project): Path<String>,
     page: PageRequest,
 ) -> Result<Json<SshKeyList>, ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = super::db_conn(&app).await?;
-    let rows = db::ssh_key_list(&mut conn, project, page.after, page.fetch_limit()).await.map_err(store_error)?;
-    Ok(Json(Page::from_rows(rows, &page, |r| (r.created_at, r.id.0)).map(SshKeyView::from)))
+    let rows = app::list(&app, &caller, &project, page.window()).await?;
+    Ok(Json(Page::from_rows(rows, &page, |k| (k.created_at, k.id.0))))
 }
 
 /// Adds an SSH public key to the project.
@@ -112,23 +63,7 @@ pub async fn ssh_key_create(
     Path(project): Path<String>,
     Json(params): Json<SshKeyCreateParams>,
 ) -> Result<(StatusCode, Json<SshKeyView>), ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Member).await?;
-    json::require_dns_label("name", &params.name)?;
-    let key =
-        PublicKey::parse(&params.public_key).map_err(|err| ApiError::unprocessable(format!("public_key: {err}")))?;
-    let (public_key, fingerprint) = (key.to_openssh(), key.fingerprint());
-    let new = NewSshKey {
-        id: SshKeyId::new(),
-        project_id: project,
-        user_id: Some(caller.user_id),
-        name: &params.name,
-        public_key: &public_key,
-        fingerprint: &fingerprint,
-    };
-    let mut conn = super::db_conn(&app).await?;
-    let row = db::ssh_key_create(&mut conn, &new).await.map_err(store_error)?;
-    tracing::info!(project_id = %project, ssh_key_id = %row.id, name = %row.name, %fingerprint, "SSH key added");
-    Ok((StatusCode::CREATED, Json(row.into())))
+    Ok((StatusCode::CREATED, Json(app::create(&app, &caller, &project, params).await?)))
 }
 
 /// One SSH key of the project, by name or id.
@@ -141,9 +76,7 @@ pub async fn ssh_key_get(
     caller: Caller,
     Path((project, key)): Path<(String, String)>,
 ) -> Result<Json<SshKeyView>, ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Viewer).await?;
-    let mut conn = super::db_conn(&app).await?;
-    Ok(Json(ssh_key_by_name_or_id(&mut conn, project, &key).await?.into()))
+    Ok(Json(app::get(&app, &caller, &project, &key).await?))
 }
 
 /// Deletes an SSH key of the project: 404 when there is none (so a retry after a success is a
@@ -158,41 +91,6 @@ pub async fn ssh_key_delete(
     caller: Caller,
     Path((project, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let project = resolve_project(&app.pool, &caller, &project, Role::Member).await?;
-    let mut conn = super::db_conn(&app).await?;
-    let row = ssh_key_by_name_or_id(&mut conn, project, &key).await?;
-    if !db::ssh_key_delete(&mut conn, project, row.id).await.map_err(store_error)? {
-        return Err(not_found(&key));
-    }
-    tracing::info!(project_id = %project, ssh_key_id = %row.id, name = %row.name, "SSH key deleted");
+    app::delete(&app, &caller, &project, &key).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The project's key named or identified by `key`, or 404 `not_found`. For handlers that were
-/// given key names (instance create), after [`resolve_project`] has authorized the caller.
-pub async fn ssh_key_by_name_or_id(
-    conn: &mut sqlx::PgConnection,
-    project: ProjectId,
-    key: &str,
-) -> Result<SshKeyRow, ApiError> {
-    db::ssh_key_get(conn, project, key).await.map_err(store_error)?.ok_or_else(|| not_found(key))
-}
-
-fn not_found(key: &str) -> ApiError {
-    ApiError::not_found(format!("no SSH key {key:?} in this project"))
-}
-
-/// 409 for a taken name or a key in use, 500 (logged) for anything else.
-fn store_error(err: SshKeyStoreError) -> ApiError {
-    match &err {
-        SshKeyStoreError::NameTaken { .. } => ApiError::conflict(err.to_string()),
-        SshKeyStoreError::InUse { name, instances } if instances.is_empty() => {
-            ApiError::conflict(format!("SSH key {name:?} is used by an instance"))
-        }
-        SshKeyStoreError::InUse { name, instances } => ApiError::conflict(format!(
-            "SSH key {name:?} is used by instance(s) {}; delete them first",
-            instances.join(", ")
-        )),
-        SshKeyStoreError::Query(_) => ApiError::internal(&err),
-    }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 
 use super::StepError;
-use crate::App;
+use crate::app::App;
 use crate::db::instances as db;
 use crate::db::operations::OperationRow;
 use crate::ids::InstanceId;

@@ -32,50 +32,22 @@
 //! step_timeouts = { ensure_on_host = 900 }   # per step name, overriding step_timeout_secs
 //! ```
 
+pub mod executor;
 pub mod instances;
+
+pub use executor::{Executor, OperationsConfig};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::App;
+use crate::app::App;
 use crate::db::operations::{self as db, OperationRow};
 use crate::error_chain::ErrorChain;
 use crate::states::{OperationState, StepState};
-
-/// `[operations]` configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OperationsConfig {
-    /// Seconds a claim lasts without renewal: how soon another replica resumes the work of one
-    /// that died. Renewed every third of it.
-    pub lease_secs: u32,
-    /// How many operations one replica drives at once.
-    pub concurrency: u32,
-    /// How long a step may keep asking to be retried before the operation fails.
-    pub step_timeout_secs: u32,
-    /// Time limits of particular steps (by step name), overriding `step_timeout_secs`.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub step_timeouts: std::collections::BTreeMap<String, u32>,
-}
-
-impl Default for OperationsConfig {
-    fn default() -> Self {
-        Self { lease_secs: 30, concurrency: 32, step_timeout_secs: 600, step_timeouts: Default::default() }
-    }
-}
-
-impl OperationsConfig {
-    /// How long `step` may retry.
-    pub fn step_timeout(&self, step: crate::states::Step) -> Duration {
-        let secs = self.step_timeouts.get(step.as_str()).copied().unwrap_or(self.step_timeout_secs);
-        Duration::from_secs(u64::from(secs))
-    }
-}
 
 /// How often an idle executor looks for claimable operations without being notified.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -96,34 +68,7 @@ impl StepError {
     }
 }
 
-/// The executor of one replica. Cheap to clone; `wake()` after creating an operation.
-#[derive(Debug, Clone)]
-pub struct Executor {
-    owner: String,
-    notify: Arc<Notify>,
-    lease: Duration,
-    concurrency: usize,
-    config: OperationsConfig,
-}
-
 impl Executor {
-    /// An executor whose leases name this process.
-    pub fn new(config: &OperationsConfig) -> Self {
-        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-        Self {
-            owner: format!("{host}/{}/{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-            notify: Arc::new(Notify::new()),
-            lease: Duration::from_secs(u64::from(config.lease_secs.max(1))),
-            concurrency: usize::try_from(config.concurrency.max(1)).unwrap_or(1),
-            config: config.clone(),
-        }
-    }
-
-    /// Tells the executor there is new work.
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
     /// Runs operations until `stop` resolves, up to `concurrency` at a time. Operations in flight
     /// when it does are handed back (their leases end now), so this or another replica resumes
     /// them; every step is idempotent, so one cut short is simply run again.

@@ -109,7 +109,11 @@ pub async fn activate(pool: &PgPool, policy: &LivenessPolicy) -> Result<Changes,
 
 /// Runs [`activate`] every `policy.period` until `stop` resolves, logging what changed (the
 /// start and the end of a partition once each).
-pub async fn run(app: std::sync::Arc<crate::App>, policy: LivenessPolicy, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    app: std::sync::Arc<crate::app::App>,
+    policy: LivenessPolicy,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let mut degraded = false;
     loop {

@@ -354,6 +354,7 @@ async fn tenants_cannot_see_or_touch_other_projects_and_viewers_cannot_change_an
 /// list them (the lead merges them into `http::openapi`).
 #[test]
 fn the_resource_endpoints_are_described_for_openapi() {
+    use control_plane::app::{images as ai, projects as ap, ssh_keys as ak};
     use control_plane::http::auth::BearerAuth;
     use control_plane::http::{images as i, pagination, projects as p, ssh_keys as k};
     use utoipa::OpenApi;
@@ -374,16 +375,16 @@ fn the_resource_endpoints_are_described_for_openapi() {
             i::image_delete
         ),
         components(schemas(
-            p::ProjectCreateParams,
-            p::ProjectView,
-            k::SshKeyCreateParams,
-            k::SshKeyView,
-            i::ImageRegisterParams,
-            i::ImageView,
-            i::BootMode,
-            pagination::Page<p::ProjectView>,
-            pagination::Page<k::SshKeyView>,
-            pagination::Page<i::ImageView>,
+            ap::ProjectCreateParams,
+            ap::ProjectView,
+            ak::SshKeyCreateParams,
+            ak::SshKeyView,
+            ai::ImageRegisterParams,
+            ai::ImageView,
+            ai::BootMode,
+            pagination::Page<ap::ProjectView>,
+            pagination::Page<ak::SshKeyView>,
+            pagination::Page<ai::ImageView>,
         )),
         modifiers(&BearerAuth)
     )]

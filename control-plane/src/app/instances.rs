@@ -1,0 +1,377 @@
+//! Instances: create, list, get, and the lifecycle changes (start, stop, reboot, delete). Every
+//! change is a durable operation; an idempotency key makes a retried request return the
+//! operation of the first one.
+//!
+//! A create is validated once here, resolves its image and SSH keys once, and turns the sizes
+//! into the scheduler's units once ([`Resources`]), failing loudly where a value does not fit;
+//! everything after it (the operation's steps, the agent's spec) reads the instance row.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{App, AppError, Window, projects, validate};
+use crate::auth::{Caller, Role};
+use crate::db::instances::{self as db, InstanceRow, NewInstance};
+use crate::db::operations::{self as ops, NewOperation, OperationRow};
+use crate::ids::{InstanceId, OperationId, ProjectId};
+use crate::operations::instances::{InstanceParams, steps};
+use crate::scheduler::placement::{Request, Resources};
+use crate::scheduler::reserve::{self, PlacementError};
+use crate::states::{InstanceState, OperationKind};
+
+/// Limits of what an instance may ask for.
+const MAX_VCPUS: u32 = 64;
+const MIN_MEMORY_MIB: u64 = 128;
+const MAX_MEMORY_MIB: u64 = 1024 * 1024;
+const MAX_DISK_GIB: u64 = 16 * 1024;
+const MAX_USER_DATA: usize = 64 * 1024;
+/// The data disk of an instance of a kernel image (one without a disk) when none is asked for.
+const DEFAULT_DATA_DISK_GIB: u64 = 1;
+
+/// What a new instance is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceCreateParams {
+    /// DNS label, unique among the project's live instances; also the guest's hostname.
+    pub name: String,
+    /// Image name or id (the project's or a public one).
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Size of the instance's disk in GiB (0: the image's own size; for a kernel image without a
+    /// disk, a 1 GiB data disk, formatted ext4).
+    #[serde(default)]
+    pub disk_gib: u64,
+    /// Names or ids of the project's SSH keys to inject.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// cloud-init user-data, passed to the guest.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// Instances of one group are placed on different hosts.
+    #[serde(default)]
+    pub anti_affinity_group: Option<String>,
+}
+
+/// An accepted change: the operation carrying it out, and the instance as it is now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceAccepted {
+    pub operation: OperationRow,
+    pub instance: InstanceRow,
+}
+
+/// A lifecycle change of an existing instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Start,
+    Stop,
+    Reboot,
+    Delete,
+}
+
+impl Change {
+    /// The operation kind, the states the change is allowed from, and the state it moves to.
+    fn transition(self) -> (OperationKind, &'static [InstanceState], InstanceState) {
+        use InstanceState as S;
+        match self {
+            Change::Start => (OperationKind::InstanceStart, &[S::Stopped, S::Failed], S::Starting),
+            Change::Stop => (OperationKind::InstanceStop, &[S::Running], S::Stopping),
+            Change::Reboot => (OperationKind::InstanceReboot, &[S::Running], S::Rebooting),
+            // A create or start in progress is cancelled by a delete: its next step sees `deleting`.
+            Change::Delete => (
+                OperationKind::InstanceDelete,
+                &[S::Creating, S::Starting, S::Running, S::Stopped, S::Failed, S::Lost],
+                S::Deleting,
+            ),
+        }
+    }
+}
+
+fn validate(p: &InstanceCreateParams) -> Result<(), AppError> {
+    let bad = |field: &str, problem: String| Err(AppError::Unprocessable(format!("{field}: {problem}")));
+    validate::require_dns_label("name", &p.name)?;
+    if p.vcpus == 0 || p.vcpus > MAX_VCPUS {
+        return bad("vcpus", format!("must be between 1 and {MAX_VCPUS}"));
+    }
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&p.memory_mib) {
+        return bad("memory_mib", format!("must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}"));
+    }
+    if p.disk_gib > MAX_DISK_GIB {
+        return bad("disk_gib", format!("must be at most {MAX_DISK_GIB}"));
+    }
+    if p.user_data.as_ref().is_some_and(|u| u.len() > MAX_USER_DATA) {
+        return bad("user_data", format!("must be at most {MAX_USER_DATA} bytes"));
+    }
+    if let Some(group) = &p.anti_affinity_group {
+        validate::require_dns_label("anti_affinity_group", group)?;
+    }
+    Ok(())
+}
+
+/// The scheduler's units (bytes, signed as the database stores them), converted once; a value
+/// that does not fit is an error, never a substitute.
+fn resources(vcpus: u32, memory_mib: u64, disk_gib: u64) -> Result<Resources, AppError> {
+    let too_large = |field: &str| AppError::Unprocessable(format!("{field}: too large"));
+    let bytes = |n: u64, shift: u32| n.checked_mul(1 << shift).and_then(|b| i64::try_from(b).ok());
+    Ok(Resources {
+        vcpus: i32::try_from(vcpus).map_err(|_| too_large("vcpus"))?,
+        memory_bytes: bytes(memory_mib, 20).ok_or_else(|| too_large("memory_mib"))?,
+        disk_bytes: bytes(disk_gib, 30).ok_or_else(|| too_large("disk_gib"))?,
+    })
+}
+
+/// A unique violation on the instance's name is a conflict; anything else is internal.
+fn name_taken(err: sqlx::Error) -> AppError {
+    if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
+        return AppError::Conflict("an instance with this name already exists in the project".to_owned());
+    }
+    err.into()
+}
+
+/// What identifies a request for its idempotency key: the same key with another request is a
+/// conflict.
+fn request_hash(what: &str, body: &impl Serialize) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(what.as_bytes());
+    h.update(serde_json::to_vec(body).unwrap_or_default());
+    h.finalize().to_vec()
+}
+
+/// The earlier operation for this idempotency key, if the same request was made before.
+async fn replay(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    key: Option<&str>,
+    hash: &[u8],
+) -> Result<Option<InstanceAccepted>, AppError> {
+    let Some(key) = key else { return Ok(None) };
+    let Some(op) = ops::operation_by_idempotency_key(conn, caller.user_id, key).await? else {
+        return Ok(None);
+    };
+    if op.request_hash.as_deref() != Some(hash) {
+        return Err(AppError::Conflict("this Idempotency-Key was used with a different request".to_owned()));
+    }
+    let id = op
+        .target_id
+        .map(InstanceId::from)
+        .ok_or_else(|| AppError::Conflict("the earlier request has no instance".to_owned()))?;
+    let instance =
+        db::instance_get_unchecked(conn, id).await?.ok_or_else(|| AppError::NotFound("no such instance".to_owned()))?;
+    Ok(Some(InstanceAccepted { operation: op, instance }))
+}
+
+/// Creates an instance: the row (state `creating`) and its `instance_create` operation, in one
+/// transaction; the executor is woken to carry it out.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    params: InstanceCreateParams,
+    idempotency_key: Option<&str>,
+) -> Result<InstanceAccepted, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Member).await?;
+    validate(&params)?;
+    let hash = request_hash(&format!("instance_create:{project}"), &params);
+    let mut tx = app.pool.begin().await?;
+    if let Some(earlier) = replay(&mut tx, caller, idempotency_key, &hash).await? {
+        return Ok(earlier);
+    }
+    let image = crate::db::images::image_by_name_or_id(&mut tx, project, &params.image)
+        .await
+        .map_err(AppError::internal)?
+        .filter(|image| image.state == "available")
+        .ok_or_else(|| {
+            AppError::Unprocessable(format!("image: no available image {:?} in this project or public", params.image))
+        })?;
+    // A kernel image brings no disk: its instances get a data disk of their own (the guest keeps
+    // /root, /home and its host keys there), so stop/start keeps what was written.
+    let disk_gib = match params.disk_gib {
+        0 if image.disk_sha256.is_none() => DEFAULT_DATA_DISK_GIB,
+        gib => gib,
+    };
+    let mut keys = Vec::new();
+    for name in &params.ssh_keys {
+        let key = crate::db::ssh_keys::ssh_key_get(&mut tx, project, name)
+            .await
+            .map_err(AppError::internal)?
+            .ok_or_else(|| AppError::Unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
+        keys.push(key.id);
+    }
+    let request = Request {
+        resources: resources(params.vcpus, params.memory_mib, disk_gib)?,
+        project_id: project,
+        anti_affinity_group: params.anti_affinity_group.clone(),
+    };
+    admit(&mut tx, app, &request).await?;
+    let id = InstanceId::new();
+    let new = NewInstance {
+        id,
+        project_id: project,
+        name: params.name.clone(),
+        image_id: image.id,
+        vcpus: request.resources.vcpus,
+        memory_bytes: request.resources.memory_bytes,
+        disk_bytes: request.resources.disk_bytes,
+        user_data: params.user_data.clone().unwrap_or_default(),
+        anti_affinity_group: params.anti_affinity_group.clone(),
+        ssh_keys: keys,
+    };
+    db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
+    let op =
+        create_operation(&mut tx, caller, project, OperationKind::InstanceCreate, id, 1, idempotency_key, hash).await?;
+    let accepted = accepted(&mut tx, op, id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    tracing::info!(instance = %id, name = %params.name, "instance create accepted");
+    Ok(accepted)
+}
+
+/// Refuses a create at once (`NoCapacity`, nothing recorded) when no host could take it right
+/// now. A create admitted here may still be refused by the placement step, when concurrent
+/// creates took the room meanwhile: its operation then fails with the same code and reasons.
+async fn admit(conn: &mut sqlx::PgConnection, app: &App, request: &Request) -> Result<(), AppError> {
+    // One boolean in the common case; the per-filter reasons only when nothing fits.
+    if reserve::any_host_fits(conn, request).await? {
+        return Ok(());
+    }
+    match reserve::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
+        Ok(_) => Ok(()),
+        Err(PlacementError::NoHostFits(reasons)) => Err(AppError::NoCapacity(reasons.to_string())),
+        Err(err) => Err(AppError::internal(err)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create_operation(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    project: ProjectId,
+    kind: OperationKind,
+    id: InstanceId,
+    generation: i64,
+    key: Option<&str>,
+    hash: Vec<u8>,
+) -> Result<OperationId, AppError> {
+    let params = serde_json::to_value(InstanceParams { instance_id: id, generation }).map_err(AppError::internal)?;
+    let new = NewOperation {
+        project_id: Some(project),
+        kind,
+        target_kind: "instance",
+        target_id: Some(id.0),
+        params,
+        created_by: Some(caller.user_id),
+        idempotency_key: key,
+        request_hash: Some(hash),
+        steps: steps(kind),
+    };
+    ops::operation_create(conn, &new).await.map_err(|err| {
+        if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
+            AppError::Conflict("this Idempotency-Key is being used by a concurrent request; retry".to_owned())
+        } else {
+            err.into()
+        }
+    })
+}
+
+async fn accepted(
+    conn: &mut sqlx::PgConnection,
+    op: OperationId,
+    id: InstanceId,
+) -> Result<InstanceAccepted, AppError> {
+    let operation =
+        ops::operation_get(conn, op).await?.ok_or_else(|| AppError::NotFound("no such operation".to_owned()))?;
+    let instance =
+        db::instance_get_unchecked(conn, id).await?.ok_or_else(|| AppError::NotFound("no such instance".to_owned()))?;
+    Ok(InstanceAccepted { operation, instance })
+}
+
+/// The project's live instances in `window`, only those in `state` if given.
+pub async fn list(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    state: Option<InstanceState>,
+    window: Window,
+) -> Result<Vec<InstanceRow>, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Viewer).await?;
+    let mut conn = app.pool.acquire().await?;
+    Ok(db::instance_list(&mut conn, project, state, window.after, window.fetch).await?)
+}
+
+/// The instance named or identified by `instance` in `project`, if the caller's role is at
+/// least `role`.
+async fn find(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+    role: Role,
+) -> Result<(ProjectId, InstanceRow), AppError> {
+    let project = projects::resolve(app, caller, project, role).await?;
+    let mut conn = app.pool.acquire().await?;
+    let row = db::instance_get(&mut conn, project, instance)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no instance {instance:?} in this project")))?;
+    Ok((project, row))
+}
+
+/// One instance, by name or id.
+pub async fn get(app: &App, caller: &Caller, project: &str, instance: &str) -> Result<InstanceRow, AppError> {
+    Ok(find(app, caller, project, instance, Role::Viewer).await?.1)
+}
+
+/// Starts, stops, reboots or deletes an instance: moves it to the change's state with a new
+/// generation and records the operation, or says which states the change needs.
+pub async fn change(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+    change: Change,
+    idempotency_key: Option<&str>,
+) -> Result<InstanceAccepted, AppError> {
+    let (kind, from, to) = change.transition();
+    let (project, row) = find(app, caller, project, instance, Role::Member).await?;
+    let hash = request_hash(&format!("{kind}:{}", row.id), &());
+    let mut tx = app.pool.begin().await?;
+    if let Some(earlier) = replay(&mut tx, caller, idempotency_key, &hash).await? {
+        return Ok(earlier);
+    }
+    let generation = db::instance_transition(&mut tx, row.id, from, to).await?.ok_or_else(|| {
+        AppError::Conflict(format!(
+            "instance {} is {}; {} needs it to be {}",
+            row.name,
+            row.state,
+            kind.as_str().trim_start_matches("instance_"),
+            from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+        ))
+    })?;
+    let op = create_operation(&mut tx, caller, project, kind, row.id, generation, idempotency_key, hash).await?;
+    let accepted = accepted(&mut tx, op, row.id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    Ok(accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_convert_once_or_fail_loudly() {
+        let r = resources(2, 512, 10).ok();
+        assert_eq!(r.map(|r| (r.vcpus, r.memory_bytes, r.disk_bytes)), Some((2, 512 << 20, 10 << 30)));
+        assert!(matches!(resources(u32::MAX, 512, 1), Err(AppError::Unprocessable(m)) if m.starts_with("vcpus")));
+        assert!(matches!(resources(1, u64::MAX, 1), Err(AppError::Unprocessable(m)) if m.starts_with("memory_mib")));
+        assert!(matches!(resources(1, 512, 1 << 40), Err(AppError::Unprocessable(m)) if m.starts_with("disk_gib")));
+    }
+
+    #[test]
+    fn every_change_names_the_states_it_needs() {
+        for change in [Change::Start, Change::Stop, Change::Reboot, Change::Delete] {
+            let (kind, from, to) = change.transition();
+            assert!(!from.is_empty() && !from.contains(&to), "{kind}");
+        }
+    }
+}

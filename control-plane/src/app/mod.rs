@@ -1,0 +1,62 @@
+//! The application layer: what the API does, one module per resource, between the HTTP
+//! handlers (which parse, authenticate and serialize) and `db` (which only runs SQL).
+//!
+//! Every function here takes the [`App`], the [`Caller`](crate::auth::Caller) and typed input,
+//! authorizes, validates once, and returns a typed result or an [`AppError`]; the HTTP layer
+//! turns the latter into a status and an error body with `From`.
+
+pub mod error;
+pub mod images;
+pub mod instances;
+pub mod projects;
+pub mod ssh_keys;
+pub mod validate;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Config;
+pub use error::AppError;
+
+/// Shared state of the HTTP handlers and gRPC services (`State<Arc<App>>`).
+#[derive(Debug)]
+pub struct App {
+    pub pool: PgPool,
+    pub metrics: crate::metrics::Metrics,
+    pub fleet: crate::fleet::Fleet,
+    /// The API's URL as clients see it.
+    pub public_url: String,
+    /// Content-addressed blobs (image disks, kernels, initrds): `<dir>/<sha256 hex>`.
+    pub blob_dir: std::path::PathBuf,
+    /// Channels to host agents.
+    pub agents: crate::agents::Agents,
+    pub scheduler: crate::scheduler::SchedulerConfig,
+    /// This replica's operation executor (handlers wake it after creating an operation).
+    pub executor: crate::operations::executor::Executor,
+}
+
+impl App {
+    /// The state shared by every request.
+    pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Self {
+        Self {
+            pool,
+            metrics: crate::metrics::Metrics::new(),
+            fleet,
+            public_url: config.public_url(),
+            blob_dir: config.data_dir.join("blobs").join("sha256"),
+            agents: crate::agents::Agents::default(),
+            scheduler: config.scheduler.clone(),
+            executor: crate::operations::executor::Executor::new(&config.operations),
+        }
+    }
+}
+
+/// Which rows of a list to read: those after `after` (the `(created_at, id)` of the last row
+/// seen), oldest first, at most `fetch` (one more than a page, so the caller knows if another
+/// page follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub fetch: i64,
+}

@@ -1,0 +1,111 @@
+//! Projects: how every project-scoped request finds its project ([`resolve`]), and the caller's
+//! projects. A project the caller is not a member of is not found, exactly like one that does
+//! not exist; a member whose role is too low is forbidden. Operators are not implicitly members.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{App, AppError, Window, validate};
+use crate::auth::{Caller, Role};
+use crate::db::identity::{self, IdentityError, Project};
+use crate::db::projects as db;
+use crate::ids::ProjectId;
+
+/// The longest project description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+
+/// `POST /v1/projects`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCreateParams {
+    /// A DNS label, unique in the whole cloud.
+    pub name: String,
+    /// Free text, at most 1024 characters, one line.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A project, as one of its members sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    pub id: ProjectId,
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    /// The caller's role in the project.
+    pub role: Role,
+}
+
+impl ProjectView {
+    fn new(project: Project, role: Role) -> Self {
+        Self {
+            id: project.id,
+            name: project.name,
+            description: project.description,
+            created_at: project.created_at,
+            role,
+        }
+    }
+}
+
+/// A taken name is a conflict; anything else is internal.
+impl From<IdentityError> for AppError {
+    fn from(err: IdentityError) -> Self {
+        match &err {
+            IdentityError::AlreadyExists { .. } => Self::Conflict(err.to_string()),
+            IdentityError::UnknownRole { .. } | IdentityError::Query(_) => Self::internal(err),
+        }
+    }
+}
+
+/// The project named or identified by `key` (a UUID is always an id; names never are), if the
+/// caller's role in it is at least `min`. Every project-scoped request starts here.
+pub async fn resolve(app: &App, caller: &Caller, key: &str, min: Role) -> Result<ProjectId, AppError> {
+    Ok(resolve_with_role(app, caller, key, min).await?.0)
+}
+
+/// [`resolve`], also returning the caller's role in the project.
+pub async fn resolve_with_role(
+    app: &App,
+    caller: &Caller,
+    key: &str,
+    min: Role,
+) -> Result<(ProjectId, Role), AppError> {
+    let id = match Uuid::parse_str(key) {
+        Ok(id) => ProjectId(id),
+        Err(_) => db::project_id_by_name(&app.pool, key)
+            .await?
+            .ok_or_else(|| AppError::NotFound("no such project".to_owned()))?,
+    };
+    let role = caller.require_role(&app.pool, id, min).await?;
+    Ok((id, role))
+}
+
+/// The caller's projects in `window`.
+pub async fn list(app: &App, caller: &Caller, window: Window) -> Result<Vec<ProjectView>, AppError> {
+    let rows = db::project_list_for_user_page(&app.pool, caller.user_id, window.after, window.fetch).await?;
+    Ok(rows.into_iter().map(|r| ProjectView::new(r.project, r.role)).collect())
+}
+
+/// Creates a project; the caller becomes its admin.
+pub async fn create(app: &App, caller: &Caller, params: ProjectCreateParams) -> Result<ProjectView, AppError> {
+    validate::require_dns_label("name", &params.name)?;
+    validate::require_plain_text("description", &params.description, MAX_DESCRIPTION_CHARS)?;
+    let mut tx = app.pool.begin().await?;
+    let project = identity::project_create(&mut *tx, ProjectId::new(), &params.name, &params.description).await?;
+    identity::project_member_add(&mut *tx, project.id, caller.user_id, Role::Admin).await?;
+    tx.commit().await?;
+    tracing::info!(project_id = %project.id, name = %project.name, user_id = %caller.user_id, "project created");
+    Ok(ProjectView::new(project, Role::Admin))
+}
+
+/// One of the caller's projects, by name or id.
+pub async fn get(app: &App, caller: &Caller, key: &str) -> Result<ProjectView, AppError> {
+    let (id, role) = resolve_with_role(app, caller, key, Role::Viewer).await?;
+    let project = db::project_get_unchecked(&app.pool, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such project".to_owned()))?;
+    Ok(ProjectView::new(project, role))
+}
