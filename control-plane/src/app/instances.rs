@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{App, AppError, Window, projects, validate};
+use crate::agents::AgentClient;
 use crate::auth::{Caller, Role};
 use crate::db::instances::{self as db, InstanceRow, NewInstance};
 use crate::db::operations::{self as ops, NewOperation, OperationRow};
@@ -352,6 +353,25 @@ pub async fn change(
     tx.commit().await?;
     app.executor.wake();
     Ok(accepted)
+}
+
+/// The agent of the host an instance runs on, and the instance's id, for the console and the
+/// SSH tunnel (members only: both reach into the guest).
+pub async fn agent_for(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+) -> Result<(AgentClient, String), AppError> {
+    let (_, row) = find(app, caller, project, instance, Role::Member).await?;
+    let spec = db::instance_agent_spec(&mut *app.pool.acquire().await?, row.id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such instance".to_owned()))?;
+    let (Some(host), Some(endpoint)) = (spec.host_id, spec.agent_endpoint) else {
+        return Err(AppError::Conflict(format!("instance {} is {} and has no host yet", row.name, row.state)));
+    };
+    let client = app.agents.client(&app.fleet, host, &endpoint).map_err(AppError::internal)?;
+    Ok((client, row.id.to_string()))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! turns the latter into a status and an error body with `From`.
 
 pub mod error;
+pub mod hosts;
 pub mod images;
 pub mod instances;
+pub mod operations;
 pub mod projects;
 pub mod ssh_keys;
 pub mod validate;

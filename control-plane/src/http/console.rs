@@ -18,39 +18,14 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::agents::AgentClient;
 use crate::app::App;
-use crate::auth::{Caller, Role};
-use crate::db::instances as db;
+use crate::auth::Caller;
 
 /// Routes of this module.
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/projects/{project}/instances/{instance}/console", get(console))
         .route("/v1/projects/{project}/instances/{instance}/tunnel", get(tunnel))
-}
-
-async fn agent_for(
-    app: &App,
-    caller: &Caller,
-    project: &str,
-    instance: &str,
-) -> Result<(AgentClient, String), ApiError> {
-    let project = crate::app::projects::resolve(app, caller, project, Role::Member).await?;
-    let mut conn = super::db_conn(app).await?;
-    let row = db::instance_get(&mut conn, project, instance)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found(format!("no instance {instance:?} in this project")))?;
-    let spec = db::instance_agent_spec(&mut conn, row.id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found("no such instance"))?;
-    let (Some(host), Some(endpoint)) = (spec.host_id, spec.agent_endpoint) else {
-        return Err(ApiError::conflict(format!("instance {} is {} and has no host yet", row.name, row.state)));
-    };
-    let client = app.agents.client(&app.fleet, host, &endpoint).map_err(|e| ApiError::internal(&e))?;
-    Ok((client, row.id.to_string()))
 }
 
 /// Bridges a WebSocket and a gRPC bidirectional stream: binary frames in become `input`
@@ -120,7 +95,7 @@ pub async fn console(
     Path((project, instance)): Path<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let (mut client, id) = agent_for(&app, &caller, &project, &instance).await?;
+    let (mut client, id) = crate::app::instances::agent_for(&app, &caller, &project, &instance).await?;
     Ok(ws.on_upgrade(move |socket| async move {
         let first = pb::ConsoleInput { kind: Some(pb::console_input::Kind::InstanceId(id)) };
         bridge(
@@ -158,7 +133,7 @@ pub async fn tunnel(
     if port == 0 {
         return Err(ApiError::invalid("port must be between 1 and 65535"));
     }
-    let (mut client, id) = agent_for(&app, &caller, &project, &instance).await?;
+    let (mut client, id) = crate::app::instances::agent_for(&app, &caller, &project, &instance).await?;
     Ok(ws.on_upgrade(move |socket| async move {
         let first = pb::TunnelData {
             kind: Some(pb::tunnel_data::Kind::Open(pb::TunnelOpen { instance_id: id, port: u32::from(port) })),

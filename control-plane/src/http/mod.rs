@@ -29,11 +29,6 @@ use axum::routing::{get, post};
 use crate::app::App;
 use error::{ApiError, REQUEST_ID};
 
-/// A pooled database connection for one request; not getting one is a 500.
-async fn db_conn(app: &App) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, ApiError> {
-    app.pool.acquire().await.map_err(|e| ApiError::internal(&e))
-}
-
 /// The request/response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 

@@ -1,0 +1,47 @@
+//! Operations as their callers see them: one, waiting for one to finish, a project's list. An
+//! operation of a project the caller is not a member of (or a fleet operation, for a
+//! non-operator) is not found, exactly like one that does not exist.
+
+use std::time::{Duration, Instant};
+
+use super::{App, AppError, Window, projects};
+use crate::auth::{Caller, Role};
+use crate::db::operations::{self as db, OperationRow};
+use crate::ids::OperationId;
+
+/// Longest a wait may block.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// One operation the caller may see.
+pub async fn get(app: &App, caller: &Caller, id: OperationId) -> Result<OperationRow, AppError> {
+    let not_found = || AppError::NotFound(format!("no operation {id}"));
+    let op = db::operation_get(&mut *app.pool.acquire().await?, id).await?.ok_or_else(not_found)?;
+    match op.project_id {
+        Some(project) => {
+            caller.require_role(&app.pool, project, Role::Viewer).await.map_err(|_| not_found())?;
+        }
+        None => caller.require_operator().map_err(|_| not_found())?,
+    }
+    Ok(op)
+}
+
+/// The operation once it has finished, or as it is after `timeout` (at most [`MAX_WAIT`]).
+pub async fn wait(app: &App, caller: &Caller, id: OperationId, timeout: Duration) -> Result<OperationRow, AppError> {
+    let deadline = Instant::now() + timeout.clamp(Duration::from_secs(1), MAX_WAIT);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let op = get(app, caller, id).await?;
+        if op.state.is_finished() || Instant::now() >= deadline {
+            return Ok(op);
+        }
+        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The project's operations in `window`, newest first.
+pub async fn list(app: &App, caller: &Caller, project: &str, window: Window) -> Result<Vec<OperationRow>, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Viewer).await?;
+    let after = window.after.map(|(at, id)| (at, OperationId::from(id)));
+    Ok(db::operation_list(&mut *app.pool.acquire().await?, project, after, window.fetch).await?)
+}
