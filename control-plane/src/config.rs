@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::FleetConfig;
-use crate::subnets::Ipv4Net;
+use cloud_common::net::Ipv4Net;
 
 /// The effective configuration, after file, environment and flags were merged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ pub mod operations;
 pub mod reconcilers;
 pub mod scheduler;
 pub mod states;
-pub mod subnets;
+
 pub mod telemetry;
 pub mod testing;
 

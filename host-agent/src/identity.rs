@@ -117,6 +117,6 @@ impl HostIdentity {
 
 /// Writes `contents` under a temporary name with `mode`, then renames it into place.
 pub fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), IdentityError> {
-    cloud_proto::fs::write_atomic(path, contents.as_bytes(), mode)
+    cloud_common::fs::write_atomic(path, contents.as_bytes(), mode)
         .map_err(|source| IdentityError::Io { path: path.to_path_buf(), source })
 }

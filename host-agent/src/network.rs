@@ -18,7 +18,6 @@
 //! `ip netns exec NS host-agent` needs nothing special.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
@@ -26,75 +25,14 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+pub use cloud_common::net::Ipv4Net;
+
 use crate::instances::InstanceId;
 
 /// Prefix of every tap this agent creates.
 pub const TAP_PREFIX: &str = "tap-";
 /// Name of the nftables table this agent owns.
 pub const NFT_TABLE: &str = "cloud_agent";
-
-/// An IPv4 network, e.g. `10.100.3.0/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Net {
-    /// Network address.
-    pub addr: Ipv4Addr,
-    /// Prefix length (0..=32).
-    pub prefix_len: u8,
-}
-
-impl Ipv4Net {
-    /// The first host address (`.1` of a /24): the bridge's address and the guests' gateway.
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network()) + 1)
-    }
-
-    /// The network address with host bits cleared.
-    pub fn network(&self) -> Ipv4Addr {
-        let mask = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix_len)) };
-        Ipv4Addr::from(u32::from(self.addr) & mask)
-    }
-}
-
-impl std::fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-/// Not an `a.b.c.d/n` IPv4 network.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid IPv4 network {input:?} (expected a.b.c.d/n)")]
-pub struct ParseNetError {
-    /// The value given.
-    pub input: String,
-}
-
-impl serde::Serialize for Ipv4Net {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv4Net {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::str::FromStr for Ipv4Net {
-    type Err = ParseNetError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseNetError { input: s.to_owned() };
-        let (a, p) = s.split_once('/').ok_or_else(err)?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| err())?;
-        let prefix_len: u8 = p.parse().map_err(|_| err())?;
-        if prefix_len > 32 {
-            return Err(err());
-        }
-        Ok(Ipv4Net { addr, prefix_len })
-    }
-}
 
 /// How the host network is set up.
 #[derive(Debug, Clone)]
@@ -206,7 +144,7 @@ impl Network {
         if !self.link_exists(&br).await? {
             self.ip(&["link", "add", &br, "type", "bridge"]).await?;
         }
-        let gw = format!("{}/{}", self.config.subnet.gateway(), self.config.subnet.prefix_len);
+        let gw = format!("{}/{}", self.config.subnet.gateway(), self.config.subnet.prefix);
         self.ip(&["addr", "replace", &gw, "dev", &br]).await?;
         self.ip(&["link", "set", &br, "up"]).await?;
         if self.config.enable_ip_forward {
@@ -220,7 +158,7 @@ impl Network {
 
     /// The nftables ruleset of [`NFT_TABLE`] (replaces any previous version atomically).
     pub fn nat_ruleset(&self) -> String {
-        let subnet = Ipv4Net { addr: self.config.subnet.network(), prefix_len: self.config.subnet.prefix_len };
+        let subnet = self.config.subnet;
         let br = &self.config.bridge;
         format!(
             "table ip {NFT_TABLE}\n\
@@ -383,11 +321,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subnets_and_tap_names() {
-        let net: Ipv4Net = "10.100.3.0/24".parse().unwrap();
-        assert_eq!(net.gateway(), Ipv4Addr::new(10, 100, 3, 1));
-        assert!("10.100.3.0/33".parse::<Ipv4Net>().is_err());
-        assert!("10.100.3.0".parse::<Ipv4Net>().is_err());
+    fn tap_names_fit_an_interface_name() {
         let id = InstanceId("0123abcd-0000-4000-8000-000000000000".parse().unwrap());
         assert_eq!(tap_name(id, 0), "tap-0123abcd0");
         assert!(tap_name(id, 15).len() <= 15);
@@ -395,7 +329,7 @@ mod tests {
 
     #[test]
     fn nat_ruleset_names_subnet_and_bridge() {
-        let n = Network::new(NetworkConfig::new("10.100.3.7/24".parse().unwrap()));
+        let n = Network::new(NetworkConfig::new("10.100.3.0/24".parse().unwrap()));
         let rules = n.nat_ruleset();
         assert!(rules.contains("ip saddr 10.100.3.0/24 oifname != \"cloudbr0\" masquerade"));
     }

@@ -146,7 +146,7 @@ fn persist_expiry(settings: &ReportSettings, expiry: SystemTime) {
     let text = serde_json::json!({ "expires_at_unix_ms": ms }).to_string();
     // Not synced: written every report, and only needed across agent restarts (after a power
     // cut the VMs it protects are gone too).
-    if let Err(err) = cloud_proto::fs::replace_atomic(&settings.lease_file, text.as_bytes(), 0o644) {
+    if let Err(err) = cloud_common::fs::replace_atomic(&settings.lease_file, text.as_bytes(), 0o644) {
         tracing::warn!(error = %err, file = %settings.lease_file.display(), "cannot record the lease expiry");
     }
 }

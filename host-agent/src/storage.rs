@@ -23,7 +23,6 @@ use vmm::config_drive::{self, Cidr, ConfigDriveError, ConfigDriveFormat, ConfigD
 use vmm::spec::{BaseImage, DiskFormat, DiskSpec};
 
 use crate::instances::DesiredInstance;
-use crate::network::Ipv4Net;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +178,8 @@ async fn format_ext4(path: &Path, size_bytes: u64) -> Result<(), StorageError> {
 }
 
 /// The config drive parameters of `desired`: its keys, user-data and one static network entry
-/// per NIC (gateway: the NIC's own, else the subnet's `.1`).
-pub fn config_drive_params(desired: &DesiredInstance, subnet: Ipv4Net) -> ConfigDriveParams {
+/// per NIC, with the address, prefix and gateway the control plane chose.
+pub fn config_drive_params(desired: &DesiredInstance) -> ConfigDriveParams {
     ConfigDriveParams {
         instance_id: desired.id.to_string(),
         hostname: desired.hostname.clone(),
@@ -191,8 +190,8 @@ pub fn config_drive_params(desired: &DesiredInstance, subnet: Ipv4Net) -> Config
             .iter()
             .map(|nic| NicNetwork {
                 mac: nic.mac,
-                addresses: vec![Cidr { addr: IpAddr::V4(nic.address.addr), prefix_len: nic.address.prefix_len }],
-                gateway: Some(IpAddr::V4(nic.gateway.unwrap_or_else(|| subnet.gateway()))),
+                addresses: vec![Cidr { addr: IpAddr::V4(nic.address.addr), prefix_len: nic.address.prefix }],
+                gateway: Some(IpAddr::V4(nic.gateway)),
                 nameservers: vec![],
             })
             .collect(),
@@ -200,12 +199,8 @@ pub fn config_drive_params(desired: &DesiredInstance, subnet: Ipv4Net) -> Config
 }
 
 /// Writes `cidata.img` for `desired` (atomically, via vmm's temp file + rename).
-pub async fn build_config_drive(
-    dir: &InstanceDir,
-    desired: &DesiredInstance,
-    subnet: Ipv4Net,
-) -> Result<(), StorageError> {
-    let params = config_drive_params(desired, subnet);
+pub async fn build_config_drive(dir: &InstanceDir, desired: &DesiredInstance) -> Result<(), StorageError> {
+    let params = config_drive_params(desired);
     config_drive::build(&params, ConfigDriveFormat::Vfat, &dir.config_drive()).await?;
     Ok(())
 }

@@ -25,6 +25,5 @@ pub mod cloud {
 
 pub use cloud::agent;
 
-pub mod fs;
 pub mod identity;
 pub mod join_token;

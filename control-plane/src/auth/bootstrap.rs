@@ -132,5 +132,5 @@ async fn write_token_file(dir: &Path, secret: &TokenSecret) -> Result<PathBuf, A
 
 fn write_private_file(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    cloud_proto::fs::write_atomic(path, contents, 0o600)
+    cloud_common::fs::write_atomic(path, contents, 0o600)
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::states::HostState;
-use crate::subnets::Ipv4Net;
+use cloud_common::net::Ipv4Net;
 
 /// A host as the control plane records it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -13,12 +13,11 @@
 
 pub mod grpc;
 pub mod pki;
-pub use crate::subnets;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::subnets::Ipv4Net;
+use cloud_common::net::Ipv4Net;
 use pki::{FleetCa, IssuedIdentity, PkiError};
 use serde::{Deserialize, Serialize};
 

@@ -153,7 +153,7 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
 }
 
 fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    cloud_proto::fs::write_atomic(path, contents.as_bytes(), mode)
+    cloud_common::fs::write_atomic(path, contents.as_bytes(), mode)
         .map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 

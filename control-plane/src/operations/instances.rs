@@ -107,7 +107,7 @@ fn agent_spec(s: &db::AgentSpecRow) -> Result<pb::InstanceSpec, StepError> {
         |what: &str| StepError::Fail { code: "internal", message: format!("instance {}: invalid {what}", s.id) };
     let nics = match (&s.mac, &s.address, &s.subnet) {
         (Some(mac), Some(address), Some(subnet)) => {
-            let subnet: crate::subnets::Ipv4Net = subnet.parse().map_err(|_| invalid("host subnet"))?;
+            let subnet: cloud_common::net::Ipv4Net = subnet.parse().map_err(|_| invalid("host subnet"))?;
             let gateway = subnet.nth(1).ok_or_else(|| invalid("host subnet"))?;
             vec![pb::NicSpec {
                 mac: mac.clone(),

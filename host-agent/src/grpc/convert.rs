@@ -79,12 +79,10 @@ pub fn desired_instance(spec: pb::InstanceSpec) -> Result<DesiredInstance, Statu
                     .address
                     .parse()
                     .map_err(|_| invalid(format!("nics[{i}].address {:?} is not an IPv4 CIDR", nic.address)))?,
-                gateway: match nic.gateway.as_str() {
-                    "" => None,
-                    gw => Some(
-                        gw.parse().map_err(|_| invalid(format!("nics[{i}].gateway {gw:?} is not an IPv4 address")))?,
-                    ),
-                },
+                gateway: nic
+                    .gateway
+                    .parse()
+                    .map_err(|_| invalid(format!("nics[{i}].gateway {:?} is not an IPv4 address", nic.gateway)))?,
             })
         })
         .collect::<Result<Vec<_>, Status>>()?;

@@ -180,7 +180,7 @@ async fn prepare_spec(
     let disks = storage::ensure_root_disk(&opts.qemu_img, dir, images.disk.as_deref(), desired.disk_bytes)
         .await
         .map_err(storage_err)?;
-    storage::build_config_drive(dir, desired, ctx.config.host_subnet).await.map_err(storage_err)?;
+    storage::build_config_drive(dir, desired).await.map_err(storage_err)?;
     let boot = match (desired.image.boot_mode, images.kernel) {
         (BootMode::DirectKernel, Some(kernel)) => {
             BootSpec::DirectKernel { kernel, initrd: images.initrd, cmdline: desired.image.kernel_cmdline.clone() }

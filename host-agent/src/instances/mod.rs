@@ -53,8 +53,9 @@ pub use snapshots::{SNAPSHOT_JSON, SnapshotId, SnapshotInfo};
 pub use vmm::snapshot::SnapshotKind;
 
 use crate::images::{ImageError, is_sha256_hex};
-use crate::network::{Ipv4Net, NetworkError};
+use crate::network::NetworkError;
 use crate::storage::StorageError;
+use cloud_common::net::Ipv4Interface;
 
 /// An instance's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -125,10 +126,9 @@ pub struct NicConfig {
     /// Guest MAC.
     pub mac: MacAddr,
     /// Address with prefix, e.g. `10.100.3.7/24`.
-    pub address: Ipv4Net,
-    /// Default gateway; `None` means the host subnet's `.1` (the bridge).
-    #[serde(default)]
-    pub gateway: Option<Ipv4Addr>,
+    pub address: Ipv4Interface,
+    /// Default gateway (the host bridge's address, as the control plane says).
+    pub gateway: Ipv4Addr,
 }
 
 /// What the control plane wants an instance to be.

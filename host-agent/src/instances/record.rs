@@ -39,7 +39,7 @@ pub(super) async fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(
     let persist = |source| InstanceError::Persist { path: path.to_owned(), source };
     let json = serde_json::to_vec_pretty(value).map_err(|e| persist(std::io::Error::other(e)))?;
     let target = path.to_owned();
-    tokio::task::spawn_blocking(move || cloud_proto::fs::write_atomic(&target, &json, 0o600))
+    tokio::task::spawn_blocking(move || cloud_common::fs::write_atomic(&target, &json, 0o600))
         .await
         .map_err(|e| persist(std::io::Error::other(e)))?
         .map_err(persist)

@@ -325,7 +325,7 @@ mod tests {
             nics: vec![NicConfig {
                 mac: "52:54:00:00:00:01".parse().unwrap(),
                 address: "10.0.0.2/24".parse().unwrap(),
-                gateway: None,
+                gateway: "10.0.0.1".parse().unwrap(),
             }],
             ssh_authorized_keys: vec![],
             user_data: None,

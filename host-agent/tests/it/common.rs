@@ -189,7 +189,7 @@ pub fn minimal_instance(host: &TestHost, key: &SshKey, hostname: &str, ip: &str)
         nics: vec![NicConfig {
             mac: "52:54:00:12:34:02".parse().unwrap(),
             address: format!("{ip}/24").parse().unwrap(),
-            gateway: None,
+            gateway: "10.100.3.1".parse().unwrap(),
         }],
         ssh_authorized_keys: vec![key.public.clone()],
         user_data: None,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use cloud_tests::layering::{cycles, module_graph};
 
-const CRATES: &[&str] = &["control-plane", "host-agent", "vmm", "cloudctl", "proto"];
+const CRATES: &[&str] = &["control-plane", "host-agent", "vmm", "cloudctl", "proto", "common"];
 /// What `control-plane/src/db/` must not refer to.
 const ABOVE_DB: &[&str] = &["http", "auth", "fleet", "scheduler", "operations", "config"];
 

@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn replaces_the_file_whole_with_the_mode_and_leaves_no_temporary_file() {
-        let dir = std::env::temp_dir().join(format!("cloud-proto-fs-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("cloud-common-fs-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secret");
         write_atomic(&path, b"first", 0o600).unwrap();
