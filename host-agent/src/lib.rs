@@ -17,6 +17,7 @@ pub mod instances;
 pub mod join;
 pub mod network;
 pub mod report;
+pub mod spec;
 pub mod storage;
 
 /// The agent's version, reported to the control plane.

@@ -27,7 +27,7 @@ use tokio::process::Command;
 
 pub use cloud_common::net::Ipv4Net;
 
-use crate::instances::InstanceId;
+use crate::spec::InstanceId;
 
 /// Prefix of every tap this agent creates.
 pub const TAP_PREFIX: &str = "tap-";

@@ -22,7 +22,7 @@ use vmm::InstanceDir;
 use vmm::config_drive::{self, Cidr, ConfigDriveError, ConfigDriveFormat, ConfigDriveParams, NicNetwork};
 use vmm::spec::{BaseImage, DiskFormat, DiskSpec};
 
-use crate::instances::DesiredInstance;
+use crate::spec::DesiredInstance;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]

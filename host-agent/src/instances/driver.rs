@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use vmm::spec::{Accel, BootSpec, NicSpec};
 use vmm::{InstanceDir, LaunchOptions, Vm, VmError, VmSpec};
 
-use super::runner::Ctx;
+use super::host::{DriverKind, Host, taps, vm_name};
 use super::snapshots::{self, SnapshotId, SnapshotRecord};
 use super::{BootMode, DesiredInstance, InstanceError, InstanceId, SnapshotKind};
 use crate::images::ImageError;
@@ -48,18 +48,18 @@ pub(super) enum Restored {
 pub(super) trait Driver: Send + Sync + std::fmt::Debug {
     /// Fetches what a new instance needs, before its directory exists (so an unknown or corrupt
     /// image leaves nothing behind).
-    fn resolve<'a>(&'a self, ctx: &'a Ctx, desired: &'a DesiredInstance) -> BoxFuture<'a, Result<(), InstanceError>>;
+    fn resolve<'a>(&'a self, ctx: &'a Host, desired: &'a DesiredInstance) -> BoxFuture<'a, Result<(), InstanceError>>;
     /// Prepares everything but the process, for an instance created stopped.
     fn prepare<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
     ) -> BoxFuture<'a, Result<(), InstanceError>>;
     /// Starts the VM: its handle, or `None` when there is no process to drive.
     fn launch<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
     ) -> BoxFuture<'a, Result<Option<Vm>, InstanceError>>;
@@ -70,7 +70,7 @@ pub(super) trait Driver: Send + Sync + std::fmt::Debug {
     /// Removes an instance's host resources: its process, taps and directory.
     fn destroy<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         id: InstanceId,
         dir: &'a InstanceDir,
     ) -> BoxFuture<'a, Result<(), InstanceError>>;
@@ -79,7 +79,7 @@ pub(super) trait Driver: Send + Sync + std::fmt::Debug {
     #[allow(clippy::too_many_arguments)]
     fn write_snapshot<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         vm: Option<&'a Vm>,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
@@ -90,7 +90,7 @@ pub(super) trait Driver: Send + Sync + std::fmt::Debug {
     /// Restores `snapshot` (at `location`) into the new instance directory `dir`.
     fn restore<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
         snapshot: &'a SnapshotRecord,
@@ -108,26 +108,6 @@ pub(super) fn for_kind(kind: &DriverKind) -> Box<dyn Driver> {
     }
 }
 
-/// Which VMM driver the manager uses.
-#[derive(Debug, Clone)]
-pub enum DriverKind {
-    /// Real VMs under QEMU (the default).
-    Qemu(LaunchOptions),
-    /// No VMM at all: scale simulations only (see the module docs). Never a default.
-    Simulated,
-}
-
-impl Default for DriverKind {
-    fn default() -> Self {
-        DriverKind::Qemu(LaunchOptions::default())
-    }
-}
-
-/// The taps of `desired`, in NIC order.
-pub(super) fn taps(desired: &DesiredInstance) -> Vec<String> {
-    (0..desired.nics.len()).map(|i| tap_name(desired.id, i)).collect()
-}
-
 /// The image files of an instance in the cache.
 pub(super) struct Resolved {
     kernel: Option<PathBuf>,
@@ -136,7 +116,7 @@ pub(super) struct Resolved {
 }
 
 /// Fetches (or finds in the cache) every image file of `desired`.
-pub(super) async fn resolve_images(ctx: &Ctx, desired: &DesiredInstance) -> Result<Resolved, InstanceError> {
+pub(super) async fn resolve_images(ctx: &Host, desired: &DesiredInstance) -> Result<Resolved, InstanceError> {
     let img = &desired.image;
     let fetch = |sha: Option<String>, size: Option<u64>| async move {
         match sha {
@@ -153,22 +133,17 @@ pub(super) async fn resolve_images(ctx: &Ctx, desired: &DesiredInstance) -> Resu
 }
 
 /// Creates the taps of `desired` on the bridge (before QEMU opens them). Idempotent.
-pub(super) async fn ensure_taps(ctx: &Ctx, desired: &DesiredInstance) -> Result<(), InstanceError> {
+pub(super) async fn ensure_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
     for tap in taps(desired) {
         ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
     }
     Ok(())
 }
 
-/// The VM name on QEMU's command line: `i-<uuid without dashes>`.
-pub(super) fn vm_name(id: InstanceId) -> String {
-    format!("i-{}", id.0.simple())
-}
-
 /// Fetches images, creates taps, disks and the config drive: everything but the process.
 /// Idempotent. Returns the spec to launch.
 async fn prepare_spec(
-    ctx: &Ctx,
+    ctx: &Host,
     opts: &LaunchOptions,
     dir: &InstanceDir,
     desired: &DesiredInstance,
@@ -220,13 +195,13 @@ struct Qemu {
 }
 
 impl Driver for Qemu {
-    fn resolve<'a>(&'a self, ctx: &'a Ctx, desired: &'a DesiredInstance) -> BoxFuture<'a, Result<(), InstanceError>> {
+    fn resolve<'a>(&'a self, ctx: &'a Host, desired: &'a DesiredInstance) -> BoxFuture<'a, Result<(), InstanceError>> {
         Box::pin(async move { resolve_images(ctx, desired).await.map(drop) })
     }
 
     fn prepare<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
     ) -> BoxFuture<'a, Result<(), InstanceError>> {
@@ -235,7 +210,7 @@ impl Driver for Qemu {
 
     fn launch<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
     ) -> BoxFuture<'a, Result<Option<Vm>, InstanceError>> {
@@ -266,7 +241,7 @@ impl Driver for Qemu {
 
     fn destroy<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         id: InstanceId,
         dir: &'a InstanceDir,
     ) -> BoxFuture<'a, Result<(), InstanceError>> {
@@ -287,7 +262,7 @@ impl Driver for Qemu {
 
     fn write_snapshot<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         vm: Option<&'a Vm>,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
@@ -317,7 +292,7 @@ impl Driver for Qemu {
 
     fn restore<'a>(
         &'a self,
-        ctx: &'a Ctx,
+        ctx: &'a Host,
         dir: &'a InstanceDir,
         desired: &'a DesiredInstance,
         snapshot: &'a SnapshotRecord,
@@ -348,13 +323,13 @@ impl Driver for Qemu {
 struct Simulated;
 
 impl Driver for Simulated {
-    fn resolve<'a>(&'a self, _: &'a Ctx, _: &'a DesiredInstance) -> BoxFuture<'a, Result<(), InstanceError>> {
+    fn resolve<'a>(&'a self, _: &'a Host, _: &'a DesiredInstance) -> BoxFuture<'a, Result<(), InstanceError>> {
         Box::pin(async { Ok(()) })
     }
 
     fn prepare<'a>(
         &'a self,
-        _: &'a Ctx,
+        _: &'a Host,
         _: &'a InstanceDir,
         _: &'a DesiredInstance,
     ) -> BoxFuture<'a, Result<(), InstanceError>> {
@@ -363,7 +338,7 @@ impl Driver for Simulated {
 
     fn launch<'a>(
         &'a self,
-        _: &'a Ctx,
+        _: &'a Host,
         _: &'a InstanceDir,
         _: &'a DesiredInstance,
     ) -> BoxFuture<'a, Result<Option<Vm>, InstanceError>> {
@@ -380,7 +355,7 @@ impl Driver for Simulated {
 
     fn destroy<'a>(
         &'a self,
-        _: &'a Ctx,
+        _: &'a Host,
         _: InstanceId,
         dir: &'a InstanceDir,
     ) -> BoxFuture<'a, Result<(), InstanceError>> {
@@ -389,7 +364,7 @@ impl Driver for Simulated {
 
     fn write_snapshot<'a>(
         &'a self,
-        _: &'a Ctx,
+        _: &'a Host,
         _: Option<&'a Vm>,
         _: &'a InstanceDir,
         _: &'a DesiredInstance,
@@ -407,7 +382,7 @@ impl Driver for Simulated {
 
     fn restore<'a>(
         &'a self,
-        _: &'a Ctx,
+        _: &'a Host,
         _: &'a InstanceDir,
         _: &'a DesiredInstance,
         _: &'a SnapshotRecord,

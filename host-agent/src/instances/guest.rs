@@ -30,8 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use vmm::host_keys::HostKeyScanner;
 
-use super::runner::Request;
-
 /// How often the SSH port is probed until it answers, and `console.log` read.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How often `console.log` is read once the guest is ready.
@@ -43,7 +41,15 @@ const BANNER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long after its SSH port answers a guest that published no host keys is declared ready.
 pub const HOST_KEY_GRACE: Duration = Duration::from_secs(120);
 
-/// What the watch tells the runner.
+/// What the watch tells the runner, about one boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct GuestReport {
+    /// The boot it is about (the watch's [`Watch::boot`]).
+    pub boot: u64,
+    pub event: GuestEvent,
+}
+
+/// What the watch learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum GuestEvent {
     /// The guest printed this host-key block (`<type> <base64>` each).
@@ -54,7 +60,7 @@ pub(super) enum GuestEvent {
 
 /// Where and how to watch one boot.
 #[derive(Debug)]
-pub(super) struct Watch {
+pub(super) struct Watch<R> {
     /// The boot this watch belongs to (the runner's counter).
     pub boot: u64,
     /// The guest's SSH address, if it has a NIC.
@@ -68,8 +74,9 @@ pub(super) struct Watch {
     /// Read `console.log` from its start (a VM found running: its keys may be printed already),
     /// else only what the guest prints from now on.
     pub from_start: bool,
-    /// The runner's requests (weak: the watch never keeps a deleted runner alive).
-    pub runner: mpsc::WeakSender<Request>,
+    /// The runner's mailbox, which takes [`GuestReport`]s (weak: the watch never keeps a
+    /// deleted runner alive).
+    pub runner: mpsc::WeakSender<R>,
 }
 
 /// Follows a growing file from an offset (back to its start when it was truncated).
@@ -107,7 +114,7 @@ impl Follow {
 
 /// Runs a watch until its runner is gone, or it reported readiness and the guest has no console
 /// left to read.
-pub(super) async fn watch(w: Watch) {
+pub(super) async fn watch<R: From<GuestReport>>(w: Watch<R>) {
     let mut console = Follow::new(w.console_log.clone(), w.from_start).await;
     let mut scanner = HostKeyScanner::default();
     let mut keys_this_boot = false;
@@ -155,9 +162,9 @@ pub(super) async fn watch(w: Watch) {
 }
 
 /// Sends an event to the runner; false when the runner is gone.
-async fn send(w: &Watch, event: GuestEvent) -> bool {
+async fn send<R: From<GuestReport>>(w: &Watch<R>, event: GuestEvent) -> bool {
     let Some(tx) = w.runner.upgrade() else { return false };
-    tx.send(Request::Guest { boot: w.boot, event }).await.is_ok()
+    tx.send(R::from(GuestReport { boot: w.boot, event })).await.is_ok()
 }
 
 /// True when `addr` accepts a connection and greets with an SSH identification line.
@@ -243,7 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("console.log");
         std::fs::write(&log, b"an earlier boot's output\n").unwrap();
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
         let addr = server(b"SSH-2.0-test\r\n").await;
         let w = Watch {
             boot: 7,
@@ -262,11 +269,11 @@ mod tests {
         let block = format!("{}\r\n{key} root@x\r\n{}\r\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         std::io::Write::write_all(&mut f, block.as_bytes()).unwrap();
-        let Some(Request::Guest { boot: 7, event: GuestEvent::HostKeys(keys) }) = rx.recv().await else {
+        let Some(GuestReport { boot: 7, event: GuestEvent::HostKeys(keys) }) = rx.recv().await else {
             panic!("expected the host keys first")
         };
         assert_eq!(keys, vec![key.to_owned()]);
-        let Some(Request::Guest { boot: 7, event: GuestEvent::Reachable(_) }) = rx.recv().await else {
+        let Some(GuestReport { boot: 7, event: GuestEvent::Reachable(_) }) = rx.recv().await else {
             panic!("expected reachable")
         };
         drop(rx);
@@ -281,7 +288,7 @@ mod tests {
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1";
         let block = format!("{}\n{key}\n{}\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
         std::fs::write(&log, block).unwrap();
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
         let w = Watch {
             boot: 1,
             ssh: None,
@@ -292,7 +299,7 @@ mod tests {
             runner: tx.downgrade(),
         };
         let _task = tokio::spawn(watch(w));
-        let Some(Request::Guest { event: GuestEvent::HostKeys(keys), .. }) = rx.recv().await else { panic!() };
+        let Some(GuestReport { event: GuestEvent::HostKeys(keys), .. }) = rx.recv().await else { panic!() };
         assert_eq!(keys, vec![key.to_owned()]);
     }
 }

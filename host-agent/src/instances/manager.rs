@@ -13,66 +13,19 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use vmm::InstanceDir;
 
-use super::driver::{self, DriverKind};
+use super::driver;
+use super::host::{Host, ManagerConfig};
 use super::record::{self, AGENT_JSON, CREATING_MARKER};
-use super::runner::{self, Ctx, DEFAULT_STOP_TIMEOUT, Request, Runner, RunnerHandle};
+use super::runner::{self, Ctx, Request, Runner, RunnerHandle};
 use super::snapshots::{SnapshotId, SnapshotInfo};
 use super::{
     DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, ManagerError, PowerState, SnapshotKind,
 };
-use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache};
-use crate::network::{Ipv4Net, Network, NetworkConfig};
+use crate::images::{BlobSource, ImageCache};
+use crate::network::{Network, NetworkConfig};
 
 /// How much scrollback a new console viewer gets from `console.log`.
 pub const CONSOLE_SCROLLBACK_BYTES: u64 = 64 * 1024;
-
-/// The manager's configuration.
-#[derive(Debug, Clone)]
-pub struct ManagerConfig {
-    /// One directory per instance (default `/var/lib/cloud-agent/instances`).
-    pub instances_dir: PathBuf,
-    /// The content-addressed image cache (default `/var/lib/cloud-agent/images`).
-    pub images_dir: PathBuf,
-    /// The local snapshot store, one directory per snapshot, outside the instance directories
-    /// so snapshots outlive their instance (default `/var/lib/cloud-agent/snapshots`).
-    pub snapshots_dir: PathBuf,
-    /// Largest image blob accepted (default 20 GiB).
-    pub max_image_bytes: u64,
-    /// Host bridge (default `cloudbr0`).
-    pub bridge: String,
-    /// The host's instance /24; the bridge gets its `.1`.
-    pub host_subnet: Ipv4Net,
-    /// Install the egress NAT table (default true).
-    pub nat: bool,
-    /// Set `net.ipv4.ip_forward=1` at start (default false: a host-wide setting).
-    pub enable_ip_forward: bool,
-    /// VMM driver (default QEMU; [`DriverKind::Simulated`] only for scale simulations).
-    pub driver: DriverKind,
-    /// Run network commands, QEMU and tunnels in this network namespace (tests). Default
-    /// `None`: start the agent itself with `ip netns exec NS` instead.
-    pub netns: Option<String>,
-    /// How long a stop waits for the guest before forcing (default 30 s).
-    pub stop_timeout: Duration,
-}
-
-impl ManagerConfig {
-    /// Defaults for a host with `host_subnet`.
-    pub fn new(host_subnet: Ipv4Net) -> ManagerConfig {
-        ManagerConfig {
-            instances_dir: "/var/lib/cloud-agent/instances".into(),
-            images_dir: "/var/lib/cloud-agent/images".into(),
-            snapshots_dir: "/var/lib/cloud-agent/snapshots".into(),
-            max_image_bytes: DEFAULT_MAX_BLOB_BYTES,
-            bridge: "cloudbr0".into(),
-            host_subnet,
-            nat: true,
-            enable_ip_forward: false,
-            driver: DriverKind::default(),
-            netns: None,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
-        }
-    }
-}
 
 /// Resources of the instances that exist on this host (any state but deleted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,10 +96,7 @@ impl InstanceManager {
         let images = ImageCache::new(config.images_dir.clone(), config.max_image_bytes);
         let ctx = Arc::new(Ctx {
             driver: driver::for_kind(&config.driver),
-            config,
-            network,
-            images,
-            blob_source,
+            host: Host { config, network, images, blob_source },
             events,
             guest_news: Default::default(),
         });
@@ -174,7 +124,7 @@ impl InstanceManager {
                 Err(e) => tracing::warn!(%id, error = %format!("{e:#}"), "unreadable agent.json; leaving it"),
             }
         }
-        let owned: HashSet<String> = found.iter().flat_map(|(_, r)| driver::taps(&r.desired)).collect();
+        let owned: HashSet<String> = found.iter().flat_map(|(_, r)| super::host::taps(&r.desired)).collect();
         let recovered =
             futures::future::join_all(found.into_iter().map(|(dir, record)| Runner::recover(ctx.clone(), dir, record)))
                 .await;

@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,25 +18,36 @@ use vmm::{InstanceDir, Vm, VmStatus};
 
 use super::driver::{Attached, Driver, Restored};
 use super::guest::{self, GuestEvent};
-use super::manager::ManagerConfig;
+use super::host::Host;
 use super::record::{AgentRecord, CREATING_MARKER, write_record};
 use super::snapshots::{self, SnapshotId, SnapshotInfo};
 use super::{DesiredInstance, InstanceError, InstanceId, InstanceState, InstanceStatus, PowerState, SnapshotKind};
-use crate::images::{BlobSource, ImageCache};
-use crate::network::Network;
 
-/// What every runner shares.
+/// What every runner shares: the host's resources, and the runners' own channels and driver.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    pub config: ManagerConfig,
-    pub network: Network,
-    pub images: ImageCache,
-    pub blob_source: Arc<dyn BlobSource>,
+    pub host: Host,
     pub events: broadcast::Sender<InstanceStatus>,
     /// Notified when a guest became reachable or published host keys (reported early).
     pub guest_news: tokio::sync::Notify,
     /// What runs the VMs (from `config.driver`).
     pub driver: Box<dyn Driver>,
+}
+
+/// A runner reaches the host's resources through its context (`ctx.config`, `ctx.images`).
+impl std::ops::Deref for Ctx {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+/// A guest watch's report arrives in the runner's mailbox.
+impl From<guest::GuestReport> for Request {
+    fn from(report: guest::GuestReport) -> Self {
+        Request::Guest { boot: report.boot, event: report.event }
+    }
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, InstanceError>>;
@@ -572,7 +582,10 @@ impl Runner {
         self.set_state(InstanceState::Snapshotting, None).await;
         // Held outside `self` while vmm works, so the state can be published meanwhile.
         let vm = if live { self.vm.take() } else { None };
-        let result = snapshots::take(&self.ctx, vm.as_ref(), &self.dir, &desired, snapshot, kind).await;
+        let (ctx, dir) = (&self.ctx, &self.dir);
+        let write =
+            async |dest: &Path| ctx.driver.write_snapshot(ctx, vm.as_ref(), dir, &desired, dest, snapshot, kind).await;
+        let result = snapshots::take(ctx, &desired, snapshot, kind, write).await;
         if live {
             self.vm = vm;
         }
@@ -762,6 +775,3 @@ fn failure_reason(e: &InstanceError) -> String {
         other => other.to_string(),
     }
 }
-
-/// How long [`Runner::shutdown`] waits by default before forcing.
-pub(super) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);

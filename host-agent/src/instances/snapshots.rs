@@ -31,8 +31,7 @@ use uuid::Uuid;
 use vmm::snapshot::{RestoreParams, SnapshotKind};
 use vmm::{InstanceDir, Vm};
 
-use super::driver;
-use super::runner::Ctx;
+use super::host::{Host, taps, vm_name};
 use super::{DesiredInstance, InstanceError, InstanceId};
 
 /// The agent's record file in a snapshot directory.
@@ -101,7 +100,7 @@ impl SnapshotRecord {
 }
 
 /// The directory of snapshot `id` in the local store.
-pub(super) fn location(ctx: &Ctx, id: SnapshotId) -> PathBuf {
+pub(super) fn location(ctx: &Host, id: SnapshotId) -> PathBuf {
     ctx.config.snapshots_dir.join(id.to_string())
 }
 
@@ -128,7 +127,7 @@ async fn write_record(dir: &Path, record: &SnapshotRecord) -> Result<(), Instanc
 
 /// The existing complete snapshot `id`, checked to be of `instance` and `kind`.
 pub(super) async fn existing(
-    ctx: &Ctx,
+    ctx: &Host,
     instance: InstanceId,
     id: SnapshotId,
     kind: SnapshotKind,
@@ -143,16 +142,16 @@ pub(super) async fn existing(
     Ok(Some(record.info(&dir)))
 }
 
-/// Takes snapshot `id` of `desired`'s instance: of the running (or paused) `vm`, or of the
-/// stopped instance's disks when `vm` is `None`. Leftovers of an earlier attempt are removed
-/// first; a failure removes what it wrote.
+/// Takes snapshot `id` of `desired`'s instance: `write` puts the files into the directory it is
+/// given (the driver's part: of the running VM, or of a stopped instance's disks), and this
+/// records them. Leftovers of an earlier attempt are removed first; a failure removes what it
+/// wrote.
 pub(super) async fn take(
-    ctx: &Ctx,
-    vm: Option<&Vm>,
-    dir: &InstanceDir,
+    ctx: &Host,
     desired: &DesiredInstance,
     id: SnapshotId,
     kind: SnapshotKind,
+    write: impl AsyncFnOnce(&Path) -> Result<(), InstanceError>,
 ) -> Result<SnapshotInfo, InstanceError> {
     let instance = desired.id;
     let dest = location(ctx, id);
@@ -162,7 +161,7 @@ pub(super) async fn take(
         Err(source) => return Err(InstanceError::Persist { path: dest, source }),
     }
     tokio::fs::create_dir_all(&ctx.config.snapshots_dir).await.map_err(persist_err(&ctx.config.snapshots_dir))?;
-    let result = ctx.driver.write_snapshot(ctx, vm, dir, desired, &dest, id, kind).await;
+    let result = write(&dest).await;
     let result = match result {
         Ok(()) => complete(&dest, id, kind, desired).await,
         Err(e) => Err(e),
@@ -199,7 +198,7 @@ async fn complete(
 }
 
 /// The complete snapshot at `location`, which must be a snapshot directory in the local store.
-pub(super) async fn open(ctx: &Ctx, instance: InstanceId, location: &Path) -> Result<SnapshotRecord, InstanceError> {
+pub(super) async fn open(ctx: &Host, instance: InstanceId, location: &Path) -> Result<SnapshotRecord, InstanceError> {
     let invalid = |reason: String| InstanceError::InvalidSpec { id: instance, reason };
     let store = tokio::fs::canonicalize(&ctx.config.snapshots_dir).await.ok();
     let canonical = tokio::fs::canonicalize(location).await.ok();
@@ -255,7 +254,7 @@ pub(super) fn check_restorable(snapshot: &SnapshotRecord, desired: &DesiredInsta
 /// Restores a full snapshot into the instance directory `dir` for `desired` (its taps exist):
 /// vmm's restore, resumed.
 pub(super) async fn restore_full(
-    ctx: &Ctx,
+    ctx: &Host,
     opts: &vmm::LaunchOptions,
     dir: &InstanceDir,
     desired: &DesiredInstance,
@@ -265,8 +264,8 @@ pub(super) async fn restore_full(
     let instance = desired.id;
     let params = RestoreParams {
         dir: dir.clone(),
-        name: Some(driver::vm_name(instance)),
-        taps: Some(driver::taps(desired)),
+        name: Some(vm_name(instance)),
+        taps: Some(taps(desired)),
         netns: Some(ctx.config.netns.clone()),
         resume: true,
     };

@@ -1,0 +1,98 @@
+//! The host's side of every instance: the manager's configuration, which driver runs the VMs,
+//! the host resources drivers and snapshots use ([`Host`]), and how VMs and taps are named.
+//! Below the runners and the drivers, so both can use it without knowing each other.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vmm::LaunchOptions;
+
+use super::{DesiredInstance, InstanceId};
+use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache};
+use crate::network::{Ipv4Net, Network, tap_name};
+
+/// How long a stop waits for the guest by default before forcing.
+pub(super) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The manager's configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// One directory per instance (default `/var/lib/cloud-agent/instances`).
+    pub instances_dir: PathBuf,
+    /// The content-addressed image cache (default `/var/lib/cloud-agent/images`).
+    pub images_dir: PathBuf,
+    /// The local snapshot store, one directory per snapshot, outside the instance directories
+    /// so snapshots outlive their instance (default `/var/lib/cloud-agent/snapshots`).
+    pub snapshots_dir: PathBuf,
+    /// Largest image blob accepted (default 20 GiB).
+    pub max_image_bytes: u64,
+    /// Host bridge (default `cloudbr0`).
+    pub bridge: String,
+    /// The host's instance /24; the bridge gets its `.1`.
+    pub host_subnet: Ipv4Net,
+    /// Install the egress NAT table (default true).
+    pub nat: bool,
+    /// Set `net.ipv4.ip_forward=1` at start (default false: a host-wide setting).
+    pub enable_ip_forward: bool,
+    /// VMM driver (default QEMU; [`DriverKind::Simulated`] only for scale simulations).
+    pub driver: DriverKind,
+    /// Run network commands, QEMU and tunnels in this network namespace (tests). Default
+    /// `None`: start the agent itself with `ip netns exec NS` instead.
+    pub netns: Option<String>,
+    /// How long a stop waits for the guest before forcing (default 30 s).
+    pub stop_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults for a host with `host_subnet`.
+    pub fn new(host_subnet: Ipv4Net) -> ManagerConfig {
+        ManagerConfig {
+            instances_dir: "/var/lib/cloud-agent/instances".into(),
+            images_dir: "/var/lib/cloud-agent/images".into(),
+            snapshots_dir: "/var/lib/cloud-agent/snapshots".into(),
+            max_image_bytes: DEFAULT_MAX_BLOB_BYTES,
+            bridge: "cloudbr0".into(),
+            host_subnet,
+            nat: true,
+            enable_ip_forward: false,
+            driver: DriverKind::default(),
+            netns: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        }
+    }
+}
+
+/// Which VMM driver the manager uses.
+#[derive(Debug, Clone)]
+pub enum DriverKind {
+    /// Real VMs under QEMU (the default).
+    Qemu(LaunchOptions),
+    /// No VMM at all: scale simulations only (see the module docs). Never a default.
+    Simulated,
+}
+
+impl Default for DriverKind {
+    fn default() -> Self {
+        DriverKind::Qemu(LaunchOptions::default())
+    }
+}
+
+/// The host resources instances use: configuration, network, image cache.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub config: ManagerConfig,
+    pub network: Network,
+    pub images: ImageCache,
+    pub blob_source: Arc<dyn BlobSource>,
+}
+
+/// The taps of `desired`, in NIC order.
+pub(super) fn taps(desired: &DesiredInstance) -> Vec<String> {
+    (0..desired.nics.len()).map(|i| tap_name(desired.id, i)).collect()
+}
+
+/// The VM name on QEMU's command line: `i-<uuid without dashes>`.
+pub(super) fn vm_name(id: InstanceId) -> String {
+    format!("i-{}", id.0.simple())
+}
