@@ -17,6 +17,8 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+say "cargo doc (broken links and markup in doc comments are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 say "guest images: minimal and debian-12 (cached; rebuilt only when their inputs change)"
 deploy/images/build-minimal.sh

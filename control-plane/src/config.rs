@@ -165,7 +165,7 @@ pub struct Overrides {
     /// State directory [default: /var/lib/cloud as root].
     #[arg(long, env = "CLOUD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The API's URL as clients see it [default: http://<listen>].
+    /// The API's URL as clients see it [default: http:// and the --listen address].
     #[arg(long, env = "CLOUD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
     /// The API's TLS certificate chain (PEM); with --tls-key-file the API serves HTTPS.
@@ -192,7 +192,7 @@ pub struct Overrides {
     /// Address of the gRPC service for host agents [default: 127.0.0.1:7443].
     #[arg(long, env = "CLOUD_FLEET_GRPC_LISTEN", value_name = "ADDR")]
     pub fleet_grpc_listen: Option<SocketAddr>,
-    /// The gRPC URL handed to agents [default: https://<fleet-grpc-listen>].
+    /// The gRPC URL handed to agents [default: https:// and the --fleet-grpc-listen address].
     #[arg(long, env = "CLOUD_FLEET_GRPC_URL", value_name = "URL")]
     pub fleet_grpc_url: Option<String>,
     /// Pool of instance subnets; each host gets a /24 [default: 10.100.0.0/16].

@@ -110,7 +110,7 @@ pub struct Overrides {
     /// Address of the agent's gRPC server [default: 0.0.0.0:7444].
     #[arg(long, env = "CLOUD_AGENT_LISTEN", value_name = "ADDR", global = true)]
     pub listen: Option<SocketAddr>,
-    /// URL the control plane uses to reach this agent [default: https://<listen> unless it is 0.0.0.0].
+    /// URL the control plane uses to reach this agent [default: https://ADDR, ADDR being --listen, unless it is 0.0.0.0].
     #[arg(long, env = "CLOUD_AGENT_ADVERTISE_URL", value_name = "URL", global = true)]
     pub advertise_url: Option<String>,
     /// Milliseconds between reports to the control plane [default: 2000].

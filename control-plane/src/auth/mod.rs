@@ -21,7 +21,7 @@
 //!
 //! ## The first start
 //! [`bootstrap`] creates the `admin` operator, the `default` project and a token written to
-//! `<data_dir>/admin-token` (mode 0600), once per database; see [`bootstrap`](mod@bootstrap).
+//! `<data_dir>/admin-token` (mode 0600), once per database; see `auth::bootstrap`.
 
 mod bootstrap;
 mod caller;

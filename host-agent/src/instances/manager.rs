@@ -44,7 +44,7 @@ pub struct CapacityUsed {
 /// Dropping it detaches the viewer; others are unaffected.
 #[derive(Debug)]
 pub struct ConsoleSession {
-    /// The tail of `console.log` (up to [`CONSOLE_SCROLLBACK_BYTES`]) when the viewer attached.
+    /// The tail of `console.log` (up to `CONSOLE_SCROLLBACK_BYTES`, 64 KiB) when the viewer attached.
     pub scrollback: Vec<u8>,
     /// Live output. `Lagged` means this viewer was too slow and missed some bytes.
     pub output: broadcast::Receiver<Vec<u8>>,
