@@ -1,14 +1,20 @@
 //! What the agent learns from a running guest: when it becomes reachable, and its SSH host keys.
 //!
 //! One watch task per boot of a VM (started with the console pump, aborted when the VM stops or
-//! is reset). It follows `console.log` (QEMU writes every byte of the serial console there, so
-//! nothing is lost however busy the host is) for the host-key block the guest prints
-//! ([`vmm::host_keys`]), and probes the guest's SSH port from the host until it answers with an
-//! SSH banner. It reports both to the instance's runner, tagged with the boot they belong to, so
-//! a late event of an earlier boot is ignored.
+//! is reset). It reads the serial console as the pump receives it from `serial.sock` (the pump
+//! waits for the watch, so nothing is lost however busy the host is) for the host-key block the
+//! guest prints ([`vmm::host_keys`]), and probes the guest's SSH port from the host until it
+//! answers with an SSH banner. It reports both to the instance's runner, tagged with the boot
+//! they belong to, so a late event of an earlier boot is ignored.
+//!
+//! Not `console.log`: QEMU logs a byte the socket refused for now (its buffer full while the
+//! pump lags) and logs it again when it is sent, so under load the log repeats characters, and a
+//! key line with one repeated character is no key. The socket's stream has every byte once. The
+//! log is read only for a VM found running, whose keys may have been printed while the agent was
+//! away (when nothing reads the socket, QEMU logs each byte once).
 //!
 //! ```text
-//!   console.log ──▶ host-key block ──────────────────────────▶ GuestEvent::HostKeys
+//!   serial.sock ─pump─▶ host-key block ──────────────────────▶ GuestEvent::HostKeys
 //!   probe guest:22 every 250 ms ──▶ "SSH-…" banner ─┐
 //!                                                    ├─ keys known (this boot or before),
 //!                                                    │  or HOST_KEY_GRACE after the banner
@@ -40,6 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const BANNER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long after its SSH port answers a guest that published no host keys is declared ready.
 pub const HOST_KEY_GRACE: Duration = Duration::from_secs(120);
+/// Chunks of console output (up to 4 KiB each) the pump may queue for a watch before it waits.
+pub(super) const CONSOLE_BACKLOG: usize = 1024;
 
 /// What the watch tells the runner, about one boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +77,12 @@ pub(super) struct Watch<R> {
     pub netns: Option<String>,
     /// Whether host keys are known from an earlier boot.
     pub keys_known: bool,
+    /// What the console pump reads from the guest's serial console, from now on.
+    pub console: mpsc::Receiver<Vec<u8>>,
     /// The VM's `console.log`.
     pub console_log: PathBuf,
-    /// Read `console.log` from its start (a VM found running: its keys may be printed already),
-    /// else only what the guest prints from now on.
+    /// Also read `console.log` from its start first (a VM found running: its keys may have been
+    /// printed while the agent was away).
     pub from_start: bool,
     /// The runner's mailbox, which takes [`GuestReport`]s (weak: the watch never keeps a
     /// deleted runner alive).
@@ -114,10 +124,26 @@ impl Follow {
 
 /// Runs a watch until its runner is gone, or it reported readiness and the guest has no console
 /// left to read.
-pub(super) async fn watch<R: From<GuestReport>>(w: Watch<R>) {
-    let mut console = Follow::new(w.console_log.clone(), w.from_start).await;
+pub(super) async fn watch<R: From<GuestReport>>(mut w: Watch<R>) {
     let mut scanner = HostKeyScanner::default();
     let mut keys_this_boot = false;
+    if w.from_start {
+        let mut log = Follow::new(w.console_log.clone(), true).await;
+        loop {
+            let data = log.read_new().await;
+            if data.is_empty() {
+                break;
+            }
+            for keys in scanner.feed(&data) {
+                keys_this_boot = true;
+                if !send(&w, GuestEvent::HostKeys(keys)).await {
+                    return;
+                }
+            }
+        }
+        // What follows comes from the pump; a line the log left open does not continue there.
+        scanner = HostKeyScanner::default();
+    }
     let mut banner_at: Option<(Instant, DateTime<Utc>)> = None;
     let mut reported = false;
     loop {
@@ -131,11 +157,7 @@ pub(super) async fn watch<R: From<GuestReport>>(w: Watch<R>) {
             banner_at = Some((Instant::now(), Utc::now()));
         }
         // Read the console after the probe, so keys printed before the banner count.
-        loop {
-            let data = console.read_new().await;
-            if data.is_empty() {
-                break;
-            }
+        while let Ok(data) = w.console.try_recv() {
             for keys in scanner.feed(&data) {
                 keys_this_boot = true;
                 if !send(&w, GuestEvent::HostKeys(keys)).await {
@@ -246,17 +268,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reports_keys_then_reachable_for_its_boot() {
+    async fn reports_keys_from_the_pump_then_reachable_for_its_boot_and_ignores_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("console.log");
-        std::fs::write(&log, b"an earlier boot's output\n").unwrap();
+        let old = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC1v9DbrFkiMgsAZDA3xJ2lrpfau5HJBKxrxaRX3JKFk";
+        let earlier = format!("{}\n{old}\n{}\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
+        std::fs::write(&log, earlier).unwrap();
         let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
+        let (console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
         let addr = server(b"SSH-2.0-test\r\n").await;
         let w = Watch {
             boot: 7,
             ssh: Some(addr),
             netns: None,
             keys_known: false,
+            console,
             console_log: log.clone(),
             from_start: false,
             runner: tx.downgrade(),
@@ -267,8 +293,10 @@ mod tests {
         assert!(quiet.is_err(), "reported before the host keys: {quiet:?}");
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMo2cAuH0peQsTXfAvGoo5dpu6+bo5V0EOLqa4W2aD1";
         let block = format!("{}\r\n{key} root@x\r\n{}\r\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        std::io::Write::write_all(&mut f, block.as_bytes()).unwrap();
+        // In two chunks, cut inside the key, as the pump may read it.
+        let (a, b) = block.split_at(block.len() / 2);
+        console_tx.send(a.as_bytes().to_vec()).await.unwrap();
+        console_tx.send(b.as_bytes().to_vec()).await.unwrap();
         let Some(GuestReport { boot: 7, event: GuestEvent::HostKeys(keys) }) = rx.recv().await else {
             panic!("expected the host keys first")
         };
@@ -289,11 +317,13 @@ mod tests {
         let block = format!("{}\n{key}\n{}\n", vmm::host_keys::BEGIN_MARKER, vmm::host_keys::END_MARKER);
         std::fs::write(&log, block).unwrap();
         let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
+        let (_console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
         let w = Watch {
             boot: 1,
             ssh: None,
             netns: None,
             keys_known: false,
+            console,
             console_log: log,
             from_start: true,
             runner: tx.downgrade(),

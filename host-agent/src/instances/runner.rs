@@ -106,7 +106,12 @@ pub(super) struct Shared {
     pub console_out: broadcast::Sender<Vec<u8>>,
     pub console_in: mpsc::Sender<Vec<u8>>,
     console_in_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>>,
+    /// Where the console pump also sends what it reads: the current boot's guest watch.
+    console_tap: ConsoleTap,
 }
+
+/// The guest watch's feed of console output, replaced at every boot.
+type ConsoleTap = Arc<Mutex<Option<mpsc::Sender<Vec<u8>>>>>;
 
 impl Shared {
     fn new(record: &AgentRecord) -> Shared {
@@ -118,6 +123,7 @@ impl Shared {
             console_out,
             console_in,
             console_in_rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            console_tap: Arc::default(),
         }
     }
 
@@ -707,11 +713,14 @@ impl Runner {
         let Some(me) = self.me.clone() else { return };
         self.boot += 1;
         let ssh = self.record.desired.nics.first().map(|nic| SocketAddr::from((nic.address.addr, 22)));
+        let (tap, console) = mpsc::channel(guest::CONSOLE_BACKLOG);
+        *self.shared.console_tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);
         let w = guest::Watch {
             boot: self.boot,
             ssh,
             netns: self.ctx.config.netns.clone(),
             keys_known: !self.record.ssh_host_keys.is_empty(),
+            console,
             console_log: self.dir.console_log(),
             from_start,
             runner: me,
@@ -729,18 +738,23 @@ impl Runner {
         let socket = self.dir.serial_socket();
         let out = self.shared.console_out.clone();
         let input = self.shared.console_in_rx.clone();
+        let tap = self.shared.console_tap.clone();
         let id = self.id;
         self.pump = Some(tokio::spawn(async move {
-            if let Err(e) = pump_console(&socket, out, input).await {
+            if let Err(e) = pump_console(&socket, out, &tap, input).await {
                 tracing::debug!(%id, error = %e, "console pump ended");
             }
         }));
     }
 }
 
+/// Moves the serial console's bytes between `serial.sock` and the viewers (`out`, lossy for a
+/// viewer that lags) and the guest watch (`tap`, lossless: the pump waits for it), and the
+/// viewers' input to the guest.
 async fn pump_console(
     socket: &Path,
     out: broadcast::Sender<Vec<u8>>,
+    tap: &ConsoleTap,
     input: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>>,
 ) -> std::io::Result<()> {
     let stream = tokio::net::UnixStream::connect(socket).await?;
@@ -753,6 +767,11 @@ async fn pump_console(
                 let n = n?;
                 if n == 0 {
                     return Ok(());
+                }
+                let watch = tap.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(watch) = watch {
+                    // A watch that is gone (its boot ended) just misses the rest.
+                    let _ = watch.send(buf[..n].to_vec()).await;
                 }
                 let _ = out.send(buf[..n].to_vec());
             }
