@@ -1,7 +1,11 @@
 //! What the control plane and the host agent share that is not part of their contract
-//! (`cloud-proto`): value types both speak ([`net`]), durable writes of small files ([`fs`]).
+//! (`cloud-proto`): value types both speak ([`net`]), durable writes of small files ([`fs`]),
+//! and how a service starts: its configuration file and overrides ([`config`]), logging,
+//! the runtime, errors on exit and the shutdown signal ([`startup`]).
 //! Nothing here knows either service; both depend on it, it depends on neither.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod fs;
 pub mod net;
+pub mod startup;

@@ -49,6 +49,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use cloud_common::config::set;
+pub use cloud_common::config::{ConfigError, LogConfig, LogFormat};
+
 use crate::fleet::FleetConfig;
 use cloud_common::net::Ipv4Net;
 
@@ -93,24 +96,6 @@ pub struct EmbeddedDatabaseConfig {
     pub port: u16,
 }
 
-/// `[log]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub filter: String,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -131,12 +116,6 @@ impl Default for Config {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self { url: None, max_connections: 16, connect_timeout_secs: 60 }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".to_owned() }
     }
 }
 
@@ -230,41 +209,15 @@ pub struct Overrides {
     pub log_filter: Option<String>,
 }
 
-/// What is wrong with the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("invalid value for `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
-}
-
 impl Config {
     /// Parses a TOML document (unknown keys are errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+        cloud_common::config::from_toml(text, path)
     }
 
     /// Reads the file named by the overrides (if any), applies the overrides, validates.
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut config = match &overrides.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                Self::from_toml(&text, path)?
-            }
-            None => Self::default(),
-        };
+        let mut config: Self = cloud_common::config::read_file(overrides.config.as_deref())?;
         config.apply(overrides);
         config.validate()?;
         Ok(config)
@@ -272,11 +225,6 @@ impl Config {
 
     /// Applies flags and environment variables over the file's values.
     pub fn apply(&mut self, o: &Overrides) {
-        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *target = v.clone();
-            }
-        }
         set(&mut self.listen, &o.listen);
         set(&mut self.data_dir, &o.data_dir);
         if let Some(url) = o.public_url.as_ref().filter(|u| !u.is_empty()) {
@@ -381,9 +329,7 @@ impl Config {
         if self.operations.step_timeout_secs == 0 || self.operations.step_timeouts.values().any(|s| *s == 0) {
             return invalid("operations.step_timeout_secs", "step time limits must be at least 1 second");
         }
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });
-        }
+        self.log.validate()?;
         Ok(())
     }
 }

@@ -25,7 +25,6 @@ pub mod reconcilers;
 pub mod scheduler;
 pub mod states;
 
-pub mod telemetry;
 pub mod testing;
 
 use std::future::Future;
@@ -227,21 +226,4 @@ async fn serve_with(
     tracing::info!("servers stopped");
     http.map_err(StartError::Serve)?;
     grpc.map_err(StartError::Grpc)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-    }
 }

@@ -43,28 +43,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => fail(&err),
-    }
-}
-
-/// One line (the whole cause chain) on stderr, never a backtrace: operators read this.
-fn fail(err: &anyhow::Error) -> std::process::ExitCode {
-    let _ = writeln!(std::io::stderr(), "control-plane: error: {err:#}");
-    std::process::ExitCode::FAILURE
+    cloud_common::startup::main("control-plane", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.overrides)?;
-    control_plane::telemetry::init(&config.log);
+    cloud_common::startup::init_logging(&config.log);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => control_plane::serve(config, control_plane::shutdown_signal()).await?,
+        Command::Serve => control_plane::serve(config, cloud_common::startup::shutdown_signal()).await?,
         Command::CheckConfig => {
             let text = toml::to_string(&config).context("cannot print the configuration")?;
             std::io::stdout().write_all(text.as_bytes())?;
@@ -82,22 +68,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pg = EmbeddedPostgres::start(opts).await?;
             let url = pg.url(embedded_db::DATABASE);
             if let Some(path) = url_file {
-                use std::io::Write as _;
-                use std::os::unix::fs::OpenOptionsExt;
                 // The URL carries the database's password: for its owner only.
-                let tmp = path.with_extension("tmp");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .and_then(|mut f| f.write_all(url.as_bytes()))
-                    .with_context(|| format!("cannot write {}", tmp.display()))?;
-                std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+                cloud_common::fs::write_atomic(&path, url.as_bytes(), 0o600)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             writeln!(std::io::stdout(), "{url}")?;
-            control_plane::shutdown_signal().await;
+            cloud_common::startup::shutdown_signal().await;
             pg.stop().await?;
         }
     }

@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use cloud_common::config::set;
+pub use cloud_common::config::{ConfigError, LogConfig, LogFormat};
+
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -61,22 +64,6 @@ pub struct CapacityConfig {
     pub disk_gib: Option<u64>,
 }
 
-/// `[log]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub filter: String,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
@@ -89,12 +76,6 @@ impl Default for AgentConfig {
             capacity: CapacityConfig::default(),
             log: LogConfig::default(),
         }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".to_owned() }
     }
 }
 
@@ -139,41 +120,10 @@ pub struct Overrides {
     pub log_filter: Option<String>,
 }
 
-/// What is wrong with the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("invalid value for `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
-}
-
 impl AgentConfig {
     /// Reads the file (if any), applies the overrides, validates.
     pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
-        let mut config = match &o.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                Self::from_toml(&text, path)?
-            }
-            None => Self::default(),
-        };
-        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *target = v.clone();
-            }
-        }
+        let mut config: Self = cloud_common::config::read_file(o.config.as_deref())?;
         set(&mut config.state_dir, &o.state_dir);
         set(&mut config.listen, &o.listen);
         if o.advertise_url.is_some() {
@@ -199,7 +149,7 @@ impl AgentConfig {
 
     /// Parses a TOML document.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+        cloud_common::config::from_toml(text, path)
     }
 
     /// Checks what types alone cannot.
@@ -225,9 +175,7 @@ impl AgentConfig {
         if self.capacity.vcpus == Some(0) || self.capacity.memory_mib == Some(0) {
             return invalid("capacity", "vcpus and memory_mib must be at least 1 when set");
         }
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            return Err(ConfigError::Invalid { key: "log.filter", problem: err.to_string() });
-        }
+        self.log.validate()?;
         Ok(())
     }
 

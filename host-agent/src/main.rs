@@ -1,10 +1,10 @@
 //! `host-agent`: thin shell over the library.
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use clap::{Parser, Subcommand};
-use host_agent::config::{AgentConfig, LogFormat, Overrides};
+use host_agent::config::{AgentConfig, Overrides};
 
 /// The per-host agent of the cloud: joins the fleet, runs this host's VMs, reports.
 ///
@@ -37,26 +37,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => fail(&err),
-    }
-}
-
-/// One line (the whole cause chain) on stderr, never a backtrace.
-fn fail(err: &anyhow::Error) -> std::process::ExitCode {
-    let _ = writeln!(std::io::stderr(), "host-agent: error: {err:#}");
-    std::process::ExitCode::FAILURE
+    cloud_common::startup::main("host-agent", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = AgentConfig::load(&cli.overrides)?;
-    init_logging(&config);
+    cloud_common::startup::init_logging(&config.log);
     match cli.command {
         Command::Join { control_plane, token } => {
             let capacity = host_agent::capacity::total(&config.capacity, &config.state_dir);
@@ -69,32 +55,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 identity.record.instance_subnet
             )?;
         }
-        Command::Run => host_agent::agent::run(config, shutdown_signal()).await?,
+        Command::Run => host_agent::agent::run(config, cloud_common::startup::shutdown_signal()).await?,
         Command::CheckConfig => std::io::stdout().write_all(toml::to_string(&config)?.as_bytes())?,
     }
     Ok(())
-}
-
-fn init_logging(config: &AgentConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-    }
 }

@@ -1,0 +1,111 @@
+//! Configuration of a service, the same way for both: a TOML file (unknown keys are errors),
+//! overridden by environment variables, overridden by flags (clap reads both into one
+//! `Overrides` struct per service), then validated. `[log]` is the same section in both.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Parses a TOML document (unknown keys are errors when `T` denies them).
+pub fn from_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+}
+
+/// The configuration in the file at `path`, or the defaults when there is none.
+pub fn read_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    from_toml(&text, path)
+}
+
+/// Replaces `target` with the override, if one was given.
+pub fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *target = v.clone();
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,control_plane::http=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".to_owned() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogConfig {
+    /// `invalid value for log.filter` unless the filter parses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.filter)
+            .map(drop)
+            .map_err(|e| ConfigError::Invalid { key: "log.filter", problem: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        log: LogConfig,
+    }
+
+    #[test]
+    fn files_are_read_strictly_and_overrides_win() {
+        let dir = std::env::temp_dir().join(format!("cloud-common-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[log]\nformat = \"json\"\n").unwrap();
+        let mut read: Sample = read_file(Some(&file)).unwrap();
+        assert_eq!(read.log.format, LogFormat::Json);
+        set(&mut read.log.filter, &Some("debug".to_owned()));
+        set(&mut read.log.format, &None);
+        assert_eq!((read.log.format, read.log.filter.as_str()), (LogFormat::Json, "debug"));
+        std::fs::write(&file, "[log]\ncolour = 1\n").unwrap();
+        assert!(matches!(read_file::<Sample>(Some(&file)), Err(ConfigError::Parse { .. })));
+        assert!(matches!(read_file::<Sample>(Some(&dir.join("missing"))), Err(ConfigError::Read { .. })));
+        assert!(read_file::<Sample>(None).is_ok());
+        assert!(LogConfig { filter: "info,[".to_owned(), ..LogConfig::default() }.validate().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
