@@ -162,6 +162,43 @@ states! {
     }
 }
 
+states! {
+    /// An image's state. Only `available` images can be booted.
+    ImageState, "image" {
+        Uploading => "uploading",
+        Available => "available",
+        Failed => "failed",
+        Deleting => "deleting",
+    }
+}
+
+states! {
+    /// How an image boots.
+    BootMode, "boot mode" {
+        /// The VMM loads a kernel (and initrd) itself; the disk, if any, is the root file system.
+        DirectKernel => "direct_kernel",
+        /// Firmware (BIOS/UEFI) boots a whole-disk image.
+        Firmware => "firmware",
+    }
+}
+
+states! {
+    /// The firmware that boots a whole-disk image.
+    Firmware, "firmware" {
+        /// UEFI (OVMF, with a variable store per instance): GPT disks with an EFI system partition.
+        Uefi => "uefi",
+        /// Legacy BIOS (SeaBIOS): disks with an MBR boot loader.
+        Bios => "bios",
+    }
+}
+
+/// A firmware image boots through UEFI unless it says otherwise.
+impl Default for Firmware {
+    fn default() -> Self {
+        Firmware::Uefi
+    }
+}
+
 /// A user's role in a project; each role can do what the ones before it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

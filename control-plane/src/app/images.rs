@@ -33,6 +33,7 @@ use crate::auth::{Caller, Role};
 use crate::db::images::{self as db, ImageRow, ImageStoreError, NewImage};
 use crate::error_chain::ErrorChain;
 use crate::ids::{ImageId, ProjectId};
+pub use crate::states::{BootMode, Firmware, ImageState};
 
 /// The largest file an image may consist of: 20 GiB.
 pub const MAX_IMAGE_FILE_BYTES: u64 = 20 << 30;
@@ -40,47 +41,6 @@ pub const MAX_IMAGE_FILE_BYTES: u64 = 20 << 30;
 pub const MAX_KERNEL_CMDLINE_BYTES: usize = 4096;
 /// Read and write size when importing files.
 const COPY_CHUNK: usize = 1 << 20;
-
-/// How an image boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BootMode {
-    /// The VMM loads a kernel (and initrd) itself; the disk, if any, is the root file system.
-    DirectKernel,
-    /// Firmware (BIOS/UEFI) boots a whole-disk image.
-    Firmware,
-}
-
-/// The firmware that boots a whole-disk image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Firmware {
-    /// UEFI (OVMF, with a variable store per instance): GPT disks with an EFI system partition.
-    #[default]
-    Uefi,
-    /// Legacy BIOS (SeaBIOS): disks with an MBR boot loader.
-    Bios,
-}
-
-impl Firmware {
-    /// The name stored in `images.firmware`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Uefi => "uefi",
-            Self::Bios => "bios",
-        }
-    }
-}
-
-impl BootMode {
-    /// The name stored in `images.boot_mode`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DirectKernel => "direct_kernel",
-            Self::Firmware => "firmware",
-        }
-    }
-}
 
 /// `POST /v1/projects/{project}/images`: files on the control plane host.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -120,10 +80,8 @@ pub struct ImageView {
     pub project_id: Option<ProjectId>,
     pub name: String,
     pub public: bool,
-    /// uploading | available | failed | deleting
-    pub state: String,
-    /// direct_kernel | firmware
-    pub boot_mode: String,
+    pub state: ImageState,
+    pub boot_mode: BootMode,
     pub kernel_sha256: Option<String>,
     pub initrd_sha256: Option<String>,
     pub disk_sha256: Option<String>,
@@ -225,8 +183,8 @@ pub async fn register(
         id: ImageId::new(),
         project_id: owner,
         name: &params.name,
-        state: "available",
-        boot_mode: params.boot_mode.as_str(),
+        state: ImageState::Available,
+        boot_mode: params.boot_mode,
         disk_sha256: blob(Part::Disk).map(|b| b.sha256.as_str()),
         disk_size_bytes,
         kernel_sha256: blob(Part::Kernel).map(|b| b.sha256.as_str()),

@@ -19,7 +19,7 @@ use crate::ids::{InstanceId, OperationId, ProjectId};
 use crate::operations::instances::{InstanceParams, steps};
 use crate::scheduler::placement::{Request, Resources};
 use crate::scheduler::reserve::{self, PlacementError};
-use crate::states::{InstanceState, OperationKind};
+use crate::states::{ImageState, InstanceState, OperationKind};
 
 /// Limits of what an instance may ask for.
 const MAX_VCPUS: u32 = 64;
@@ -181,7 +181,7 @@ pub async fn create(
     let image = crate::db::images::image_by_name_or_id(&mut tx, project, &params.image)
         .await
         .map_err(AppError::internal)?
-        .filter(|image| image.state == "available")
+        .filter(|image| image.state == ImageState::Available)
         .ok_or_else(|| {
             AppError::Unprocessable(format!("image: no available image {:?} in this project or public", params.image))
         })?;

@@ -14,6 +14,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::ids::{ImageId, ProjectId};
+use crate::states::{BootMode, ImageState};
 
 /// Errors of the image queries.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +34,10 @@ pub struct ImageRow {
     /// `None` for a public image.
     pub project_id: Option<ProjectId>,
     pub name: String,
-    /// uploading | available | failed | deleting
-    pub state: String,
-    /// direct_kernel | firmware
-    pub boot_mode: String,
+    #[sqlx(try_from = "String")]
+    pub state: ImageState,
+    #[sqlx(try_from = "String")]
+    pub boot_mode: BootMode,
     pub disk_sha256: Option<String>,
     pub disk_size_bytes: Option<i64>,
     pub kernel_sha256: Option<String>,
@@ -55,8 +56,8 @@ pub struct NewImage<'a> {
     /// `None`: a public image.
     pub project_id: Option<ProjectId>,
     pub name: &'a str,
-    pub state: &'a str,
-    pub boot_mode: &'a str,
+    pub state: ImageState,
+    pub boot_mode: BootMode,
     pub disk_sha256: Option<&'a str>,
     pub disk_size_bytes: Option<i64>,
     pub kernel_sha256: Option<&'a str>,
@@ -83,8 +84,8 @@ pub async fn image_create(conn: &mut PgConnection, image: &NewImage<'_>) -> Resu
     .bind(image.id)
     .bind(image.project_id)
     .bind(image.name)
-    .bind(image.state)
-    .bind(image.boot_mode)
+    .bind(image.state.as_str())
+    .bind(image.boot_mode.as_str())
     .bind(image.disk_sha256)
     .bind(image.disk_size_bytes)
     .bind(image.kernel_sha256)

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use crate::ids::{HostId, ImageId, InstanceId, ProjectId, SshKeyId};
 use crate::openssh::HostKey;
-use crate::states::InstanceState;
+use crate::states::{BootMode, InstanceState};
 
 /// An instance as the API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -209,7 +209,8 @@ pub struct AgentSpecRow {
     pub disk_bytes: i64,
     pub user_data: String,
     pub image_id: ImageId,
-    pub boot_mode: String,
+    #[sqlx(try_from = "String")]
+    pub boot_mode: BootMode,
     pub disk_sha256: Option<String>,
     pub disk_size_bytes: Option<i64>,
     pub kernel_sha256: Option<String>,

@@ -161,10 +161,12 @@ impl ControlPlane for ControlPlaneService {
             ))));
         }
         let total = report.total.unwrap_or_default();
+        // A capacity the database cannot hold is refused, never taken as "as much as fits".
+        let too_large = |what: &str| fail(Status::invalid_argument(format!("the host's {what} is too large")));
         let capacity = (
-            i32::try_from(total.vcpus).unwrap_or(i32::MAX),
-            i64::try_from(total.memory_bytes).unwrap_or(i64::MAX),
-            i64::try_from(total.disk_bytes).unwrap_or(i64::MAX),
+            i32::try_from(total.vcpus).map_err(|_| too_large("vCPU count"))?,
+            i64::try_from(total.memory_bytes).map_err(|_| too_large("memory"))?,
+            i64::try_from(total.disk_bytes).map_err(|_| too_large("disk"))?,
         );
         let mut conn = self.app.pool.acquire().await.map_err(|e| unavailable(&e))?;
         let renewal = hosts::host_report(&mut conn, host_id, capacity, self.app.fleet.config.lease_secs)
@@ -195,7 +197,10 @@ async fn apply_instance_report(
     status: &pb::InstanceStatus,
 ) -> Result<(), sqlx::Error> {
     let Ok(id) = Uuid::parse_str(&status.instance_id) else { return Ok(()) };
-    let generation = i64::try_from(status.generation).unwrap_or(i64::MAX);
+    let Ok(generation) = i64::try_from(status.generation) else {
+        tracing::warn!(%host, instance = %id, generation = status.generation, "a report's generation is out of range: ignored");
+        return Ok(());
+    };
     // PostgreSQL keeps microseconds: compare at that precision, or every report would "change" it.
     let ready_at = status
         .ready_at

@@ -25,7 +25,7 @@ use crate::db::instances as db;
 use crate::db::operations::OperationRow;
 use crate::ids::InstanceId;
 use crate::scheduler::reserve::PlacementError;
-use crate::states::{InstanceState, OperationKind, Step};
+use crate::states::{BootMode, Firmware, InstanceState, OperationKind, Step};
 
 /// Steps of each operation kind.
 pub fn steps(kind: OperationKind) -> &'static [Step] {
@@ -132,15 +132,18 @@ fn agent_spec(s: &db::AgentSpecRow) -> Result<pb::InstanceSpec, StepError> {
                 .transpose()
                 .map_err(|_| invalid("image size"))?
                 .unwrap_or(0),
-            boot_mode: if s.boot_mode == "firmware" { pb::BootMode::Firmware } else { pb::BootMode::DirectKernel }
-                as i32,
+            boot_mode: match s.boot_mode {
+                BootMode::Firmware => pb::BootMode::Firmware,
+                BootMode::DirectKernel => pb::BootMode::DirectKernel,
+            } as i32,
             kernel_sha256: s.kernel_sha256.clone().unwrap_or_default(),
             initrd_sha256: s.initrd_sha256.clone().unwrap_or_default(),
             kernel_cmdline: s.kernel_cmdline.clone(),
-            firmware: match s.firmware.as_deref() {
-                Some("bios") => pb::Firmware::Bios,
-                Some(_) => pb::Firmware::Uefi,
-                None => pb::Firmware::Unspecified,
+            firmware: match s.firmware.as_deref().map(str::parse::<Firmware>).transpose() {
+                Ok(Some(Firmware::Bios)) => pb::Firmware::Bios,
+                Ok(Some(Firmware::Uefi)) => pb::Firmware::Uefi,
+                Ok(None) => pb::Firmware::Unspecified,
+                Err(_) => return Err(invalid("image firmware")),
             } as i32,
         }),
         nics,
