@@ -19,7 +19,6 @@
 //! Files are written whole to a temporary file then renamed, so a crash never leaves half a file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -176,21 +175,11 @@ fn load<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Config
 }
 
 fn save<T: Serialize>(dir: &Path, path: &Path, value: &T, mode: u32) -> Result<(), ConfigError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let text = toml::to_string(value).map_err(|source| ConfigError::Encode { path: path.to_owned(), source })?;
     let write_err = |source| ConfigError::Write { path: path.to_owned(), source };
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(write_err)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
+    cloud_common::fs::write_atomic(path, text.as_bytes(), mode).map_err(write_err)
 }
 
 #[cfg(test)]

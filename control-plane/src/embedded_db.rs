@@ -525,8 +525,6 @@ fn prepare_dirs(data_dir: &Path, root: &Path, owner: Option<&User>) -> Result<()
 /// The role's password: read from `<root>/password`, or generated (32 random bytes, hex) and
 /// written there 0600 by the control plane's own user.
 fn ensure_password(root: &Path) -> Result<String, EmbeddedDbError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = root.join(PASSWORD_FILE);
     let err = |source| EmbeddedDbError::Prepare { path: path.clone(), source };
     match fs::read_to_string(&path) {
@@ -538,10 +536,7 @@ fn ensure_password(root: &Path) -> Result<String, EmbeddedDbError> {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret).map_err(|e| err(io::Error::other(e)))?;
     let password = hex::encode(secret);
-    let tmp = root.join(format!("{PASSWORD_FILE}.tmp"));
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-    f.write_all(password.as_bytes()).and_then(|()| f.sync_all()).map_err(err)?;
-    fs::rename(&tmp, &path).map_err(err)?;
+    cloud_common::fs::write_atomic(&path, password.as_bytes(), 0o600).map_err(err)?;
     Ok(password)
 }
 

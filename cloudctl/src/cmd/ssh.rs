@@ -57,7 +57,7 @@ pub fn known_hosts(instance: &Instance) -> String {
 
 /// Writes the instance's known_hosts file (atomically, 0600 in a 0700 directory); returns its path.
 fn write_known_hosts(instance: &Instance) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = cloudctl::config::config_dir()?.join("known_hosts.d");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -65,14 +65,8 @@ fn write_known_hosts(instance: &Instance) -> anyhow::Result<PathBuf> {
         .create(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(instance.id.to_string());
-    let tmp = dir.join(format!(".{}.{}", instance.id, std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(known_hosts(instance).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))?;
+    cloud_common::fs::write_atomic(&path, known_hosts(instance).as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 
