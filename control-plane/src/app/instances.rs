@@ -179,8 +179,7 @@ pub async fn create(
         return Ok(earlier);
     }
     let image = crate::db::images::image_by_name_or_id(&mut tx, project, &params.image)
-        .await
-        .map_err(AppError::internal)?
+        .await?
         .filter(|image| image.state == ImageState::Available)
         .ok_or_else(|| {
             AppError::Unprocessable(format!("image: no available image {:?} in this project or public", params.image))
@@ -194,8 +193,7 @@ pub async fn create(
     let mut keys = Vec::new();
     for name in &params.ssh_keys {
         let key = crate::db::ssh_keys::ssh_key_get(&mut tx, project, name)
-            .await
-            .map_err(AppError::internal)?
+            .await?
             .ok_or_else(|| AppError::Unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
         keys.push(key.id);
     }
