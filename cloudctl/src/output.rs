@@ -18,7 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::client::{
-    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Operation, Project, SshKey, Token, WhoAmI,
+    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Operation, Project, Snapshot, SnapshotAccepted,
+    SshKey, Token, WhoAmI,
 };
 
 /// An output format.
@@ -433,6 +434,49 @@ impl Resource for SshKey {
     }
 }
 
+impl Resource for Snapshot {
+    fn columns() -> &'static [&'static str] {
+        &["NAME", "KIND", "STATE", "SIZE", "INSTANCE", "CREATED", "ID"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.kind.clone(),
+            self.state.clone(),
+            self.size_bytes.map_or_else(|| "-".to_owned(), bytes),
+            self.instance_id.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+            time(&self.created_at),
+            self.id.to_string(),
+        ]
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Resource for SnapshotAccepted {
+    fn columns() -> &'static [&'static str] {
+        &["SNAPSHOT", "STATE", "OPERATION", "KIND", "OPERATION STATE"]
+    }
+    fn row(&self) -> Vec<String> {
+        accepted_row(&self.snapshot.name, &self.snapshot.state, &self.operation)
+    }
+    fn name(&self) -> String {
+        self.snapshot.name.clone()
+    }
+    fn id(&self) -> String {
+        self.snapshot.id.to_string()
+    }
+}
+
+/// The row of an accepted change: what changes, its state, and the operation carrying it out.
+fn accepted_row(name: &str, state: &str, operation: &Operation) -> Vec<String> {
+    vec![name.to_owned(), state.to_owned(), operation.id.to_string(), operation.kind.clone(), operation.state.clone()]
+}
+
 impl Resource for Image {
     fn columns() -> &'static [&'static str] {
         &["NAME", "STATE", "BOOT", "PUBLIC", "SIZE", "CREATED", "ID"]
@@ -484,13 +528,7 @@ impl Resource for InstanceAccepted {
         &["INSTANCE", "STATE", "OPERATION", "KIND", "OPERATION STATE"]
     }
     fn row(&self) -> Vec<String> {
-        vec![
-            self.instance.name.clone(),
-            self.instance.state.clone(),
-            self.operation.id.to_string(),
-            self.operation.kind.clone(),
-            self.operation.state.clone(),
-        ]
+        accepted_row(&self.instance.name, &self.instance.state, &self.operation)
     }
     fn name(&self) -> String {
         self.instance.name.clone()

@@ -93,6 +93,11 @@ typed_id!(
     SshKeyId
 );
 
+typed_id!(
+    /// A snapshot of an instance.
+    SnapshotId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

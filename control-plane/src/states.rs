@@ -143,6 +143,15 @@ states! {
         InstanceStop => "instance_stop",
         InstanceReboot => "instance_reboot",
         InstanceDelete => "instance_delete",
+        SnapshotCreate => "snapshot_create",
+        SnapshotDelete => "snapshot_delete",
+    }
+}
+
+impl OperationKind {
+    /// Whether it works on a snapshot (else on an instance).
+    pub fn is_snapshot(self) -> bool {
+        matches!(self, Self::SnapshotCreate | Self::SnapshotDelete)
     }
 }
 
@@ -159,6 +168,30 @@ states! {
         DeleteOnHost => "delete_on_host",
         ReleaseAddress => "release_address",
         ReleaseCapacity => "release_capacity",
+        SnapshotOnHost => "snapshot_on_host",
+        DeleteSnapshotOnHost => "delete_snapshot_on_host",
+    }
+}
+
+states! {
+    /// A snapshot's state: `creating` while its operation runs, `available` once its files are
+    /// complete on its host, `deleting` while they are removed, `deleted` after.
+    SnapshotState, "snapshot" {
+        Creating => "creating",
+        Available => "available",
+        Failed => "failed",
+        Deleting => "deleting",
+        Deleted => "deleted",
+    }
+}
+
+states! {
+    /// What a snapshot holds.
+    SnapshotKind, "snapshot kind" {
+        /// The disks only: restoring boots from them.
+        Disk => "disk",
+        /// The disks, memory and device state: restoring resumes the running guest.
+        Full => "full",
     }
 }
 

@@ -63,6 +63,25 @@ impl Cloudctl {
         cmd
     }
 
+    /// Registers the minimal guest image as `minimal` (direct kernel boot) with `image create`.
+    pub async fn create_minimal_image(&self, image: &crate::guest::MinimalImage) -> Run {
+        let (kernel, initrd) = (image.dir.join("vmlinuz"), image.dir.join("initrd.img"));
+        let args = [
+            "image",
+            "create",
+            "minimal",
+            "--boot-mode",
+            "direct-kernel",
+            "--kernel",
+            kernel.to_str().expect("UTF-8 path"),
+            "--initrd",
+            initrd.to_str().expect("UTF-8 path"),
+            "--cmdline",
+            &image.cmdline,
+        ];
+        self.run(&args).await.ok("image create minimal")
+    }
+
     /// Runs `cloudctl -o json` with the words of `line` (split at whitespace, as a script
     /// without quotes would), e.g. `cli.line("instance create web-1 --image minimal --wait")`.
     pub async fn line(&self, line: &str) -> Run {

@@ -278,7 +278,11 @@ impl Client {
         self.send(|| self.request(Method::DELETE, url.clone()), false).await.map(drop)
     }
 
-    async fn delete_accepted(&self, url: Url, idempotency_key: Option<&str>) -> Result<InstanceAccepted, ClientError> {
+    async fn delete_accepted<T: serde::de::DeserializeOwned>(
+        &self,
+        url: Url,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ClientError> {
         let build = || {
             let req = self.request(Method::DELETE, url.clone());
             match idempotency_key {
@@ -387,6 +391,36 @@ impl Client {
     /// Removes an SSH key from the project.
     pub async fn ssh_key_delete(&self, project: &str, key: &str) -> Result<(), ClientError> {
         self.delete_no_content(self.url(&["v1", "projects", project, "ssh-keys", key])).await
+    }
+
+    /// One page of the project's snapshots (of one instance if given).
+    pub async fn snapshot_list(
+        &self,
+        project: &str,
+        instance: Option<&str>,
+        cursor: Option<String>,
+    ) -> Result<Page<Snapshot>, ClientError> {
+        let filter: Vec<(&str, &str)> = instance.map(|i| ("instance", i)).into_iter().collect();
+        self.get(self.paged(&["v1", "projects", project, "snapshots"], cursor.as_deref(), &filter)).await
+    }
+
+    /// One snapshot, by name or id.
+    pub async fn snapshot_get(&self, project: &str, snapshot: &str) -> Result<Snapshot, ClientError> {
+        self.get(self.url(&["v1", "projects", project, "snapshots", snapshot])).await
+    }
+
+    /// Takes a snapshot of an instance (202 with its operation).
+    pub async fn snapshot_create(
+        &self,
+        project: &str,
+        params: &SnapshotCreateParams,
+    ) -> Result<SnapshotAccepted, ClientError> {
+        self.post(self.url(&["v1", "projects", project, "snapshots"]), Some(params), None).await
+    }
+
+    /// Deletes a snapshot (202 with its operation).
+    pub async fn snapshot_delete(&self, project: &str, snapshot: &str) -> Result<SnapshotAccepted, ClientError> {
+        self.delete_accepted(self.url(&["v1", "projects", project, "snapshots", snapshot]), None).await
     }
 
     /// One page of the images the project sees (its own and the public ones).

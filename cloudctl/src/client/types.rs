@@ -147,6 +147,53 @@ pub struct InstanceAccepted {
     pub extra: Extra,
 }
 
+/// A snapshot of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    /// The instance it was taken of (null once that instance is deleted).
+    #[serde(default)]
+    pub instance_id: Option<Uuid>,
+    pub name: String,
+    /// disk | full (with memory and device state)
+    pub kind: String,
+    /// creating | available | failed | deleting | deleted
+    pub state: String,
+    #[serde(default)]
+    pub state_reason: Option<String>,
+    #[serde(default)]
+    pub size_bytes: Option<i64>,
+    /// The host that holds its files.
+    #[serde(default)]
+    pub host_id: Option<Uuid>,
+    /// Where its files are on that host.
+    #[serde(default)]
+    pub location: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/projects/{project}/snapshots`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCreateParams {
+    pub instance: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub memory: bool,
+}
+
+/// A snapshot change the API accepted (202): its operation and the snapshot as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotAccepted {
+    pub operation: Operation,
+    pub snapshot: Snapshot,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// An SSH public key of a project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SshKey {
@@ -442,6 +489,8 @@ unknown_fields!(
     Instance,
     Operation,
     InstanceAccepted,
+    Snapshot,
+    SnapshotAccepted,
     SshKey,
     Image,
     Project,

@@ -17,6 +17,7 @@ mod instance;
 mod operation;
 mod project;
 mod session;
+mod snapshot;
 mod ssh;
 mod ssh_key;
 
@@ -97,6 +98,9 @@ pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Instance(instance::InstanceCommand),
+    /// Snapshots of instances (disks, and optionally memory).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// SSH public keys injected into instances.
     #[command(subcommand, name = "ssh-key")]
     SshKey(ssh_key::SshKeyCommand),
@@ -179,6 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::resolve(cli.global)?;
     match cli.command {
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
         Command::SshKey(cmd) => ssh_key::run(&ctx, cmd).await,
         Command::Image(cmd) => image::run(&ctx, cmd).await,
         Command::Operation(cmd) => operation::run(&ctx, cmd).await,

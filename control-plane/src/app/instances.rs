@@ -16,7 +16,7 @@ use crate::auth::{Caller, Role};
 use crate::db::instances::{self as db, InstanceRow, NewInstance};
 use crate::db::operations::{self as ops, NewOperation, OperationRow};
 use crate::ids::{InstanceId, OperationId, ProjectId};
-use crate::operations::instances::{InstanceParams, steps};
+use crate::operations::instances::InstanceParams;
 use crate::scheduler::placement::{Request, Resources};
 use crate::scheduler::reserve::{self, PlacementError};
 use crate::states::{ImageState, InstanceState, OperationKind};
@@ -262,15 +262,9 @@ async fn create_operation(
         created_by: Some(caller.user_id),
         idempotency_key: key,
         request_hash: Some(hash),
-        steps: steps(kind),
+        steps: crate::operations::steps(kind),
     };
-    ops::operation_create(conn, &new).await.map_err(|err| {
-        if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
-            AppError::Conflict("this Idempotency-Key is being used by a concurrent request; retry".to_owned())
-        } else {
-            err.into()
-        }
-    })
+    super::operations::record(conn, &new).await
 }
 
 async fn accepted(

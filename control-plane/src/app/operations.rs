@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{App, AppError, Window, projects};
 use crate::auth::{Caller, Role};
-use crate::db::operations::{self as db, OperationRow};
+use crate::db::operations::{self as db, NewOperation, OperationRow};
 use crate::ids::OperationId;
 
 /// Longest a wait may block.
@@ -44,4 +44,16 @@ pub async fn list(app: &App, caller: &Caller, project: &str, window: Window) -> 
     let project = projects::resolve(app, caller, project, Role::Viewer).await?;
     let after = window.after.map(|(at, id)| (at, OperationId::from(id)));
     Ok(db::operation_list(&mut *app.pool.acquire().await?, project, after, window.fetch).await?)
+}
+
+/// Records an operation and its steps inside the caller's transaction; an idempotency key
+/// that a concurrent request is using is a conflict.
+pub(super) async fn record(conn: &mut sqlx::PgConnection, new: &NewOperation<'_>) -> Result<OperationId, AppError> {
+    db::operation_create(conn, new).await.map_err(|err| {
+        if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
+            AppError::Conflict("this Idempotency-Key is being used by a concurrent request; retry".to_owned())
+        } else {
+            err.into()
+        }
+    })
 }

@@ -85,4 +85,5 @@ pub mod liveness;
 pub mod operations;
 pub mod placement;
 pub mod projects;
+pub mod snapshots;
 pub mod ssh_keys;

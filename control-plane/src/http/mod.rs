@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod operations;
 pub mod pagination;
 pub mod projects;
+pub mod snapshots;
 pub mod ssh_keys;
 pub mod tls;
 
@@ -51,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(ssh_keys::routes())
         .merge(images::routes())
         .merge(instances::routes())
+        .merge(snapshots::routes())
         .merge(operations::routes())
         .merge(console::routes())
         .fallback(|| async { ApiError::route_not_found() })

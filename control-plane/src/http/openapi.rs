@@ -44,6 +44,10 @@ use super::auth::BearerAuth;
         super::instances::instance_stop,
         super::instances::instance_reboot,
         super::instances::instance_delete,
+        super::snapshots::snapshot_create,
+        super::snapshots::snapshot_list,
+        super::snapshots::snapshot_get,
+        super::snapshots::snapshot_delete,
         super::console::console,
         super::console::tunnel,
         super::operations::operation_get,
@@ -79,6 +83,11 @@ use super::auth::BearerAuth;
         crate::app::instances::InstanceAccepted,
         super::instances::InstanceList,
         crate::db::instances::InstanceRow,
+        crate::app::snapshots::SnapshotCreateParams,
+        crate::app::snapshots::SnapshotAccepted,
+        crate::db::snapshots::SnapshotRow,
+        crate::states::SnapshotKind,
+        crate::states::SnapshotState,
         crate::db::operations::OperationRow,
         super::operations::OperationList,
     )),
@@ -90,6 +99,7 @@ use super::auth::BearerAuth;
         (name = "ssh-keys", description = "SSH public keys injected into instances"),
         (name = "images", description = "Base images instances boot from"),
         (name = "instances", description = "Virtual machines"),
+        (name = "snapshots", description = "Snapshots of instances: disks, and optionally memory"),
         (name = "operations", description = "Durable operations carrying out changes")
     )
 )]

@@ -35,6 +35,7 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
         OperationKind::InstanceStop => &[Step::StopOnHost, Step::WaitStopped],
         OperationKind::InstanceReboot => &[Step::RebootOnHost, Step::WaitRunning],
         OperationKind::InstanceDelete => &[Step::DeleteOnHost, Step::ReleaseAddress, Step::ReleaseCapacity],
+        OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => &[],
     }
 }
 
@@ -307,6 +308,9 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             tx.commit().await.map_err(|e| StepError::db(&e))?;
             Ok(None)
         }
+        Step::SnapshotOnHost | Step::DeleteSnapshotOnHost => {
+            Err(StepError::Fail { code: "internal", message: format!("{step} is no instance step") })
+        }
     }
 }
 
@@ -370,6 +374,7 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
         }
         OperationKind::InstanceStop => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
         OperationKind::InstanceDelete => db::instance_mark_deleted(&mut conn, id).await,
+        OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => Ok(()),
     };
     done.map_err(|e| StepError::db(&e))
 }

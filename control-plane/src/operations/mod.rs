@@ -34,6 +34,7 @@
 
 pub mod executor;
 pub mod instances;
+pub mod snapshots;
 
 pub use executor::{Executor, OperationsConfig};
 
@@ -47,7 +48,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::db::operations::{self as db, OperationRow};
 use crate::error_chain::ErrorChain;
-use crate::states::{OperationState, StepState};
+use crate::states::{OperationKind, OperationState, Step, StepState};
 
 /// How often an idle executor looks for claimable operations without being notified.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -163,7 +164,7 @@ impl Executor {
                 db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Running, None, None).await?;
                 tracing::info!(step = %step.name, "step");
                 let limit = self.config.step_timeout(step.name);
-                let outcome = match instances::run_step(app, op, step.name).await {
+                let outcome = match run_step(app, op, step.name).await {
                     Err(StepError::Retry { reason, .. })
                         if step.running_secs.is_some_and(|secs| secs >= limit.as_secs_f64()) =>
                     {
@@ -215,7 +216,7 @@ impl Executor {
             }
         }
         if !undoing {
-            if let Err(err) = instances::on_success(app, op).await {
+            if let Err(err) = on_success(app, op).await {
                 return self.later(app, op, err).await;
             }
             db::operation_finish(&mut *app.pool.acquire().await?, op.id, OperationState::Succeeded).await?;
@@ -230,7 +231,7 @@ impl Executor {
             matches!(s.state, StepState::Done | StepState::Running | StepState::Undoing | StepState::Failed)
         }) {
             db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undoing, None, None).await?;
-            match instances::undo_step(app, op, step.name, step.output.as_ref()).await {
+            match undo_step(app, op, step.name, step.output.as_ref()).await {
                 Ok(()) => {
                     db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undone, None, None)
                         .await?
@@ -255,7 +256,7 @@ impl Executor {
         let cancelled = db::operation_get(&mut *app.pool.acquire().await?, op.id)
             .await?
             .is_some_and(|o| o.error_code.as_deref() == Some("cancelled"));
-        if !cancelled && let Err(err) = instances::on_failure(app, op, &reason).await {
+        if !cancelled && let Err(err) = on_failure(app, op, &reason).await {
             return self.later(app, op, err).await;
         }
         let end = if cancelled { OperationState::Cancelled } else { OperationState::Failed };
@@ -272,5 +273,43 @@ impl Executor {
         };
         tracing::warn!(%reason, retry_in = ?after, "operation will be resumed later");
         db::operation_retry_later(&mut *app.pool.acquire().await?, op.id, &self.owner, after.as_secs_f64()).await
+    }
+}
+
+/// The steps of an operation kind.
+pub fn steps(kind: OperationKind) -> &'static [Step] {
+    if kind.is_snapshot() { snapshots::steps(kind) } else { instances::steps(kind) }
+}
+
+async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<Option<serde_json::Value>, StepError> {
+    if op.kind.is_snapshot() {
+        snapshots::run_step(app, op, step).await
+    } else {
+        instances::run_step(app, op, step).await
+    }
+}
+
+async fn undo_step(
+    app: &Arc<App>,
+    op: &OperationRow,
+    step: Step,
+    output: Option<&serde_json::Value>,
+) -> Result<(), StepError> {
+    if op.kind.is_snapshot() {
+        snapshots::undo_step(app, op, step).await
+    } else {
+        instances::undo_step(app, op, step, output).await
+    }
+}
+
+async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
+    if op.kind.is_snapshot() { snapshots::on_success(app, op).await } else { instances::on_success(app, op).await }
+}
+
+async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
+    if op.kind.is_snapshot() {
+        snapshots::on_failure(app, op, reason).await
+    } else {
+        instances::on_failure(app, op, reason).await
     }
 }

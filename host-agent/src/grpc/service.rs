@@ -182,6 +182,15 @@ impl HostAgent for AgentService {
         Ok(Response::new(convert::status(&status)))
     }
 
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let snapshot = convert::snapshot_id(&request.into_inner().snapshot_id)?;
+        let deleted = self.manager.delete_snapshot(snapshot).await.map_err(status_of)?;
+        Ok(Response::new(pb::DeleteSnapshotResponse { deleted }))
+    }
+
     type ConsoleStream = BoxStream<pb::ConsoleOutput>;
 
     async fn console(

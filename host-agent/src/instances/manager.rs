@@ -238,6 +238,19 @@ impl InstanceManager {
         self.call(id, &handle, |reply| Request::Snapshot { snapshot, kind, generation, reply }).await
     }
 
+    /// Removes snapshot `snapshot` from the local store; true when it was there. Idempotent.
+    pub async fn delete_snapshot(&self, snapshot: SnapshotId) -> Result<bool, InstanceError> {
+        let dir = self.snapshot_location(snapshot);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {
+                tracing::info!(%snapshot, "snapshot deleted");
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(InstanceError::Persist { path: dir, source }),
+        }
+    }
+
     /// The local location of snapshot `snapshot` (whether or not it exists).
     pub fn snapshot_location(&self, snapshot: SnapshotId) -> PathBuf {
         super::snapshots::location(&self.ctx, snapshot)

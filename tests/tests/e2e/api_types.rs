@@ -82,6 +82,8 @@ fn cloudctl_reads_every_field_the_api_serves_and_invents_none() {
     check::<cli::InstanceAccepted>("InstanceAccepted", &doc);
     check::<cli::Operation>("OperationRow", &doc);
     check::<cli::SshKey>("SshKeyView", &doc);
+    check::<cli::Snapshot>("SnapshotRow", &doc);
+    check::<cli::SnapshotAccepted>("SnapshotAccepted", &doc);
     check::<cli::Image>("ImageView", &doc);
     check::<cli::Project>("ProjectView", &doc);
     check::<cli::Host>("HostRow", &doc);

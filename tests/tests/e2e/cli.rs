@@ -111,23 +111,7 @@ async fn a_script_drives_an_instance_with_cloudctl() {
     let key = key.to_str().unwrap().to_owned();
     let public = format!("@{key}.pub");
 
-    let (kernel, initrd) = (image.dir.join("vmlinuz"), image.dir.join("initrd.img"));
-    let img = cli
-        .run(&[
-            "image",
-            "create",
-            "minimal",
-            "--boot-mode",
-            "direct-kernel",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cmdline",
-            &image.cmdline,
-        ])
-        .await
-        .ok("image create");
+    let img = cli.create_minimal_image(&image).await;
     assert_eq!(img.out["name"], "minimal");
     let created_key = cli.run(&["ssh-key", "create", "alice", "--public-key", &public]).await.ok("ssh-key create");
     assert!(created_key.out["fingerprint"].as_str().is_some_and(|f| f.starts_with("SHA256:")), "{}", created_key.out);

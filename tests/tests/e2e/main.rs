@@ -13,3 +13,4 @@ mod liveness;
 mod packages;
 mod readme;
 mod recovery;
+mod snapshots;

@@ -1,0 +1,73 @@
+//! `cloudctl snapshot create|list|get|delete`.
+
+use clap::Subcommand;
+use cloudctl::client::{Client, ClientError, SnapshotAccepted, SnapshotCreateParams, list_all};
+
+use super::Context;
+
+/// Snapshot verbs.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot an instance's disks, and with --memory its memory and device state too:
+    /// `snapshot create --instance web-1 --memory --wait`.
+    Create {
+        /// The instance (name or id).
+        #[arg(long)]
+        instance: String,
+        /// DNS label, unique in the project (default: the instance's name and the time).
+        #[arg(long)]
+        name: Option<String>,
+        /// Also save memory and device state (the instance must be running).
+        #[arg(long)]
+        memory: bool,
+    },
+    /// List the project's snapshots.
+    List {
+        /// Only the snapshots of this instance.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Show one snapshot.
+    Get { snapshot: String },
+    /// Delete a snapshot and its files.
+    Delete { snapshot: String },
+}
+
+/// Runs a snapshot command.
+pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let project = ctx.project.as_str();
+    match cmd {
+        SnapshotCommand::Create { instance, name, memory } => {
+            let accepted = client.snapshot_create(project, &SnapshotCreateParams { instance, name, memory }).await?;
+            finish(ctx, &client, accepted).await
+        }
+        SnapshotCommand::List { instance } => {
+            ctx.print_list(&list_all(|c| client.snapshot_list(project, instance.as_deref(), c)).await?)
+        }
+        SnapshotCommand::Get { snapshot } => ctx.print_one(&client.snapshot_get(project, &snapshot).await?),
+        SnapshotCommand::Delete { snapshot } => {
+            let accepted = client.snapshot_delete(project, &snapshot).await?;
+            finish(ctx, &client, accepted).await
+        }
+    }
+}
+
+/// Prints an accepted snapshot change, or with `--wait` waits for its operation and prints it
+/// with the snapshot as it is then.
+async fn finish(ctx: &Context, client: &Client, accepted: SnapshotAccepted) -> anyhow::Result<()> {
+    if ctx.global.wait.is_none() {
+        return ctx.print_one(&accepted);
+    }
+    let operation = ctx.wait_operation(client, &accepted.operation).await?;
+    let snapshot = match client.snapshot_get(&ctx.project, &accepted.snapshot.id.to_string()).await {
+        Ok(snapshot) => snapshot,
+        Err(ClientError::NotFound(_)) => {
+            let mut gone = accepted.snapshot.clone();
+            gone.state = "deleted".into();
+            gone
+        }
+        Err(err) => return Err(err.into()),
+    };
+    ctx.print_one(&SnapshotAccepted { operation, snapshot, extra: accepted.extra })
+}

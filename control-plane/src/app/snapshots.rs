@@ -1,0 +1,204 @@
+//! Snapshots of instances: taking one (disk only, or with memory and device state), listing,
+//! reading and deleting them. Taking and deleting are durable operations; the snapshot shows
+//! its state, size, host and location as they become known.
+//!
+//! A running instance can be snapshotted either way; a stopped one only without memory (there
+//! is none). The files stay on the instance's host for now (`location` is a path there).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{App, AppError, Window, projects, validate};
+use crate::auth::{Caller, Role};
+use crate::db::operations::{NewOperation, OperationRow};
+use crate::db::snapshots::{self as db, NewSnapshot, SnapshotRow};
+use crate::ids::{InstanceId, OperationId, ProjectId, SnapshotId};
+use crate::operations::snapshots::SnapshotParams;
+use crate::states::{InstanceState, OperationKind, SnapshotKind, SnapshotState};
+
+/// `POST /v1/projects/{project}/snapshots`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreateParams {
+    /// The instance's name or id.
+    pub instance: String,
+    /// A DNS label, unique among the project's snapshots (default: the instance's name and the
+    /// time, e.g. `web-1-20261202-061500`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Also save memory and device state (the instance must be running): a restore resumes the
+    /// guest where it was instead of booting it.
+    #[serde(default)]
+    pub memory: bool,
+}
+
+/// An accepted change of a snapshot: the operation carrying it out, and the snapshot as it is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotAccepted {
+    pub operation: OperationRow,
+    pub snapshot: SnapshotRow,
+}
+
+fn not_found(key: &str) -> AppError {
+    AppError::NotFound(format!("no snapshot {key:?} in this project"))
+}
+
+/// `<instance>-<UTC time>`, the instance's part shortened to keep a DNS label.
+fn default_name(instance: &str, at: DateTime<Utc>) -> String {
+    let stamp = at.format("%Y%m%d-%H%M%S").to_string();
+    let keep = 63 - stamp.len() - 1;
+    let head: String = instance.chars().take(keep).collect();
+    format!("{}-{stamp}", head.trim_end_matches('-'))
+}
+
+/// Takes a snapshot of an instance: the row (`creating`) and its `snapshot_create` operation in
+/// one transaction; the executor is woken to carry it out.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    params: SnapshotCreateParams,
+) -> Result<SnapshotAccepted, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Member).await?;
+    let mut tx = app.pool.begin().await?;
+    let instance = crate::db::instances::instance_get(&mut tx, project, &params.instance).await?.ok_or_else(|| {
+        AppError::Unprocessable(format!("instance: no instance {:?} in this project", params.instance))
+    })?;
+    let name = params.name.clone().unwrap_or_else(|| default_name(&instance.name, Utc::now()));
+    validate::require_dns_label("name", &name)?;
+    let kind = if params.memory { SnapshotKind::Full } else { SnapshotKind::Disk };
+    match (instance.state, kind) {
+        (InstanceState::Running, _) | (InstanceState::Stopped, SnapshotKind::Disk) => {}
+        (InstanceState::Stopped, SnapshotKind::Full) => {
+            return Err(AppError::Conflict(format!(
+                "instance {} is stopped: it has no memory to save; snapshot it without memory",
+                instance.name
+            )));
+        }
+        (state, _) => {
+            return Err(AppError::Conflict(format!(
+                "instance {} is {state}; a snapshot needs it running (or stopped, without memory)",
+                instance.name
+            )));
+        }
+    }
+    let host =
+        instance.host_id.ok_or_else(|| AppError::Conflict(format!("instance {} has no host yet", instance.name)))?;
+    let id = SnapshotId::new();
+    let new = NewSnapshot { id, project_id: project, instance_id: instance.id, host_id: host, name: &name, kind };
+    db::snapshot_insert(&mut tx, &new).await.map_err(|err| {
+        if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
+            AppError::Conflict(format!("the project already has a snapshot named {name:?}"))
+        } else {
+            err.into()
+        }
+    })?;
+    let op = record(&mut tx, caller, project, OperationKind::SnapshotCreate, id).await?;
+    let accepted = accepted(&mut tx, op, id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    tracing::info!(snapshot = %id, %name, instance = %instance.id, ?kind, "snapshot accepted");
+    Ok(accepted)
+}
+
+async fn record(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    project: ProjectId,
+    kind: OperationKind,
+    id: SnapshotId,
+) -> Result<OperationId, AppError> {
+    let params = serde_json::to_value(SnapshotParams { snapshot_id: id }).map_err(AppError::internal)?;
+    let new = NewOperation {
+        project_id: Some(project),
+        kind,
+        target_kind: "snapshot",
+        target_id: Some(id.0),
+        params,
+        created_by: Some(caller.user_id),
+        idempotency_key: None,
+        request_hash: None,
+        steps: crate::operations::steps(kind),
+    };
+    super::operations::record(conn, &new).await
+}
+
+async fn accepted(
+    conn: &mut sqlx::PgConnection,
+    op: OperationId,
+    id: SnapshotId,
+) -> Result<SnapshotAccepted, AppError> {
+    let operation = crate::db::operations::operation_get(conn, op)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such operation".to_owned()))?;
+    let snapshot =
+        db::snapshot_get_unchecked(conn, id).await?.ok_or_else(|| AppError::NotFound("no such snapshot".to_owned()))?;
+    Ok(SnapshotAccepted { operation, snapshot })
+}
+
+/// The project's snapshots in `window`, only those of `instance` (a name or id) if given.
+pub async fn list(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: Option<&str>,
+    window: Window,
+) -> Result<Vec<SnapshotRow>, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Viewer).await?;
+    let mut conn = app.pool.acquire().await?;
+    let instance: Option<InstanceId> = match instance {
+        None => None,
+        Some(key) => Some(
+            crate::db::instances::instance_get(&mut conn, project, key)
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("no instance {key:?} in this project")))?
+                .id,
+        ),
+    };
+    Ok(db::snapshot_list(&mut conn, project, instance, window.after, window.fetch).await?)
+}
+
+/// One snapshot, by name or id.
+pub async fn get(app: &App, caller: &Caller, project: &str, snapshot: &str) -> Result<SnapshotRow, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Viewer).await?;
+    db::snapshot_get(&mut *app.pool.acquire().await?, project, snapshot).await?.ok_or_else(|| not_found(snapshot))
+}
+
+/// Deletes a snapshot (available or failed): `deleting` and its `snapshot_delete` operation,
+/// which removes the files from the host. One being taken cannot be deleted yet; a second delete
+/// returns the first's snapshot as it is (its operation is the first one's).
+pub async fn delete(app: &App, caller: &Caller, project: &str, snapshot: &str) -> Result<SnapshotAccepted, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Member).await?;
+    let mut tx = app.pool.begin().await?;
+    let row = db::snapshot_get(&mut tx, project, snapshot).await?.ok_or_else(|| not_found(snapshot))?;
+    let from = [SnapshotState::Available, SnapshotState::Failed];
+    if !db::snapshot_transition(&mut tx, row.id, &from, SnapshotState::Deleting, None).await? {
+        return Err(AppError::Conflict(format!(
+            "snapshot {} is {}; it can be deleted once it is available or failed",
+            row.name, row.state
+        )));
+    }
+    let op = record(&mut tx, caller, project, OperationKind::SnapshotDelete, row.id).await?;
+    let accepted = accepted(&mut tx, op, row.id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    tracing::info!(snapshot = %row.id, name = %row.name, "snapshot delete accepted");
+    Ok(accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_dns_labels_of_the_instance_and_the_time() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T06:15:00Z").map(|t| t.with_timezone(&Utc)).ok();
+        let at = at.unwrap_or_default();
+        assert_eq!(default_name("web-1", at), "web-1-20261202-061500");
+        let long = default_name(&"a".repeat(63), at);
+        assert!(long.len() <= 63 && validate::require_dns_label("name", &long).is_ok(), "{long}");
+        let dash = default_name(&format!("{}-b", "a".repeat(46)), at);
+        assert!(validate::require_dns_label("name", &dash).is_ok(), "{dash}");
+    }
+}

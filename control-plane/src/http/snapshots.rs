@@ -1,0 +1,104 @@
+//! `/v1/projects/{project}/snapshots`: snapshots of the project's instances. The logic is
+//! [`crate::app::snapshots`].
+//!
+//! ```text
+//! POST   /v1/projects/{project}/snapshots              take one (member) → 202 with the operation
+//! GET    /v1/projects/{project}/snapshots[?instance=]  the project's snapshots (viewer; paginated)
+//! GET    /v1/projects/{project}/snapshots/{snapshot}   one, by name or id (viewer)
+//! DELETE /v1/projects/{project}/snapshots/{snapshot}   delete it (member) → 202 with the operation
+//! ```
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorBody};
+use super::json::Json;
+use super::pagination::{Page, PageParams, PageRequest};
+use crate::app::App;
+use crate::app::snapshots::{self as app, SnapshotAccepted, SnapshotCreateParams};
+use crate::auth::Caller;
+use crate::db::snapshots::SnapshotRow;
+
+/// The routes of this module, for the API router to merge.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/projects/{project}/snapshots", get(snapshot_list).post(snapshot_create))
+        .route("/v1/projects/{project}/snapshots/{snapshot}", get(snapshot_get).delete(snapshot_delete))
+}
+
+/// A page of snapshots.
+pub type SnapshotList = Page<SnapshotRow>;
+
+/// List filters (besides paging).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SnapshotFilter {
+    /// Only the snapshots of this instance (name or id).
+    pub instance: Option<String>,
+}
+
+/// Takes a snapshot of an instance, with its memory state if `memory` (202 with the
+/// `snapshot_create` operation; the snapshot is `available` when it succeeds).
+#[utoipa::path(post, path = "/v1/projects/{project}/snapshots", tag = "snapshots", security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id")),
+    request_body = SnapshotCreateParams,
+    responses((status = 202, body = SnapshotAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn snapshot_create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Json(params): Json<SnapshotCreateParams>,
+) -> Result<(StatusCode, Json<SnapshotAccepted>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(app::create(&app, &caller, &project, params).await?)))
+}
+
+/// The project's snapshots (of one instance if asked), oldest first.
+#[utoipa::path(get, path = "/v1/projects/{project}/snapshots", tag = "snapshots", security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"), SnapshotFilter, PageParams),
+    responses((status = 200, body = Page<SnapshotRow>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn snapshot_list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Query(filter): Query<SnapshotFilter>,
+    page: PageRequest,
+) -> Result<Json<SnapshotList>, ApiError> {
+    let rows = app::list(&app, &caller, &project, filter.instance.as_deref(), page.window()).await?;
+    Ok(Json(Page::from_rows(rows, &page, |s| (s.created_at, s.id.0))))
+}
+
+/// One snapshot of the project, by name or id.
+#[utoipa::path(get, path = "/v1/projects/{project}/snapshots/{snapshot}", tag = "snapshots", security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("snapshot" = String, Path, description = "The snapshot's name or id")),
+    responses((status = 200, body = SnapshotRow), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn snapshot_get(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, snapshot)): Path<(String, String)>,
+) -> Result<Json<SnapshotRow>, ApiError> {
+    Ok(Json(app::get(&app, &caller, &project, &snapshot).await?))
+}
+
+/// Deletes a snapshot and its files (202 with the `snapshot_delete` operation); 409 while it is
+/// being taken.
+#[utoipa::path(delete, path = "/v1/projects/{project}/snapshots/{snapshot}", tag = "snapshots", security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("snapshot" = String, Path, description = "The snapshot's name or id")),
+    responses((status = 202, body = SnapshotAccepted), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn snapshot_delete(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, snapshot)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<SnapshotAccepted>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(app::delete(&app, &caller, &project, &snapshot).await?)))
+}

@@ -1,0 +1,200 @@
+//! The snapshot operations and their steps.
+//!
+//! | operation | steps (undo in brackets) |
+//! |---|---|
+//! | `snapshot_create` | snapshot_on_host [delete it on the host] |
+//! | `snapshot_delete` | delete_snapshot_on_host |
+//!
+//! A snapshot's files stay on the host that took it (the shared store comes later), so both
+//! steps call that host's agent. Both are idempotent there: a snapshot id that exists is
+//! returned as it is, and deleting one that is gone is no error. A dead host is not called: its
+//! snapshot files went with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloud_proto::agent::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use super::StepError;
+use crate::agents::AgentClient;
+use crate::app::App;
+use crate::db::operations::OperationRow;
+use crate::db::snapshots::{self as db, SnapshotRow};
+use crate::ids::SnapshotId;
+use crate::states::{HostState, OperationKind, SnapshotKind, SnapshotState, Step};
+
+/// Steps of each snapshot operation kind.
+pub fn steps(kind: OperationKind) -> &'static [Step] {
+    match kind {
+        OperationKind::SnapshotCreate => &[Step::SnapshotOnHost],
+        OperationKind::SnapshotDelete => &[Step::DeleteSnapshotOnHost],
+        _ => &[],
+    }
+}
+
+/// The parameters every snapshot operation carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotParams {
+    pub snapshot_id: SnapshotId,
+}
+
+/// What `snapshot_on_host` records: where the files are and how big they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Taken {
+    size_bytes: i64,
+    location: String,
+}
+
+fn params(op: &OperationRow) -> Result<SnapshotParams, StepError> {
+    serde_json::from_value(op.params.clone())
+        .map_err(|e| StepError::Fail { code: "internal", message: format!("operation parameters are invalid: {e}") })
+}
+
+fn db_err(e: sqlx::Error) -> StepError {
+    StepError::db(&e)
+}
+
+async fn snapshot(app: &App, id: SnapshotId) -> Result<SnapshotRow, StepError> {
+    db::snapshot_get_unchecked(&mut *app.pool.acquire().await.map_err(db_err)?, id)
+        .await
+        .map_err(db_err)?
+        .ok_or(StepError::Fail { code: "not_found", message: "the snapshot no longer exists".to_owned() })
+}
+
+/// The agent of the snapshot's host, or `None` when there is no host to call (none recorded,
+/// gone, or dead).
+async fn host_client(app: &App, s: &SnapshotRow) -> Result<Option<AgentClient>, StepError> {
+    let Some(host) = s.host_id else { return Ok(None) };
+    let row =
+        crate::db::hosts::host_get(&mut *app.pool.acquire().await.map_err(db_err)?, host.0).await.map_err(db_err)?;
+    let Some(row) = row.filter(|h| h.state != HostState::Dead) else { return Ok(None) };
+    app.agents
+        .client(&app.fleet, host, &row.agent_endpoint)
+        .map(Some)
+        .map_err(|e| StepError::Fail { code: "host_error", message: e.to_string() })
+}
+
+fn agent_error(status: &tonic::Status) -> StepError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => StepError::Retry {
+            reason: format!("the host agent is unreachable: {}", status.message()),
+            after: Duration::from_secs(2),
+        },
+        Code::NotFound => StepError::Fail {
+            code: "not_found",
+            message: format!("the host has no such instance: {}", status.message()),
+        },
+        Code::FailedPrecondition => {
+            StepError::Fail { code: "conflict", message: format!("the host refused: {}", status.message()) }
+        }
+        _ => StepError::Fail { code: "host_error", message: format!("the host refused: {}", status.message()) },
+    }
+}
+
+/// Runs one step (idempotent).
+pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<Option<serde_json::Value>, StepError> {
+    let s = snapshot(app, params(op)?.snapshot_id).await?;
+    match step {
+        Step::SnapshotOnHost => {
+            let instance = s.instance_id.ok_or(StepError::Fail {
+                code: "not_found",
+                message: "the instance was deleted before it could be snapshotted".to_owned(),
+            })?;
+            let row =
+                crate::db::instances::instance_get_unchecked(&mut *app.pool.acquire().await.map_err(db_err)?, instance)
+                    .await
+                    .map_err(db_err)?
+                    .ok_or(StepError::Fail {
+                        code: "not_found",
+                        message: "the instance no longer exists".to_owned(),
+                    })?;
+            let mut agent = host_client(app, &s).await?.ok_or(StepError::Fail {
+                code: "unavailable",
+                message: "the instance's host cannot be reached to take the snapshot".to_owned(),
+            })?;
+            let kind = match s.kind {
+                SnapshotKind::Disk => pb::SnapshotKind::Disk,
+                SnapshotKind::Full => pb::SnapshotKind::Full,
+            };
+            let generation = u64::try_from(row.generation)
+                .map_err(|_| StepError::Fail { code: "internal", message: "invalid instance generation".to_owned() })?;
+            let request = pb::SnapshotInstanceRequest {
+                instance_id: instance.to_string(),
+                snapshot_id: s.id.to_string(),
+                kind: kind as i32,
+                generation,
+            };
+            let info = agent.snapshot_instance(request).await.map_err(|status| agent_error(&status))?.into_inner();
+            let size_bytes = i64::try_from(info.size_bytes)
+                .map_err(|_| StepError::Fail { code: "internal", message: "the snapshot is too large".to_owned() })?;
+            let taken = Taken { size_bytes, location: info.location };
+            serde_json::to_value(taken)
+                .map(Some)
+                .map_err(|e| StepError::Fail { code: "internal", message: e.to_string() })
+        }
+        Step::DeleteSnapshotOnHost => {
+            if let Some(mut agent) = host_client(app, &s).await? {
+                agent
+                    .delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: s.id.to_string() })
+                    .await
+                    .map_err(|status| agent_error(&status))?;
+            }
+            Ok(None)
+        }
+        other => Err(StepError::Fail { code: "internal", message: format!("{other} is no snapshot step") }),
+    }
+}
+
+/// Undoes one step of a failed operation (idempotent): a snapshot half taken is removed.
+pub async fn undo_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<(), StepError> {
+    if step != Step::SnapshotOnHost {
+        return Ok(());
+    }
+    let s = snapshot(app, params(op)?.snapshot_id).await?;
+    if let Some(mut agent) = host_client(app, &s).await? {
+        match agent.delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: s.id.to_string() }).await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::InvalidArgument => {}
+            Err(status) => return Err(agent_error(&status)),
+        }
+    }
+    Ok(())
+}
+
+/// Records the outcome of a successful operation on the snapshot.
+pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
+    let id = params(op)?.snapshot_id;
+    let mut conn = app.pool.acquire().await.map_err(db_err)?;
+    match op.kind {
+        OperationKind::SnapshotCreate => {
+            let steps = crate::db::operations::operation_steps(&mut conn, op.id).await.map_err(db_err)?;
+            let taken: Taken = steps
+                .iter()
+                .find(|s| s.name == Step::SnapshotOnHost)
+                .and_then(|s| s.output.clone())
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or(StepError::Fail {
+                    code: "internal",
+                    message: "the snapshot step recorded nothing".to_owned(),
+                })?;
+            db::snapshot_set_available(&mut conn, id, taken.size_bytes, &taken.location).await.map_err(db_err)
+        }
+        OperationKind::SnapshotDelete => {
+            db::snapshot_transition(&mut conn, id, &[SnapshotState::Deleting], SnapshotState::Deleted, None)
+                .await
+                .map(drop)
+                .map_err(db_err)
+        }
+        other => Err(StepError::Fail { code: "internal", message: format!("{other} is no snapshot operation") }),
+    }
+}
+
+/// Records a failed (and undone) operation on the snapshot, with the reason.
+pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
+    let id = params(op)?.snapshot_id;
+    let mut conn = app.pool.acquire().await.map_err(db_err)?;
+    let from = [SnapshotState::Creating, SnapshotState::Deleting];
+    db::snapshot_transition(&mut conn, id, &from, SnapshotState::Failed, Some(reason)).await.map(drop).map_err(db_err)
+}

@@ -1,0 +1,100 @@
+//! Snapshots through the API and cloudctl: a real instance (the minimal image under QEMU) is
+//! snapshotted with and without memory, listed, refused where it must be, and deleted with its
+//! files on the host.
+
+use std::path::Path;
+
+use cloud_tests::cloudctl::Cloudctl;
+use cloud_tests::guest::{minimal_image, ssh_keygen};
+use cloud_tests::net::TestNetwork;
+use cloud_tests::process::{spawn_agent, spawn_control_plane};
+use serde_json::Value;
+
+/// Where a snapshot's files are on the host, checked to hold a complete snapshot.
+fn files(snapshot: &Value) -> std::path::PathBuf {
+    let location = snapshot["location"].as_str().unwrap_or_else(|| panic!("no location: {snapshot}"));
+    let dir = Path::new(location).to_owned();
+    assert!(dir.join("snapshot.json").is_file(), "{} holds no complete snapshot", dir.display());
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
+    let image = minimal_image();
+    let mut net = TestNetwork::create();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = spawn_control_plane(&net, dir.path()).await;
+    let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
+    cp.wait_active_hosts(1).await;
+    let cli = Cloudctl::new(&cp, &dir.path().join("home"));
+    let (key, _) = ssh_keygen(dir.path(), "alice");
+    let public = format!("@{}.pub", key.display());
+    cli.create_minimal_image(&image).await;
+    cli.run(&["ssh-key", "create", "alice", "--public-key", &public]).await.ok("ssh-key create");
+    let created = cli
+        .line("instance create web-1 --image minimal --memory 256MiB --ssh-key alice --wait")
+        .await
+        .ok("instance create");
+    let instance = &created.out["instance"];
+
+    // A disk snapshot and a full one of the running instance.
+    let disk = cli.line("snapshot create --instance web-1 --name disk-1 --wait").await.ok("snapshot create");
+    assert_eq!(disk.out["operation"]["state"], "succeeded", "{}", disk.out);
+    let snap = &disk.out["snapshot"];
+    assert_eq!(
+        (snap["name"].as_str(), snap["kind"].as_str(), snap["state"].as_str()),
+        (Some("disk-1"), Some("disk"), Some("available")),
+        "{snap}"
+    );
+    assert!(snap["size_bytes"].as_i64().is_some_and(|n| n > 0), "{snap}");
+    assert_eq!(snap["instance_id"], instance["id"], "{snap}");
+    assert_eq!(snap["host_id"], instance["host_id"], "{snap}");
+    let disk_files = files(snap);
+
+    let full = cli.line("snapshot create --instance web-1 --memory --wait").await.ok("snapshot create --memory");
+    let snap = &full.out["snapshot"];
+    assert_eq!((snap["kind"].as_str(), snap["state"].as_str()), (Some("full"), Some("available")), "{snap}");
+    assert!(snap["name"].as_str().is_some_and(|n| n.starts_with("web-1-")), "default name: {snap}");
+    // Memory state makes it larger than the disks alone (256 MiB guest).
+    assert!(snap["size_bytes"].as_i64() > disk.out["snapshot"]["size_bytes"].as_i64(), "{snap}");
+    files(snap);
+
+    // The guest goes on running after both.
+    let after = cli.run(&["instance", "get", "web-1"]).await.ok("instance get");
+    assert_eq!(after.out["state"], "running", "{}", after.out);
+
+    let listed = cli.run(&["snapshot", "list", "--instance", "web-1"]).await.ok("snapshot list");
+    let names: Vec<&str> = listed.out.as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names.len(), 2, "{}", listed.out);
+    assert!(names.contains(&"disk-1"), "{names:?}");
+
+    // Bad input changes nothing: a taken name, an unknown instance, memory of a stopped one.
+    let taken = cli.line("snapshot create --instance web-1 --name disk-1").await;
+    assert_eq!(taken.code, 1, "{taken:?}");
+    assert!(taken.err.contains("already has a snapshot named \"disk-1\""), "{}", taken.err);
+    let unknown = cli.line("snapshot create --instance nope").await;
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.err.contains("no instance \"nope\""), "{}", unknown.err);
+    cli.run(&["instance", "stop", "web-1", "--wait"]).await.ok("stop");
+    let stopped = cli.line("snapshot create --instance web-1 --memory").await;
+    assert_eq!(stopped.code, 1, "{stopped:?}");
+    assert!(stopped.err.contains("stopped: it has no memory to save"), "{}", stopped.err);
+    let names_now = cli.run(&["snapshot", "list"]).await.ok("snapshot list");
+    assert_eq!(names_now.out.as_array().map(Vec::len), Some(2), "{}", names_now.out);
+    // A stopped instance's disks can be snapshotted.
+    let cold =
+        cli.line("snapshot create --instance web-1 --name cold-1 --wait").await.ok("snapshot of a stopped instance");
+    assert_eq!(cold.out["snapshot"]["state"], "available", "{}", cold.out);
+
+    // Deleting removes the files on the host; the snapshot is gone from the API.
+    let deleted = cli.line("snapshot delete disk-1 --wait").await.ok("snapshot delete");
+    assert_eq!(deleted.out["operation"]["state"], "succeeded", "{}", deleted.out);
+    assert_eq!(deleted.out["snapshot"]["state"], "deleted", "{}", deleted.out);
+    assert!(!disk_files.exists(), "{} is still there", disk_files.display());
+    let gone = cli.line("snapshot get disk-1").await;
+    assert_eq!(gone.code, 2, "{gone:?}");
+    let again = cli.line("snapshot delete disk-1").await;
+    assert_eq!(again.code, 2, "{again:?}");
+    // The name is free again.
+    cli.line("snapshot create --instance web-1 --name disk-1 --wait").await.ok("the name is free again");
+}
