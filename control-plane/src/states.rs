@@ -143,6 +143,7 @@ states! {
         InstanceStop => "instance_stop",
         InstanceReboot => "instance_reboot",
         InstanceDelete => "instance_delete",
+        InstanceRestore => "instance_restore",
         SnapshotCreate => "snapshot_create",
         SnapshotDelete => "snapshot_delete",
     }
@@ -168,6 +169,7 @@ states! {
         DeleteOnHost => "delete_on_host",
         ReleaseAddress => "release_address",
         ReleaseCapacity => "release_capacity",
+        RestoreOnHost => "restore_on_host",
         SnapshotOnHost => "snapshot_on_host",
         DeleteSnapshotOnHost => "delete_snapshot_on_host",
     }

@@ -418,6 +418,18 @@ impl Client {
         self.post(self.url(&["v1", "projects", project, "snapshots"]), Some(params), None).await
     }
 
+    /// Restores a snapshot into a new instance (202 with the `instance_restore` operation).
+    pub async fn snapshot_restore(
+        &self,
+        project: &str,
+        snapshot: &str,
+        params: &InstanceRestoreParams,
+        idempotency_key: Option<&str>,
+    ) -> Result<InstanceAccepted, ClientError> {
+        let url = self.url(&["v1", "projects", project, "snapshots", snapshot, "restore"]);
+        self.post(url, Some(params), idempotency_key).await
+    }
+
     /// Deletes a snapshot (202 with its operation).
     pub async fn snapshot_delete(&self, project: &str, snapshot: &str) -> Result<SnapshotAccepted, ClientError> {
         self.delete_accepted(self.url(&["v1", "projects", project, "snapshots", snapshot]), None).await

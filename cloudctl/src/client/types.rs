@@ -185,6 +185,14 @@ pub struct SnapshotCreateParams {
     pub memory: bool,
 }
 
+/// `POST /v1/projects/{project}/snapshots/{snapshot}/restore`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRestoreParams {
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
+}
+
 /// A snapshot change the API accepted (202): its operation and the snapshot as it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotAccepted {

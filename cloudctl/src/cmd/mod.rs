@@ -336,7 +336,10 @@ impl Context {
         let started = Instant::now();
         let operation = self.wait_operation(client, &accepted.operation).await?;
         let id = accepted.instance.id.to_string();
-        let boots = matches!(operation.kind.as_str(), "instance_create" | "instance_start" | "instance_reboot");
+        let boots = matches!(
+            operation.kind.as_str(),
+            "instance_create" | "instance_start" | "instance_reboot" | "instance_restore"
+        );
         let instance = if boots && until == WaitUntil::Ready {
             let left = self.timeout().saturating_sub(started.elapsed());
             self.wait_instance_ready(client, &id, left).await?

@@ -1,7 +1,7 @@
-//! `cloudctl snapshot create|list|get|delete`.
+//! `cloudctl snapshot create|list|get|delete|restore`.
 
 use clap::Subcommand;
-use cloudctl::client::{Client, ClientError, SnapshotAccepted, SnapshotCreateParams, list_all};
+use cloudctl::client::{Client, ClientError, InstanceRestoreParams, SnapshotAccepted, SnapshotCreateParams, list_all};
 
 use super::Context;
 
@@ -31,6 +31,17 @@ pub enum SnapshotCommand {
     Get { snapshot: String },
     /// Delete a snapshot and its files.
     Delete { snapshot: String },
+    /// Restore a snapshot into a new instance (on the host that holds it; it boots from the
+    /// snapshot's disks with a new address): `snapshot restore disk-1 --to-instance web-2 --wait`.
+    Restore {
+        snapshot: String,
+        /// The new instance's name.
+        #[arg(long, value_name = "NAME")]
+        to_instance: String,
+        /// An SSH key of the project to inject as well (repeatable).
+        #[arg(long = "ssh-key", value_name = "KEY")]
+        ssh_keys: Vec<String>,
+    },
 }
 
 /// Runs a snapshot command.
@@ -49,6 +60,12 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> anyhow::Result<()> {
         SnapshotCommand::Delete { snapshot } => {
             let accepted = client.snapshot_delete(project, &snapshot).await?;
             finish(ctx, &client, accepted).await
+        }
+        SnapshotCommand::Restore { snapshot, to_instance, ssh_keys } => {
+            let params = InstanceRestoreParams { name: to_instance, ssh_keys };
+            let key = ctx.idempotency_key();
+            let accepted = client.snapshot_restore(project, &snapshot, &params, Some(&key)).await?;
+            ctx.finish_instance_change(&client, accepted).await
         }
     }
 }

@@ -15,11 +15,11 @@ use crate::agents::AgentClient;
 use crate::auth::{Caller, Role};
 use crate::db::instances::{self as db, InstanceRow, NewInstance};
 use crate::db::operations::{self as ops, NewOperation, OperationRow};
-use crate::ids::{InstanceId, OperationId, ProjectId};
+use crate::ids::{InstanceId, OperationId, ProjectId, SnapshotId, SshKeyId};
 use crate::operations::instances::InstanceParams;
 use crate::scheduler::placement::{Request, Resources};
 use crate::scheduler::reserve::{self, PlacementError};
-use crate::states::{ImageState, InstanceState, OperationKind};
+use crate::states::{ImageState, InstanceState, OperationKind, SnapshotState};
 
 /// Limits of what an instance may ask for.
 const MAX_VCPUS: u32 = 64;
@@ -190,13 +190,7 @@ pub async fn create(
         0 if image.disk_sha256.is_none() => DEFAULT_DATA_DISK_GIB,
         gib => gib,
     };
-    let mut keys = Vec::new();
-    for name in &params.ssh_keys {
-        let key = crate::db::ssh_keys::ssh_key_get(&mut tx, project, name)
-            .await?
-            .ok_or_else(|| AppError::Unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
-        keys.push(key.id);
-    }
+    let keys = key_ids(&mut tx, project, &params.ssh_keys).await?;
     let request = Request {
         resources: resources(params.vcpus, params.memory_mib, disk_gib)?,
         project_id: project,
@@ -218,11 +212,100 @@ pub async fn create(
     };
     db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
     let op =
-        create_operation(&mut tx, caller, project, OperationKind::InstanceCreate, id, 1, idempotency_key, hash).await?;
+        create_operation(&mut tx, caller, project, OperationKind::InstanceCreate, id, 1, None, idempotency_key, hash)
+            .await?;
     let accepted = accepted(&mut tx, op, id).await?;
     tx.commit().await?;
     app.executor.wake();
     tracing::info!(instance = %id, name = %params.name, "instance create accepted");
+    Ok(accepted)
+}
+
+/// The ids of the project's SSH keys named (or identified) in `names`.
+async fn key_ids(
+    conn: &mut sqlx::PgConnection,
+    project: ProjectId,
+    names: &[String],
+) -> Result<Vec<SshKeyId>, AppError> {
+    let mut keys = Vec::new();
+    for name in names {
+        let key = crate::db::ssh_keys::ssh_key_get(conn, project, name)
+            .await?
+            .ok_or_else(|| AppError::Unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
+        keys.push(key.id);
+    }
+    Ok(keys)
+}
+
+/// `POST /v1/projects/{project}/snapshots/{snapshot}/restore`: a new instance from a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRestoreParams {
+    /// The new instance's name: a DNS label, unique among the project's live instances.
+    pub name: String,
+    /// Names or ids of the project's SSH keys to inject (the disks keep the ones injected before).
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+}
+
+/// Restores a snapshot into a new instance with the snapshotted instance's image and sizes, on
+/// the host that holds the snapshot: the instance row and its `instance_restore` operation in
+/// one transaction. The new instance has a new address, so it boots from the snapshot's disks
+/// (even a snapshot with memory: that memory keeps the old address).
+pub async fn restore(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    snapshot: &str,
+    params: InstanceRestoreParams,
+    idempotency_key: Option<&str>,
+) -> Result<InstanceAccepted, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Member).await?;
+    validate::require_dns_label("name", &params.name)?;
+    let hash = request_hash(&format!("instance_restore:{project}:{snapshot}"), &params);
+    let mut tx = app.pool.begin().await?;
+    if let Some(earlier) = replay(&mut tx, caller, idempotency_key, &hash).await? {
+        return Ok(earlier);
+    }
+    let snap = crate::db::snapshots::snapshot_get(&mut tx, project, snapshot)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no snapshot {snapshot:?} in this project")))?;
+    if snap.state != SnapshotState::Available {
+        return Err(AppError::Conflict(format!(
+            "snapshot {} is {}; only an available one can be restored",
+            snap.name, snap.state
+        )));
+    }
+    let source = crate::db::snapshots::snapshot_source(&mut tx, snap.id).await?;
+    let (Some(image_id), Some(vcpus), Some(memory_bytes), Some(disk_bytes)) =
+        source.map(|s| (s.image_id, s.vcpus, s.memory_bytes, s.disk_bytes)).unwrap_or_default()
+    else {
+        return Err(AppError::Unprocessable(format!(
+            "snapshot {} cannot be restored: its image was deleted (or it predates restores)",
+            snap.name
+        )));
+    };
+    let keys = key_ids(&mut tx, project, &params.ssh_keys).await?;
+    let id = InstanceId::new();
+    let new = NewInstance {
+        id,
+        project_id: project,
+        name: params.name.clone(),
+        image_id,
+        vcpus,
+        memory_bytes,
+        disk_bytes,
+        user_data: String::new(),
+        anti_affinity_group: None,
+        ssh_keys: keys,
+    };
+    db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
+    let kind = OperationKind::InstanceRestore;
+    let op = create_operation(&mut tx, caller, project, kind, id, 1, Some(snap.id), idempotency_key, hash).await?;
+    let accepted = accepted(&mut tx, op, id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    tracing::info!(instance = %id, name = %params.name, snapshot = %snap.id, "instance restore accepted");
     Ok(accepted)
 }
 
@@ -249,10 +332,12 @@ async fn create_operation(
     kind: OperationKind,
     id: InstanceId,
     generation: i64,
+    snapshot_id: Option<SnapshotId>,
     key: Option<&str>,
     hash: Vec<u8>,
 ) -> Result<OperationId, AppError> {
-    let params = serde_json::to_value(InstanceParams { instance_id: id, generation }).map_err(AppError::internal)?;
+    let params = serde_json::to_value(InstanceParams { instance_id: id, generation, snapshot_id })
+        .map_err(AppError::internal)?;
     let new = NewOperation {
         project_id: Some(project),
         kind,
@@ -340,7 +425,7 @@ pub async fn change(
             from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
         ))
     })?;
-    let op = create_operation(&mut tx, caller, project, kind, row.id, generation, idempotency_key, hash).await?;
+    let op = create_operation(&mut tx, caller, project, kind, row.id, generation, None, idempotency_key, hash).await?;
     let accepted = accepted(&mut tx, op, row.id).await?;
     tx.commit().await?;
     app.executor.wake();

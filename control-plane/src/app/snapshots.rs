@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::{App, AppError, Window, projects, validate};
 use crate::auth::{Caller, Role};
 use crate::db::operations::{NewOperation, OperationRow};
-use crate::db::snapshots::{self as db, NewSnapshot, SnapshotRow};
+use crate::db::snapshots::{self as db, NewSnapshot, SnapshotRow, SnapshotSource};
 use crate::ids::{InstanceId, OperationId, ProjectId, SnapshotId};
 use crate::operations::snapshots::SnapshotParams;
 use crate::states::{InstanceState, OperationKind, SnapshotKind, SnapshotState};
@@ -86,7 +86,14 @@ pub async fn create(
     let host =
         instance.host_id.ok_or_else(|| AppError::Conflict(format!("instance {} has no host yet", instance.name)))?;
     let id = SnapshotId::new();
-    let new = NewSnapshot { id, project_id: project, instance_id: instance.id, host_id: host, name: &name, kind };
+    let source = SnapshotSource {
+        image_id: instance.image_id,
+        vcpus: Some(instance.vcpus),
+        memory_bytes: Some(instance.memory_bytes),
+        disk_bytes: Some(instance.disk_bytes),
+    };
+    let new =
+        NewSnapshot { id, project_id: project, instance_id: instance.id, host_id: host, name: &name, kind, source };
     db::snapshot_insert(&mut tx, &new).await.map_err(|err| {
         if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
             AppError::Conflict(format!("the project already has a snapshot named {name:?}"))

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::ids::{HostId, InstanceId, ProjectId, SnapshotId};
+use crate::ids::{HostId, ImageId, InstanceId, ProjectId, SnapshotId};
 use crate::states::{SnapshotKind, SnapshotState};
 
 /// A row of `snapshots`.
@@ -42,6 +42,18 @@ pub struct NewSnapshot<'a> {
     pub host_id: HostId,
     pub name: &'a str,
     pub kind: SnapshotKind,
+    /// What a restore needs of the instance: its image and sizes.
+    pub source: SnapshotSource,
+}
+
+/// The image and sizes of the instance a snapshot was taken of (`None`: taken before they were
+/// kept, or the image was deleted since).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct SnapshotSource {
+    pub image_id: Option<ImageId>,
+    pub vcpus: Option<i32>,
+    pub memory_bytes: Option<i64>,
+    pub disk_bytes: Option<i64>,
 }
 
 const COLUMNS: &str = "id, project_id, instance_id, name, kind, state, state_reason, size_bytes, host_id, location, \
@@ -50,8 +62,9 @@ const COLUMNS: &str = "id, project_id, instance_id, name, kind, state, state_rea
 /// Stores a new snapshot as `creating`; a name taken in the project is a unique violation.
 pub async fn snapshot_insert(conn: &mut PgConnection, new: &NewSnapshot<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO snapshots (id, project_id, instance_id, host_id, name, kind, state)
-         VALUES ($1, $2, $3, $4, $5, $6, 'creating')",
+        "INSERT INTO snapshots (id, project_id, instance_id, host_id, name, kind, state, image_id, vcpus,
+                                memory_bytes, disk_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, 'creating', $7, $8, $9, $10)",
     )
     .bind(new.id)
     .bind(new.project_id)
@@ -59,6 +72,10 @@ pub async fn snapshot_insert(conn: &mut PgConnection, new: &NewSnapshot<'_>) -> 
     .bind(new.host_id)
     .bind(new.name)
     .bind(new.kind.as_str())
+    .bind(new.source.image_id)
+    .bind(new.source.vcpus)
+    .bind(new.source.memory_bytes)
+    .bind(new.source.disk_bytes)
     .execute(conn)
     .await
     .map(drop)
@@ -80,6 +97,14 @@ pub async fn snapshot_get(
     .bind(id)
     .fetch_optional(conn)
     .await
+}
+
+/// The image and sizes of the instance snapshot `id` was taken of.
+pub async fn snapshot_source(conn: &mut PgConnection, id: SnapshotId) -> Result<Option<SnapshotSource>, sqlx::Error> {
+    sqlx::query_as("SELECT image_id, vcpus, memory_bytes, disk_bytes FROM snapshots WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// A snapshot by id, whatever its project and state (for operations).

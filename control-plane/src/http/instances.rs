@@ -48,7 +48,7 @@ pub struct InstanceListQuery {
 }
 
 /// The idempotency key of a request, if it sent one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {

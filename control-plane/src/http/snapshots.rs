@@ -6,20 +6,24 @@
 //! GET    /v1/projects/{project}/snapshots[?instance=]  the project's snapshots (viewer; paginated)
 //! GET    /v1/projects/{project}/snapshots/{snapshot}   one, by name or id (viewer)
 //! DELETE /v1/projects/{project}/snapshots/{snapshot}   delete it (member) → 202 with the operation
+//! POST   /v1/projects/{project}/snapshots/{snapshot}/restore   a new instance from it (member)
+//!                                                 → 202 with the `instance_restore` operation
 //! ```
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody};
 use super::json::Json;
 use super::pagination::{Page, PageParams, PageRequest};
 use crate::app::App;
+use crate::app::instances::{InstanceAccepted, InstanceRestoreParams};
 use crate::app::snapshots::{self as app, SnapshotAccepted, SnapshotCreateParams};
 use crate::auth::Caller;
 use crate::db::snapshots::SnapshotRow;
@@ -29,6 +33,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/projects/{project}/snapshots", get(snapshot_list).post(snapshot_create))
         .route("/v1/projects/{project}/snapshots/{snapshot}", get(snapshot_get).delete(snapshot_delete))
+        .route("/v1/projects/{project}/snapshots/{snapshot}/restore", post(snapshot_restore))
 }
 
 /// A page of snapshots.
@@ -101,4 +106,28 @@ pub async fn snapshot_delete(
     Path((project, snapshot)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<SnapshotAccepted>), ApiError> {
     Ok((StatusCode::ACCEPTED, Json(app::delete(&app, &caller, &project, &snapshot).await?)))
+}
+
+/// Restores a snapshot into a new instance on the host that holds it (202 with the
+/// `instance_restore` operation); the instance boots from the snapshot's disks with a new
+/// address. `Idempotency-Key` makes a retry return the same operation.
+#[utoipa::path(post, path = "/v1/projects/{project}/snapshots/{snapshot}/restore", tag = "snapshots",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("snapshot" = String, Path, description = "The snapshot's name or id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the same operation")),
+    request_body = InstanceRestoreParams,
+    responses((status = 202, body = InstanceAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn snapshot_restore(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, snapshot)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(params): Json<InstanceRestoreParams>,
+) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
+    let key = super::instances::idempotency_key(&headers)?;
+    let accepted = crate::app::instances::restore(&app, &caller, &project, &snapshot, params, key.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }

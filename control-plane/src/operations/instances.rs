@@ -7,6 +7,7 @@
 //! | `instance_stop` | stop_on_host → wait_stopped |
 //! | `instance_reboot` | reboot_on_host → wait_running |
 //! | `instance_delete` | delete_on_host → release_address → release_capacity |
+//! | `instance_restore` | place on the snapshot's host [release capacity] → allocate_address [free it] → restore_on_host [delete on host] → wait_running |
 //!
 //! Each operation carries the instance id and the generation the API assigned to the change;
 //! the agent applies a request only if its generation is not older than what it applied, so a
@@ -23,7 +24,7 @@ use super::StepError;
 use crate::app::App;
 use crate::db::instances as db;
 use crate::db::operations::OperationRow;
-use crate::ids::InstanceId;
+use crate::ids::{HostId, InstanceId, SnapshotId};
 use crate::scheduler::reserve::PlacementError;
 use crate::states::{BootMode, Firmware, InstanceState, OperationKind, Step};
 
@@ -35,6 +36,7 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
         OperationKind::InstanceStop => &[Step::StopOnHost, Step::WaitStopped],
         OperationKind::InstanceReboot => &[Step::RebootOnHost, Step::WaitRunning],
         OperationKind::InstanceDelete => &[Step::DeleteOnHost, Step::ReleaseAddress, Step::ReleaseCapacity],
+        OperationKind::InstanceRestore => &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning],
         OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => &[],
     }
 }
@@ -44,6 +46,9 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
 pub struct InstanceParams {
     pub instance_id: InstanceId,
     pub generation: i64,
+    /// The snapshot an `instance_restore` restores (on the host that holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<SnapshotId>,
 }
 
 /// How long an instance may take to reach `running` or `stopped` on its host.
@@ -66,6 +71,16 @@ fn agent_error(status: &tonic::Status) -> StepError {
         },
         _ => StepError::Fail { code: "host_error", message: format!("the host refused: {}", status.message()) },
     }
+}
+
+/// The host that holds snapshot `id`'s files (where a restore from it must run).
+async fn snapshot_host(app: &App, id: SnapshotId) -> Result<HostId, StepError> {
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    crate::db::snapshots::snapshot_get_unchecked(&mut conn, id)
+        .await
+        .map_err(|e| StepError::db(&e))?
+        .and_then(|s| s.host_id)
+        .ok_or(StepError::Fail { code: "not_found", message: "the snapshot's host is gone".to_owned() })
 }
 
 async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> {
@@ -214,7 +229,13 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
     match step {
         Step::Place => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
-            let placement = crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await;
+            let placement = match p.snapshot_id {
+                Some(snapshot) => {
+                    let host = snapshot_host(app, snapshot).await?;
+                    crate::scheduler::reserve::place_instance_on(&mut tx, id, host).await
+                }
+                None => crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await,
+            };
             match placement {
                 Ok(placement) => {
                     tx.commit().await.map_err(|e| StepError::db(&e))?;
@@ -222,6 +243,9 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 }
                 Err(PlacementError::NoHostFits(reasons)) => {
                     Err(StepError::Fail { code: "no_capacity", message: reasons.to_string() })
+                }
+                Err(err @ PlacementError::HostFull { .. }) => {
+                    Err(StepError::Fail { code: "no_capacity", message: err.to_string() })
                 }
                 Err(PlacementError::InstanceDeleted { .. }) => Err(StepError::Fail {
                     code: "cancelled",
@@ -262,6 +286,24 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 generation,
             };
             agent.ensure_instance(request).await.map_err(|e| agent_error(&e))?;
+            set_state(app, id, InstanceState::Starting).await?;
+            Ok(None)
+        }
+        Step::RestoreOnHost => {
+            let snapshot = p
+                .snapshot_id
+                .ok_or(StepError::Fail { code: "internal", message: "a restore without its snapshot".to_owned() })?;
+            let s = spec(app, id).await?;
+            let mut agent = placed_client(app, &s)?;
+            // A new instance has a new address: the guest boots from the snapshot's disks.
+            let request = pb::RestoreInstanceRequest {
+                spec: Some(agent_spec(&s)?),
+                snapshot_id: snapshot.to_string(),
+                snapshot_location: String::new(),
+                generation,
+                fresh_boot: true,
+            };
+            agent.restore_instance(request).await.map_err(|e| agent_error(&e))?;
             set_state(app, id, InstanceState::Starting).await?;
             Ok(None)
         }
@@ -324,16 +366,19 @@ pub async fn undo_step(
     let p = params(op)?;
     let id = p.instance_id;
     match (op.kind, step) {
-        (OperationKind::InstanceCreate, Step::Place) => {
+        (OperationKind::InstanceCreate | OperationKind::InstanceRestore, Step::Place) => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))
         }
-        (OperationKind::InstanceCreate, Step::AllocateAddress) => {
+        (OperationKind::InstanceCreate | OperationKind::InstanceRestore, Step::AllocateAddress) => {
             let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))
         }
-        (OperationKind::InstanceCreate, Step::EnsureOnHost | Step::WaitRunning) => {
+        (
+            OperationKind::InstanceCreate | OperationKind::InstanceRestore,
+            Step::EnsureOnHost | Step::RestoreOnHost | Step::WaitRunning,
+        ) => {
             let s = spec(app, id).await?;
             if let Some(mut agent) = live_client(app, &s)? {
                 // A generation above the create's, so the delete wins over a late ensure.
@@ -369,9 +414,10 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
     let id = params(op)?.instance_id;
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind {
-        OperationKind::InstanceCreate | OperationKind::InstanceStart | OperationKind::InstanceReboot => {
-            db::instance_set_state(&mut conn, id, InstanceState::Running, None).await
-        }
+        OperationKind::InstanceCreate
+        | OperationKind::InstanceRestore
+        | OperationKind::InstanceStart
+        | OperationKind::InstanceReboot => db::instance_set_state(&mut conn, id, InstanceState::Running, None).await,
         OperationKind::InstanceStop => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
         OperationKind::InstanceDelete => db::instance_mark_deleted(&mut conn, id).await,
         OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => Ok(()),

@@ -48,6 +48,9 @@ pub enum PlacementError {
     NoHostFits(#[from] NoHostFits),
     #[error("host {host} has unknown state {state:?}")]
     UnknownHostState { host: HostId, state: String },
+    /// The one host the instance must go to has no room (or is not active).
+    #[error("host {host} has no room for the instance now (or takes no new instances)")]
+    HostFull { host: HostId },
     #[error("every host that fitted instance {instance} was taken by concurrent placements, {rounds} times")]
     Contended { instance: InstanceId, rounds: u32 },
     #[error("cannot read the candidate hosts")]
@@ -69,24 +72,46 @@ pub async fn place_instance(
     instance: InstanceId,
     strategy: Strategy,
 ) -> Result<Placement, PlacementError> {
+    place(conn, instance, Target::Best(strategy)).await
+}
+
+/// Places `instance` on `host` and nowhere else (a restore from files on that host): reserves
+/// its capacity there and sets `instances.host_id`, or [`PlacementError::HostFull`]. Idempotent
+/// like [`place_instance`].
+pub async fn place_instance_on(
+    conn: &mut PgConnection,
+    instance: InstanceId,
+    host: HostId,
+) -> Result<Placement, PlacementError> {
+    place(conn, instance, Target::Host(host)).await
+}
+
+/// Where a placement may go.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// The best host by the strategy.
+    Best(Strategy),
+    /// This host only.
+    Host(HostId),
+}
+
+async fn place(conn: &mut PgConnection, instance: InstanceId, target: Target) -> Result<Placement, PlacementError> {
     let db = |source| PlacementError::Db { instance, source };
-    let row = store::lock_instance(conn, instance).await.map_err(db)?;
-    let row = row.ok_or(PlacementError::UnknownInstance { instance })?;
-    if row.deleted {
-        return Err(PlacementError::InstanceDeleted { instance });
-    }
-    if let Some(host_id) = row.host_id {
-        return Ok(Placement { host_id, newly_reserved: false });
-    }
-    let request = Request {
-        resources: Resources { vcpus: row.vcpus, memory_bytes: row.memory_bytes, disk_bytes: row.disk_bytes },
-        project_id: row.project_id,
-        anti_affinity_group: row.anti_affinity_group,
+    let request = match locked_request(conn, instance).await? {
+        Ok(request) => request,
+        Err(placed) => return Ok(placed),
     };
     let need = need(&request);
-    if let Some(group) = need.anti_affinity_group {
-        store::lock_group(conn, need.project_id, group).await.map_err(db)?;
-    }
+    let strategy = match target {
+        Target::Best(strategy) => strategy,
+        Target::Host(host) => {
+            if !store::reserve(conn, host, &need).await.map_err(db)? {
+                return Err(PlacementError::HostFull { host });
+            }
+            store::set_host(conn, instance, host).await.map_err(db)?;
+            return Ok(Placement { host_id: host, newly_reserved: true });
+        }
+    };
     let most_headroom_first = match strategy {
         Strategy::Spread => true,
         Strategy::Binpack => false,
@@ -109,6 +134,31 @@ pub async fn place_instance(
         tokio::time::sleep(round_pause(round)).await;
     }
     Err(PlacementError::Contended { instance, rounds: ROUNDS })
+}
+
+/// Locks the instance's row (and its anti-affinity group, if any): what it needs, or where it
+/// already is (`Err`).
+async fn locked_request(
+    conn: &mut PgConnection,
+    instance: InstanceId,
+) -> Result<Result<Request, Placement>, PlacementError> {
+    let db = |source| PlacementError::Db { instance, source };
+    let row = store::lock_instance(conn, instance).await.map_err(db)?;
+    let row = row.ok_or(PlacementError::UnknownInstance { instance })?;
+    if row.deleted {
+        return Err(PlacementError::InstanceDeleted { instance });
+    }
+    if let Some(host_id) = row.host_id {
+        return Ok(Err(Placement { host_id, newly_reserved: false }));
+    }
+    if let Some(group) = &row.anti_affinity_group {
+        store::lock_group(conn, row.project_id, group).await.map_err(db)?;
+    }
+    Ok(Ok(Request {
+        resources: Resources { vcpus: row.vcpus, memory_bytes: row.memory_bytes, disk_bytes: row.disk_bytes },
+        project_id: row.project_id,
+        anti_affinity_group: row.anti_affinity_group,
+    }))
 }
 
 /// Gives back the reservation of `instance` on its host and clears `instances.host_id`:

@@ -178,7 +178,8 @@ impl HostAgent for AgentService {
                 location
             }
         };
-        let status = self.manager.restore(desired, location, req.generation).await.map_err(status_of)?;
+        let status =
+            self.manager.restore_as(desired, location, req.generation, req.fresh_boot).await.map_err(status_of)?;
         Ok(Response::new(convert::status(&status)))
     }
 

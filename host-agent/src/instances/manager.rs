@@ -269,11 +269,24 @@ impl InstanceManager {
         snapshot_location: PathBuf,
         generation: u64,
     ) -> Result<InstanceStatus, InstanceError> {
-        let location = snapshot_location;
+        self.restore_as(desired, snapshot_location, generation, false).await
+    }
+
+    /// [`InstanceManager::restore`], booting from the snapshot's disks when `fresh_boot` even if
+    /// it holds memory state: for an instance whose address differs from the snapshot's guest
+    /// (whose memory keeps its network configuration).
+    pub async fn restore_as(
+        &self,
+        desired: DesiredInstance,
+        location: PathBuf,
+        generation: u64,
+        fresh_boot: bool,
+    ) -> Result<InstanceStatus, InstanceError> {
         self.create_or_apply(Box::new(desired), generation, |desired, reply| Request::Restore {
             desired,
             location,
             generation,
+            fresh_boot,
             reply,
         })
         .await

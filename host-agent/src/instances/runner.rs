@@ -89,6 +89,8 @@ pub(super) enum Request {
         desired: Box<DesiredInstance>,
         location: PathBuf,
         generation: u64,
+        /// Boot from the snapshot's disks even when it holds memory state.
+        fresh_boot: bool,
         reply: Reply<InstanceStatus>,
     },
     /// What the guest watch of boot `boot` learnt (see `guest`).
@@ -327,8 +329,8 @@ impl Runner {
                 let r = self.snapshot(snapshot, kind, generation).await;
                 let _ = reply.send(r);
             }
-            Request::Restore { desired, location, generation, reply } => {
-                let r = self.restore(*desired, &location, generation).await;
+            Request::Restore { desired, location, generation, fresh_boot, reply } => {
+                let r = self.restore(*desired, &location, generation, fresh_boot).await;
                 let _ = reply.send(r);
             }
             Request::Guest { boot, event } if boot == self.boot => self.on_guest(event).await,
@@ -599,13 +601,15 @@ impl Runner {
         result
     }
 
-    /// Creates this (fresh) instance from the snapshot at `location`. An existing instance
-    /// answers like an ensure: same generation, its status; older, a stale error.
+    /// Creates this (fresh) instance from the snapshot at `location` (from its disks only when
+    /// `fresh_boot`). An existing instance answers like an ensure: same generation, its status;
+    /// older, a stale error.
     async fn restore(
         &mut self,
         desired: DesiredInstance,
         location: &Path,
         generation: u64,
+        fresh_boot: bool,
     ) -> Result<InstanceStatus, InstanceError> {
         if !self.fresh {
             return match self.check_generation(generation)? {
@@ -616,7 +620,11 @@ impl Runner {
             };
         }
         desired.validate()?;
-        let snapshot = snapshots::open(&self.ctx, self.id, location).await?;
+        let mut snapshot = snapshots::open(&self.ctx, self.id, location).await?;
+        if fresh_boot {
+            // A new address: the memory state would keep the old one; boot from the disks.
+            snapshot.kind = SnapshotKind::Disk;
+        }
         snapshots::check_restorable(&snapshot, &desired)?;
         self.ctx.driver.resolve(&self.ctx, &desired).await?;
         self.record.desired = desired.clone();

@@ -1,6 +1,6 @@
 //! Snapshots through the API and cloudctl: a real instance (the minimal image under QEMU) is
-//! snapshotted with and without memory, listed, refused where it must be, and deleted with its
-//! files on the host.
+//! snapshotted with and without memory, listed, refused where it must be, restored into a new
+//! instance that has the data written before, and deleted with its files on the host.
 
 use std::path::Path;
 
@@ -36,6 +36,16 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
         .await
         .ok("instance create");
     let instance = &created.out["instance"];
+    let key = key.to_str().unwrap().to_owned();
+    let ssh = |name: &str, command: &str| {
+        let (cli, args) = (&cli, ["instance", "ssh", name, "-i", &key, "--", command].map(str::to_owned));
+        async move {
+            // ssh hands the words after `--` to the guest's shell as one command line.
+            let run = cli.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            run.ok(&format!("instance ssh {} -- {}", args[2], args[6])).text()
+        }
+    };
+    ssh("web-1", "echo kept > /root/kept.txt && sync").await;
 
     // A disk snapshot and a full one of the running instance.
     let disk = cli.line("snapshot create --instance web-1 --name disk-1 --wait").await.ok("snapshot create");
@@ -86,6 +96,24 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
         cli.line("snapshot create --instance web-1 --name cold-1 --wait").await.ok("snapshot of a stopped instance");
     assert_eq!(cold.out["snapshot"]["state"], "available", "{}", cold.out);
 
+    // A restore makes a new instance from the snapshot's disks, on the host that holds them.
+    let restored = cli.line("snapshot restore cold-1 --to-instance web-2 --ssh-key alice --wait").await.ok("restore");
+    assert_eq!(restored.out["operation"]["kind"], "instance_restore", "{}", restored.out);
+    assert_eq!(restored.out["instance"]["state"], "running", "{}", restored.out);
+    assert_eq!(restored.out["instance"]["host_id"], instance["host_id"], "{}", restored.out);
+    assert_ne!(restored.out["instance"]["address"], instance["address"], "a new instance, a new address");
+    assert_eq!(ssh("web-2", "cat /root/kept.txt").await.trim(), "kept");
+    // A snapshot with memory restores the same way into a new instance: from its disks.
+    let full_name = full.out["snapshot"]["name"].as_str().unwrap().to_owned();
+    let line = format!("snapshot restore {full_name} --to-instance web-3 --wait");
+    let from_full = cli.line(&line).await.ok("restore of a full snapshot");
+    assert_eq!(from_full.out["instance"]["state"], "running", "{}", from_full.out);
+    assert_eq!(ssh("web-3", "cat /root/kept.txt").await.trim(), "kept");
+    cli.line("instance delete web-3 --wait").await.ok("delete web-3");
+    let taken = cli.line("snapshot restore cold-1 --to-instance web-2").await;
+    assert_eq!(taken.code, 1, "{taken:?}");
+    assert!(taken.err.contains("already exists"), "{}", taken.err);
+
     // Deleting removes the files on the host; the snapshot is gone from the API.
     let deleted = cli.line("snapshot delete disk-1 --wait").await.ok("snapshot delete");
     assert_eq!(deleted.out["operation"]["state"], "succeeded", "{}", deleted.out);
@@ -95,6 +123,10 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
     assert_eq!(gone.code, 2, "{gone:?}");
     let again = cli.line("snapshot delete disk-1").await;
     assert_eq!(again.code, 2, "{again:?}");
+    let restore_gone = cli.line("snapshot restore disk-1 --to-instance web-3").await;
+    assert_eq!(restore_gone.code, 2, "{restore_gone:?}");
+    let instances = cli.run(&["instance", "list"]).await.ok("instance list");
+    assert_eq!(instances.out.as_array().map(Vec::len), Some(2), "no half-made instance: {}", instances.out);
     // The name is free again.
     cli.line("snapshot create --instance web-1 --name disk-1 --wait").await.ok("the name is free again");
 }
