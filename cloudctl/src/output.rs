@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::client::{
     FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Operation, Project, Snapshot, SnapshotAccepted,
-    SshKey, Token, WhoAmI,
+    SnapshotPolicy, SshKey, Token, WhoAmI,
 };
 
 /// An output format.
@@ -469,6 +469,27 @@ impl Resource for SnapshotAccepted {
     }
     fn id(&self) -> String {
         self.snapshot.id.to_string()
+    }
+}
+
+impl Resource for SnapshotPolicy {
+    fn columns() -> &'static [&'static str] {
+        &["INSTANCE", "EVERY", "KEEP", "MEMORY", "LAST RUN"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.instance_id.to_string(),
+            format!("{}s", self.every_secs),
+            self.keep.to_string(),
+            if self.memory { "yes" } else { "no" }.to_owned(),
+            self.last_run_at.as_ref().map_or_else(|| "-".to_owned(), time),
+        ]
+    }
+    fn name(&self) -> String {
+        self.instance_id.to_string()
+    }
+    fn id(&self) -> String {
+        self.instance_id.to_string()
     }
 }
 

@@ -203,6 +203,10 @@ async fn serve_with(
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::host_liveness::run(app, policy, stop))
     };
+    let policies = {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(reconcilers::snapshot_policies::run(app, stop))
+    };
     let supervisor = embedded.map(|pg| {
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(supervise_embedded_db(pg, app, stop))
@@ -219,7 +223,7 @@ async fn serve_with(
     };
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));
     let (http, grpc) = tokio::join!(http, grpc);
-    let _ = tokio::join!(executor, liveness);
+    let _ = tokio::join!(executor, liveness, policies);
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
     }

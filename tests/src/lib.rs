@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cloud;
 pub mod cloudctl;
 pub mod guest;
 pub mod layering;

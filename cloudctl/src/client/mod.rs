@@ -274,6 +274,12 @@ impl Client {
         self.decode(resp).await
     }
 
+    /// PUT of a whole resource: safe to retry (the same body sets the same state).
+    async fn put<B: Serialize, T: DeserializeOwned>(&self, url: Url, body: &B) -> Result<T, ClientError> {
+        let resp = self.send(|| self.request(Method::PUT, url.clone()).json(body), true).await?;
+        self.decode(resp).await
+    }
+
     async fn delete_no_content(&self, url: Url) -> Result<(), ClientError> {
         self.send(|| self.request(Method::DELETE, url.clone()), false).await.map(drop)
     }
@@ -428,6 +434,26 @@ impl Client {
     ) -> Result<InstanceAccepted, ClientError> {
         let url = self.url(&["v1", "projects", project, "snapshots", snapshot, "restore"]);
         self.post(url, Some(params), idempotency_key).await
+    }
+
+    /// Sets an instance's snapshot policy.
+    pub async fn snapshot_policy_set(
+        &self,
+        project: &str,
+        instance: &str,
+        params: &SnapshotPolicyParams,
+    ) -> Result<SnapshotPolicy, ClientError> {
+        self.put(self.url(&["v1", "projects", project, "instances", instance, "snapshot-policy"]), params).await
+    }
+
+    /// An instance's snapshot policy.
+    pub async fn snapshot_policy_get(&self, project: &str, instance: &str) -> Result<SnapshotPolicy, ClientError> {
+        self.get(self.url(&["v1", "projects", project, "instances", instance, "snapshot-policy"])).await
+    }
+
+    /// Removes an instance's snapshot policy.
+    pub async fn snapshot_policy_clear(&self, project: &str, instance: &str) -> Result<(), ClientError> {
+        self.delete_no_content(self.url(&["v1", "projects", project, "instances", instance, "snapshot-policy"])).await
     }
 
     /// Deletes a snapshot (202 with its operation).

@@ -170,6 +170,9 @@ pub struct Snapshot {
     /// Where its files are on that host.
     #[serde(default)]
     pub location: Option<String>,
+    /// Taken by the instance's snapshot policy.
+    #[serde(default)]
+    pub scheduled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(flatten)]
@@ -191,6 +194,29 @@ pub struct InstanceRestoreParams {
     pub name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
+}
+
+/// `PUT /v1/projects/{project}/instances/{instance}/snapshot-policy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotPolicyParams {
+    pub every_secs: u64,
+    pub keep: u32,
+    pub memory: bool,
+}
+
+/// An instance's snapshot policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotPolicy {
+    pub instance_id: Uuid,
+    pub every_secs: i64,
+    pub keep: i64,
+    pub memory: bool,
+    #[serde(default)]
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// A snapshot change the API accepted (202): its operation and the snapshot as it was.
@@ -499,6 +525,7 @@ unknown_fields!(
     InstanceAccepted,
     Snapshot,
     SnapshotAccepted,
+    SnapshotPolicy,
     SshKey,
     Image,
     Project,

@@ -1,7 +1,9 @@
 //! `cloudctl snapshot create|list|get|delete|restore`.
 
 use clap::Subcommand;
-use cloudctl::client::{Client, ClientError, InstanceRestoreParams, SnapshotAccepted, SnapshotCreateParams, list_all};
+use cloudctl::client::{
+    Client, ClientError, InstanceRestoreParams, SnapshotAccepted, SnapshotCreateParams, SnapshotPolicyParams, list_all,
+};
 
 use super::Context;
 
@@ -31,6 +33,9 @@ pub enum SnapshotCommand {
     Get { snapshot: String },
     /// Delete a snapshot and its files.
     Delete { snapshot: String },
+    /// Scheduled snapshots of an instance.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Restore a snapshot into a new instance (on the host that holds it; it boots from the
     /// snapshot's disks with a new address): `snapshot restore disk-1 --to-instance web-2 --wait`.
     Restore {
@@ -41,6 +46,36 @@ pub enum SnapshotCommand {
         /// An SSH key of the project to inject as well (repeatable).
         #[arg(long = "ssh-key", value_name = "KEY")]
         ssh_keys: Vec<String>,
+    },
+}
+
+/// Snapshot policy verbs.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Snapshot an instance every DURATION while it runs and keep the newest N of those:
+    /// `snapshot policy set --instance web-1 --every 1h --keep 24`.
+    Set {
+        #[arg(long)]
+        instance: String,
+        /// Time between two snapshots (at least 10s): 90s, 15m, 1h.
+        #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+        every: std::time::Duration,
+        /// How many scheduled snapshots to keep (1 to 100).
+        #[arg(long)]
+        keep: u32,
+        /// Save memory state too.
+        #[arg(long)]
+        memory: bool,
+    },
+    /// Show an instance's policy.
+    Get {
+        #[arg(long)]
+        instance: String,
+    },
+    /// Remove an instance's policy (its snapshots stay).
+    Clear {
+        #[arg(long)]
+        instance: String,
     },
 }
 
@@ -60,6 +95,18 @@ pub async fn run(ctx: &Context, cmd: SnapshotCommand) -> anyhow::Result<()> {
         SnapshotCommand::Delete { snapshot } => {
             let accepted = client.snapshot_delete(project, &snapshot).await?;
             finish(ctx, &client, accepted).await
+        }
+        SnapshotCommand::Policy(PolicyCommand::Set { instance, every, keep, memory }) => {
+            let params = SnapshotPolicyParams { every_secs: every.as_secs(), keep, memory };
+            ctx.print_one(&client.snapshot_policy_set(project, &instance, &params).await?)
+        }
+        SnapshotCommand::Policy(PolicyCommand::Get { instance }) => {
+            ctx.print_one(&client.snapshot_policy_get(project, &instance).await?)
+        }
+        SnapshotCommand::Policy(PolicyCommand::Clear { instance }) => {
+            let policy = client.snapshot_policy_get(project, &instance).await?;
+            client.snapshot_policy_clear(project, &instance).await?;
+            ctx.print_one(&policy)
         }
         SnapshotCommand::Restore { snapshot, to_instance, ssh_keys } => {
             let params = InstanceRestoreParams { name: to_instance, ssh_keys };

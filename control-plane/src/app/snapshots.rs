@@ -11,9 +11,11 @@ use utoipa::ToSchema;
 
 use super::{App, AppError, Window, projects, validate};
 use crate::auth::{Caller, Role};
+use crate::db::instances::InstanceRow;
 use crate::db::operations::{NewOperation, OperationRow};
+use crate::db::snapshot_policies::{self as policies, SnapshotPolicyRow};
 use crate::db::snapshots::{self as db, NewSnapshot, SnapshotRow, SnapshotSource};
-use crate::ids::{InstanceId, OperationId, ProjectId, SnapshotId};
+use crate::ids::{InstanceId, OperationId, ProjectId, SnapshotId, UserId};
 use crate::operations::snapshots::SnapshotParams;
 use crate::states::{InstanceState, OperationKind, SnapshotKind, SnapshotState};
 
@@ -65,9 +67,36 @@ pub async fn create(
     let instance = crate::db::instances::instance_get(&mut tx, project, &params.instance).await?.ok_or_else(|| {
         AppError::Unprocessable(format!("instance: no instance {:?} in this project", params.instance))
     })?;
-    let name = params.name.clone().unwrap_or_else(|| default_name(&instance.name, Utc::now()));
-    validate::require_dns_label("name", &name)?;
     let kind = if params.memory { SnapshotKind::Full } else { SnapshotKind::Disk };
+    let taking = Taking { name: params.name, kind, by: Some(caller.user_id), scheduled: false };
+    let (id, op) = take(&mut tx, &instance, taking).await?;
+    let accepted = accepted(&mut tx, op, id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    Ok(accepted)
+}
+
+/// How a snapshot is being taken.
+struct Taking {
+    /// Its name (default: the instance's name and the time).
+    name: Option<String>,
+    kind: SnapshotKind,
+    /// The user asking; `None` for a snapshot policy.
+    by: Option<UserId>,
+    /// Taken by the instance's snapshot policy.
+    scheduled: bool,
+}
+
+/// Records snapshot and operation for `instance` in the caller's transaction, after checking
+/// that the instance can be snapshotted that way.
+async fn take(
+    conn: &mut sqlx::PgConnection,
+    instance: &InstanceRow,
+    taking: Taking,
+) -> Result<(SnapshotId, OperationId), AppError> {
+    let name = taking.name.unwrap_or_else(|| default_name(&instance.name, Utc::now()));
+    validate::require_dns_label("name", &name)?;
+    let kind = taking.kind;
     match (instance.state, kind) {
         (InstanceState::Running, _) | (InstanceState::Stopped, SnapshotKind::Disk) => {}
         (InstanceState::Stopped, SnapshotKind::Full) => {
@@ -92,26 +121,32 @@ pub async fn create(
         memory_bytes: Some(instance.memory_bytes),
         disk_bytes: Some(instance.disk_bytes),
     };
-    let new =
-        NewSnapshot { id, project_id: project, instance_id: instance.id, host_id: host, name: &name, kind, source };
-    db::snapshot_insert(&mut tx, &new).await.map_err(|err| {
+    let project = instance.project_id;
+    let new = NewSnapshot {
+        id,
+        project_id: project,
+        instance_id: instance.id,
+        host_id: host,
+        name: &name,
+        kind,
+        source,
+        scheduled: taking.scheduled,
+    };
+    db::snapshot_insert(conn, &new).await.map_err(|err| {
         if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
             AppError::Conflict(format!("the project already has a snapshot named {name:?}"))
         } else {
             err.into()
         }
     })?;
-    let op = record(&mut tx, caller, project, OperationKind::SnapshotCreate, id).await?;
-    let accepted = accepted(&mut tx, op, id).await?;
-    tx.commit().await?;
-    app.executor.wake();
-    tracing::info!(snapshot = %id, %name, instance = %instance.id, ?kind, "snapshot accepted");
-    Ok(accepted)
+    let op = record(conn, taking.by, project, OperationKind::SnapshotCreate, id).await?;
+    tracing::info!(snapshot = %id, %name, instance = %instance.id, ?kind, scheduled = taking.scheduled, "snapshot accepted");
+    Ok((id, op))
 }
 
 async fn record(
     conn: &mut sqlx::PgConnection,
-    caller: &Caller,
+    by: Option<UserId>,
     project: ProjectId,
     kind: OperationKind,
     id: SnapshotId,
@@ -123,7 +158,7 @@ async fn record(
         target_kind: "snapshot",
         target_id: Some(id.0),
         params,
-        created_by: Some(caller.user_id),
+        created_by: by,
         idempotency_key: None,
         request_hash: None,
         steps: crate::operations::steps(kind),
@@ -179,19 +214,134 @@ pub async fn delete(app: &App, caller: &Caller, project: &str, snapshot: &str) -
     let project = projects::resolve(app, caller, project, Role::Member).await?;
     let mut tx = app.pool.begin().await?;
     let row = db::snapshot_get(&mut tx, project, snapshot).await?.ok_or_else(|| not_found(snapshot))?;
+    let op = start_delete(&mut tx, &row, Some(caller.user_id)).await?;
+    let accepted = accepted(&mut tx, op, row.id).await?;
+    tx.commit().await?;
+    app.executor.wake();
+    Ok(accepted)
+}
+
+/// Moves an available or failed snapshot to `deleting` and records its `snapshot_delete`
+/// operation, in the caller's transaction.
+async fn start_delete(
+    conn: &mut sqlx::PgConnection,
+    row: &SnapshotRow,
+    by: Option<UserId>,
+) -> Result<OperationId, AppError> {
     let from = [SnapshotState::Available, SnapshotState::Failed];
-    if !db::snapshot_transition(&mut tx, row.id, &from, SnapshotState::Deleting, None).await? {
+    if !db::snapshot_transition(conn, row.id, &from, SnapshotState::Deleting, None).await? {
         return Err(AppError::Conflict(format!(
             "snapshot {} is {}; it can be deleted once it is available or failed",
             row.name, row.state
         )));
     }
-    let op = record(&mut tx, caller, project, OperationKind::SnapshotDelete, row.id).await?;
-    let accepted = accepted(&mut tx, op, row.id).await?;
-    tx.commit().await?;
-    app.executor.wake();
+    let op = record(conn, by, row.project_id, OperationKind::SnapshotDelete, row.id).await?;
     tracing::info!(snapshot = %row.id, name = %row.name, "snapshot delete accepted");
-    Ok(accepted)
+    Ok(op)
+}
+
+/// `PUT /v1/projects/{project}/instances/{instance}/snapshot-policy`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotPolicyParams {
+    /// Seconds between two scheduled snapshots while the instance runs (10 to 604800).
+    pub every_secs: u32,
+    /// How many scheduled snapshots to keep, the newest (1 to 100); older ones are deleted.
+    pub keep: u32,
+    /// Save memory state too.
+    #[serde(default)]
+    pub memory: bool,
+}
+
+async fn policy_instance(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+    role: Role,
+) -> Result<InstanceRow, AppError> {
+    let project = projects::resolve(app, caller, project, role).await?;
+    crate::db::instances::instance_get(&mut *app.pool.acquire().await?, project, instance)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no instance {instance:?} in this project")))
+}
+
+/// Sets (or replaces) an instance's snapshot policy.
+pub async fn policy_set(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+    params: SnapshotPolicyParams,
+) -> Result<SnapshotPolicyRow, AppError> {
+    let instance = policy_instance(app, caller, project, instance, Role::Member).await?;
+    let every = i32::try_from(params.every_secs).ok().filter(|s| (10..=604_800).contains(s));
+    let every = every.ok_or_else(|| AppError::Unprocessable("every_secs: must be between 10 and 604800".to_owned()))?;
+    let keep = i32::try_from(params.keep).ok().filter(|k| (1..=100).contains(k));
+    let keep = keep.ok_or_else(|| AppError::Unprocessable("keep: must be between 1 and 100".to_owned()))?;
+    let row = policies::policy_set(&mut *app.pool.acquire().await?, instance.id, every, keep, params.memory).await?;
+    tracing::info!(instance = %instance.id, every_secs = every, keep, memory = params.memory, "snapshot policy set");
+    Ok(row)
+}
+
+/// An instance's snapshot policy.
+pub async fn policy_get(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+) -> Result<SnapshotPolicyRow, AppError> {
+    let found = policy_instance(app, caller, project, instance, Role::Viewer).await?;
+    policies::policy_get(&mut *app.pool.acquire().await?, found.id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("instance {instance:?} has no snapshot policy")))
+}
+
+/// Removes an instance's snapshot policy (its scheduled snapshots stay).
+pub async fn policy_clear(app: &App, caller: &Caller, project: &str, instance: &str) -> Result<(), AppError> {
+    let found = policy_instance(app, caller, project, instance, Role::Member).await?;
+    if !policies::policy_delete(&mut *app.pool.acquire().await?, found.id).await? {
+        return Err(AppError::NotFound(format!("instance {instance:?} has no snapshot policy")));
+    }
+    Ok(())
+}
+
+/// One pass of the snapshot policies (any replica; they share the work through row locks):
+/// takes the snapshots that are due and deletes scheduled ones beyond each policy's `keep`.
+/// Returns how many snapshots it started and how many deletes.
+pub async fn run_policies(app: &App) -> Result<(usize, usize), AppError> {
+    let mut tx = app.pool.begin().await?;
+    let due = policies::take_due(&mut tx, 32).await?;
+    let mut taken = 0;
+    for d in &due {
+        let Some(instance) =
+            crate::db::instances::instance_get(&mut tx, d.project_id, &d.instance_id.to_string()).await?
+        else {
+            continue;
+        };
+        let kind = if d.memory { SnapshotKind::Full } else { SnapshotKind::Disk };
+        let taking = Taking { name: None, kind, by: None, scheduled: true };
+        // A name taken by hand in the same second is skipped this time; the next pass retries.
+        match take(&mut tx, &instance, taking).await {
+            Ok(_) => taken += 1,
+            Err(AppError::Conflict(reason)) => {
+                tracing::warn!(instance = %instance.id, %reason, "scheduled snapshot skipped")
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let mut deleted = 0;
+    for (project, id) in policies::surplus(&mut tx, 32).await? {
+        if let Some(row) = db::snapshot_get(&mut tx, project, &id.to_string()).await? {
+            start_delete(&mut tx, &row, None).await?;
+            deleted += 1;
+        }
+    }
+    tx.commit().await?;
+    if taken + deleted > 0 {
+        app.executor.wake();
+    }
+    Ok((taken, deleted))
 }
 
 #[cfg(test)]

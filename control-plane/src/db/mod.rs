@@ -85,5 +85,6 @@ pub mod liveness;
 pub mod operations;
 pub mod placement;
 pub mod projects;
+pub mod snapshot_policies;
 pub mod snapshots;
 pub mod ssh_keys;

@@ -29,6 +29,8 @@ pub struct SnapshotRow {
     pub host_id: Option<HostId>,
     /// Where its files are on that host.
     pub location: Option<String>,
+    /// Taken by the instance's snapshot policy (pruned beyond its `keep`), not by hand.
+    pub scheduled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,6 +46,8 @@ pub struct NewSnapshot<'a> {
     pub kind: SnapshotKind,
     /// What a restore needs of the instance: its image and sizes.
     pub source: SnapshotSource,
+    /// Taken by a snapshot policy.
+    pub scheduled: bool,
 }
 
 /// The image and sizes of the instance a snapshot was taken of (`None`: taken before they were
@@ -57,14 +61,14 @@ pub struct SnapshotSource {
 }
 
 const COLUMNS: &str = "id, project_id, instance_id, name, kind, state, state_reason, size_bytes, host_id, location, \
-    created_at, updated_at";
+    scheduled, created_at, updated_at";
 
 /// Stores a new snapshot as `creating`; a name taken in the project is a unique violation.
 pub async fn snapshot_insert(conn: &mut PgConnection, new: &NewSnapshot<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO snapshots (id, project_id, instance_id, host_id, name, kind, state, image_id, vcpus,
-                                memory_bytes, disk_bytes)
-         VALUES ($1, $2, $3, $4, $5, $6, 'creating', $7, $8, $9, $10)",
+                                memory_bytes, disk_bytes, scheduled)
+         VALUES ($1, $2, $3, $4, $5, $6, 'creating', $7, $8, $9, $10, $11)",
     )
     .bind(new.id)
     .bind(new.project_id)
@@ -76,6 +80,7 @@ pub async fn snapshot_insert(conn: &mut PgConnection, new: &NewSnapshot<'_>) -> 
     .bind(new.source.vcpus)
     .bind(new.source.memory_bytes)
     .bind(new.source.disk_bytes)
+    .bind(new.scheduled)
     .execute(conn)
     .await
     .map(drop)

@@ -8,6 +8,8 @@
 //! DELETE /v1/projects/{project}/snapshots/{snapshot}   delete it (member) → 202 with the operation
 //! POST   /v1/projects/{project}/snapshots/{snapshot}/restore   a new instance from it (member)
 //!                                                 → 202 with the `instance_restore` operation
+//! PUT|GET|DELETE /v1/projects/{project}/instances/{instance}/snapshot-policy
+//!                                                 scheduled snapshots of an instance
 //! ```
 
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody};
@@ -24,8 +26,9 @@ use super::json::Json;
 use super::pagination::{Page, PageParams, PageRequest};
 use crate::app::App;
 use crate::app::instances::{InstanceAccepted, InstanceRestoreParams};
-use crate::app::snapshots::{self as app, SnapshotAccepted, SnapshotCreateParams};
+use crate::app::snapshots::{self as app, SnapshotAccepted, SnapshotCreateParams, SnapshotPolicyParams};
 use crate::auth::Caller;
+use crate::db::snapshot_policies::SnapshotPolicyRow;
 use crate::db::snapshots::SnapshotRow;
 
 /// The routes of this module, for the API router to merge.
@@ -34,6 +37,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/projects/{project}/snapshots", get(snapshot_list).post(snapshot_create))
         .route("/v1/projects/{project}/snapshots/{snapshot}", get(snapshot_get).delete(snapshot_delete))
         .route("/v1/projects/{project}/snapshots/{snapshot}/restore", post(snapshot_restore))
+        .route(
+            "/v1/projects/{project}/instances/{instance}/snapshot-policy",
+            put(snapshot_policy_set).get(snapshot_policy_get).delete(snapshot_policy_clear),
+        )
 }
 
 /// A page of snapshots.
@@ -130,4 +137,53 @@ pub async fn snapshot_restore(
     let key = super::instances::idempotency_key(&headers)?;
     let accepted = crate::app::instances::restore(&app, &caller, &project, &snapshot, params, key.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+/// Snapshots an instance every `every_secs` while it runs and keeps the newest `keep` of those
+/// scheduled snapshots (replaces the policy it had).
+#[utoipa::path(put, path = "/v1/projects/{project}/instances/{instance}/snapshot-policy", tag = "snapshots",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("instance" = String, Path, description = "The instance's name or id")),
+    request_body = SnapshotPolicyParams,
+    responses((status = 200, body = SnapshotPolicyRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn snapshot_policy_set(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+    Json(params): Json<SnapshotPolicyParams>,
+) -> Result<Json<SnapshotPolicyRow>, ApiError> {
+    Ok(Json(app::policy_set(&app, &caller, &project, &instance, params).await?))
+}
+
+/// An instance's snapshot policy (404 when it has none).
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/snapshot-policy", tag = "snapshots",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("instance" = String, Path, description = "The instance's name or id")),
+    responses((status = 200, body = SnapshotPolicyRow), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn snapshot_policy_get(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+) -> Result<Json<SnapshotPolicyRow>, ApiError> {
+    Ok(Json(app::policy_get(&app, &caller, &project, &instance).await?))
+}
+
+/// Removes an instance's snapshot policy; its scheduled snapshots stay (204; 404 when it had none).
+#[utoipa::path(delete, path = "/v1/projects/{project}/instances/{instance}/snapshot-policy", tag = "snapshots",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("instance" = String, Path, description = "The instance's name or id")),
+    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn snapshot_policy_clear(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app::policy_clear(&app, &caller, &project, &instance).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -2,3 +2,4 @@
 //! and is idempotent, so any replica may run it at any time, as often as it likes.
 
 pub mod host_liveness;
+pub mod snapshot_policies;

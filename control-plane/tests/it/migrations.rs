@@ -28,6 +28,7 @@ async fn migrations_apply_to_an_empty_database_and_create_every_table() {
         "operations",
         "project_members",
         "projects",
+        "snapshot_policies",
         "snapshots",
         "ssh_keys",
         "users",

@@ -84,6 +84,7 @@ fn cloudctl_reads_every_field_the_api_serves_and_invents_none() {
     check::<cli::SshKey>("SshKeyView", &doc);
     check::<cli::Snapshot>("SnapshotRow", &doc);
     check::<cli::SnapshotAccepted>("SnapshotAccepted", &doc);
+    check::<cli::SnapshotPolicy>("SnapshotPolicyRow", &doc);
     check::<cli::Image>("ImageView", &doc);
     check::<cli::Project>("ProjectView", &doc);
     check::<cli::Host>("HostRow", &doc);

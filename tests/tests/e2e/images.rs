@@ -3,55 +3,9 @@
 //! reboot with `instance ssh` working at once each time, and the same Debian as an unmodified
 //! whole disk (GPT, EFI system partition, GRUB) boots through UEFI firmware to SSH.
 
-use cloud_tests::cloudctl::Cloudctl;
-use cloud_tests::guest::{debian12_image, ssh_keygen};
-use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{spawn_agent, spawn_control_plane};
+use cloud_tests::cloud::OneHostCloud;
+use cloud_tests::guest::debian12_image;
 use serde_json::Value;
-
-/// A control plane with one agent, cloudctl, and the key `alice` registered; (cli, key path).
-struct Cloud {
-    cli: Cloudctl,
-    key: String,
-    _agent: cloud_tests::process::Agent,
-    _cp: cloud_tests::process::ControlPlane,
-    _net: TestNetwork,
-    _dir: tempfile::TempDir,
-}
-
-async fn cloud_with_one_host() -> Cloud {
-    let mut net = TestNetwork::create();
-    let dir = tempfile::tempdir().unwrap();
-    let cp = spawn_control_plane(&net, dir.path()).await;
-    let agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
-    cp.wait_active_hosts(1).await;
-    let cli = Cloudctl::new(&cp, &dir.path().join("home"));
-    let (key, _) = ssh_keygen(dir.path(), "alice");
-    let key = key.to_str().unwrap().to_owned();
-    cli.run(&["ssh-key", "create", "alice", "--public-key", &format!("@{key}.pub")]).await.ok("ssh-key create");
-    Cloud { cli, key, _agent: agent, _cp: cp, _net: net, _dir: dir }
-}
-
-impl Cloud {
-    /// `instance ssh NAME -- COMMAND`, which must work at once and print no warning.
-    async fn ssh(&self, name: &str, command: &str) -> String {
-        let run = self.cli.run(&["instance", "ssh", name, "-i", &self.key, "--", command]).await;
-        let run = run.ok(&format!("instance ssh {name} -- {command}"));
-        assert_eq!(run.err.trim(), "", "instance ssh printed warnings");
-        run.text()
-    }
-
-    /// Runs a lifecycle verb with `--wait` and returns the instance, which must be `state`.
-    async fn lifecycle(&self, line: &str, state: &str) -> Value {
-        let run = self.cli.line(line).await.ok(line);
-        let instance = run.out["instance"].clone();
-        assert_eq!(instance["state"], state, "{line}: {}", run.out);
-        if state == "running" {
-            assert!(instance["ready_at"].is_string(), "{line} returned before the guest was ready: {instance}");
-        }
-        instance
-    }
-}
 
 fn fingerprints(instance: &Value) -> Vec<String> {
     let keys = instance["ssh_host_keys"].as_array().cloned().unwrap_or_default();
@@ -62,7 +16,7 @@ fn fingerprints(instance: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_12_keeps_its_files_and_identity_across_stop_start_and_reboot() {
     let (image, manifest) = debian12_image();
-    let cloud = cloud_with_one_host().await;
+    let cloud = OneHostCloud::start().await;
     let path = |f: &str| image.join(f).to_str().unwrap().to_owned();
     let cmdline = manifest["boot"]["cmdline"].as_str().unwrap();
     cloud
@@ -110,7 +64,7 @@ async fn debian_12_whole_disk_boots_through_uefi_to_ssh() {
         panic!("{} has no whole-disk image: rebuild it with deploy/images/build-debian12.sh", image.display())
     });
     let disk = image.join(file);
-    let cloud = cloud_with_one_host().await;
+    let cloud = OneHostCloud::start().await;
     let registered = cloud
         .cli
         .run(&["image", "create", "debian-12-uefi", "--boot-mode", "firmware", "--disk", disk.to_str().unwrap()])

@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use cloud_tests::cloudctl::Cloudctl;
-use cloud_tests::guest::{minimal_image, ssh_keygen};
-use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{spawn_agent, spawn_control_plane};
+use cloud_tests::cloud::OneHostCloud;
+use cloud_tests::guest::minimal_image;
 use serde_json::Value;
 
 /// Where a snapshot's files are on the host, checked to hold a complete snapshot.
@@ -18,34 +16,23 @@ fn files(snapshot: &Value) -> std::path::PathBuf {
     dir
 }
 
+/// A control plane, one host and cloudctl, with the minimal image and the key `alice`.
+async fn cloud() -> OneHostCloud {
+    let cloud = OneHostCloud::start().await;
+    cloud.cli.create_minimal_image(&minimal_image()).await;
+    cloud
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
-    let image = minimal_image();
-    let mut net = TestNetwork::create();
-    let dir = tempfile::tempdir().unwrap();
-    let cp = spawn_control_plane(&net, dir.path()).await;
-    let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
-    cp.wait_active_hosts(1).await;
-    let cli = Cloudctl::new(&cp, &dir.path().join("home"));
-    let (key, _) = ssh_keygen(dir.path(), "alice");
-    let public = format!("@{}.pub", key.display());
-    cli.create_minimal_image(&image).await;
-    cli.run(&["ssh-key", "create", "alice", "--public-key", &public]).await.ok("ssh-key create");
+    let cloud = cloud().await;
+    let cli = &cloud.cli;
     let created = cli
         .line("instance create web-1 --image minimal --memory 256MiB --ssh-key alice --wait")
         .await
         .ok("instance create");
     let instance = &created.out["instance"];
-    let key = key.to_str().unwrap().to_owned();
-    let ssh = |name: &str, command: &str| {
-        let (cli, args) = (&cli, ["instance", "ssh", name, "-i", &key, "--", command].map(str::to_owned));
-        async move {
-            // ssh hands the words after `--` to the guest's shell as one command line.
-            let run = cli.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-            run.ok(&format!("instance ssh {} -- {}", args[2], args[6])).text()
-        }
-    };
-    ssh("web-1", "echo kept > /root/kept.txt && sync").await;
+    cloud.ssh("web-1", "echo kept > /root/kept.txt && sync").await;
 
     // A disk snapshot and a full one of the running instance.
     let disk = cli.line("snapshot create --instance web-1 --name disk-1 --wait").await.ok("snapshot create");
@@ -102,13 +89,13 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
     assert_eq!(restored.out["instance"]["state"], "running", "{}", restored.out);
     assert_eq!(restored.out["instance"]["host_id"], instance["host_id"], "{}", restored.out);
     assert_ne!(restored.out["instance"]["address"], instance["address"], "a new instance, a new address");
-    assert_eq!(ssh("web-2", "cat /root/kept.txt").await.trim(), "kept");
+    assert_eq!(cloud.ssh("web-2", "cat /root/kept.txt").await.trim(), "kept");
     // A snapshot with memory restores the same way into a new instance: from its disks.
     let full_name = full.out["snapshot"]["name"].as_str().unwrap().to_owned();
     let line = format!("snapshot restore {full_name} --to-instance web-3 --wait");
     let from_full = cli.line(&line).await.ok("restore of a full snapshot");
     assert_eq!(from_full.out["instance"]["state"], "running", "{}", from_full.out);
-    assert_eq!(ssh("web-3", "cat /root/kept.txt").await.trim(), "kept");
+    assert_eq!(cloud.ssh("web-3", "cat /root/kept.txt").await.trim(), "kept");
     cli.line("instance delete web-3 --wait").await.ok("delete web-3");
     let taken = cli.line("snapshot restore cold-1 --to-instance web-2").await;
     assert_eq!(taken.code, 1, "{taken:?}");
@@ -129,4 +116,44 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
     assert_eq!(instances.out.as_array().map(Vec::len), Some(2), "no half-made instance: {}", instances.out);
     // The name is free again.
     cli.line("snapshot create --instance web-1 --name disk-1 --wait").await.ok("the name is free again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_policy_takes_snapshots_on_schedule_and_keeps_the_newest() {
+    let cloud = cloud().await;
+    let cli = &cloud.cli;
+    cli.line("instance create web-1 --image minimal --memory 256MiB --wait").await.ok("instance create");
+
+    let too_often = cli.line("snapshot policy set --instance web-1 --every 5s --keep 2").await;
+    assert_eq!(too_often.code, 1, "{too_often:?}");
+    assert!(too_often.err.contains("every_secs: must be between 10 and 604800"), "{}", too_often.err);
+    let none = cli.line("snapshot policy get --instance web-1").await;
+    assert_eq!(none.code, 2, "a refused policy was stored: {none:?}");
+
+    let set = cli.line("snapshot policy set --instance web-1 --every 10s --keep 2").await.ok("policy set");
+    assert_eq!((set.out["every_secs"].as_i64(), set.out["keep"].as_i64()), (Some(10), Some(2)), "{}", set.out);
+    // The first scheduled snapshot is taken at once; once a third is there, the first goes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut first: Option<String> = None;
+    loop {
+        let listed = cli.line("snapshot list --instance web-1").await.ok("snapshot list");
+        let items = listed.out.as_array().cloned().unwrap_or_default();
+        assert!(items.iter().all(|s| s["scheduled"] == true), "{}", listed.out);
+        if first.is_none() {
+            first = items.first().and_then(|s| s["id"].as_str()).map(str::to_owned);
+        }
+        let available = items.iter().filter(|s| s["state"] == "available").count();
+        let first_gone = first.as_deref().is_some_and(|id| items.iter().all(|s| s["id"] != id));
+        assert!(available <= 2, "more than `keep` scheduled snapshots stayed: {}", listed.out);
+        if first_gone && available == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the policy did not take and prune in time: {}", listed.out);
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+
+    let cleared = cli.line("snapshot policy clear --instance web-1").await.ok("policy clear");
+    assert_eq!(cleared.out["keep"], 2, "{}", cleared.out);
+    let gone = cli.line("snapshot policy get --instance web-1").await;
+    assert_eq!(gone.code, 2, "{gone:?}");
 }
