@@ -90,6 +90,10 @@ states! {
         Failed => "failed",
         /// Its host was declared dead.
         Lost => "lost",
+        /// Its memory and disks are being saved on its host, before it is stopped there.
+        Suspending => "suspending",
+        /// Saved on its host, holding no capacity; `start` resumes it where it was.
+        Suspended => "suspended",
     }
 }
 
@@ -144,6 +148,8 @@ states! {
         InstanceReboot => "instance_reboot",
         InstanceDelete => "instance_delete",
         InstanceRestore => "instance_restore",
+        InstanceSuspend => "instance_suspend",
+        InstanceResume => "instance_resume",
         SnapshotCreate => "snapshot_create",
         SnapshotDelete => "snapshot_delete",
     }
@@ -170,6 +176,8 @@ states! {
         ReleaseAddress => "release_address",
         ReleaseCapacity => "release_capacity",
         RestoreOnHost => "restore_on_host",
+        SuspendOnHost => "suspend_on_host",
+        DropSuspendState => "drop_suspend_state",
         SnapshotOnHost => "snapshot_on_host",
         DeleteSnapshotOnHost => "delete_snapshot_on_host",
     }

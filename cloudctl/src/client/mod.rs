@@ -552,6 +552,7 @@ pub enum InstanceAction {
     Start,
     Stop,
     Reboot,
+    Suspend,
 }
 
 impl InstanceAction {
@@ -561,6 +562,7 @@ impl InstanceAction {
             Self::Start => "start",
             Self::Stop => "stop",
             Self::Reboot => "reboot",
+            Self::Suspend => "suspend",
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum InstanceCommand {
     Stop { instance: String },
     /// Reboot a running instance.
     Reboot { instance: String },
+    /// Suspend a running instance: its memory and disks are saved on its host and its vCPUs and
+    /// memory freed; `instance start` resumes it where it was.
+    Suspend { instance: String },
     /// Delete an instance and free its resources.
     Delete { instance: String },
     /// Wait until an instance reaches a state (exit 3 on timeout).
@@ -99,6 +102,7 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
         InstanceCommand::Start { instance } => action(ctx, &instance, InstanceAction::Start).await,
         InstanceCommand::Stop { instance } => action(ctx, &instance, InstanceAction::Stop).await,
         InstanceCommand::Reboot { instance } => action(ctx, &instance, InstanceAction::Reboot).await,
+        InstanceCommand::Suspend { instance } => action(ctx, &instance, InstanceAction::Suspend).await,
         InstanceCommand::Delete { instance } => {
             let key = ctx.idempotency_key();
             let accepted = client.instance_delete(project, &instance, Some(&key)).await?;

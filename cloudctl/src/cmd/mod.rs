@@ -338,7 +338,7 @@ impl Context {
         let id = accepted.instance.id.to_string();
         let boots = matches!(
             operation.kind.as_str(),
-            "instance_create" | "instance_start" | "instance_reboot" | "instance_restore"
+            "instance_create" | "instance_start" | "instance_reboot" | "instance_restore" | "instance_resume"
         );
         let instance = if boots && until == WaitUntil::Ready {
             let left = self.timeout().saturating_sub(started.elapsed());

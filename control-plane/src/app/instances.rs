@@ -65,24 +65,30 @@ pub struct InstanceAccepted {
 /// A lifecycle change of an existing instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// Starts a stopped or failed instance, or resumes a suspended one.
     Start,
     Stop,
     Reboot,
+    /// Saves memory and disks on the host and frees its capacity.
+    Suspend,
     Delete,
 }
 
 impl Change {
-    /// The operation kind, the states the change is allowed from, and the state it moves to.
-    fn transition(self) -> (OperationKind, &'static [InstanceState], InstanceState) {
+    /// The operation kind, the states the change is allowed from, and the state it moves to, for
+    /// an instance that is `now`.
+    fn transition(self, now: InstanceState) -> (OperationKind, &'static [InstanceState], InstanceState) {
         use InstanceState as S;
         match self {
+            Change::Start if now == S::Suspended => (OperationKind::InstanceResume, &[S::Suspended], S::Starting),
             Change::Start => (OperationKind::InstanceStart, &[S::Stopped, S::Failed], S::Starting),
+            Change::Suspend => (OperationKind::InstanceSuspend, &[S::Running], S::Suspending),
             Change::Stop => (OperationKind::InstanceStop, &[S::Running], S::Stopping),
             Change::Reboot => (OperationKind::InstanceReboot, &[S::Running], S::Rebooting),
             // A create or start in progress is cancelled by a delete: its next step sees `deleting`.
             Change::Delete => (
                 OperationKind::InstanceDelete,
-                &[S::Creating, S::Starting, S::Running, S::Stopped, S::Failed, S::Lost],
+                &[S::Creating, S::Starting, S::Running, S::Stopped, S::Failed, S::Lost, S::Suspended],
                 S::Deleting,
             ),
         }
@@ -409,8 +415,8 @@ pub async fn change(
     change: Change,
     idempotency_key: Option<&str>,
 ) -> Result<InstanceAccepted, AppError> {
-    let (kind, from, to) = change.transition();
     let (project, row) = find(app, caller, project, instance, Role::Member).await?;
+    let (kind, from, to) = change.transition(row.state);
     let hash = request_hash(&format!("{kind}:{}", row.id), &());
     let mut tx = app.pool.begin().await?;
     if let Some(earlier) = replay(&mut tx, caller, idempotency_key, &hash).await? {
@@ -466,9 +472,13 @@ mod tests {
 
     #[test]
     fn every_change_names_the_states_it_needs() {
-        for change in [Change::Start, Change::Stop, Change::Reboot, Change::Delete] {
-            let (kind, from, to) = change.transition();
-            assert!(!from.is_empty() && !from.contains(&to), "{kind}");
+        for now in InstanceState::ALL {
+            for change in [Change::Start, Change::Stop, Change::Reboot, Change::Suspend, Change::Delete] {
+                let (kind, from, to) = change.transition(*now);
+                assert!(!from.is_empty() && !from.contains(&to), "{kind}");
+            }
         }
+        let resume = Change::Start.transition(InstanceState::Suspended);
+        assert_eq!(resume.0, OperationKind::InstanceResume);
     }
 }

@@ -427,3 +427,43 @@ pub async fn instance_mark_lost_on_dead_hosts(conn: &mut PgConnection) -> Result
     .await?
     .rows_affected())
 }
+
+/// Where a suspended instance's saved state is: the snapshot id and the host that holds it.
+pub async fn instance_suspend_state(
+    conn: &mut PgConnection,
+    id: InstanceId,
+) -> Result<(Option<crate::ids::SnapshotId>, Option<HostId>), sqlx::Error> {
+    let row: Option<(Option<crate::ids::SnapshotId>, Option<HostId>)> =
+        sqlx::query_as("SELECT suspend_snapshot_id, suspend_host_id FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.unwrap_or((None, None)))
+}
+
+/// Records (or, with `None`s, forgets) where a suspended instance's saved state is.
+pub async fn instance_set_suspend_state(
+    conn: &mut PgConnection,
+    id: InstanceId,
+    snapshot: Option<crate::ids::SnapshotId>,
+    host: Option<HostId>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE instances SET suspend_snapshot_id = $2, suspend_host_id = $3, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(snapshot)
+        .bind(host)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// A new generation for the instance without a change of state (a step that must outrank the
+/// requests the agent has applied); returns it.
+pub async fn instance_bump_generation(conn: &mut PgConnection, id: InstanceId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE instances SET generation = generation + 1, updated_at = now() WHERE id = $1 RETURNING generation",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}

@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/projects/{project}/instances/{instance}/start", post(instance_start))
         .route("/v1/projects/{project}/instances/{instance}/stop", post(instance_stop))
         .route("/v1/projects/{project}/instances/{instance}/reboot", post(instance_reboot))
+        .route("/v1/projects/{project}/instances/{instance}/suspend", post(instance_suspend))
 }
 
 /// A page of instances.
@@ -130,7 +131,7 @@ async fn change(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
-/// Starts a stopped instance.
+/// Starts a stopped instance, or resumes a suspended one (on the host that holds its state).
 #[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/start", tag = "instances",
     params(("project" = String, Path), ("instance" = String, Path)),
     responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
@@ -167,6 +168,20 @@ pub async fn instance_reboot(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
     change(&app, &caller, path, &headers, Change::Reboot).await
+}
+
+/// Suspends a running instance: its memory, devices and disks are saved on its host and its
+/// vCPUs and memory freed (it keeps its address); `start` resumes it where it was, on that host.
+#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/suspend", tag = "instances",
+    params(("project" = String, Path), ("instance" = String, Path)),
+    responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
+pub async fn instance_suspend(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(path): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
+    change(&app, &caller, path, &headers, Change::Suspend).await
 }
 
 /// Deletes an instance: its VM, address and capacity are freed.

@@ -43,6 +43,7 @@ use super::auth::BearerAuth;
         super::instances::instance_start,
         super::instances::instance_stop,
         super::instances::instance_reboot,
+        super::instances::instance_suspend,
         super::instances::instance_delete,
         super::snapshots::snapshot_create,
         super::snapshots::snapshot_list,

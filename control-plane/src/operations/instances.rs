@@ -6,8 +6,10 @@
 //! | `instance_start` | ensure_on_host → wait_running |
 //! | `instance_stop` | stop_on_host → wait_stopped |
 //! | `instance_reboot` | reboot_on_host → wait_running |
-//! | `instance_delete` | delete_on_host → release_address → release_capacity |
+//! | `instance_delete` | delete_on_host → drop_suspend_state → release_address → release_capacity |
 //! | `instance_restore` | place on the snapshot's host [release capacity] → allocate_address [free it] → restore_on_host [delete on host] → wait_running |
+//! | `instance_suspend` | suspend_on_host (a full snapshot) [delete it] → delete_on_host → release_capacity |
+//! | `instance_resume` | place on the host of the saved state [release capacity] → restore_on_host [delete on host] → wait_running → drop_suspend_state |
 //!
 //! Each operation carries the instance id and the generation the API assigned to the change;
 //! the agent applies a request only if its generation is not older than what it applied, so a
@@ -35,8 +37,12 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
         OperationKind::InstanceStart => &[Step::EnsureOnHost, Step::WaitRunning],
         OperationKind::InstanceStop => &[Step::StopOnHost, Step::WaitStopped],
         OperationKind::InstanceReboot => &[Step::RebootOnHost, Step::WaitRunning],
-        OperationKind::InstanceDelete => &[Step::DeleteOnHost, Step::ReleaseAddress, Step::ReleaseCapacity],
+        OperationKind::InstanceDelete => {
+            &[Step::DeleteOnHost, Step::DropSuspendState, Step::ReleaseAddress, Step::ReleaseCapacity]
+        }
         OperationKind::InstanceRestore => &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning],
+        OperationKind::InstanceSuspend => &[Step::SuspendOnHost, Step::DeleteOnHost, Step::ReleaseCapacity],
+        OperationKind::InstanceResume => &[Step::Place, Step::RestoreOnHost, Step::WaitRunning, Step::DropSuspendState],
         OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => &[],
     }
 }
@@ -71,6 +77,44 @@ fn agent_error(status: &tonic::Status) -> StepError {
         },
         _ => StepError::Fail { code: "host_error", message: format!("the host refused: {}", status.message()) },
     }
+}
+
+/// The one host an operation must place its instance on: where the snapshot it restores is, or
+/// where the saved state it resumes is; `None` for any host.
+async fn pinned_host(app: &App, op: &OperationRow, p: &InstanceParams) -> Result<Option<HostId>, StepError> {
+    match (op.kind, p.snapshot_id) {
+        (OperationKind::InstanceResume, _) => {
+            let host = suspend_state(app, p.instance_id).await?.1;
+            host.map(Some).ok_or(StepError::Fail {
+                code: "not_found",
+                message: "the host that holds the suspended state is gone".to_owned(),
+            })
+        }
+        (_, Some(snapshot)) => snapshot_host(app, snapshot).await.map(Some),
+        (_, None) => Ok(None),
+    }
+}
+
+/// Where an instance's suspended state is: its snapshot id and host.
+async fn suspend_state(app: &App, id: InstanceId) -> Result<(Option<SnapshotId>, Option<HostId>), StepError> {
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    db::instance_suspend_state(&mut conn, id).await.map_err(|e| StepError::db(&e))
+}
+
+/// Deletes an instance's suspended state on its host (skipped while the host cannot be called:
+/// a dead host's files went with it) and forgets it.
+async fn drop_suspend_state(app: &App, id: InstanceId) -> Result<(), StepError> {
+    let (snapshot, host) = suspend_state(app, id).await?;
+    if let (Some(snapshot), Some(host)) = (snapshot, host)
+        && let Some(mut agent) = super::host_agent(app, host).await?
+    {
+        agent
+            .delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: snapshot.to_string() })
+            .await
+            .map_err(|e| agent_error(&e))?;
+    }
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    db::instance_set_suspend_state(&mut conn, id, None, None).await.map_err(|e| StepError::db(&e))
 }
 
 /// The host that holds snapshot `id`'s files (where a restore from it must run).
@@ -229,11 +273,8 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
     match step {
         Step::Place => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
-            let placement = match p.snapshot_id {
-                Some(snapshot) => {
-                    let host = snapshot_host(app, snapshot).await?;
-                    crate::scheduler::reserve::place_instance_on(&mut tx, id, host).await
-                }
+            let placement = match pinned_host(app, op, &p).await? {
+                Some(host) => crate::scheduler::reserve::place_instance_on(&mut tx, id, host).await,
                 None => crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await,
             };
             match placement {
@@ -290,18 +331,22 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             Ok(None)
         }
         Step::RestoreOnHost => {
-            let snapshot = p
-                .snapshot_id
+            // A resume continues the guest from its saved memory (same host, same address); a
+            // restore makes a new instance with a new address, which boots from the disks.
+            let (snapshot, fresh_boot) = match op.kind {
+                OperationKind::InstanceResume => (suspend_state(app, id).await?.0, false),
+                _ => (p.snapshot_id, true),
+            };
+            let snapshot = snapshot
                 .ok_or(StepError::Fail { code: "internal", message: "a restore without its snapshot".to_owned() })?;
             let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
-            // A new instance has a new address: the guest boots from the snapshot's disks.
             let request = pb::RestoreInstanceRequest {
                 spec: Some(agent_spec(&s)?),
                 snapshot_id: snapshot.to_string(),
                 snapshot_location: String::new(),
                 generation,
-                fresh_boot: true,
+                fresh_boot,
             };
             agent.restore_instance(request).await.map_err(|e| agent_error(&e))?;
             set_state(app, id, InstanceState::Starting).await?;
@@ -327,8 +372,49 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 .map_err(|e| agent_error(&e))?;
             Ok(None)
         }
+        Step::SuspendOnHost => {
+            let s = spec(app, id).await?;
+            let host = s
+                .host_id
+                .ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })?;
+            // The id is recorded before the host is asked, so a step run again asks for the same.
+            let snapshot = match suspend_state(app, id).await?.0 {
+                Some(snapshot) => snapshot,
+                None => {
+                    let snapshot = SnapshotId::new();
+                    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+                    db::instance_set_suspend_state(&mut conn, id, Some(snapshot), Some(host))
+                        .await
+                        .map_err(|e| StepError::db(&e))?;
+                    snapshot
+                }
+            };
+            let mut agent = placed_client(app, &s)?;
+            let request = pb::SnapshotInstanceRequest {
+                instance_id: id.to_string(),
+                snapshot_id: snapshot.to_string(),
+                kind: pb::SnapshotKind::Full as i32,
+                generation,
+            };
+            agent.snapshot_instance(request).await.map_err(|e| agent_error(&e))?;
+            Ok(Some(serde_json::json!({ "snapshot_id": snapshot })))
+        }
+        Step::DropSuspendState => {
+            drop_suspend_state(app, id).await?;
+            Ok(None)
+        }
         Step::DeleteOnHost => {
             let s = spec(app, id).await?;
+            // A suspend deletes the VM it has just saved: the snapshot was taken at this
+            // operation's generation, so the delete needs a newer one.
+            let generation = match op.kind {
+                OperationKind::InstanceSuspend => {
+                    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+                    let g = db::instance_bump_generation(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
+                    u64::try_from(g).unwrap_or(generation)
+                }
+                _ => generation,
+            };
             if let Some(mut agent) = live_client(app, &s)? {
                 match agent.delete_instance(pb::InstanceActionRequest { instance_id: id.to_string(), generation }).await
                 {
@@ -375,8 +461,14 @@ pub async fn undo_step(
             let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))
         }
+        (OperationKind::InstanceSuspend, Step::SuspendOnHost) => drop_suspend_state(app, id).await,
+        (OperationKind::InstanceResume, Step::Place) => {
+            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            release(&mut tx, id).await?;
+            tx.commit().await.map_err(|e| StepError::db(&e))
+        }
         (
-            OperationKind::InstanceCreate | OperationKind::InstanceRestore,
+            OperationKind::InstanceCreate | OperationKind::InstanceRestore | OperationKind::InstanceResume,
             Step::EnsureOnHost | Step::RestoreOnHost | Step::WaitRunning,
         ) => {
             let s = spec(app, id).await?;
@@ -414,8 +506,10 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
     let id = params(op)?.instance_id;
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind {
+        OperationKind::InstanceSuspend => db::instance_set_state(&mut conn, id, InstanceState::Suspended, None).await,
         OperationKind::InstanceCreate
         | OperationKind::InstanceRestore
+        | OperationKind::InstanceResume
         | OperationKind::InstanceStart
         | OperationKind::InstanceReboot => db::instance_set_state(&mut conn, id, InstanceState::Running, None).await,
         OperationKind::InstanceStop => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,

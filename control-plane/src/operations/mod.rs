@@ -313,3 +313,18 @@ async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(
         instances::on_failure(app, op, reason).await
     }
 }
+
+/// The agent of `host`, or `None` when it cannot be called (unknown, or dead: a dead host that
+/// returns cleans up by itself).
+pub(crate) async fn host_agent(
+    app: &App,
+    host: crate::ids::HostId,
+) -> Result<Option<crate::agents::AgentClient>, StepError> {
+    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let row = crate::db::hosts::host_get(&mut conn, host.0).await.map_err(|e| StepError::db(&e))?;
+    let Some(row) = row.filter(|h| h.state != crate::states::HostState::Dead) else { return Ok(None) };
+    app.agents
+        .client(&app.fleet, host, &row.agent_endpoint)
+        .map(Some)
+        .map_err(|e| StepError::Fail { code: "host_error", message: e.to_string() })
+}

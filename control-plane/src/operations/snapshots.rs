@@ -23,7 +23,7 @@ use crate::app::App;
 use crate::db::operations::OperationRow;
 use crate::db::snapshots::{self as db, SnapshotRow};
 use crate::ids::SnapshotId;
-use crate::states::{HostState, OperationKind, SnapshotKind, SnapshotState, Step};
+use crate::states::{OperationKind, SnapshotKind, SnapshotState, Step};
 
 /// Steps of each snapshot operation kind.
 pub fn steps(kind: OperationKind) -> &'static [Step] {
@@ -66,14 +66,10 @@ async fn snapshot(app: &App, id: SnapshotId) -> Result<SnapshotRow, StepError> {
 /// The agent of the snapshot's host, or `None` when there is no host to call (none recorded,
 /// gone, or dead).
 async fn host_client(app: &App, s: &SnapshotRow) -> Result<Option<AgentClient>, StepError> {
-    let Some(host) = s.host_id else { return Ok(None) };
-    let row =
-        crate::db::hosts::host_get(&mut *app.pool.acquire().await.map_err(db_err)?, host.0).await.map_err(db_err)?;
-    let Some(row) = row.filter(|h| h.state != HostState::Dead) else { return Ok(None) };
-    app.agents
-        .client(&app.fleet, host, &row.agent_endpoint)
-        .map(Some)
-        .map_err(|e| StepError::Fail { code: "host_error", message: e.to_string() })
+    match s.host_id {
+        Some(host) => super::host_agent(app, host).await,
+        None => Ok(None),
+    }
 }
 
 fn agent_error(status: &tonic::Status) -> StepError {

@@ -593,7 +593,8 @@ impl Runner {
         let (ctx, dir) = (&self.ctx, &self.dir);
         let write =
             async |dest: &Path| ctx.driver.write_snapshot(ctx, vm.as_ref(), dir, &desired, dest, snapshot, kind).await;
-        let result = snapshots::take(ctx, &desired, snapshot, kind, write).await;
+        let keys = self.record.ssh_host_keys.clone();
+        let result = snapshots::take(ctx, &desired, snapshot, kind, &keys, write).await;
         if live {
             self.vm = vm;
         }
@@ -624,6 +625,10 @@ impl Runner {
         if fresh_boot {
             // A new address: the memory state would keep the old one; boot from the disks.
             snapshot.kind = SnapshotKind::Disk;
+        }
+        if snapshot.kind == SnapshotKind::Full {
+            // The same guest resumes: its host keys are known (it will not print them again).
+            self.record.ssh_host_keys = snapshot.ssh_host_keys.clone();
         }
         snapshots::check_restorable(&snapshot, &desired)?;
         self.ctx.driver.resolve(&self.ctx, &desired).await?;

@@ -84,6 +84,9 @@ pub(super) struct SnapshotRecord {
     pub created_at: DateTime<Utc>,
     /// The instance's desired spec when the snapshot was taken.
     pub source: DesiredInstance,
+    /// The guest's SSH host keys then: a restore that resumes its memory is the same guest.
+    #[serde(default)]
+    pub ssh_host_keys: Vec<String>,
 }
 
 impl SnapshotRecord {
@@ -151,6 +154,7 @@ pub(super) async fn take(
     desired: &DesiredInstance,
     id: SnapshotId,
     kind: SnapshotKind,
+    ssh_host_keys: &[String],
     write: impl AsyncFnOnce(&Path) -> Result<(), InstanceError>,
 ) -> Result<SnapshotInfo, InstanceError> {
     let instance = desired.id;
@@ -163,7 +167,7 @@ pub(super) async fn take(
     tokio::fs::create_dir_all(&ctx.config.snapshots_dir).await.map_err(persist_err(&ctx.config.snapshots_dir))?;
     let result = write(&dest).await;
     let result = match result {
-        Ok(()) => complete(&dest, id, kind, desired).await,
+        Ok(()) => complete(&dest, id, kind, desired, ssh_host_keys).await,
         Err(e) => Err(e),
     };
     if result.is_err() {
@@ -178,6 +182,7 @@ async fn complete(
     id: SnapshotId,
     kind: SnapshotKind,
     desired: &DesiredInstance,
+    ssh_host_keys: &[String],
 ) -> Result<SnapshotInfo, InstanceError> {
     let mut size_bytes = 0;
     let mut entries = tokio::fs::read_dir(dest).await.map_err(persist_err(dest))?;
@@ -191,6 +196,7 @@ async fn complete(
         size_bytes,
         created_at: Utc::now(),
         source: desired.clone(),
+        ssh_host_keys: ssh_host_keys.to_vec(),
     };
     write_record(dest, &record).await?;
     tracing::info!(instance = %desired.id, snapshot = %id, ?kind, size_bytes, "snapshot complete");
@@ -339,6 +345,7 @@ mod tests {
             size_bytes: 0,
             created_at: Utc::now(),
             source,
+            ssh_host_keys: Vec::new(),
         }
     }
 

@@ -157,3 +157,31 @@ async fn a_snapshot_policy_takes_snapshots_on_schedule_and_keeps_the_newest() {
     let gone = cli.line("snapshot policy get --instance web-1").await;
     assert_eq!(gone.code, 2, "{gone:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suspended_instance_frees_its_host_and_resumes_where_it_was() {
+    let cloud = cloud().await;
+    let cli = &cloud.cli;
+    let memory = |hosts: &serde_json::Value| hosts[0]["reserved_memory_bytes"].as_i64();
+    cloud.lifecycle("instance create web-1 --image minimal --memory 256MiB --ssh-key alice --wait", "running").await;
+    // In memory only (tmpfs): it survives a resume, not a boot.
+    cloud.ssh("web-1", "echo in-memory > /dev/shm/mark").await;
+    let before = cli.line("host list").await.ok("host list");
+    assert_eq!(memory(&before.out), Some(256 << 20), "{}", before.out);
+
+    let suspended = cli.line("instance suspend web-1 --wait").await.ok("suspend");
+    assert_eq!(suspended.out["operation"]["kind"], "instance_suspend", "{}", suspended.out);
+    assert_eq!(suspended.out["instance"]["state"], "suspended", "{}", suspended.out);
+    let freed = cli.line("host list").await.ok("host list");
+    assert_eq!(memory(&freed.out), Some(0), "a suspended instance holds no memory: {}", freed.out);
+    let again = cli.line("instance suspend web-1").await;
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.err.contains("is suspended"), "{}", again.err);
+
+    let resumed = cloud.lifecycle("instance start web-1 --wait", "running").await;
+    assert_eq!(resumed["address"], suspended.out["instance"]["address"], "it keeps its address");
+    assert_eq!(cloud.ssh("web-1", "cat /dev/shm/mark").await.trim(), "in-memory", "it was booted, not resumed");
+    let taken = cli.line("host list").await.ok("host list");
+    assert_eq!(memory(&taken.out), Some(256 << 20), "{}", taken.out);
+    cli.line("instance delete web-1 --wait").await.ok("delete");
+}
