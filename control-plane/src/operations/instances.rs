@@ -519,9 +519,14 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
     done.map_err(|e| StepError::db(&e))
 }
 
-/// Records a failed (and undone) operation on the instance, with the reason.
+/// Records a failed (and undone) operation on the instance, with the reason. A restore that
+/// failed leaves no instance behind (everything it made is undone; the operation says why).
 pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
-    db::instance_set_state(&mut conn, id, InstanceState::Failed, Some(reason)).await.map_err(|e| StepError::db(&e))
+    let done = match op.kind {
+        OperationKind::InstanceRestore => db::instance_mark_deleted(&mut conn, id).await,
+        _ => db::instance_set_state(&mut conn, id, InstanceState::Failed, Some(reason)).await,
+    };
+    done.map_err(|e| StepError::db(&e))
 }

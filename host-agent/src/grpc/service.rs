@@ -66,6 +66,7 @@ fn status_of(err: InstanceError) -> Status {
         InstanceError::StaleGeneration { .. } => Status::failed_precondition(err.to_string()),
         InstanceError::NotFound { .. } => Status::not_found(err.to_string()),
         InstanceError::InvalidSpec { .. } => Status::invalid_argument(err.to_string()),
+        InstanceError::CorruptSnapshot { .. } => Status::data_loss(err.to_string()),
         InstanceError::InvalidState { .. } => Status::failed_precondition(err.to_string()),
         _ => {
             tracing::error!(error = %crate::error_chain(&err), "instance operation failed");

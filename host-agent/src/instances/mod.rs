@@ -191,6 +191,14 @@ pub enum InstanceError {
         #[source]
         source: vmm::snapshot::SnapshotError,
     },
+    /// A file of a snapshot no longer has the content it was written with.
+    #[error("snapshot {snapshot} is corrupt: {file} does not match the hash recorded when it was taken")]
+    CorruptSnapshot {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The file that changed.
+        file: String,
+    },
     /// Reading or writing the instance directory failed.
     #[error("cannot write {path}")]
     Persist {

@@ -87,6 +87,9 @@ pub(super) struct SnapshotRecord {
     /// The guest's SSH host keys then: a restore that resumes its memory is the same guest.
     #[serde(default)]
     pub ssh_host_keys: Vec<String>,
+    /// SHA-256 (lowercase hex) of each of its files, by name: checked before a restore uses them.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 impl SnapshotRecord {
@@ -197,6 +200,7 @@ async fn complete(
         created_at: Utc::now(),
         source: desired.clone(),
         ssh_host_keys: ssh_host_keys.to_vec(),
+        files: file_hashes(dest).await?,
     };
     write_record(dest, &record).await?;
     tracing::info!(instance = %desired.id, snapshot = %id, ?kind, size_bytes, "snapshot complete");
@@ -220,10 +224,44 @@ pub(super) async fn open(ctx: &Host, instance: InstanceId, location: &Path) -> R
             ctx.config.snapshots_dir.display()
         )));
     }
-    match read_record(location).await? {
-        Some(record) => Ok(record),
-        None => Err(invalid(format!("{} holds no complete snapshot", location.display()))),
+    let record = read_record(location)
+        .await?
+        .ok_or_else(|| invalid(format!("{} holds no complete snapshot", location.display())))?;
+    // Every file as it was written: a flipped byte is an error here, not a broken guest later.
+    let now = file_hashes(location).await?;
+    if let Some(file) = record.files.iter().find(|(name, sha)| now.get(*name) != Some(*sha)).map(|(name, _)| name) {
+        return Err(InstanceError::CorruptSnapshot { snapshot: record.snapshot_id, file: file.clone() });
     }
+    Ok(record)
+}
+
+/// SHA-256 (lowercase hex) of every file in the snapshot directory `dir` but its record.
+async fn file_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, InstanceError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let dir = dir.to_owned();
+    let hash_all = move || -> Result<std::collections::BTreeMap<String, String>, InstanceError> {
+        let mut out = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(persist_err(&dir))? {
+            let path = entry.map_err(persist_err(&dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+            if name == SNAPSHOT_JSON || !path.is_file() {
+                continue;
+            }
+            let mut file = std::fs::File::open(&path).map_err(persist_err(&path))?;
+            let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+            loop {
+                let n = file.read(&mut buf).map_err(persist_err(&path))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            out.insert(name, hex::encode(hasher.finalize()));
+        }
+        Ok(out)
+    };
+    tokio::task::spawn_blocking(hash_all).await.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
 /// Checks that `desired` can be restored from `snapshot` (see the module docs).
@@ -346,6 +384,7 @@ mod tests {
             created_at: Utc::now(),
             source,
             ssh_host_keys: Vec::new(),
+            files: Default::default(),
         }
     }
 

@@ -97,6 +97,20 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
     assert_eq!(from_full.out["instance"]["state"], "running", "{}", from_full.out);
     assert_eq!(cloud.ssh("web-3", "cat /root/kept.txt").await.trim(), "kept");
     cli.line("instance delete web-3 --wait").await.ok("delete web-3");
+    // One flipped byte in a snapshot's disk: the restore fails saying so, and leaves nothing.
+    let cold_files = files(&cold.out["snapshot"]);
+    let disk = cold_files.join("disk-0.qcow2");
+    let mut bytes = std::fs::read(&disk).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&disk, &bytes).unwrap();
+    let corrupt = cli.line("snapshot restore cold-1 --to-instance web-4 --wait").await;
+    assert_eq!(corrupt.code, 1, "{corrupt:?}");
+    assert!(corrupt.err.contains("is corrupt: disk-0.qcow2 does not match"), "{}", corrupt.err);
+    let web4 = cli.line("instance get web-4").await;
+    assert_eq!(web4.code, 2, "a failed restore left an instance: {web4:?}");
+    bytes[middle] ^= 0xff;
+    std::fs::write(&disk, &bytes).unwrap();
     let taken = cli.line("snapshot restore cold-1 --to-instance web-2").await;
     assert_eq!(taken.code, 1, "{taken:?}");
     assert!(taken.err.contains("already exists"), "{}", taken.err);
