@@ -385,7 +385,7 @@ pub async fn list(
 
 /// The instance named or identified by `instance` in `project`, if the caller's role is at
 /// least `role`.
-async fn find(
+pub(super) async fn find(
     app: &App,
     caller: &Caller,
     project: &str,

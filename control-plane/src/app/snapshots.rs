@@ -253,19 +253,6 @@ pub struct SnapshotPolicyParams {
     pub memory: bool,
 }
 
-async fn policy_instance(
-    app: &App,
-    caller: &Caller,
-    project: &str,
-    instance: &str,
-    role: Role,
-) -> Result<InstanceRow, AppError> {
-    let project = projects::resolve(app, caller, project, role).await?;
-    crate::db::instances::instance_get(&mut *app.pool.acquire().await?, project, instance)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("no instance {instance:?} in this project")))
-}
-
 /// Sets (or replaces) an instance's snapshot policy.
 pub async fn policy_set(
     app: &App,
@@ -274,7 +261,7 @@ pub async fn policy_set(
     instance: &str,
     params: SnapshotPolicyParams,
 ) -> Result<SnapshotPolicyRow, AppError> {
-    let instance = policy_instance(app, caller, project, instance, Role::Member).await?;
+    let instance = super::instances::find(app, caller, project, instance, Role::Member).await?.1;
     let every = i32::try_from(params.every_secs).ok().filter(|s| (10..=604_800).contains(s));
     let every = every.ok_or_else(|| AppError::Unprocessable("every_secs: must be between 10 and 604800".to_owned()))?;
     let keep = i32::try_from(params.keep).ok().filter(|k| (1..=100).contains(k));
@@ -291,7 +278,7 @@ pub async fn policy_get(
     project: &str,
     instance: &str,
 ) -> Result<SnapshotPolicyRow, AppError> {
-    let found = policy_instance(app, caller, project, instance, Role::Viewer).await?;
+    let found = super::instances::find(app, caller, project, instance, Role::Viewer).await?.1;
     policies::policy_get(&mut *app.pool.acquire().await?, found.id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("instance {instance:?} has no snapshot policy")))
@@ -299,7 +286,7 @@ pub async fn policy_get(
 
 /// Removes an instance's snapshot policy (its scheduled snapshots stay).
 pub async fn policy_clear(app: &App, caller: &Caller, project: &str, instance: &str) -> Result<(), AppError> {
-    let found = policy_instance(app, caller, project, instance, Role::Member).await?;
+    let found = super::instances::find(app, caller, project, instance, Role::Member).await?.1;
     if !policies::policy_delete(&mut *app.pool.acquire().await?, found.id).await? {
         return Err(AppError::NotFound(format!("instance {instance:?} has no snapshot policy")));
     }
@@ -314,25 +301,30 @@ pub async fn run_policies(app: &App) -> Result<(usize, usize), AppError> {
     let due = policies::take_due(&mut tx, 32).await?;
     let mut taken = 0;
     for d in &due {
-        let Some(instance) =
-            crate::db::instances::instance_get(&mut tx, d.project_id, &d.instance_id.to_string()).await?
-        else {
+        let Some(instance) = crate::db::instances::instance_get_unchecked(&mut tx, d.instance_id).await? else {
             continue;
         };
         let kind = if d.memory { SnapshotKind::Full } else { SnapshotKind::Disk };
         let taking = Taking { name: None, kind, by: None, scheduled: true };
-        // A name taken by hand in the same second is skipped this time; the next pass retries.
-        match take(&mut tx, &instance, taking).await {
-            Ok(_) => taken += 1,
+        // Each in a savepoint: one refused (its state changed, or a name taken by hand in the same
+        // second, whose failed insert would abort the whole transaction) is skipped this time and
+        // the others go on; the next pass retries.
+        let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+        match take(&mut one, &instance, taking).await {
+            Ok(_) => {
+                one.commit().await?;
+                taken += 1;
+            }
             Err(AppError::Conflict(reason)) => {
-                tracing::warn!(instance = %instance.id, %reason, "scheduled snapshot skipped")
+                one.rollback().await?;
+                tracing::warn!(instance = %instance.id, %reason, "scheduled snapshot skipped");
             }
             Err(err) => return Err(err),
         }
     }
     let mut deleted = 0;
-    for (project, id) in policies::surplus(&mut tx, 32).await? {
-        if let Some(row) = db::snapshot_get(&mut tx, project, &id.to_string()).await? {
+    for id in policies::surplus(&mut tx, 32).await? {
+        if let Some(row) = db::snapshot_get_unchecked(&mut tx, id).await? {
             start_delete(&mut tx, &row, None).await?;
             deleted += 1;
         }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::ids::{InstanceId, ProjectId, SnapshotId};
+use crate::ids::{InstanceId, SnapshotId};
 
 /// A row of `snapshot_policies`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -66,7 +66,6 @@ pub async fn policy_delete(conn: &mut PgConnection, instance: InstanceId) -> Res
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Due {
     pub instance_id: InstanceId,
-    pub project_id: ProjectId,
     pub memory: bool,
 }
 
@@ -80,9 +79,9 @@ pub async fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, s
                AND (p.last_run_at IS NULL OR p.last_run_at + make_interval(secs => p.every_secs) <= now())
              ORDER BY p.last_run_at NULLS FIRST LIMIT $1
              FOR UPDATE OF p SKIP LOCKED)
-         UPDATE snapshot_policies p SET last_run_at = now() FROM due, instances i
-         WHERE p.instance_id = due.instance_id AND i.id = p.instance_id
-         RETURNING p.instance_id, i.project_id, p.memory",
+         UPDATE snapshot_policies p SET last_run_at = now() FROM due
+         WHERE p.instance_id = due.instance_id
+         RETURNING p.instance_id, p.memory",
     )
     .bind(limit)
     .fetch_all(conn)
@@ -91,10 +90,10 @@ pub async fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, s
 
 /// The scheduled snapshots beyond each policy's `keep` (the oldest available ones), at most
 /// `limit`.
-pub async fn surplus(conn: &mut PgConnection, limit: i64) -> Result<Vec<(ProjectId, SnapshotId)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT project_id, id FROM (
-             SELECT s.project_id, s.id, s.state, p.keep,
+pub async fn surplus(conn: &mut PgConnection, limit: i64) -> Result<Vec<SnapshotId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM (
+             SELECT s.id, s.state, p.keep,
                     row_number() OVER (PARTITION BY s.instance_id ORDER BY s.created_at DESC) AS n
              FROM snapshots s JOIN snapshot_policies p ON p.instance_id = s.instance_id
              WHERE s.scheduled AND s.state IN ('creating', 'available')) ranked

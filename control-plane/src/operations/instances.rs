@@ -411,7 +411,10 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 OperationKind::InstanceSuspend => {
                     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
                     let g = db::instance_bump_generation(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
-                    u64::try_from(g).unwrap_or(generation)
+                    u64::try_from(g).map_err(|_| StepError::Fail {
+                        code: "internal",
+                        message: format!("instance generation {g} is out of range"),
+                    })?
                 }
                 _ => generation,
             };
