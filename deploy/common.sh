@@ -28,3 +28,21 @@ ensure_packages() {
 # database; QEMU and the tools the VMM uses (qemu-img, config-drive tools); networking tools.
 # shellcheck disable=SC2034 # used by the scripts that source this file
 RUNTIME_PACKAGES=(postgresql qemu-system-x86 ovmf qemu-utils dosfstools mtools xorriso e2fsprogs iproute2 nftables openssh-client)
+
+# Tools built from crates.io, kept outside the clone so repeated runs reuse them.
+TOOLS_ROOT="${TOOLS_ROOT:-/var/cache/cloud/tools}"
+
+# ensure_cargo_tool BIN CRATE VERSION [cargo install flags…]: builds BIN into $TOOLS_ROOT/bin
+# unless that version is there already.
+ensure_cargo_tool() {
+  local bin="$1" crate="$2" version="$3"
+  shift 3
+  local stamp="$TOOLS_ROOT/bin/.$bin-$version"
+  if [ -x "$TOOLS_ROOT/bin/$bin" ] && [ -e "$stamp" ]; then
+    say "tool present: $bin $version"
+    return 0
+  fi
+  say "building $bin ($crate $version) into $TOOLS_ROOT (a few minutes, once)"
+  cargo install --quiet --locked --root "$TOOLS_ROOT" "$crate" --version "$version" "$@"
+  touch "$stamp"
+}

@@ -9,6 +9,10 @@ source deploy/common.sh
 
 ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config shellcheck
 
+# The S3 server the store's tests run against (a real one: it checks SigV4 signatures).
+ensure_cargo_tool s3s-fs s3s-fs 0.14.1 --features binary
+export CLOUD_TEST_S3S_FS="$TOOLS_ROOT/bin/s3s-fs"
+
 say "shellcheck: the deploy scripts and the minimal guest's scripts"
 shellcheck -x deploy/*.sh deploy/images/*.sh .ci/run
 (cd deploy/images/minimal/rootfs && shellcheck -s sh init usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script} etc/acpi/PWRF/00000080)

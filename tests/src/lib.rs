@@ -18,6 +18,7 @@ pub mod layering;
 pub mod net;
 pub mod packages;
 pub mod process;
+pub mod s3;
 pub mod tunnel;
 
 use std::path::PathBuf;

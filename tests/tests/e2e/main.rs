@@ -14,3 +14,4 @@ mod packages;
 mod readme;
 mod recovery;
 mod snapshots;
+mod store;
