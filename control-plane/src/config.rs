@@ -37,6 +37,11 @@
 //! step_timeout_secs = 600        # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may keep retrying
 //! step_timeouts = { wait_running = 900 }   # per step name (no variable)
 //!
+//! [store]                        # the shared snapshot store (see cloud_store::config)
+//! backend = "local"              # CLOUD_STORE_BACKEND: local | s3
+//! dir = "/var/lib/cloud/store"   # CLOUD_STORE_DIR: shared with the host agents of this machine
+//! # [store.s3] endpoint, bucket, region, access_key_id, secret_access_key, allow_http
+//!
 //! [log]
 //! format = "text"                # CLOUD_LOG_FORMAT: text | json
 //! filter = "info"                # CLOUD_LOG_FILTER: tracing EnvFilter directives
@@ -72,6 +77,7 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub operations: crate::operations::executor::OperationsConfig,
+    pub store: cloud_store::StoreConfig,
     pub log: LogConfig,
 }
 
@@ -108,6 +114,7 @@ impl Default for Config {
             fleet: FleetConfig::default(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
             operations: crate::operations::executor::OperationsConfig::default(),
+            store: cloud_store::StoreConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -201,6 +208,8 @@ pub struct Overrides {
     /// How long a step may keep retrying before its operation fails [default: 600].
     #[arg(long, env = "CLOUD_OPERATIONS_STEP_TIMEOUT_SECS", value_name = "SECS")]
     pub operations_step_timeout_secs: Option<u32>,
+    #[command(flatten)]
+    pub store: cloud_store::StoreOverrides,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -258,6 +267,7 @@ impl Config {
         set(&mut self.operations.lease_secs, &o.operations_lease_secs);
         set(&mut self.operations.concurrency, &o.operations_concurrency);
         set(&mut self.operations.step_timeout_secs, &o.operations_step_timeout_secs);
+        o.store.apply(&mut self.store);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
     }
@@ -328,6 +338,9 @@ impl Config {
         }
         if self.operations.step_timeout_secs == 0 || self.operations.step_timeouts.values().any(|s| *s == 0) {
             return invalid("operations.step_timeout_secs", "step time limits must be at least 1 second");
+        }
+        if let Some((key, problem)) = self.store.problem() {
+            return invalid(key, problem);
         }
         self.log.validate()?;
         Ok(())

@@ -52,6 +52,8 @@ pub enum StartError {
     Bootstrap(#[from] auth::AuthError),
     #[error("fleet PKI")]
     Pki(#[from] fleet::pki::PkiError),
+    #[error("cannot open the snapshot store")]
+    Store(#[from] cloud_store::StoreError),
     #[error("the fleet gRPC server failed")]
     Grpc(#[source] tonic::transport::Error),
     #[error("cannot listen on {addr}")]
@@ -177,7 +179,7 @@ async fn serve_with(
         (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let app = Arc::new(App::new(pool, fleet, config));
+    let app = Arc::new(App::new(pool, fleet, config)?);
     let listen = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
     let http_listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen(config.listen))?;
     let grpc_listener = fleet::grpc::bind(config.fleet.grpc_listen).await.map_err(listen(config.fleet.grpc_listen))?;
@@ -207,6 +209,10 @@ async fn serve_with(
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::snapshot_policies::run(app, stop))
     };
+    let store_gc = {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(reconcilers::store_gc::run(app, stop))
+    };
     let supervisor = embedded.map(|pg| {
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(supervise_embedded_db(pg, app, stop))
@@ -223,7 +229,7 @@ async fn serve_with(
     };
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));
     let (http, grpc) = tokio::join!(http, grpc);
-    let _ = tokio::join!(executor, liveness, policies);
+    let _ = tokio::join!(executor, liveness, policies, store_gc);
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
     }

@@ -113,7 +113,11 @@ async fn process_cluster() -> Result<Arc<TestCluster>, EmbeddedDbError> {
 /// The control plane's shared state over `pool`, with a fleet CA in `data_dir` and default
 /// settings otherwise: for tests that serve the API in-process.
 pub fn app(pool: PgPool, data_dir: &std::path::Path) -> crate::app::App {
-    app_with(pool, crate::config::Config { data_dir: data_dir.to_path_buf(), ..crate::config::Config::default() })
+    let store = cloud_store::StoreConfig { dir: data_dir.join("store"), ..cloud_store::StoreConfig::default() };
+    app_with(
+        pool,
+        crate::config::Config { data_dir: data_dir.to_path_buf(), store, ..crate::config::Config::default() },
+    )
 }
 
 /// [`app`] with a configuration of the test's own (its `data_dir` holds the fleet CA).
@@ -122,6 +126,7 @@ pub fn app_with(pool: PgPool, config: crate::config::Config) -> crate::app::App 
     let fleet = crate::fleet::Fleet::load(data_dir, config.fleet.clone())
         .unwrap_or_else(|err| panic!("cannot create a test fleet CA in {}: {err}", data_dir.display()));
     crate::app::App::new(pool, fleet, &config)
+        .unwrap_or_else(|err| panic!("cannot open the test's snapshot store {:?}: {err}", config.store))
 }
 
 /// Records an active host with a lease of an hour and `vcpus`, `memory_gib` and `disk_gib` free,

@@ -59,6 +59,9 @@ fn manager_config(config: &AgentConfig, subnet: &str) -> Result<ManagerConfig, R
     manager.instances_dir = config.state_dir.join("instances");
     manager.images_dir = config.state_dir.join("images");
     manager.snapshots_dir = config.state_dir.join("snapshots");
+    manager.chunks_dir = config.state_dir.join("chunks");
+    // Scale simulations have no disks to store.
+    manager.store = (config.driver == Driver::Qemu).then(|| config.store.clone());
     manager.bridge.clone_from(&config.bridge);
     // The host routes its instances' traffic (egress NAT): forwarding must be on.
     manager.enable_ip_forward = true;

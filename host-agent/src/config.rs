@@ -14,6 +14,10 @@
 //! memory_mib = 16384                   # CLOUD_AGENT_CAPACITY_MEMORY_MIB
 //! disk_gib = 200                       # CLOUD_AGENT_CAPACITY_DISK_GIB
 //!
+//! [store]                              # the shared snapshot store: see cloud_store::config
+//! backend = "local"                    # CLOUD_STORE_BACKEND: local | s3
+//! dir = "/var/lib/cloud/store"         # CLOUD_STORE_DIR (the same for every service of a machine)
+//!
 //! [log]
 //! format = "text"                      # CLOUD_AGENT_LOG_FORMAT: text | json
 //! filter = "info"                      # CLOUD_AGENT_LOG_FILTER
@@ -39,6 +43,7 @@ pub struct AgentConfig {
     pub driver: Driver,
     pub bridge: String,
     pub capacity: CapacityConfig,
+    pub store: cloud_store::StoreConfig,
     pub log: LogConfig,
 }
 
@@ -74,6 +79,7 @@ impl Default for AgentConfig {
             driver: Driver::Qemu,
             bridge: "cloudbr0".to_owned(),
             capacity: CapacityConfig::default(),
+            store: cloud_store::StoreConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -112,6 +118,8 @@ pub struct Overrides {
     /// Disk offered to instances, GiB [default: free space of the state directory].
     #[arg(long, env = "CLOUD_AGENT_CAPACITY_DISK_GIB", value_name = "GIB", global = true)]
     pub capacity_disk_gib: Option<u64>,
+    #[command(flatten)]
+    pub store: cloud_store::StoreOverrides,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_AGENT_LOG_FORMAT", value_name = "FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
@@ -141,6 +149,7 @@ impl AgentConfig {
         if o.capacity_disk_gib.is_some() {
             config.capacity.disk_gib = o.capacity_disk_gib;
         }
+        o.store.apply(&mut config.store);
         set(&mut config.log.format, &o.log_format);
         set(&mut config.log.filter, &o.log_filter);
         config.validate()?;
@@ -174,6 +183,9 @@ impl AgentConfig {
         }
         if self.capacity.vcpus == Some(0) || self.capacity.memory_mib == Some(0) {
             return invalid("capacity", "vcpus and memory_mib must be at least 1 when set");
+        }
+        if let Some((key, problem)) = self.store.problem() {
+            return invalid(key, problem);
         }
         self.log.validate()?;
         Ok(())

@@ -13,6 +13,10 @@
 //! secret_access_key = "…"
 //! allow_http = false                 # plain HTTP (a store on loopback only)
 //! ```
+//! Every key is also a flag and an environment variable, the same in both services (they must
+//! reach the same store): `--store-backend` / `CLOUD_STORE_BACKEND`, `--store-dir` /
+//! `CLOUD_STORE_DIR`, `--store-s3-endpoint` / `CLOUD_STORE_S3_ENDPOINT`, and so on for
+//! `bucket`, `region`, `access_key_id`, `secret_access_key` and `allow_http`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +78,56 @@ impl std::fmt::Debug for S3Config {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { backend: Backend::Local, dir: PathBuf::from("/var/lib/cloud/store"), s3: S3Config::default() }
+    }
+}
+
+/// `[store]` flags, each also read from its `CLOUD_STORE_*` environment variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreOverrides {
+    /// Snapshot store backend: local | s3 [default: local].
+    #[arg(long, env = "CLOUD_STORE_BACKEND", value_name = "BACKEND", global = true)]
+    pub store_backend: Option<Backend>,
+    /// Directory of the local snapshot store [default: /var/lib/cloud/store].
+    #[arg(long, env = "CLOUD_STORE_DIR", value_name = "DIR", global = true)]
+    pub store_dir: Option<PathBuf>,
+    /// S3 endpoint URL [default: AWS].
+    #[arg(long, env = "CLOUD_STORE_S3_ENDPOINT", value_name = "URL", global = true)]
+    pub store_s3_endpoint: Option<String>,
+    /// S3 bucket.
+    #[arg(long, env = "CLOUD_STORE_S3_BUCKET", value_name = "NAME", global = true)]
+    pub store_s3_bucket: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "CLOUD_STORE_S3_REGION", value_name = "REGION", global = true)]
+    pub store_s3_region: Option<String>,
+    /// S3 access key id.
+    #[arg(long, env = "CLOUD_STORE_S3_ACCESS_KEY_ID", value_name = "ID", global = true)]
+    pub store_s3_access_key_id: Option<String>,
+    /// S3 secret access key (prefer the environment variable or the file to the flag).
+    #[arg(long, env = "CLOUD_STORE_S3_SECRET_ACCESS_KEY", value_name = "KEY", global = true, hide_env_values = true)]
+    pub store_s3_secret_access_key: Option<String>,
+    /// Allow a plain-HTTP S3 endpoint (loopback test servers).
+    #[arg(long, env = "CLOUD_STORE_S3_ALLOW_HTTP", value_name = "BOOL", global = true)]
+    pub store_s3_allow_http: Option<bool>,
+}
+
+impl StoreOverrides {
+    /// Applies the flags that were given.
+    pub fn apply(&self, config: &mut StoreConfig) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        set(&mut config.backend, &self.store_backend);
+        set(&mut config.dir, &self.store_dir);
+        if self.store_s3_endpoint.is_some() {
+            config.s3.endpoint.clone_from(&self.store_s3_endpoint);
+        }
+        set(&mut config.s3.bucket, &self.store_s3_bucket);
+        set(&mut config.s3.region, &self.store_s3_region);
+        set(&mut config.s3.access_key_id, &self.store_s3_access_key_id);
+        set(&mut config.s3.secret_access_key, &self.store_s3_secret_access_key);
+        set(&mut config.s3.allow_http, &self.store_s3_allow_http);
     }
 }
 

@@ -41,7 +41,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-pub use config::{Backend, S3Config, StoreConfig};
+pub use config::{Backend, S3Config, StoreConfig, StoreOverrides};
 pub use manifest::{ChunkId, Extent, FileEntry, LAYERED_CHUNK, Manifest, PLAIN_CHUNK, Source, SourceRange};
 
 /// How long a garbage-collection batch may delete after it listed the roots.
@@ -303,6 +303,11 @@ impl Store {
             .map(|e| LocalExtent { offset: e.offset, len: e.len, chunk: e.chunk.map(|c| self.cached(&c)) })
             .collect();
         Ok((extents, stats))
+    }
+
+    /// The local chunk cache: every path [`Store::fetch`] returns lies under it.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
     }
 
     /// Where chunk `id` is kept in the local cache.

@@ -140,6 +140,9 @@ impl Launch {
             cmd.args(["--database-url", &self.db_url]);
         }
         cmd.args(["--log-filter", "info,control_plane=debug"]).args(&self.extra);
+        if !self.extra.iter().any(|f| f.starts_with("--store-")) {
+            cmd.arg("--store-dir").arg(shared_store(&self.data_dir));
+        }
         if let Some(tls) = &self.tls {
             cmd.arg("--tls-cert-file").arg(&tls.cert_file).arg("--tls-key-file").arg(&tls.key_file);
         }
@@ -421,8 +424,17 @@ fn agent_command(net: &HostNet, state_dir: &Path, flags: &[String], args: &[&str
     if !flags.iter().any(|f| f.starts_with("--capacity-")) {
         cmd.args(["--capacity-vcpus", "4", "--capacity-memory-mib", "4096", "--capacity-disk-gib", "20"]);
     }
+    if !flags.iter().any(|f| f.starts_with("--store-")) {
+        cmd.arg("--store-dir").arg(shared_store(state_dir));
+    }
     cmd.args(flags).args(args);
     cmd
+}
+
+/// The test's snapshot store, shared by its control plane and agents (a local directory next to
+/// their own: `<test dir>/store`), unless the test passes `--store-…` flags of its own.
+pub fn shared_store(service_dir: &Path) -> PathBuf {
+    service_dir.parent().unwrap_or(service_dir).join("store")
 }
 
 /// Runs `host-agent join` in the host's namespace; returns its exit status and output.

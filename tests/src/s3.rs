@@ -32,18 +32,25 @@ pub fn s3s_fs() -> PathBuf {
 #[derive(Debug)]
 pub struct S3Server {
     proc: Option<Proc>,
+    addr: std::net::Ipv4Addr,
     port: u16,
     root: PathBuf,
     log: PathBuf,
 }
 
 impl S3Server {
-    /// Starts a server whose objects live under `dir`.
+    /// Starts a server on loopback whose objects live under `dir`.
     pub async fn start(dir: &Path) -> S3Server {
+        Self::start_on(dir, std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// [`S3Server::start`] listening on `addr` (a test network's gateway, which agents in
+    /// their namespaces reach).
+    pub async fn start_on(dir: &Path, addr: std::net::Ipv4Addr) -> S3Server {
         let root = dir.join("s3");
         std::fs::create_dir_all(root.join(BUCKET)).expect("s3 root");
-        let mut server =
-            S3Server { proc: None, port: free_port(std::net::Ipv4Addr::LOCALHOST), root, log: dir.join("s3s-fs.log") };
+        let (port, log) = (free_port(addr), dir.join("s3s-fs.log"));
+        let mut server = S3Server { proc: None, addr, port, root, log };
         server.restart().await;
         server
     }
@@ -59,7 +66,7 @@ impl S3Server {
             backend: Backend::S3,
             dir: PathBuf::new(),
             s3: S3Config {
-                endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
+                endpoint: Some(format!("http://{}:{}", self.addr, self.port)),
                 bucket: BUCKET.to_owned(),
                 region: "us-east-1".to_owned(),
                 access_key_id: ACCESS_KEY.to_owned(),
@@ -67,6 +74,23 @@ impl S3Server {
                 allow_http: true,
             },
         }
+    }
+
+    /// The flags that point a control plane or an agent at it.
+    pub fn flags(&self) -> Vec<String> {
+        let c = self.config();
+        [
+            ("--store-backend", "s3".to_owned()),
+            ("--store-s3-endpoint", c.s3.endpoint.unwrap_or_default()),
+            ("--store-s3-bucket", c.s3.bucket),
+            ("--store-s3-region", c.s3.region),
+            ("--store-s3-access-key-id", c.s3.access_key_id),
+            ("--store-s3-secret-access-key", c.s3.secret_access_key),
+            ("--store-s3-allow-http", "true".to_owned()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
     }
 
     /// Stops the server, as an outage would (SIGKILL).
@@ -80,12 +104,12 @@ impl S3Server {
     pub async fn restart(&mut self) {
         self.stop();
         let mut cmd = std::process::Command::new(s3s_fs());
-        cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+        cmd.args(["--host", &self.addr.to_string(), "--port", &self.port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(&self.root);
         let mut proc = Proc::spawn("s3s-fs", cmd, self.log.clone());
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+        while tokio::net::TcpStream::connect((self.addr, self.port)).await.is_err() {
             proc.assert_running();
             assert!(Instant::now() < deadline, "s3s-fs did not listen within 20 s:\n{}", proc.log_tail(20));
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -8,6 +8,7 @@
 //!  Vm::{status, pause, resume, reboot, shutdown, force_stop}   Vm::attach(dir) after a restart
 //!  Vm::{snapshot_disks, snapshot_full} ─▶ snapshots/<id>/   snapshot::restore(…) ─▶ Vm
 //!  console::Console (serial.sock), console.log in the instance directory
+//!  layers::{overlay_ranges, write_overlay}: a disk's own data, out of and into qcow2 overlays
 //! ```
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod config_drive;
 pub mod console;
 pub mod host_keys;
 pub mod instance_dir;
+pub mod layers;
 pub mod qemu;
 pub mod qmp;
 pub mod snapshot;

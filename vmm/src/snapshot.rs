@@ -249,10 +249,7 @@ async fn copy_state(
     };
     let manifest =
         SnapshotManifest { kind, spec: spec.clone(), disks, config_drive, memory: memory.map(str::to_owned) };
-    let path = dest.join("manifest.json");
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| SnapshotError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
-    tokio::fs::write(&path, json).await.map_err(|source| SnapshotError::Io { path, source })?;
+    write_manifest(dest, &manifest).await?;
     tracing::info!(dest = %dest.display(), ?kind, "snapshot written");
     Ok(manifest)
 }
@@ -288,7 +285,7 @@ async fn backing_file(qemu_img: &Path, image: &Path) -> Result<Option<(PathBuf, 
     }))
 }
 
-async fn run_qemu_img(mut cmd: Command, path: &Path) -> Result<Vec<u8>, SnapshotError> {
+pub(crate) async fn run_qemu_img(mut cmd: Command, path: &Path) -> Result<Vec<u8>, SnapshotError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -310,6 +307,14 @@ async fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
 
 async fn copy_file(from: &Path, to: &Path) -> Result<(), SnapshotError> {
     tokio::fs::copy(from, to).await.map(drop).map_err(|source| SnapshotError::Io { path: from.to_owned(), source })
+}
+
+/// Writes `manifest.json` into a snapshot directory.
+pub async fn write_manifest(snapshot: &Path, manifest: &SnapshotManifest) -> Result<(), SnapshotError> {
+    let path = snapshot.join("manifest.json");
+    let json = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| SnapshotError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+    tokio::fs::write(&path, json).await.map_err(|source| SnapshotError::Io { path, source })
 }
 
 /// Reads `manifest.json` from a snapshot directory.

@@ -37,12 +37,14 @@ pub struct App {
     pub scheduler: crate::scheduler::SchedulerConfig,
     /// This replica's operation executor (handlers wake it after creating an operation).
     pub executor: crate::operations::executor::Executor,
+    /// The shared snapshot store (the control plane deletes from it and collects its garbage).
+    pub store: cloud_store::Store,
 }
 
 impl App {
     /// The state shared by every request.
-    pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Self {
-        Self {
+    pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Result<Self, cloud_store::StoreError> {
+        Ok(Self {
             pool,
             metrics: crate::metrics::Metrics::new(),
             fleet,
@@ -51,7 +53,8 @@ impl App {
             agents: crate::agents::Agents::default(),
             scheduler: config.scheduler.clone(),
             executor: crate::operations::executor::Executor::new(&config.operations),
-        }
+            store: cloud_store::Store::open(&config.store, &config.data_dir.join("chunks"))?,
+        })
     }
 }
 

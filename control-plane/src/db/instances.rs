@@ -272,15 +272,27 @@ async fn nic_allocate_in(
     if state.and_then(|s| s.parse::<InstanceState>().ok()).is_none_or(InstanceState::is_going_away) {
         return Err(sqlx::Error::RowNotFound);
     }
-    let existing: Option<(String, String)> = sqlx::query_as(
-        "SELECT n.mac::text, host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id
+    let existing: Option<(String, String, HostId)> = sqlx::query_as(
+        "SELECT n.mac::text, host(a.address), a.host_id FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id
          WHERE n.instance_id = $1 AND n.idx = 0",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((mac, addr)) = existing {
-        return Ok((mac, addr.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)));
+    match existing {
+        Some((mac, addr, on)) if on == host => return Ok((mac, addr.parse().unwrap_or(Ipv4Addr::UNSPECIFIED))),
+        // The instance moved to another host (a resume or a recovery elsewhere): its address
+        // belongs to the old host's subnet. It keeps its NIC and MAC and gets a new address.
+        Some(_) => {
+            sqlx::query(
+                "DELETE FROM ip_allocations WHERE nic_id IN
+                   (SELECT id FROM network_interfaces WHERE instance_id = $1 AND idx = 0)",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {}
     }
     let subnet: String = sqlx::query_scalar("SELECT host(instance_subnet) FROM hosts WHERE id = $1")
         .bind(host)
@@ -321,10 +333,11 @@ async fn nic_allocate_in(
         }
         mac = mac_allocate(&mut *conn).await?;
     }
-    let nic: uuid::Uuid = sqlx::query_scalar("SELECT id FROM network_interfaces WHERE instance_id = $1 AND idx = 0")
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let (nic, mac): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, mac::text FROM network_interfaces WHERE instance_id = $1 AND idx = 0")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
     sqlx::query("INSERT INTO ip_allocations (address, host_id, nic_id) VALUES ($1::inet, $2, $3)")
         .bind(free.to_string())
         .bind(host)

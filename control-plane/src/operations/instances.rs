@@ -7,9 +7,14 @@
 //! | `instance_stop` | stop_on_host → wait_stopped |
 //! | `instance_reboot` | reboot_on_host → wait_running |
 //! | `instance_delete` | delete_on_host → drop_suspend_state → release_address → release_capacity |
-//! | `instance_restore` | place on the snapshot's host [release capacity] → allocate_address [free it] → restore_on_host [delete on host] → wait_running |
+//! | `instance_restore` | place [release capacity] → allocate_address [free it] → restore_on_host [delete on host] → wait_running |
 //! | `instance_suspend` | suspend_on_host (a full snapshot) [delete it] → delete_on_host → release_capacity |
-//! | `instance_resume` | place on the host of the saved state [release capacity] → restore_on_host [delete on host] → wait_running → drop_suspend_state |
+//! | `instance_resume` | place, on the host of the saved state if it has room [release capacity] → allocate_address → restore_on_host [delete on host] → wait_running → drop_suspend_state |
+//!
+//! Snapshots are in the shared store, so a restore or a resume runs on any host: the host
+//! fetches what it lacks. The memory state continues the guest only where its address stays
+//! (a resume on the host that saved it); anywhere else the instance gets an address of its new
+//! host and boots afresh from the snapshot's disks (its processes are not kept).
 //!
 //! Each operation carries the instance id and the generation the API assigned to the change;
 //! the agent applies a request only if its generation is not older than what it applied, so a
@@ -42,7 +47,9 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
         }
         OperationKind::InstanceRestore => &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning],
         OperationKind::InstanceSuspend => &[Step::SuspendOnHost, Step::DeleteOnHost, Step::ReleaseCapacity],
-        OperationKind::InstanceResume => &[Step::Place, Step::RestoreOnHost, Step::WaitRunning, Step::DropSuspendState],
+        OperationKind::InstanceResume => {
+            &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning, Step::DropSuspendState]
+        }
         OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => &[],
     }
 }
@@ -52,7 +59,7 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
 pub struct InstanceParams {
     pub instance_id: InstanceId,
     pub generation: i64,
-    /// The snapshot an `instance_restore` restores (on the host that holds it).
+    /// The snapshot an `instance_restore` restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<SnapshotId>,
 }
@@ -79,19 +86,12 @@ fn agent_error(status: &tonic::Status) -> StepError {
     }
 }
 
-/// The one host an operation must place its instance on: where the snapshot it restores is, or
-/// where the saved state it resumes is; `None` for any host.
-async fn pinned_host(app: &App, op: &OperationRow, p: &InstanceParams) -> Result<Option<HostId>, StepError> {
-    match (op.kind, p.snapshot_id) {
-        (OperationKind::InstanceResume, _) => {
-            let host = suspend_state(app, p.instance_id).await?.1;
-            host.map(Some).ok_or(StepError::Fail {
-                code: "not_found",
-                message: "the host that holds the suspended state is gone".to_owned(),
-            })
-        }
-        (_, Some(snapshot)) => snapshot_host(app, snapshot).await.map(Some),
-        (_, None) => Ok(None),
+/// The host a resume prefers: the one that saved the instance's state (its memory state
+/// continues the guest there, with its address); `None` for any host.
+async fn preferred_host(app: &App, op: &OperationRow, p: &InstanceParams) -> Result<Option<HostId>, StepError> {
+    match op.kind {
+        OperationKind::InstanceResume => Ok(suspend_state(app, p.instance_id).await?.1),
+        _ => Ok(None),
     }
 }
 
@@ -105,26 +105,11 @@ async fn suspend_state(app: &App, id: InstanceId) -> Result<(Option<SnapshotId>,
 /// a dead host's files went with it) and forgets it.
 async fn drop_suspend_state(app: &App, id: InstanceId) -> Result<(), StepError> {
     let (snapshot, host) = suspend_state(app, id).await?;
-    if let (Some(snapshot), Some(host)) = (snapshot, host)
-        && let Some(mut agent) = super::host_agent(app, host).await?
-    {
-        agent
-            .delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: snapshot.to_string() })
-            .await
-            .map_err(|e| agent_error(&e))?;
+    if let Some(snapshot) = snapshot {
+        super::snapshots::forget(app, snapshot, host).await?;
     }
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_set_suspend_state(&mut conn, id, None, None).await.map_err(|e| StepError::db(&e))
-}
-
-/// The host that holds snapshot `id`'s files (where a restore from it must run).
-async fn snapshot_host(app: &App, id: SnapshotId) -> Result<HostId, StepError> {
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
-    crate::db::snapshots::snapshot_get_unchecked(&mut conn, id)
-        .await
-        .map_err(|e| StepError::db(&e))?
-        .and_then(|s| s.host_id)
-        .ok_or(StepError::Fail { code: "not_found", message: "the snapshot's host is gone".to_owned() })
 }
 
 async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> {
@@ -273,8 +258,14 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
     match step {
         Step::Place => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
-            let placement = match pinned_host(app, op, &p).await? {
-                Some(host) => crate::scheduler::reserve::place_instance_on(&mut tx, id, host).await,
+            let placement = match preferred_host(app, op, &p).await? {
+                Some(host) => match crate::scheduler::reserve::place_instance_on(&mut tx, id, host).await {
+                    Err(PlacementError::HostFull { .. } | PlacementError::NoHostFits(_)) => {
+                        tracing::info!(instance = %id, %host, "the saved state's host has no room: resuming elsewhere");
+                        crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await
+                    }
+                    other => other,
+                },
                 None => crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await,
             };
             match placement {
@@ -331,15 +322,19 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             Ok(None)
         }
         Step::RestoreOnHost => {
-            // A resume continues the guest from its saved memory (same host, same address); a
-            // restore makes a new instance with a new address, which boots from the disks.
+            // A resume on the host that saved it continues the guest from its memory (same
+            // address); elsewhere, and for a restore (a new instance with a new address), the
+            // guest boots afresh from the snapshot's disks.
+            let s = spec(app, id).await?;
             let (snapshot, fresh_boot) = match op.kind {
-                OperationKind::InstanceResume => (suspend_state(app, id).await?.0, false),
+                OperationKind::InstanceResume => {
+                    let (snapshot, saved_on) = suspend_state(app, id).await?;
+                    (snapshot, saved_on.is_none() || saved_on != s.host_id)
+                }
                 _ => (p.snapshot_id, true),
             };
             let snapshot = snapshot
                 .ok_or(StepError::Fail { code: "internal", message: "a restore without its snapshot".to_owned() })?;
-            let s = spec(app, id).await?;
             let mut agent = placed_client(app, &s)?;
             let request = pb::RestoreInstanceRequest {
                 spec: Some(agent_spec(&s)?),

@@ -3,12 +3,13 @@
 //! | operation | steps (undo in brackets) |
 //! |---|---|
 //! | `snapshot_create` | snapshot_on_host [delete it on the host] |
-//! | `snapshot_delete` | delete_snapshot_on_host |
+//! | `snapshot_delete` | delete_snapshot_on_host (its local copy, then the shared store's) |
 //!
-//! A snapshot's files stay on the host that took it (the shared store comes later), so both
-//! steps call that host's agent. Both are idempotent there: a snapshot id that exists is
-//! returned as it is, and deleting one that is gone is no error. A dead host is not called: its
-//! snapshot files went with it.
+//! The host that takes a snapshot uploads it to the shared store before it answers, and keeps
+//! its local copy (a restore there needs no fetch). Deleting removes both: the host's copy when
+//! the host can be called (a dead host's went with it), then the store's manifest (its chunks
+//! go at the next garbage collection). Both steps are idempotent: a snapshot id that exists is
+//! returned as it is, and deleting one that is gone is no error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,15 +131,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 .map(Some)
                 .map_err(|e| StepError::Fail { code: "internal", message: e.to_string() })
         }
-        Step::DeleteSnapshotOnHost => {
-            if let Some(mut agent) = host_client(app, &s).await? {
-                agent
-                    .delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: s.id.to_string() })
-                    .await
-                    .map_err(|status| agent_error(&status))?;
-            }
-            Ok(None)
-        }
+        Step::DeleteSnapshotOnHost => forget(app, s.id, s.host_id).await.map(|()| None),
         other => Err(StepError::Fail { code: "internal", message: format!("{other} is no snapshot step") }),
     }
 }
@@ -149,14 +142,32 @@ pub async fn undo_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<
         return Ok(());
     }
     let s = snapshot(app, params(op)?.snapshot_id).await?;
-    if let Some(mut agent) = host_client(app, &s).await? {
-        match agent.delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: s.id.to_string() }).await {
+    forget(app, s.id, s.host_id).await
+}
+
+/// Deletes snapshot `id` everywhere: the local copy on `host` (when it can be called), then the
+/// shared store's. Idempotent.
+pub(super) async fn forget(app: &App, id: SnapshotId, host: Option<crate::ids::HostId>) -> Result<(), StepError> {
+    let agent = match host {
+        Some(host) => super::host_agent(app, host).await?,
+        None => None,
+    };
+    if let Some(mut agent) = agent {
+        match agent.delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: id.to_string() }).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::InvalidArgument => {}
             Err(status) => return Err(agent_error(&status)),
         }
     }
-    Ok(())
+    app.store.delete(&store_name(id)).await.map_err(|e| StepError::Retry {
+        reason: format!("cannot delete snapshot {id} from the store: {}", crate::error_chain::ErrorChain(&e)),
+        after: Duration::from_secs(5),
+    })
+}
+
+/// The name of snapshot `id` in the shared store (the host agent's naming).
+pub fn store_name(id: SnapshotId) -> String {
+    format!("snapshots/{id}")
 }
 
 /// Records the outcome of a successful operation on the snapshot.

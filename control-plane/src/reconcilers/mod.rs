@@ -3,3 +3,4 @@
 
 pub mod host_liveness;
 pub mod snapshot_policies;
+pub mod store_gc;

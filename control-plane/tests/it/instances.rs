@@ -50,6 +50,7 @@ pub async fn serve_api_with(operations: Option<control_plane::operations::Operat
     let pool = db.migrated_pool().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = control_plane::config::Config { data_dir: dir.path().to_owned(), ..Default::default() };
+    config.store.dir = dir.path().join("store");
     let run_executor = operations.is_some();
     if let Some(ops) = operations {
         config.operations = ops;

@@ -67,6 +67,13 @@ fn status_of(err: InstanceError) -> Status {
         InstanceError::NotFound { .. } => Status::not_found(err.to_string()),
         InstanceError::InvalidSpec { .. } => Status::invalid_argument(err.to_string()),
         InstanceError::CorruptSnapshot { .. } => Status::data_loss(err.to_string()),
+        InstanceError::Store { source: cloud_store::StoreError::Corrupt { .. }, .. } => {
+            Status::data_loss(crate::error_chain(&err))
+        }
+        InstanceError::Store { source: cloud_store::StoreError::NotFound { .. }, .. } => {
+            Status::failed_precondition(crate::error_chain(&err))
+        }
+        InstanceError::Store { .. } => Status::unavailable(crate::error_chain(&err)),
         InstanceError::InvalidState { .. } => Status::failed_precondition(err.to_string()),
         _ => {
             tracing::error!(error = %crate::error_chain(&err), "instance operation failed");

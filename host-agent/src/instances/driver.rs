@@ -7,16 +7,15 @@
 //! tap, disk or image. It is never the default; a configuration must select it explicitly, and
 //! end-to-end tests never use it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures::future::BoxFuture;
 use vmm::spec::{Accel, BootSpec, NicSpec};
 use vmm::{InstanceDir, LaunchOptions, Vm, VmError, VmSpec};
 
-use super::host::{DriverKind, Host, taps, vm_name};
+use super::host::{DriverKind, Host, resolve_images, taps, vm_name};
 use super::snapshots::{self, SnapshotId, SnapshotRecord};
 use super::{BootMode, DesiredInstance, InstanceError, InstanceId, SnapshotKind};
-use crate::images::ImageError;
 use crate::network::tap_name;
 use crate::storage;
 
@@ -103,33 +102,9 @@ pub(super) trait Driver: Send + Sync + std::fmt::Debug {
 /// The driver a [`DriverKind`] names.
 pub(super) fn for_kind(kind: &DriverKind) -> Box<dyn Driver> {
     match kind {
-        DriverKind::Qemu(opts) => Box::new(Qemu { opts: opts.clone() }),
+        DriverKind::Qemu(opts) => Box::new(Qemu { opts: (**opts).clone() }),
         DriverKind::Simulated => Box::new(Simulated),
     }
-}
-
-/// The image files of an instance in the cache.
-pub(super) struct Resolved {
-    kernel: Option<PathBuf>,
-    initrd: Option<PathBuf>,
-    disk: Option<PathBuf>,
-}
-
-/// Fetches (or finds in the cache) every image file of `desired`.
-pub(super) async fn resolve_images(ctx: &Host, desired: &DesiredInstance) -> Result<Resolved, InstanceError> {
-    let img = &desired.image;
-    let fetch = |sha: Option<String>, size: Option<u64>| async move {
-        match sha {
-            Some(sha) => ctx.images.ensure(&sha, size, ctx.blob_source.as_ref()).await.map(Some),
-            None => Ok::<_, ImageError>(None),
-        }
-    };
-    let map = |source| InstanceError::Image { id: desired.id, source };
-    Ok(Resolved {
-        kernel: fetch(img.kernel_sha256.clone(), None).await.map_err(map)?,
-        initrd: fetch(img.initrd_sha256.clone(), None).await.map_err(map)?,
-        disk: fetch(img.disk_sha256.clone(), img.disk_size_bytes).await.map_err(map)?,
-    })
 }
 
 /// Creates the taps of `desired` on the bridge (before QEMU opens them). Idempotent.

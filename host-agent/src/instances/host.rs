@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use vmm::LaunchOptions;
 
-use super::{DesiredInstance, InstanceId};
-use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache};
+use super::{DesiredInstance, InstanceError, InstanceId};
+use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache, ImageError};
 use crate::network::{Ipv4Net, Network, tap_name};
 
 /// How long a stop waits for the guest by default before forcing.
@@ -42,6 +42,11 @@ pub struct ManagerConfig {
     pub netns: Option<String>,
     /// How long a stop waits for the guest before forcing (default 30 s).
     pub stop_timeout: Duration,
+    /// The shared store snapshots are uploaded to and restored from on any host (`None`:
+    /// snapshots stay on this host, as in unit tests and scale simulations).
+    pub store: Option<cloud_store::StoreConfig>,
+    /// This host's cache of the store's chunks (default `/var/lib/cloud-agent/chunks`).
+    pub chunks_dir: PathBuf,
 }
 
 impl ManagerConfig {
@@ -59,6 +64,8 @@ impl ManagerConfig {
             driver: DriverKind::default(),
             netns: None,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            store: None,
+            chunks_dir: "/var/lib/cloud-agent/chunks".into(),
         }
     }
 }
@@ -67,14 +74,14 @@ impl ManagerConfig {
 #[derive(Debug, Clone)]
 pub enum DriverKind {
     /// Real VMs under QEMU (the default).
-    Qemu(LaunchOptions),
+    Qemu(Box<LaunchOptions>),
     /// No VMM at all: scale simulations only (see the module docs). Never a default.
     Simulated,
 }
 
 impl Default for DriverKind {
     fn default() -> Self {
-        DriverKind::Qemu(LaunchOptions::default())
+        DriverKind::Qemu(Box::default())
     }
 }
 
@@ -85,6 +92,31 @@ pub(crate) struct Host {
     pub network: Network,
     pub images: ImageCache,
     pub blob_source: Arc<dyn BlobSource>,
+    pub store: Option<cloud_store::Store>,
+}
+
+/// The image files of an instance in the cache.
+pub(super) struct Resolved {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub disk: Option<PathBuf>,
+}
+
+/// Fetches (or finds in the cache) every image file of `desired`.
+pub(super) async fn resolve_images(ctx: &Host, desired: &DesiredInstance) -> Result<Resolved, InstanceError> {
+    let img = &desired.image;
+    let fetch = |sha: Option<String>, size: Option<u64>| async move {
+        match sha {
+            Some(sha) => ctx.images.ensure(&sha, size, ctx.blob_source.as_ref()).await.map(Some),
+            None => Ok::<_, ImageError>(None),
+        }
+    };
+    let map = |source| InstanceError::Image { id: desired.id, source };
+    Ok(Resolved {
+        kernel: fetch(img.kernel_sha256.clone(), None).await.map_err(map)?,
+        initrd: fetch(img.initrd_sha256.clone(), None).await.map_err(map)?,
+        disk: fetch(img.disk_sha256.clone(), img.disk_size_bytes).await.map_err(map)?,
+    })
 }
 
 /// The taps of `desired`, in NIC order.

@@ -94,9 +94,13 @@ impl InstanceManager {
         }
         let (events, _) = broadcast::channel(1024);
         let images = ImageCache::new(config.images_dir.clone(), config.max_image_bytes);
+        let store = match &config.store {
+            Some(store) => Some(cloud_store::Store::open(store, &config.chunks_dir).map_err(ManagerError::Store)?),
+            None => None,
+        };
         let ctx = Arc::new(Ctx {
             driver: driver::for_kind(&config.driver),
-            host: Host { config, network, images, blob_source },
+            host: Host { config, network, images, blob_source, store },
             events,
             guest_news: Default::default(),
         });

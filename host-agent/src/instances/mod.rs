@@ -199,6 +199,15 @@ pub enum InstanceError {
         /// The file that changed.
         file: String,
     },
+    /// The snapshot store failed (unreachable, a corrupt chunk, no such snapshot).
+    #[error("snapshot {snapshot}: the snapshot store failed")]
+    Store {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// Cause.
+        #[source]
+        source: cloud_store::StoreError,
+    },
     /// Reading or writing the instance directory failed.
     #[error("cannot write {path}")]
     Persist {
@@ -254,4 +263,7 @@ pub enum ManagerError {
     /// Host network setup failed.
     #[error("cannot set up the host network")]
     Network(#[source] NetworkError),
+    /// The snapshot store cannot be opened.
+    #[error("cannot open the snapshot store")]
+    Store(#[source] cloud_store::StoreError),
 }

@@ -14,6 +14,14 @@
 //! (idempotent retries), and a directory without it is a crash's leftover that is removed and
 //! taken again. A restore accepts only complete snapshots.
 //!
+//! With a shared store (`ManagerConfig::store`), a snapshot is uploaded once complete, as
+//! `snapshots/<uuid>` (its disks as ranges over their base image, see `vmm::layers`); it is
+//! taken only when the upload succeeded, and a retry uploads a complete snapshot the store
+//! lacks. A restore on a host without the snapshot's directory rebuilds it from the store
+//! first (`.<uuid>.partial`, renamed when whole): only the chunks the host lacks are fetched,
+//! the disks are laid over this host's copy of their base image, the boot files are this
+//! host's, and the file hashes are taken again of what was rebuilt.
+//!
 //! What a restore may change depends on the kind:
 //! - **disk**: the guest boots afresh from the snapshotted disks with the *new* spec (its MACs,
 //!   addresses, hostname, keys, config drive); only the disk layout must match.
@@ -26,12 +34,13 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use cloud_store::{Source, SourceRange, StoreError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vmm::snapshot::{RestoreParams, SnapshotKind};
 use vmm::{InstanceDir, Vm};
 
-use super::host::{Host, taps, vm_name};
+use super::host::{DriverKind, Host, resolve_images, taps, vm_name};
 use super::{DesiredInstance, InstanceError, InstanceId};
 
 /// The agent's record file in a snapshot directory.
@@ -110,6 +119,179 @@ pub(super) fn location(ctx: &Host, id: SnapshotId) -> PathBuf {
     ctx.config.snapshots_dir.join(id.to_string())
 }
 
+/// The name of snapshot `id` in the shared store.
+pub fn store_name(id: SnapshotId) -> String {
+    format!("snapshots/{id}")
+}
+
+fn store_err(snapshot: SnapshotId) -> impl FnOnce(StoreError) -> InstanceError {
+    move |source| InstanceError::Store { snapshot, source }
+}
+
+fn snapshot_err(
+    instance: InstanceId,
+    snapshot: SnapshotId,
+) -> impl FnOnce(vmm::snapshot::SnapshotError) -> InstanceError {
+    move |source| InstanceError::Snapshot { id: instance, snapshot, source }
+}
+
+/// The store and QEMU's tools, when snapshots go to a shared store.
+fn shared(ctx: &Host) -> Option<(&cloud_store::Store, &vmm::LaunchOptions)> {
+    match (&ctx.store, &ctx.config.driver) {
+        (Some(store), DriverKind::Qemu(opts)) => Some((store, &**opts)),
+        _ => None,
+    }
+}
+
+/// Whether `name` is a disk of a snapshot directory (stored as ranges over its base).
+fn is_disk(name: &str) -> bool {
+    name.starts_with("disk-") && name.ends_with(".qcow2")
+}
+
+/// Uploads the complete snapshot in `dir` to the shared store (nothing without one).
+async fn upload(ctx: &Host, dir: &Path, record: &SnapshotRecord) -> Result<(), InstanceError> {
+    let Some((store, opts)) = shared(ctx) else { return Ok(()) };
+    let id = record.snapshot_id;
+    let mut sources = Vec::new();
+    for name in record.files.keys().map(String::as_str).chain([SNAPSHOT_JSON]) {
+        let path = dir.join(name);
+        let source = if is_disk(name) {
+            let (size, ranges) =
+                vmm::layers::overlay_ranges(opts, &path).await.map_err(snapshot_err(record.instance_id, id))?;
+            // The root disk lies over the image's disk; any other disk over nothing.
+            let base = if name == "disk-0.qcow2" { record.source.image.disk_sha256.clone() } else { None };
+            Source {
+                name: name.to_owned(),
+                path,
+                size,
+                layered: Some(base),
+                ranges: ranges.into_iter().map(|r| SourceRange { offset: r.offset, len: r.len, at: r.at }).collect(),
+            }
+        } else {
+            Source::plain(name, &path).map_err(persist_err(&path))?
+        };
+        sources.push(source);
+    }
+    let (_, stats) = store.put(&store_name(id), sources).await.map_err(store_err(id))?;
+    tracing::info!(
+        snapshot = %id,
+        store = store.label(),
+        chunks = stats.chunks,
+        chunks_uploaded = stats.chunks_uploaded,
+        bytes_uploaded = stats.bytes_uploaded,
+        manifest_bytes = stats.manifest_bytes,
+        "snapshot uploaded"
+    );
+    Ok(())
+}
+
+/// Makes sure the complete local snapshot in `dir` is in the shared store (a retry after a
+/// failed or interrupted upload).
+async fn ensure_uploaded(ctx: &Host, dir: &Path, record: &SnapshotRecord) -> Result<(), InstanceError> {
+    let Some((store, _)) = shared(ctx) else { return Ok(()) };
+    match store.manifest(&store_name(record.snapshot_id)).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { .. }) => upload(ctx, dir, record).await,
+        Err(e) => Err(store_err(record.snapshot_id)(e)),
+    }
+}
+
+/// The local directory of snapshot `id`, rebuilt from the shared store unless it is complete
+/// here already (see the module docs).
+async fn materialize(ctx: &Host, instance: InstanceId, id: SnapshotId) -> Result<PathBuf, InstanceError> {
+    let dest = location(ctx, id);
+    if read_record(&dest).await?.is_some() {
+        return Ok(dest);
+    }
+    let Some((store, opts)) = shared(ctx) else {
+        return Err(InstanceError::InvalidSpec {
+            id: instance,
+            reason: format!("snapshot {id} is not on this host, and this host has no shared snapshot store"),
+        });
+    };
+    let manifest = store.manifest(&store_name(id)).await.map_err(store_err(id))?;
+    let tmp = ctx.config.snapshots_dir.join(format!(".{id}.partial"));
+    remove_dir_if_any(&tmp).await?;
+    tokio::fs::create_dir_all(&tmp).await.map_err(persist_err(&tmp))?;
+    let rebuilt = async {
+        let corrupt = |file: &str| InstanceError::CorruptSnapshot { snapshot: id, file: file.to_owned() };
+        let record_file = manifest.files.get(SNAPSHOT_JSON).ok_or_else(|| corrupt(SNAPSHOT_JSON))?;
+        store.write_plain(record_file, &tmp.join(SNAPSHOT_JSON)).await.map_err(store_err(id))?;
+        let mut record = read_record(&tmp).await?.ok_or_else(|| corrupt(SNAPSHOT_JSON))?;
+        if record.snapshot_id != id {
+            return Err(corrupt(SNAPSHOT_JSON));
+        }
+        let images = resolve_images(ctx, &record.source).await?;
+        for (name, file) in manifest.files.iter().filter(|(name, _)| name.as_str() != SNAPSHOT_JSON) {
+            if name.contains('/') || name.starts_with('.') || name.is_empty() {
+                return Err(corrupt(name));
+            }
+            let path = tmp.join(name);
+            if !file.layered {
+                store.write_plain(file, &path).await.map_err(store_err(id))?;
+                continue;
+            }
+            let base = match &file.base {
+                Some(_) if file.base != record.source.image.disk_sha256 => return Err(corrupt(name)),
+                Some(_) => images.disk.clone(),
+                None => None,
+            };
+            let format = match &base {
+                Some(b) => Some(crate::storage::detect_format(b).await.map_err(|e| InstanceError::Persist {
+                    path: b.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?),
+                None => None,
+            };
+            let (extents, _) = store.fetch(file).await.map_err(store_err(id))?;
+            let writes: Vec<_> = extents
+                .into_iter()
+                .map(|e| vmm::layers::LayerWrite { offset: e.offset, len: u64::from(e.len), data: e.chunk })
+                .collect();
+            let backing = base.as_deref().zip(format.map(|f| f.as_str()));
+            vmm::layers::write_overlay(opts, &path, backing, file.size, store.cache_dir(), &writes)
+                .await
+                .map_err(snapshot_err(instance, id))?;
+        }
+        relocate_boot_files(&tmp, &images).await.map_err(snapshot_err(instance, id))?;
+        record.files = file_hashes(&tmp).await?;
+        write_record(&tmp, &record).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = rebuilt {
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        return Err(e);
+    }
+    remove_dir_if_any(&dest).await?;
+    tokio::fs::rename(&tmp, &dest).await.map_err(persist_err(&dest))?;
+    tracing::info!(%instance, snapshot = %id, store = store.label(), "snapshot fetched from the store");
+    Ok(dest)
+}
+
+async fn remove_dir_if_any(dir: &Path) -> Result<(), InstanceError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(InstanceError::Persist { path: dir.to_owned(), source }),
+    }
+}
+
+/// Points the boot files of the VM spec in a rebuilt snapshot's `manifest.json` at this host's
+/// image cache (they named the snapshotted host's).
+async fn relocate_boot_files(dir: &Path, images: &super::host::Resolved) -> Result<(), vmm::snapshot::SnapshotError> {
+    let mut manifest = vmm::snapshot::read_manifest(dir).await?;
+    if let vmm::spec::BootSpec::DirectKernel { kernel, initrd, .. } = &mut manifest.spec.boot {
+        if let Some(k) = &images.kernel {
+            kernel.clone_from(k);
+        }
+        if initrd.is_some() {
+            initrd.clone_from(&images.initrd);
+        }
+    }
+    vmm::snapshot::write_manifest(dir, &manifest).await
+}
+
 fn persist_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstanceError + '_ {
     move |source| InstanceError::Persist { path: path.to_owned(), source }
 }
@@ -145,6 +327,7 @@ pub(super) async fn existing(
             format!("snapshot {id} already exists as a {:?} snapshot of instance {}", record.kind, record.instance_id);
         return Err(InstanceError::InvalidSpec { id: instance, reason });
     }
+    ensure_uploaded(ctx, &dir, &record).await?;
     Ok(Some(record.info(&dir)))
 }
 
@@ -173,6 +356,11 @@ pub(super) async fn take(
         Ok(()) => complete(&dest, id, kind, desired, ssh_host_keys).await,
         Err(e) => Err(e),
     };
+    // Taken means stored: a failed upload fails the snapshot (earlier ones stay as they were).
+    let result = match result {
+        Ok((info, record)) => upload(ctx, &dest, &record).await.map(|()| info),
+        Err(e) => Err(e),
+    };
     if result.is_err() {
         let _ = tokio::fs::remove_dir_all(&dest).await;
     }
@@ -186,7 +374,7 @@ async fn complete(
     kind: SnapshotKind,
     desired: &DesiredInstance,
     ssh_host_keys: &[String],
-) -> Result<SnapshotInfo, InstanceError> {
+) -> Result<(SnapshotInfo, SnapshotRecord), InstanceError> {
     let mut size_bytes = 0;
     let mut entries = tokio::fs::read_dir(dest).await.map_err(persist_err(dest))?;
     while let Some(entry) = entries.next_entry().await.map_err(persist_err(dest))? {
@@ -204,12 +392,19 @@ async fn complete(
     };
     write_record(dest, &record).await?;
     tracing::info!(instance = %desired.id, snapshot = %id, ?kind, size_bytes, "snapshot complete");
-    Ok(record.info(dest))
+    Ok((record.info(dest), record))
 }
 
-/// The complete snapshot at `location`, which must be a snapshot directory in the local store.
+/// The complete snapshot at `location`, which must be a snapshot directory in the local store
+/// (rebuilt from the shared store when this host lacks it).
 pub(super) async fn open(ctx: &Host, instance: InstanceId, location: &Path) -> Result<SnapshotRecord, InstanceError> {
     let invalid = |reason: String| InstanceError::InvalidSpec { id: instance, reason };
+    let id = location.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<SnapshotId>().ok());
+    if let Some(id) = id
+        && location.parent() == Some(ctx.config.snapshots_dir.as_path())
+    {
+        materialize(ctx, instance, id).await?;
+    }
     let store = tokio::fs::canonicalize(&ctx.config.snapshots_dir).await.ok();
     let canonical = tokio::fs::canonicalize(location).await.ok();
     let in_store = match (&store, &canonical) {

@@ -14,7 +14,6 @@ use host_agent::instances::{
 };
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use vmm::LaunchOptions;
 
 /// How long a boot to SSH may take under TCG on a busy 2-core machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -80,7 +79,7 @@ impl TestHost {
         c.netns = Some(self.netns.clone());
         c.enable_ip_forward = true;
         c.stop_timeout = Duration::from_secs(20);
-        c.driver = DriverKind::Qemu(LaunchOptions::default());
+        c.driver = DriverKind::Qemu(Box::default());
         c
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cloud_tests::cloud::OneHostCloud;
+use cloud_tests::cloud::{OneHostCloud, Store};
 use cloud_tests::guest::minimal_image;
 use serde_json::Value;
 
@@ -198,4 +198,80 @@ async fn a_suspended_instance_frees_its_host_and_resumes_where_it_was() {
     let taken = cli.line("host list").await.ok("host list");
     assert_eq!(memory(&taken.out), Some(256 << 20), "{}", taken.out);
     cli.line("instance delete web-1 --wait").await.ok("delete");
+}
+
+/// The bytes of the chunks of snapshot `second` that snapshot `first` does not have: what
+/// storing `second` after `first` uploaded.
+async fn new_bytes(store: &cloud_store::Store, first: &str, second: &str) -> (u64, u64) {
+    let manifest = |id: &str| {
+        let name = format!("snapshots/{id}");
+        async move { store.manifest(&name).await.unwrap_or_else(|e| panic!("{name} is not in the store: {e}")) }
+    };
+    let (first, second) = (manifest(first).await, manifest(second).await);
+    let old = first.chunks();
+    let mut seen = std::collections::BTreeSet::new();
+    let bytes = second
+        .files
+        .values()
+        .flat_map(|f| &f.extents)
+        .filter_map(|e| e.chunk.map(|c| (c, u64::from(e.len))))
+        .filter(|(c, _)| !old.contains(c) && seen.insert(*c))
+        .map(|(_, len)| len)
+        .sum();
+    (bytes, serde_json::to_vec(&second).unwrap().len() as u64)
+}
+
+/// Two snapshots of an instance whose disk changed by 1 MiB between them: the second stores
+/// about that much; a host that never saw either restores each exactly, fetching from the store.
+async fn restores_on_another_host_from_the_store(store: Store) {
+    let mut cloud = OneHostCloud::start_with(store).await;
+    cloud.cli.create_minimal_image(&minimal_image()).await;
+    let line = "instance create web-1 --image minimal --memory 256MiB --disk 1GiB --ssh-key alice --wait";
+    let web1 = cloud.lifecycle(line, "running").await;
+    // 1 MiB straight onto the data disk, past what its fresh filesystem uses: exactly 1 MiB of
+    // the disk changes, and the hash of the region covers both writes.
+    let dev = r#"$(awk '$2=="/mnt/data"{print $1}' /proc/mounts)"#;
+    let write =
+        |mib: u32| format!("dd if=/dev/urandom of={dev} bs=1M seek={mib} count=1 conv=fsync 2>/dev/null && sync");
+    let region = format!("dd if={dev} bs=1M skip=40 count=16 2>/dev/null | sha256sum");
+    cloud.ssh("web-1", "echo kept > /root/kept.txt && sync").await;
+    cloud.ssh("web-1", &write(40)).await;
+    let first_hash = cloud.ssh("web-1", &region).await;
+    let first = cloud.cli.line("snapshot create --instance web-1 --name s1 --wait").await.ok("snapshot s1");
+    cloud.ssh("web-1", &write(48)).await;
+    let second_hash = cloud.ssh("web-1", &region).await;
+    assert_ne!(first_hash, second_hash);
+    let second = cloud.cli.line("snapshot create --instance web-1 --name s2 --wait").await.ok("snapshot s2");
+    let id = |run: &cloud_tests::cloudctl::Run| run.out["snapshot"]["id"].as_str().unwrap().to_owned();
+    let (uploaded, manifest) = new_bytes(&cloud.store(), &id(&first), &id(&second)).await;
+    eprintln!("second snapshot after 1 MiB of changes: {uploaded} bytes of new chunks, manifest {manifest} bytes");
+    assert!(uploaded >= 1 << 20, "the change itself must be stored: {uploaded}");
+    assert!(uploaded * 10 <= 11 << 20, "the second snapshot stored {uploaded} bytes for 1 MiB of changes");
+
+    // A host that has never seen the snapshots (the spread strategy puts the restores there).
+    let host2 = cloud.add_host().await;
+    assert_ne!(web1["host_id"].as_str(), Some(host2.as_str()));
+    for (snapshot, name, hash) in [("s1", "web-2", &first_hash), ("s2", "web-3", &second_hash)] {
+        let line = format!("snapshot restore {snapshot} --to-instance {name} --ssh-key alice --wait");
+        let restored = cloud.lifecycle(&line, "running").await;
+        assert_eq!(restored["host_id"].as_str(), Some(host2.as_str()), "{restored}");
+        assert_eq!(&cloud.ssh(name, &region).await, hash, "{name} restored from {snapshot} differs");
+        assert_eq!(cloud.ssh(name, "cat /root/kept.txt").await.trim(), "kept");
+    }
+    // The snapshots' files on the first host are not what the second used: deleting them there
+    // changes nothing for a restore on the second host.
+    let gone = files(&first.out["snapshot"]);
+    std::fs::remove_dir_all(&gone).unwrap();
+    let again = cloud.lifecycle("snapshot restore s1 --to-instance web-4 --ssh-key alice --wait", "running").await;
+    assert_eq!(&cloud.ssh("web-4", &region).await, &first_hash, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_restores_on_a_host_that_never_saw_it_from_the_local_store() {
+    restores_on_another_host_from_the_store(Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_restores_on_a_host_that_never_saw_it_from_s3() {
+    restores_on_another_host_from_the_store(Store::S3).await;
 }

@@ -29,6 +29,8 @@ pub struct LaunchOptions {
     pub qemu: PathBuf,
     /// `qemu-img` binary.
     pub qemu_img: PathBuf,
+    /// `qemu-io` binary (writes stored disk layers back into an overlay).
+    pub qemu_io: PathBuf,
     /// `ip` binary (for `ip netns exec`).
     pub ip: PathBuf,
     /// Pass `-sandbox` (seccomp).
@@ -54,6 +56,7 @@ impl Default for LaunchOptions {
         LaunchOptions {
             qemu: "qemu-system-x86_64".into(),
             qemu_img: "qemu-img".into(),
+            qemu_io: "qemu-io".into(),
             ip: "ip".into(),
             sandbox: true,
             start_paused: false,
