@@ -209,6 +209,10 @@ async fn serve_with(
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::snapshot_policies::run(app, stop))
     };
+    let recovery = {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(reconcilers::disaster_recovery::run(app, stop))
+    };
     let store_gc = {
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::store_gc::run(app, stop))
@@ -229,7 +233,7 @@ async fn serve_with(
     };
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));
     let (http, grpc) = tokio::join!(http, grpc);
-    let _ = tokio::join!(executor, liveness, policies, store_gc);
+    let _ = tokio::join!(executor, liveness, policies, recovery, store_gc);
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
     }

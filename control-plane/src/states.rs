@@ -150,6 +150,7 @@ states! {
         InstanceRestore => "instance_restore",
         InstanceSuspend => "instance_suspend",
         InstanceResume => "instance_resume",
+        InstanceRecover => "instance_recover",
         SnapshotCreate => "snapshot_create",
         SnapshotDelete => "snapshot_delete",
     }

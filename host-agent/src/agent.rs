@@ -94,7 +94,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
 
-    let manager_config = manager_config(&config, &identity.record.instance_subnet)?;
+    let mut manager_config = manager_config(&config, &identity.record.instance_subnet)?;
+    let lease_file = config.state_dir.join("lease.json");
+    // A lease that ran out while the agent was away: the host may have been declared dead and
+    // its instances recovered elsewhere, so none of its dead VMs is relaunched before the
+    // control plane confirms this host still owns it.
+    manager_config.fenced_at_start = crate::report::lease_left(&lease_file).is_none();
     let manager = InstanceManager::start(manager_config, Arc::new(ControlPlaneBlobs::new(channel.clone()))).await?;
     let total = crate::capacity::total(&config.capacity, &config.state_dir);
     let service =
@@ -116,16 +121,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     let settings = ReportSettings {
         interval: Duration::from_millis(config.report_interval_ms),
         lease: Duration::from_secs(u64::from(identity.record.lease_seconds)),
-        lease_file: config.state_dir.join("lease.json"),
+        lease_file,
     };
-    // VMs an earlier agent paused when its lease ran out wait for the first accepted report.
-    let paused: Vec<_> = manager
-        .list()
-        .await
-        .iter()
-        .filter(|s| s.state == crate::instances::InstanceState::Paused)
-        .map(|s| s.id)
-        .collect();
+    // VMs an earlier agent paused when its lease ran out, and VMs that died while the lease
+    // ran out, wait for the first accepted report: it says which this host still owns.
+    let paused: Vec<_> = manager.list().await.iter().filter(|s| s.is_fenced()).map(|s| s.id).collect();
     if !paused.is_empty() {
         tracing::warn!(
             instances = paused.len(),

@@ -129,16 +129,19 @@ pub async fn run<S: HostState>(
 
 /// The lease deadline at start: what is left of the stored lease, or nothing.
 fn initial_deadline(settings: &ReportSettings) -> Instant {
-    let stored = std::fs::read_to_string(&settings.lease_file)
+    // No lease on record (first start) or it has run out: whatever ran here is unconfirmed.
+    Instant::now() + lease_left(&settings.lease_file).unwrap_or_default()
+}
+
+/// What is left of the lease recorded in `lease_file`; `None` when there is none or it ran out
+/// (then nothing this host ran may run again before the control plane confirms it).
+pub fn lease_left(lease_file: &std::path::Path) -> Option<Duration> {
+    let stored = std::fs::read_to_string(lease_file)
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| v.get("expires_at_unix_ms")?.as_u64());
+        .and_then(|v| v.get("expires_at_unix_ms")?.as_u64())?;
     let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    match stored {
-        Some(expiry) if expiry > now_ms => Instant::now() + Duration::from_millis(expiry - now_ms),
-        // No lease on record (first start) or it has run out: whatever ran here is unconfirmed.
-        _ => Instant::now(),
-    }
+    (stored > now_ms).then(|| Duration::from_millis(stored - now_ms))
 }
 
 fn persist_expiry(settings: &ReportSettings, expiry: SystemTime) {

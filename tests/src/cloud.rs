@@ -46,6 +46,11 @@ impl OneHostCloud {
 
     /// [`OneHostCloud::start`] with its snapshot store on `store`.
     pub async fn start_with(store: Store) -> OneHostCloud {
+        Self::start_with_flags(store, &[]).await
+    }
+
+    /// [`OneHostCloud::start_with`], with extra flags for the control plane (e.g. a short lease).
+    pub async fn start_with_flags(store: Store, cp_flags: &[&str]) -> OneHostCloud {
         let mut net = TestNetwork::create();
         let dir = tempfile::tempdir().expect("temporary directory");
         let s3 = match store {
@@ -54,7 +59,8 @@ impl OneHostCloud {
         };
         let flags = s3.as_ref().map(S3Server::flags).unwrap_or_default();
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let cp = spawn_control_plane_with(&net, dir.path(), &refs).await;
+        let cp_refs: Vec<&str> = refs.iter().chain(cp_flags).copied().collect();
+        let cp = spawn_control_plane_with(&net, dir.path(), &cp_refs).await;
         let agent = spawn_agent_with(&mut net, 1, &cp, dir.path(), &refs).await;
         cp.wait_active_hosts(1).await;
         let cli = Cloudctl::new(&cp, &dir.path().join("home"));

@@ -436,6 +436,21 @@ impl Client {
         self.post(url, Some(params), idempotency_key).await
     }
 
+    /// Gives an instance a disaster-recovery policy; the instance.
+    pub async fn dr_policy_set(
+        &self,
+        project: &str,
+        instance: &str,
+        params: &DrPolicyParams,
+    ) -> Result<Instance, ClientError> {
+        self.put(self.url(&["v1", "projects", project, "instances", instance, "dr-policy"]), params).await
+    }
+
+    /// Removes an instance's disaster-recovery policy.
+    pub async fn dr_policy_clear(&self, project: &str, instance: &str) -> Result<(), ClientError> {
+        self.delete_no_content(self.url(&["v1", "projects", project, "instances", instance, "dr-policy"])).await
+    }
+
     /// Sets an instance's snapshot policy.
     pub async fn snapshot_policy_set(
         &self,

@@ -53,6 +53,9 @@ pub struct Instance {
     /// The SSH host keys the guest published on its serial console.
     #[serde(default)]
     pub ssh_host_keys: Vec<HostKey>,
+    /// Its disaster-recovery priority (restored elsewhere when its host dies); none: no policy.
+    #[serde(default)]
+    pub dr_priority: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(flatten)]
@@ -194,6 +197,13 @@ pub struct InstanceRestoreParams {
     pub name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
+}
+
+/// `PUT /v1/projects/{project}/instances/{instance}/dr-policy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrPolicyParams {
+    /// 0 to 1000, highest recovered first.
+    pub priority: i64,
 }
 
 /// `PUT /v1/projects/{project}/instances/{instance}/snapshot-policy`.

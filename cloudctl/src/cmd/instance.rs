@@ -1,9 +1,9 @@
-//! `cloudctl instance create|list|get|start|stop|reboot|delete|wait|console|ssh`.
+//! `cloudctl instance create|list|get|start|stop|reboot|suspend|delete|wait|console|ssh|dr`.
 
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use cloudctl::client::{InstanceAction, InstanceCreateParams, list_all};
+use cloudctl::client::{DrPolicyParams, InstanceAction, InstanceCreateParams, list_all};
 
 use super::{Context, Failure, parse_size, session, value_or_file};
 
@@ -43,6 +43,10 @@ pub enum InstanceCommand {
     /// SSH into an instance through the control plane (no route to its subnet needed), checking
     /// its identity against the host keys it published; waits for a booting instance.
     Ssh(super::ssh::SshArgs),
+    /// Disaster recovery: `dr set NAME --priority N` restores the instance on a healthy host
+    /// from its latest snapshot when its host dies; `dr clear NAME` stops that.
+    #[command(subcommand)]
+    Dr(DrCommand),
     /// Pipe stdin/stdout through the instance's TCP tunnel (ssh's ProxyCommand).
     #[command(hide = true)]
     TunnelProxy {
@@ -50,6 +54,20 @@ pub enum InstanceCommand {
         #[arg(long, default_value_t = 22)]
         port: u16,
     },
+}
+
+/// `instance dr`.
+#[derive(Debug, Subcommand)]
+pub enum DrCommand {
+    /// Give an instance a DR policy (prints the instance).
+    Set {
+        instance: String,
+        /// 0 to 1000: the highest priorities are recovered first.
+        #[arg(long, default_value_t = 100)]
+        priority: i64,
+    },
+    /// Remove an instance's DR policy (it stays `lost` if its host dies).
+    Clear { instance: String },
 }
 
 /// How long `instance ssh` waits for a booting instance when `--timeout` is not given.
@@ -103,6 +121,13 @@ pub async fn run(ctx: &Context, cmd: InstanceCommand) -> anyhow::Result<()> {
         InstanceCommand::Stop { instance } => action(ctx, &instance, InstanceAction::Stop).await,
         InstanceCommand::Reboot { instance } => action(ctx, &instance, InstanceAction::Reboot).await,
         InstanceCommand::Suspend { instance } => action(ctx, &instance, InstanceAction::Suspend).await,
+        InstanceCommand::Dr(DrCommand::Set { instance, priority }) => {
+            ctx.print_one(&client.dr_policy_set(project, &instance, &DrPolicyParams { priority }).await?)
+        }
+        InstanceCommand::Dr(DrCommand::Clear { instance }) => {
+            client.dr_policy_clear(project, &instance).await?;
+            ctx.print_one(&client.instance_get(project, &instance).await?)
+        }
         InstanceCommand::Delete { instance } => {
             let key = ctx.idempotency_key();
             let accepted = client.instance_delete(project, &instance, Some(&key)).await?;

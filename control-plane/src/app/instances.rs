@@ -342,17 +342,38 @@ async fn create_operation(
     key: Option<&str>,
     hash: Vec<u8>,
 ) -> Result<OperationId, AppError> {
-    let params = serde_json::to_value(InstanceParams { instance_id: id, generation, snapshot_id })
-        .map_err(AppError::internal)?;
+    let on = Target { project, id, generation, snapshot_id };
+    instance_operation(conn, Some(caller.user_id), kind, on, key, Some(hash)).await
+}
+
+/// What an instance operation acts on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target {
+    pub project: ProjectId,
+    pub id: InstanceId,
+    pub generation: i64,
+    pub snapshot_id: Option<SnapshotId>,
+}
+
+/// Records an operation of `kind` on an instance (by a user, or by the control plane itself).
+pub(super) async fn instance_operation(
+    conn: &mut sqlx::PgConnection,
+    created_by: Option<crate::ids::UserId>,
+    kind: OperationKind,
+    on: Target,
+    key: Option<&str>,
+    hash: Option<Vec<u8>>,
+) -> Result<OperationId, AppError> {
+    let params = InstanceParams { instance_id: on.id, generation: on.generation, snapshot_id: on.snapshot_id };
     let new = NewOperation {
-        project_id: Some(project),
+        project_id: Some(on.project),
         kind,
         target_kind: "instance",
-        target_id: Some(id.0),
-        params,
-        created_by: Some(caller.user_id),
+        target_id: Some(on.id.0),
+        params: serde_json::to_value(params).map_err(AppError::internal)?,
+        created_by,
         idempotency_key: key,
-        request_hash: Some(hash),
+        request_hash: hash,
         steps: crate::operations::steps(kind),
     };
     super::operations::record(conn, &new).await

@@ -11,6 +11,7 @@ pub mod images;
 pub mod instances;
 pub mod operations;
 pub mod projects;
+pub mod recovery;
 pub mod snapshots;
 pub mod ssh_keys;
 pub mod validate;

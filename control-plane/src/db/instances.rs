@@ -37,6 +37,9 @@ pub struct InstanceRow {
     /// identity against these (`cloudctl instance ssh` does).
     #[schema(value_type = Vec<HostKey>)]
     pub ssh_host_keys: sqlx::types::Json<Vec<HostKey>>,
+    /// Its disaster-recovery priority (0 to 1000, highest first): when its host dies, it is
+    /// restored elsewhere from its latest snapshot. Null: no DR policy.
+    pub dr_priority: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -45,7 +48,7 @@ const COLUMNS: &str = "i.id, i.project_id, i.name, i.state, i.state_reason, i.ge
     i.vcpus, i.memory_bytes, i.disk_bytes, i.anti_affinity_group, \
     (SELECT host(a.address) FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id \
       WHERE n.instance_id = i.id ORDER BY n.idx LIMIT 1) AS address, \
-    i.ready_at, i.ssh_host_keys, i.created_at, i.updated_at";
+    i.ready_at, i.ssh_host_keys, i.dr_priority, i.created_at, i.updated_at";
 
 /// A new instance.
 #[derive(Debug, Clone)]

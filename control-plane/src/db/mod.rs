@@ -85,6 +85,7 @@ pub mod liveness;
 pub mod operations;
 pub mod placement;
 pub mod projects;
+pub mod recovery;
 pub mod snapshot_policies;
 pub mod snapshots;
 pub mod ssh_keys;

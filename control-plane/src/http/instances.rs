@@ -1,17 +1,18 @@
 //! Instances: create, list, get, start, stop, reboot, delete. Every change is a durable
 //! operation (202 with the operation); `Idempotency-Key` makes retries return the same one.
-//! The logic is [`crate::app::instances`].
+//! The logic is [`crate::app::instances`]; DR policies (`PUT|DELETE …/dr-policy`) are
+//! [`crate::app::recovery`].
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::app::App;
 use crate::app::instances::{self as app, Change, InstanceAccepted, InstanceCreateParams};
 use crate::auth::Caller;
@@ -27,6 +28,43 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/projects/{project}/instances/{instance}/stop", post(instance_stop))
         .route("/v1/projects/{project}/instances/{instance}/reboot", post(instance_reboot))
         .route("/v1/projects/{project}/instances/{instance}/suspend", post(instance_suspend))
+        .route("/v1/projects/{project}/instances/{instance}/dr-policy", put(dr_policy_set).delete(dr_policy_clear))
+}
+
+/// Gives an instance a disaster-recovery policy: when its host dies, it is restored on a
+/// healthy host from its latest snapshot (same id, name and SSH keys; a new address), highest
+/// priority first. Returns the instance.
+#[utoipa::path(put, path = "/v1/projects/{project}/instances/{instance}/dr-policy", tag = "instances",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("instance" = String, Path, description = "The instance's name or id")),
+    request_body = crate::app::recovery::DrPolicyParams,
+    responses((status = 200, body = InstanceRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn dr_policy_set(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+    super::json::Json(params): super::json::Json<crate::app::recovery::DrPolicyParams>,
+) -> Result<Json<InstanceRow>, ApiError> {
+    Ok(Json(crate::app::recovery::policy_set(&app, &caller, &project, &instance, params).await?))
+}
+
+/// Removes an instance's disaster-recovery policy (204; 404 when it had none).
+#[utoipa::path(delete, path = "/v1/projects/{project}/instances/{instance}/dr-policy", tag = "instances",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("instance" = String, Path, description = "The instance's name or id")),
+    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn dr_policy_clear(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    crate::app::recovery::policy_clear(&app, &caller, &project, &instance).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A page of instances.

@@ -10,6 +10,7 @@
 //! | `instance_restore` | place [release capacity] → allocate_address [free it] → restore_on_host [delete on host] → wait_running |
 //! | `instance_suspend` | suspend_on_host (a full snapshot) [delete it] → delete_on_host → release_capacity |
 //! | `instance_resume` | place, on the host of the saved state if it has room [release capacity] → allocate_address → restore_on_host [delete on host] → wait_running → drop_suspend_state |
+//! | `instance_recover` | as `instance_restore`, for the same instance from its latest snapshot after its host died (`reconcilers::disaster_recovery`) |
 //!
 //! Snapshots are in the shared store, so a restore or a resume runs on any host: the host
 //! fetches what it lacks. The memory state continues the guest only where its address stays
@@ -45,7 +46,9 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
         OperationKind::InstanceDelete => {
             &[Step::DeleteOnHost, Step::DropSuspendState, Step::ReleaseAddress, Step::ReleaseCapacity]
         }
-        OperationKind::InstanceRestore => &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning],
+        OperationKind::InstanceRestore | OperationKind::InstanceRecover => {
+            &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning]
+        }
         OperationKind::InstanceSuspend => &[Step::SuspendOnHost, Step::DeleteOnHost, Step::ReleaseCapacity],
         OperationKind::InstanceResume => {
             &[Step::Place, Step::AllocateAddress, Step::RestoreOnHost, Step::WaitRunning, Step::DropSuspendState]
@@ -450,12 +453,18 @@ pub async fn undo_step(
     let p = params(op)?;
     let id = p.instance_id;
     match (op.kind, step) {
-        (OperationKind::InstanceCreate | OperationKind::InstanceRestore, Step::Place) => {
+        (
+            OperationKind::InstanceCreate | OperationKind::InstanceRestore | OperationKind::InstanceRecover,
+            Step::Place,
+        ) => {
             let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))
         }
-        (OperationKind::InstanceCreate | OperationKind::InstanceRestore, Step::AllocateAddress) => {
+        (
+            OperationKind::InstanceCreate | OperationKind::InstanceRestore | OperationKind::InstanceRecover,
+            Step::AllocateAddress,
+        ) => {
             let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))
         }
@@ -466,7 +475,10 @@ pub async fn undo_step(
             tx.commit().await.map_err(|e| StepError::db(&e))
         }
         (
-            OperationKind::InstanceCreate | OperationKind::InstanceRestore | OperationKind::InstanceResume,
+            OperationKind::InstanceCreate
+            | OperationKind::InstanceRestore
+            | OperationKind::InstanceResume
+            | OperationKind::InstanceRecover,
             Step::EnsureOnHost | Step::RestoreOnHost | Step::WaitRunning,
         ) => {
             let s = spec(app, id).await?;
@@ -508,6 +520,7 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
         OperationKind::InstanceCreate
         | OperationKind::InstanceRestore
         | OperationKind::InstanceResume
+        | OperationKind::InstanceRecover
         | OperationKind::InstanceStart
         | OperationKind::InstanceReboot => db::instance_set_state(&mut conn, id, InstanceState::Running, None).await,
         OperationKind::InstanceStop => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
@@ -518,12 +531,17 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
 }
 
 /// Records a failed (and undone) operation on the instance, with the reason. A restore that
-/// failed leaves no instance behind (everything it made is undone; the operation says why).
+/// failed leaves no instance behind (everything it made is undone; the operation says why); a
+/// recovery that failed leaves it `lost`, to be tried again later or restored by hand.
 pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind {
         OperationKind::InstanceRestore => db::instance_mark_deleted(&mut conn, id).await,
+        OperationKind::InstanceRecover => {
+            let reason = format!("disaster recovery failed: {reason}");
+            db::instance_set_state(&mut conn, id, InstanceState::Lost, Some(&reason)).await
+        }
         _ => db::instance_set_state(&mut conn, id, InstanceState::Failed, Some(reason)).await,
     };
     done.map_err(|e| StepError::db(&e))

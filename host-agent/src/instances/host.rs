@@ -47,6 +47,10 @@ pub struct ManagerConfig {
     pub store: Option<cloud_store::StoreConfig>,
     /// This host's cache of the store's chunks (default `/var/lib/cloud-agent/chunks`).
     pub chunks_dir: PathBuf,
+    /// The host's lease ran out while the agent was away: instances whose VM died are not
+    /// relaunched at start but wait, `stopped` with [`super::FENCED_REASON`], for the control
+    /// plane to confirm this host still owns them (default false).
+    pub fenced_at_start: bool,
 }
 
 impl ManagerConfig {
@@ -66,6 +70,7 @@ impl ManagerConfig {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             store: None,
             chunks_dir: "/var/lib/cloud-agent/chunks".into(),
+            fenced_at_start: false,
         }
     }
 }

@@ -105,6 +105,19 @@ pub struct InstanceStatus {
     pub ssh_host_keys: Vec<String>,
 }
 
+/// Why an instance whose VM died while the host's lease ran out is stopped: it runs again only
+/// once the control plane confirms this host still owns it (see `ManagerConfig::fenced_at_start`).
+pub const FENCED_REASON: &str = "fenced: waiting for the control plane to confirm this host still owns the instance";
+
+impl InstanceStatus {
+    /// Held by a fence: paused, or stopped with [`FENCED_REASON`] until the control plane
+    /// confirms this host still owns it.
+    pub fn is_fenced(&self) -> bool {
+        self.state == InstanceState::Paused
+            || (self.state == InstanceState::Stopped && self.reason.as_deref() == Some(FENCED_REASON))
+    }
+}
+
 /// Instance operation errors.
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {

@@ -221,6 +221,10 @@ impl Runner {
                 runner.start_pump();
                 runner.set_state(state, None).await;
             }
+            Attached::Gone if runner.record.power == PowerState::Running && runner.ctx.config.fenced_at_start => {
+                tracing::warn!(id = %runner.id, "VMM is gone and the host's lease ran out: relaunching only once the control plane confirms this host still owns the instance");
+                runner.set_state(InstanceState::Stopped, Some(super::FENCED_REASON.to_owned())).await;
+            }
             Attached::Gone if runner.record.power == PowerState::Running => {
                 tracing::info!(id = %runner.id, "VMM is gone but the instance should run; relaunching");
                 if let Err(e) = runner.launch().await {
@@ -322,7 +326,10 @@ impl Runner {
                 let _ = reply.send(r);
             }
             Request::Resume { reply } => {
-                let r = self.pause(false).await;
+                let deferred = self.record.state == InstanceState::Stopped
+                    && self.record.reason.as_deref() == Some(super::FENCED_REASON)
+                    && self.vm.is_none();
+                let r = if deferred { self.launch().await.map(|()| self.status()) } else { self.pause(false).await };
                 let _ = reply.send(r);
             }
             Request::Snapshot { snapshot, kind, generation, reply } => {

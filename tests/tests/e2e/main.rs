@@ -5,6 +5,7 @@ mod api;
 mod api_types;
 mod cli;
 mod database;
+mod disaster_recovery;
 mod fleet;
 mod images;
 mod instances;
