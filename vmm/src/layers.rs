@@ -135,6 +135,24 @@ pub async fn write_overlay(
     tokio::fs::rename(&tmp, path).await.map_err(|source| SnapshotError::Io { path: path.to_owned(), source })
 }
 
+/// `qcow2` or `raw`: the format of the image file `path`, by its magic.
+pub fn image_format(path: &Path) -> std::io::Result<&'static str> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)?.read(&mut magic)?;
+    Ok(if n == 4 && magic == *b"QFI\xfb" { "qcow2" } else { "raw" })
+}
+
+/// Writes the whole disk `image` (an overlay and its backing chain) as one standalone qcow2 file
+/// `out`, with no backing file.
+pub async fn flatten(opts: &LaunchOptions, image: &Path, out: &Path) -> Result<(), SnapshotError> {
+    let qemu_img = find_program(&opts.qemu_img)
+        .ok_or_else(|| SnapshotError::QemuImgNotFound { program: opts.qemu_img.clone() })?;
+    let mut convert = Command::new(&qemu_img);
+    convert.args(["convert", "-q", "-O", "qcow2"]).arg(image).arg(out);
+    run_qemu_img(convert, out).await.map(drop)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -487,6 +487,16 @@ impl Client {
     }
 
     /// Registers an image from files on the control plane host (operators).
+    /// An image of a snapshot's root disk.
+    pub async fn image_from_snapshot(
+        &self,
+        project: &str,
+        snapshot: &str,
+        params: &ImageFromSnapshotParams,
+    ) -> Result<Image, ClientError> {
+        self.post(self.url(&["v1", "projects", project, "snapshots", snapshot, "image"]), Some(params), None).await
+    }
+
     pub async fn image_register(&self, project: &str, params: &ImageRegisterParams) -> Result<Image, ClientError> {
         self.post(self.url(&["v1", "projects", project, "images"]), Some(params), None).await
     }

@@ -199,6 +199,12 @@ pub struct InstanceRestoreParams {
     pub ssh_keys: Vec<String>,
 }
 
+/// `POST /v1/projects/{project}/snapshots/{snapshot}/image`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageFromSnapshotParams {
+    pub name: String,
+}
+
 /// `PUT /v1/projects/{project}/instances/{instance}/dr-policy`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrPolicyParams {

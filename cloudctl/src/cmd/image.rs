@@ -1,7 +1,7 @@
 //! `cloudctl image list|get|create|delete`.
 
 use clap::{Subcommand, ValueEnum};
-use cloudctl::client::{ImageRegisterParams, list_all};
+use cloudctl::client::{ImageFromSnapshotParams, ImageRegisterParams, list_all};
 
 use super::Context;
 
@@ -12,10 +12,14 @@ pub enum ImageCommand {
     List,
     /// Show one image.
     Get { image: String },
-    /// Register an image from files on the control plane host (operators).
+    /// Register an image from files on the control plane host (operators), or make one of a
+    /// snapshot's root disk (`--from-snapshot`, members).
     Create {
         /// DNS label, unique among the project's (or the public) images.
         name: String,
+        /// Make it of this snapshot's root disk, booting like the snapshotted instance's image.
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["kernel", "initrd", "disk", "public", "firmware"])]
+        from_snapshot: Option<String>,
         /// How it boots.
         #[arg(long, value_enum, default_value = "direct-kernel")]
         boot_mode: BootMode,
@@ -67,7 +71,21 @@ pub async fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::List => ctx.print_list(&list_all(|c| client.image_list(project, c)).await?),
         ImageCommand::Get { image } => ctx.print_one(&client.image_get(project, &image).await?),
-        ImageCommand::Create { name, boot_mode, kernel, initrd, disk, cmdline, firmware, public } => {
+        ImageCommand::Create { name, from_snapshot: Some(snapshot), .. } => {
+            let params = ImageFromSnapshotParams { name };
+            ctx.print_one(&client.image_from_snapshot(project, &snapshot, &params).await?)
+        }
+        ImageCommand::Create {
+            name,
+            from_snapshot: None,
+            boot_mode,
+            kernel,
+            initrd,
+            disk,
+            cmdline,
+            firmware,
+            public,
+        } => {
             let boot_mode = match boot_mode {
                 BootMode::DirectKernel => "direct_kernel",
                 BootMode::Firmware => "firmware",

@@ -19,6 +19,13 @@
 //! Blobs are content-addressed, so registering the same file twice stores it once, and a
 //! crash leaves at most a temporary file (never served: agents fetch blobs by hash). Blobs
 //! outlive the images that use them; collecting unused blobs is future work.
+//!
+//! ## From a snapshot
+//! `image create NAME --from-snapshot S` makes an image of a snapshot's root disk, booting like
+//! the image the snapshotted instance had (same kernel, initrd and command line, or firmware):
+//! the disk's chunks come from the store (checked), are laid over the source image's disk in a
+//! scratch overlay, and the whole is flattened into one qcow2 blob. Members may do it: the
+//! content is the project's own.
 
 use std::io::{Read, Write};
 use std::path::{Path as FsPath, PathBuf};
@@ -199,6 +206,111 @@ pub async fn register(
     let row = db::image_create(&mut conn, &new).await?;
     tracing::info!(image_id = %row.id, name = %row.name, project_id = ?owner, "image registered");
     Ok(row.into())
+}
+
+/// `POST /v1/projects/{project}/snapshots/{snapshot}/image`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageFromSnapshotParams {
+    /// A DNS label, unique among the project's images.
+    pub name: String,
+}
+
+/// Makes a project image of snapshot `snapshot`'s root disk (see the module docs).
+pub async fn from_snapshot(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    snapshot: &str,
+    params: ImageFromSnapshotParams,
+) -> Result<ImageView, AppError> {
+    let project = projects::resolve(app, caller, project, Role::Member).await?;
+    validate::require_dns_label("name", &params.name)?;
+    let mut conn = app.pool.acquire().await?;
+    let snap = crate::db::snapshots::snapshot_get(&mut conn, project, snapshot)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no snapshot {snapshot:?} in this project")))?;
+    if snap.state != crate::states::SnapshotState::Available {
+        return Err(AppError::Conflict(format!(
+            "snapshot {} is {}; only an available one can become an image",
+            snap.name, snap.state
+        )));
+    }
+    let source = crate::db::snapshots::snapshot_source(&mut conn, snap.id).await?.and_then(|s| s.image_id);
+    let source = match source {
+        Some(id) => db::image_get_unchecked(&mut conn, id).await?,
+        None => None,
+    };
+    let source = source.ok_or_else(|| {
+        AppError::Unprocessable(format!("snapshot {}: the image it was taken from was deleted", snap.name))
+    })?;
+    if db::image_name_taken(&mut conn, Some(project), &params.name).await? {
+        return Err(ImageStoreError::NameTaken { name: params.name, owner: db::owner_text(Some(project)) }.into());
+    }
+    drop(conn);
+    let blob = snapshot_disk_blob(app, snap.id, source.disk_sha256.as_deref()).await?;
+    let new = NewImage {
+        id: ImageId::new(),
+        project_id: Some(project),
+        name: &params.name,
+        state: ImageState::Available,
+        boot_mode: source.boot_mode,
+        disk_sha256: Some(&blob.sha256),
+        disk_size_bytes: Some(i64::try_from(blob.size).map_err(AppError::internal)?),
+        kernel_sha256: source.kernel_sha256.as_deref(),
+        initrd_sha256: source.initrd_sha256.as_deref(),
+        kernel_cmdline: &source.kernel_cmdline,
+        firmware: source.firmware.as_deref(),
+    };
+    let row = db::image_create(&mut *app.pool.acquire().await?, &new).await?;
+    tracing::info!(image_id = %row.id, name = %row.name, snapshot = %snap.id, "image made from a snapshot");
+    Ok(row.into())
+}
+
+/// The root disk of snapshot `id`, flattened over its base blob `base`, in the blob store.
+async fn snapshot_disk_blob(app: &App, id: crate::ids::SnapshotId, base: Option<&str>) -> Result<Blob, AppError> {
+    let name = crate::operations::snapshots::store_name(id);
+    let manifest = app.store.manifest(&name).await.map_err(AppError::internal)?;
+    let disk = manifest
+        .files
+        .get("disk-0.qcow2")
+        .ok_or_else(|| AppError::Unprocessable(format!("snapshot {id} has no disk to make an image of")))?;
+    if disk.base.as_deref() != base {
+        let reason = format!("snapshot {id}'s disk lies over another base than its image's");
+        return Err(AppError::internal(std::io::Error::other(reason)));
+    }
+    let (extents, _) = app.store.fetch(disk).await.map_err(|e| match e {
+        cloud_store::StoreError::Corrupt { .. } => AppError::Unprocessable(ErrorChain(&e).to_string()),
+        e => AppError::internal(e),
+    })?;
+    std::fs::create_dir_all(&app.blob_dir).map_err(AppError::internal)?;
+    let scratch =
+        tempfile::Builder::new().prefix(".from-snapshot-").tempdir_in(&app.blob_dir).map_err(AppError::internal)?;
+    let opts = vmm::LaunchOptions::default();
+    let backing = match base {
+        Some(sha) => {
+            let path = app.blob_dir.join(sha);
+            let format = vmm::layers::image_format(&path).map_err(AppError::internal)?;
+            Some((path, format))
+        }
+        None => None,
+    };
+    let writes: Vec<_> = extents
+        .into_iter()
+        .map(|e| vmm::layers::LayerWrite { offset: e.offset, len: u64::from(e.len), data: e.chunk })
+        .collect();
+    let (overlay, flat) = (scratch.path().join("overlay.qcow2"), scratch.path().join("disk.qcow2"));
+    let backing_ref = backing.as_ref().map(|(p, f)| (p.as_path(), *f));
+    vmm::layers::write_overlay(&opts, &overlay, backing_ref, disk.size, app.store.cache_dir(), &writes)
+        .await
+        .map_err(AppError::internal)?;
+    vmm::layers::flatten(&opts, &overlay, &flat).await.map_err(AppError::internal)?;
+    let blob_dir = app.blob_dir.clone();
+    let blob = tokio::task::spawn_blocking(move || import_blob(&blob_dir, Part::Disk, &flat))
+        .await
+        .map_err(AppError::internal)??;
+    drop(scratch);
+    Ok(blob)
 }
 
 /// One image the project sees, by name or id (its own first, then a public one).

@@ -188,3 +188,8 @@ pub async fn image_delete_unchecked(conn: &mut PgConnection, id: ImageId) -> Res
         })?;
     Ok(deleted.rows_affected() > 0)
 }
+
+/// An image by id, whoever owns it (a snapshot's source image, for operations and derivations).
+pub async fn image_get_unchecked(conn: &mut PgConnection, id: ImageId) -> Result<Option<ImageRow>, ImageStoreError> {
+    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM images WHERE id = $1")).bind(id).fetch_optional(conn).await?)
+}

@@ -8,6 +8,7 @@
 //! DELETE /v1/projects/{project}/snapshots/{snapshot}   delete it (member) → 202 with the operation
 //! POST   /v1/projects/{project}/snapshots/{snapshot}/restore   a new instance from it (member)
 //!                                                 → 202 with the `instance_restore` operation
+//! POST   /v1/projects/{project}/snapshots/{snapshot}/image     an image of its root disk (member)
 //! PUT|GET|DELETE /v1/projects/{project}/instances/{instance}/snapshot-policy
 //!                                                 scheduled snapshots of an instance
 //! ```
@@ -37,6 +38,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/projects/{project}/snapshots", get(snapshot_list).post(snapshot_create))
         .route("/v1/projects/{project}/snapshots/{snapshot}", get(snapshot_get).delete(snapshot_delete))
         .route("/v1/projects/{project}/snapshots/{snapshot}/restore", post(snapshot_restore))
+        .route("/v1/projects/{project}/snapshots/{snapshot}/image", post(snapshot_image))
         .route(
             "/v1/projects/{project}/instances/{instance}/snapshot-policy",
             put(snapshot_policy_set).get(snapshot_policy_get).delete(snapshot_policy_clear),
@@ -115,9 +117,29 @@ pub async fn snapshot_delete(
     Ok((StatusCode::ACCEPTED, Json(app::delete(&app, &caller, &project, &snapshot).await?)))
 }
 
-/// Restores a snapshot into a new instance on the host that holds it (202 with the
-/// `instance_restore` operation); the instance boots from the snapshot's disks with a new
-/// address. `Idempotency-Key` makes a retry return the same operation.
+/// Makes a project image of a snapshot's root disk, booting like the image the snapshotted
+/// instance had (201 with the image).
+#[utoipa::path(post, path = "/v1/projects/{project}/snapshots/{snapshot}/image", tag = "snapshots",
+    security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id"),
+        ("snapshot" = String, Path, description = "The snapshot's name or id")),
+    request_body = crate::app::images::ImageFromSnapshotParams,
+    responses((status = 201, body = crate::app::images::ImageView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn snapshot_image(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, snapshot)): Path<(String, String)>,
+    Json(params): Json<crate::app::images::ImageFromSnapshotParams>,
+) -> Result<(StatusCode, Json<crate::app::images::ImageView>), ApiError> {
+    let image = crate::app::images::from_snapshot(&app, &caller, &project, &snapshot, params).await?;
+    Ok((StatusCode::CREATED, Json(image)))
+}
+
+/// Restores a snapshot into a new instance on any host (202 with the `instance_restore`
+/// operation); the instance boots from the snapshot's disks with a new address.
+/// `Idempotency-Key` makes a retry return the same operation.
 #[utoipa::path(post, path = "/v1/projects/{project}/snapshots/{snapshot}/restore", tag = "snapshots",
     security(("bearer" = [])),
     params(("project" = String, Path, description = "The project's name or id"),

@@ -14,16 +14,28 @@ use cloud_tests::process::{kill_vms_under, wait_until};
 
 const CP_FLAGS: [&str; 2] = ["--fleet-lease-secs", "4"];
 
-/// QEMU processes whose command line names `id` (their instance directory), on any host.
+/// VMs whose QEMU command line names `id` (their instance directory), on any host. A QEMU
+/// that is daemonizing is briefly two processes, parent and child, of one VM: a process whose
+/// parent is one of them is not counted again.
 fn copies(id: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    entries
+    let qemus: Vec<(u32, u32)> = entries
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmd| cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"qemu-system-x86_64")))
-        .filter(|cmd| cmd.windows(id.len()).any(|w| w == id.as_bytes()))
-        .count()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).map(|pid| (pid, e.path())))
+        .filter(|(_, path)| {
+            std::fs::read(path.join("cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
+                    && cmd.windows(id.len()).any(|w| w == id.as_bytes())
+            })
+        })
+        .filter_map(|(pid, path)| {
+            // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces, so after the ')'.
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    qemus.iter().filter(|(_, ppid)| !qemus.iter().any(|(pid, _)| pid == ppid)).count()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -258,6 +258,17 @@ async fn restores_on_another_host_from_the_store(store: Store) {
         assert_eq!(&cloud.ssh(name, &region).await, hash, "{name} restored from {snapshot} differs");
         assert_eq!(cloud.ssh(name, "cat /root/kept.txt").await.trim(), "kept");
     }
+    // An image of a snapshot's disk boots like the snapshotted instance, with its data.
+    let image = cloud.cli.line("image create golden --from-snapshot s2").await.ok("image create --from-snapshot");
+    assert_eq!(image.out["boot_mode"], "direct_kernel", "{}", image.out);
+    let line = "instance create web-5 --image golden --memory 256MiB --disk 1GiB --ssh-key alice --wait";
+    cloud.lifecycle(line, "running").await;
+    assert_eq!(&cloud.ssh("web-5", &region).await, &second_hash, "the image differs from the snapshot");
+    assert_eq!(cloud.ssh("web-5", "cat /root/kept.txt").await.trim(), "kept");
+    let taken = cloud.cli.line("image create golden --from-snapshot s1").await;
+    assert_eq!(taken.code, 1, "{taken:?}");
+    let missing = cloud.cli.line("image create other --from-snapshot nope").await;
+    assert_eq!(missing.code, 2, "{missing:?}");
     // The snapshots' files on the first host are not what the second used: deleting them there
     // changes nothing for a restore on the second host.
     let gone = files(&first.out["snapshot"]);
