@@ -246,6 +246,41 @@ pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Blobs from the shared store, where the control plane puts every image file it registers
+/// (`images/<sha256>`): chunks fetched in parallel (those this host has cached are read
+/// locally), each checked. A blob the store lacks (an image registered before the store, or a
+/// store that is down) comes from `fallback` (the control plane's stream).
+#[derive(Debug)]
+pub struct StoreBlobs {
+    store: cloud_store::Store,
+    fallback: Arc<dyn BlobSource>,
+}
+
+impl StoreBlobs {
+    /// Blobs from `store`, else from `fallback`.
+    pub fn new(store: cloud_store::Store, fallback: Arc<dyn BlobSource>) -> StoreBlobs {
+        StoreBlobs { store, fallback }
+    }
+}
+
+impl BlobSource for StoreBlobs {
+    fn fetch<'a>(&'a self, sha256: &'a str) -> BoxFuture<'a, Result<BlobStream, BlobSourceError>> {
+        Box::pin(async move {
+            let file = match self.store.manifest(&cloud_store::image_name(sha256)).await {
+                Ok(mut m) => m.files.remove(cloud_store::IMAGE_FILE),
+                Err(cloud_store::StoreError::NotFound { .. }) => None,
+                Err(e) => {
+                    tracing::warn!(%sha256, error = %crate::error_chain(&e), "the store cannot be read: fetching the image from the control plane");
+                    None
+                }
+            };
+            let Some(file) = file else { return self.fallback.fetch(sha256).await };
+            let transfer = |e: cloud_store::StoreError| BlobSourceError::Transfer { source: Box::new(e) };
+            Ok(self.store.stream(file).map(move |chunk| chunk.map(|b| b.to_vec()).map_err(transfer)).boxed())
+        })
+    }
+}
+
 /// Blobs pre-seeded in a directory as `<dir>/<sha256>` (operators, tests).
 #[derive(Debug, Clone)]
 pub struct DirBlobSource {

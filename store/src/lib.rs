@@ -44,6 +44,19 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 pub use config::{Backend, S3Config, StoreConfig, StoreOverrides};
 pub use manifest::{ChunkId, Extent, FileEntry, LAYERED_CHUNK, Manifest, PLAIN_CHUNK, Source, SourceRange};
 
+/// The store's name of snapshot `id` (the agent that takes it and the control plane agree).
+pub fn snapshot_name(id: impl std::fmt::Display) -> String {
+    format!("snapshots/{id}")
+}
+
+/// The store's name of the image file whose SHA-256 is `sha256`; its one file is [`IMAGE_FILE`].
+pub fn image_name(sha256: &str) -> String {
+    format!("images/{sha256}")
+}
+
+/// The name of the one file of an image file's object.
+pub const IMAGE_FILE: &str = "blob";
+
 /// How long a garbage-collection batch may delete after it listed the roots.
 pub const SWEEP_WINDOW: Duration = Duration::from_secs(2);
 /// Pending manifests older than this are a crashed upload's and no longer roots.
@@ -318,27 +331,12 @@ impl Store {
 
     /// Makes sure chunk `id` is in the cache with the right bytes; returns the bytes fetched.
     async fn cache_chunk(&self, id: ChunkId) -> Result<u64, StoreError> {
-        let path = self.cached(&id);
-        let check = path.clone();
-        let good = blocking(move || match std::fs::read(&check) {
-            Ok(data) => Ok(ChunkId::of(&data) == id),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(io(&path))?;
-        if good {
+        if self.read_cached(id).await?.is_some() {
             return Ok(0);
         }
-        let key = chunk_key(&id);
-        let data = match self.objects.get(&key).await {
-            Ok(got) => got.bytes().await.map_err(self.backend("read", &key))?,
-            Err(e) => return Err(self.backend("read", &key)(e)),
-        };
-        if ChunkId::of(&data) != id {
-            return Err(StoreError::Corrupt { chunk: id, location: format!("{}/{key}", self.label) });
-        }
+        let data = self.get_chunk(id).await?;
         let len = data.len() as u64;
+        let path = self.cached(&id);
         let dest = path.clone();
         blocking(move || {
             std::fs::create_dir_all(dest.parent().unwrap_or(Path::new(".")))?;
@@ -347,6 +345,61 @@ impl Store {
         .await
         .map_err(io(&path))?;
         Ok(len)
+    }
+
+    /// Chunk `id` from this machine's cache, if it is there with the right bytes.
+    async fn read_cached(&self, id: ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.cached(&id);
+        let check = path.clone();
+        blocking(move || match std::fs::read(&check) {
+            Ok(data) => Ok((ChunkId::of(&data) == id).then_some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(io(&path))
+    }
+
+    /// Chunk `id` from the store, checked against its name.
+    async fn get_chunk(&self, id: ChunkId) -> Result<Bytes, StoreError> {
+        let key = chunk_key(&id);
+        let data = match self.objects.get(&key).await {
+            Ok(got) => got.bytes().await.map_err(self.backend("read", &key))?,
+            Err(e) => return Err(self.backend("read", &key)(e)),
+        };
+        if ChunkId::of(&data) != id {
+            return Err(StoreError::Corrupt { chunk: id, location: format!("{}/{key}", self.label) });
+        }
+        Ok(data)
+    }
+
+    /// The bytes of plain file `file`, in order, as chunks: from this machine's cache where it
+    /// has a chunk (checked), else from the store (checked; not kept in the cache: the caller
+    /// keeps the whole file). Up to [`PARALLEL`] chunks are fetched ahead.
+    pub fn stream(&self, file: FileEntry) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+        let store = self.clone();
+        futures::stream::iter(file.extents)
+            .map(move |e| {
+                let store = store.clone();
+                async move { store.chunk_bytes(e).await }
+            })
+            .buffered(PARALLEL)
+    }
+
+    /// The bytes of one extent of a plain file (see [`Store::stream`]).
+    async fn chunk_bytes(&self, e: Extent) -> Result<Bytes, StoreError> {
+        let Some(id) = e.chunk else { return Ok(Bytes::from(vec![0u8; e.len as usize])) };
+        let data = match self.read_cached(id).await? {
+            Some(data) => Bytes::from(data),
+            None => self.get_chunk(id).await?,
+        };
+        if data.len() != e.len as usize {
+            return Err(StoreError::Corrupt {
+                chunk: id,
+                location: format!("{} (its extent has {} bytes)", self.label, e.len),
+            });
+        }
+        Ok(data)
     }
 
     /// Writes a fetched plain file to `dest` (sparse: zero extents stay holes), reading each

@@ -181,6 +181,9 @@ pub async fn register(
     })
     .await
     .map_err(AppError::internal)??;
+    for (_, b) in &blobs {
+        store_blob(app, &b.sha256).await;
+    }
     let blob = |part| blobs.iter().find(|(p, _)| *p == part).map(|(_, b)| b);
     let disk_size_bytes = match blob(Part::Disk) {
         Some(b) => Some(i64::try_from(b.size).map_err(AppError::internal)?),
@@ -269,7 +272,7 @@ pub async fn from_snapshot(
 
 /// The root disk of snapshot `id`, flattened over its base blob `base`, in the blob store.
 async fn snapshot_disk_blob(app: &App, id: crate::ids::SnapshotId, base: Option<&str>) -> Result<Blob, AppError> {
-    let name = crate::operations::snapshots::store_name(id);
+    let name = cloud_store::snapshot_name(id);
     let manifest = app.store.manifest(&name).await.map_err(AppError::internal)?;
     let disk = manifest
         .files
@@ -310,7 +313,26 @@ async fn snapshot_disk_blob(app: &App, id: crate::ids::SnapshotId, base: Option<
         .await
         .map_err(AppError::internal)??;
     drop(scratch);
+    store_blob(app, &blob.sha256).await;
     Ok(blob)
+}
+
+/// Puts the blob `sha256` into the shared store, where hosts fetch it in chunks (only those
+/// they lack). A failure is logged, not fatal: hosts then stream it from the control plane.
+async fn store_blob(app: &App, sha256: &str) {
+    let path = app.blob_dir.join(sha256);
+    let source = match cloud_store::Source::plain(cloud_store::IMAGE_FILE, &path) {
+        Ok(source) => source,
+        Err(e) => return tracing::warn!(%sha256, error = %e, "cannot read a blob to store it"),
+    };
+    match app.store.put(&cloud_store::image_name(sha256), vec![source]).await {
+        Ok((_, stats)) => {
+            tracing::info!(%sha256, bytes_uploaded = stats.bytes_uploaded, "blob stored in the snapshot store")
+        }
+        Err(e) => {
+            tracing::warn!(%sha256, error = %ErrorChain(&e), "cannot put a blob into the store: hosts will stream it from the control plane")
+        }
+    }
 }
 
 /// One image the project sees, by name or id (its own first, then a public one).

@@ -159,15 +159,10 @@ pub(super) async fn forget(app: &App, id: SnapshotId, host: Option<crate::ids::H
             Err(status) => return Err(agent_error(&status)),
         }
     }
-    app.store.delete(&store_name(id)).await.map_err(|e| StepError::Retry {
+    app.store.delete(&cloud_store::snapshot_name(id)).await.map_err(|e| StepError::Retry {
         reason: format!("cannot delete snapshot {id} from the store: {}", crate::error_chain::ErrorChain(&e)),
         after: Duration::from_secs(5),
     })
-}
-
-/// The name of snapshot `id` in the shared store (the host agent's naming).
-pub fn store_name(id: SnapshotId) -> String {
-    format!("snapshots/{id}")
 }
 
 /// Records the outcome of a successful operation on the snapshot.

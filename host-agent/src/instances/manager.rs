@@ -100,7 +100,17 @@ impl InstanceManager {
         };
         let ctx = Arc::new(Ctx {
             driver: driver::for_kind(&config.driver),
-            host: Host { config, network, images, blob_source, store },
+            host: Host {
+                config,
+                network,
+                images,
+                // Image files come from the store where it has them.
+                blob_source: match &store {
+                    Some(s) => Arc::new(crate::images::StoreBlobs::new(s.clone(), blob_source)),
+                    None => blob_source,
+                },
+                store,
+            },
             events,
             guest_news: Default::default(),
         });

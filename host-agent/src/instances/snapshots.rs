@@ -119,11 +119,6 @@ pub(super) fn location(ctx: &Host, id: SnapshotId) -> PathBuf {
     ctx.config.snapshots_dir.join(id.to_string())
 }
 
-/// The name of snapshot `id` in the shared store.
-pub fn store_name(id: SnapshotId) -> String {
-    format!("snapshots/{id}")
-}
-
 fn store_err(snapshot: SnapshotId) -> impl FnOnce(StoreError) -> InstanceError {
     move |source| InstanceError::Store { snapshot, source }
 }
@@ -172,7 +167,7 @@ async fn upload(ctx: &Host, dir: &Path, record: &SnapshotRecord) -> Result<(), I
         };
         sources.push(source);
     }
-    let (_, stats) = store.put(&store_name(id), sources).await.map_err(store_err(id))?;
+    let (_, stats) = store.put(&cloud_store::snapshot_name(id), sources).await.map_err(store_err(id))?;
     tracing::info!(
         snapshot = %id,
         store = store.label(),
@@ -189,7 +184,7 @@ async fn upload(ctx: &Host, dir: &Path, record: &SnapshotRecord) -> Result<(), I
 /// failed or interrupted upload).
 async fn ensure_uploaded(ctx: &Host, dir: &Path, record: &SnapshotRecord) -> Result<(), InstanceError> {
     let Some((store, _)) = shared(ctx) else { return Ok(()) };
-    match store.manifest(&store_name(record.snapshot_id)).await {
+    match store.manifest(&cloud_store::snapshot_name(record.snapshot_id)).await {
         Ok(_) => Ok(()),
         Err(StoreError::NotFound { .. }) => upload(ctx, dir, record).await,
         Err(e) => Err(store_err(record.snapshot_id)(e)),
@@ -209,7 +204,7 @@ async fn materialize(ctx: &Host, instance: InstanceId, id: SnapshotId) -> Result
             reason: format!("snapshot {id} is not on this host, and this host has no shared snapshot store"),
         });
     };
-    let manifest = store.manifest(&store_name(id)).await.map_err(store_err(id))?;
+    let manifest = store.manifest(&cloud_store::snapshot_name(id)).await.map_err(store_err(id))?;
     let tmp = ctx.config.snapshots_dir.join(format!(".{id}.partial"));
     remove_dir_if_any(&tmp).await?;
     tokio::fs::create_dir_all(&tmp).await.map_err(persist_err(&tmp))?;

@@ -204,7 +204,7 @@ async fn a_suspended_instance_frees_its_host_and_resumes_where_it_was() {
 /// storing `second` after `first` uploaded.
 async fn new_bytes(store: &cloud_store::Store, first: &str, second: &str) -> (u64, u64) {
     let manifest = |id: &str| {
-        let name = format!("snapshots/{id}");
+        let name = cloud_store::snapshot_name(id);
         async move { store.manifest(&name).await.unwrap_or_else(|e| panic!("{name} is not in the store: {e}")) }
     };
     let (first, second) = (manifest(first).await, manifest(second).await);
@@ -248,9 +248,15 @@ async fn restores_on_another_host_from_the_store(store: Store) {
     assert!(uploaded >= 1 << 20, "the change itself must be stored: {uploaded}");
     assert!(uploaded * 10 <= 11 << 20, "the second snapshot stored {uploaded} bytes for 1 MiB of changes");
 
-    // A host that has never seen the snapshots (the spread strategy puts the restores there).
+    // A host that has never seen the snapshots (the first host is drained), nor the image: its files are only in the store now, not in the control plane's blobs.
+    let blobs = cloud.cp.data_dir.join("blobs/sha256");
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
     let host2 = cloud.add_host().await;
     assert_ne!(web1["host_id"].as_str(), Some(host2.as_str()));
+    let host1 = web1["host_id"].as_str().unwrap();
+    cloud.cli.line(&format!("host drain {host1}")).await.ok("host drain");
     for (snapshot, name, hash) in [("s1", "web-2", &first_hash), ("s2", "web-3", &second_hash)] {
         let line = format!("snapshot restore {snapshot} --to-instance {name} --ssh-key alice --wait");
         let restored = cloud.lifecycle(&line, "running").await;
