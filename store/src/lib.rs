@@ -62,7 +62,7 @@ pub const SWEEP_WINDOW: Duration = Duration::from_secs(2);
 /// Pending manifests older than this are a crashed upload's and no longer roots.
 pub const PENDING_STALE: Duration = Duration::from_secs(24 * 3600);
 /// Chunk transfers in flight per upload or fetch.
-const PARALLEL: usize = 8;
+pub const PARALLEL: usize = 8;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
