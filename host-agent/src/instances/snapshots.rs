@@ -249,7 +249,7 @@ async fn materialize(ctx: &Host, instance: InstanceId, id: SnapshotId) -> Result
                 .map_err(snapshot_err(instance, id))?;
         }
         relocate_boot_files(&tmp, &images).await.map_err(snapshot_err(instance, id))?;
-        record.files = file_hashes(&tmp).await?;
+        record.files = file_hashes(&tmp, |_| true).await?;
         write_record(&tmp, &record).await?;
         Ok(())
     }
@@ -383,7 +383,7 @@ async fn complete(
         created_at: Utc::now(),
         source: desired.clone(),
         ssh_host_keys: ssh_host_keys.to_vec(),
-        files: file_hashes(dest).await?,
+        files: file_hashes(dest, |_| true).await?,
     };
     write_record(dest, &record).await?;
     tracing::info!(instance = %desired.id, snapshot = %id, ?kind, size_bytes, "snapshot complete");
@@ -418,36 +418,50 @@ pub(super) async fn open(ctx: &Host, instance: InstanceId, location: &Path) -> R
         .await?
         .ok_or_else(|| invalid(format!("{} holds no complete snapshot", location.display())))?;
     // Every file as it was written: a flipped byte is an error here, not a broken guest later.
-    let now = file_hashes(location).await?;
-    if let Some(file) = record.files.iter().find(|(name, sha)| now.get(*name) != Some(*sha)).map(|(name, _)| name) {
+    // The memory state is checked while QEMU loads it (`restore_full`), not before: it is most
+    // of a resume's bytes, and a fresh boot does not read it at all.
+    let now = file_hashes(location, |name| name != MEMORY_STATE).await?;
+    let checked = record.files.iter().filter(|(name, _)| name.as_str() != MEMORY_STATE);
+    if let Some(file) = checked.clone().find(|(name, sha)| now.get(*name) != Some(*sha)).map(|(name, _)| name) {
         return Err(InstanceError::CorruptSnapshot { snapshot: record.snapshot_id, file: file.clone() });
     }
     Ok(record)
 }
 
-/// SHA-256 (lowercase hex) of every file in the snapshot directory `dir` but its record.
-async fn file_hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, InstanceError> {
+/// The memory state's file in a snapshot directory (vmm's name).
+const MEMORY_STATE: &str = "memory.state";
+
+/// SHA-256 (lowercase hex) of one file (blocking).
+fn file_hash(path: &Path) -> Result<String, InstanceError> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(persist_err(path))?;
+    let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = file.read(&mut buf).map_err(persist_err(path))?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// SHA-256 (lowercase hex) of every file in the snapshot directory `dir` but its record, of
+/// those whose name `wanted` accepts.
+async fn file_hashes(
+    dir: &Path,
+    wanted: impl Fn(&str) -> bool + Send + 'static,
+) -> Result<std::collections::BTreeMap<String, String>, InstanceError> {
     let dir = dir.to_owned();
     let hash_all = move || -> Result<std::collections::BTreeMap<String, String>, InstanceError> {
         let mut out = std::collections::BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(persist_err(&dir))? {
             let path = entry.map_err(persist_err(&dir))?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
-            if name == SNAPSHOT_JSON || !path.is_file() {
+            if name == SNAPSHOT_JSON || !path.is_file() || !wanted(&name) {
                 continue;
             }
-            let mut file = std::fs::File::open(&path).map_err(persist_err(&path))?;
-            let (mut hasher, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
-            loop {
-                let n = file.read(&mut buf).map_err(persist_err(&path))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            out.insert(name, hex::encode(hasher.finalize()));
+            out.insert(name, file_hash(&path)?);
         }
         Ok(out)
     };
@@ -501,13 +515,24 @@ pub(super) async fn restore_full(
         name: Some(vm_name(instance)),
         taps: Some(taps(desired)),
         netns: Some(ctx.config.netns.clone()),
-        resume: true,
+        resume: false,
     };
-    vmm::snapshot::restore(location, &params, opts).await.map_err(|source| InstanceError::Snapshot {
-        id: instance,
-        snapshot: snapshot.snapshot_id,
-        source,
-    })
+    // The memory state is hashed while QEMU loads it; the guest runs only once it matched.
+    let memory = location.join(MEMORY_STATE);
+    let hashing = tokio::task::spawn_blocking(move || file_hash(&memory));
+    let vm =
+        vmm::snapshot::restore(location, &params, opts).await.map_err(snapshot_err(instance, snapshot.snapshot_id));
+    let hashed = hashing.await.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
+    // A corrupt memory state is said as such, even when QEMU choked on it first.
+    if snapshot.files.get(MEMORY_STATE).is_some_and(|expected| *expected != hashed) {
+        if let Ok(vm) = &vm {
+            let _ = vm.kill().await;
+        }
+        return Err(InstanceError::CorruptSnapshot { snapshot: snapshot.snapshot_id, file: MEMORY_STATE.to_owned() });
+    }
+    let vm = vm?;
+    vm.resume().await.map_err(|source| InstanceError::Vmm { id: instance, operation: "resume", source })?;
+    Ok(vm)
 }
 
 /// Copies a disk snapshot's disks into the instance directory `dir`, where a launch then finds

@@ -197,6 +197,22 @@ async fn a_suspended_instance_frees_its_host_and_resumes_where_it_was() {
     assert_eq!(cloud.ssh("web-1", "cat /dev/shm/mark").await.trim(), "in-memory", "it was booted, not resumed");
     let taken = cli.line("host list").await.ok("host list");
     assert_eq!(memory(&taken.out), Some(256 << 20), "{}", taken.out);
+
+    // One flipped byte in the saved memory: the resume fails saying so; nothing runs it.
+    cli.line("instance suspend web-1 --wait").await.ok("suspend");
+    let saved: Vec<_> = std::fs::read_dir(cloud.agent.state_dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("memory.state"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(saved.len(), 1, "one suspended instance, one memory state: {saved:?}");
+    let mut bytes = std::fs::read(&saved[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&saved[0], &bytes).unwrap();
+    let corrupt = cli.line("instance start web-1 --wait").await;
+    assert_eq!(corrupt.code, 1, "{corrupt:?}");
+    assert!(corrupt.err.contains("is corrupt: memory.state does not match"), "{}", corrupt.err);
     cli.line("instance delete web-1 --wait").await.ok("delete");
 }
 
