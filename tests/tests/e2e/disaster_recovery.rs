@@ -14,28 +14,26 @@ use cloud_tests::process::{kill_vms_under, wait_until};
 
 const CP_FLAGS: [&str; 2] = ["--fleet-lease-secs", "4"];
 
-/// VMs whose QEMU command line names `id` (their instance directory), on any host. A QEMU
-/// that is daemonizing is briefly two processes, parent and child, of one VM: a process whose
-/// parent is one of them is not counted again.
+/// VMs whose QEMU command line names `id` (their instance directory), on any host: QEMU
+/// processes that are the one their `-pidfile` names. A QEMU that is daemonizing is briefly two
+/// or three processes (it forks twice) of which only the last is the VM and writes the file.
 fn copies(id: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    let qemus: Vec<(u32, u32)> = entries
+    entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).map(|pid| (pid, e.path())))
-        .filter(|(_, path)| {
-            std::fs::read(path.join("cmdline")).is_ok_and(|cmd| {
-                cmd.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
-                    && cmd.windows(id.len()).any(|w| w == id.as_bytes())
-            })
+        .filter(|(pid, path)| {
+            let Ok(cmd) = std::fs::read(path.join("cmdline")) else { return false };
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let is_vm = args.first().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
+                && cmd.windows(id.len()).any(|w| w == id.as_bytes());
+            let pidfile = args.iter().position(|a| *a == b"-pidfile").and_then(|i| args.get(i + 1));
+            let written = pidfile
+                .and_then(|f| std::fs::read_to_string(String::from_utf8_lossy(f).as_ref()).ok())
+                .and_then(|text| text.trim().parse::<u32>().ok());
+            is_vm && written == Some(*pid)
         })
-        .filter_map(|(pid, path)| {
-            // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces, so after the ')'.
-            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid))
-        })
-        .collect();
-    qemus.iter().filter(|(_, ppid)| !qemus.iter().any(|(pid, _)| pid == ppid)).count()
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,6 +113,13 @@ async fn a_dead_hosts_instances_come_back_elsewhere_once_and_its_stale_copies_ar
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = std::fs::read_to_string(cloud.dir.path().join("agent-1.log")).unwrap();
+    let relaunched: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("should run; relaunching") && ids.iter().any(|id| l.contains(id.as_str())))
+        .collect();
+    assert!(relaunched.is_empty(), "the returning host relaunched an instance that moved away: {relaunched:?}");
+    assert!(log.contains("lease ran out: relaunching only once the control plane confirms"), "no fenced start");
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     assert_eq!(most.load(Ordering::Relaxed), 1, "an instance ran in two places at once (or never ran)");
