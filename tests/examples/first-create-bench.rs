@@ -21,7 +21,8 @@ use serde_json::json;
 async fn create_ms(cloud: &OneHostCloud, name: &str) -> f64 {
     let started = Instant::now();
     let line = format!("instance create {name} --image debian-12 --memory 512MiB --wait=running");
-    cloud.lifecycle(&line, "running").await;
+    let run = cloud.cli.line(&line).await.ok(&line);
+    assert_eq!(run.out["instance"]["state"], "running", "{}", run.out);
     let ms = (started.elapsed().as_secs_f64() * 1000.0).round();
     cloud.cli.line(&format!("instance delete {name} --wait")).await.ok("delete");
     ms

@@ -9,7 +9,8 @@
 //! Needs root (network namespaces), QEMU and the `minimal` image, like the end-to-end tests: a
 //! control plane and one host agent on a test network, one `minimal` instance (256 MiB, 1 vCPU).
 //! Each run stops the instance and times a start (a cold boot from its disk), then suspends it
-//! and times a start (a resume of its saved memory on the same host).
+//! and times a start (a resume of its saved memory on the same host). `BENCH_KEEP_LOGS=DIR`
+//! copies the control plane's and the agent's logs there.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -50,6 +51,12 @@ async fn main() {
         cold.push(start_to_ssh(&cloud).await);
         cloud.cli.line("instance suspend web-1 --wait").await.ok("suspend");
         resume.push(start_to_ssh(&cloud).await);
+    }
+    // BENCH_KEEP_LOGS=DIR keeps the services' logs (timestamps of every step) for a closer look.
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_LOGS") {
+        for name in ["control-plane.log", "agent-1.log"] {
+            let _ = std::fs::copy(cloud.dir.path().join(name), std::path::Path::new(&keep).join(name));
+        }
     }
     let mut out = std::io::stdout().lock();
     for value in [line("cold_start_to_ssh", cold), line("resume_to_ssh", resume)] {

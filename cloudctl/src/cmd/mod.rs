@@ -368,7 +368,9 @@ impl Context {
     ) -> anyhow::Result<cloudctl::client::Instance> {
         let deadline = Instant::now() + timeout;
         let mut progress: Option<Progress> = None;
-        let mut delay = Duration::from_millis(250);
+        // Every 100 ms for 3 s (a resumed guest answers in a few hundred milliseconds), then
+        // backing off to once a second.
+        let (started, mut delay) = (Instant::now(), Duration::from_millis(100));
         let result = loop {
             let found = client.instance_get(&self.project, instance).await?;
             if found.is_ready() {
@@ -413,7 +415,9 @@ impl Context {
                 .into());
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            if now.duration_since(started) > Duration::from_secs(3) {
+                delay = (delay * 3 / 2).min(Duration::from_secs(1));
+            }
         };
         if let Some(p) = progress {
             p.finish();

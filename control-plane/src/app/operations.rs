@@ -28,14 +28,16 @@ pub async fn get(app: &App, caller: &Caller, id: OperationId) -> Result<Operatio
 /// The operation once it has finished, or as it is after `timeout` (at most [`MAX_WAIT`]).
 pub async fn wait(app: &App, caller: &Caller, id: OperationId, timeout: Duration) -> Result<OperationRow, AppError> {
     let deadline = Instant::now() + timeout.clamp(Duration::from_secs(1), MAX_WAIT);
-    let mut delay = Duration::from_millis(50);
+    // Short operations (a resume, a stop) finish in a few hundred milliseconds: look often at
+    // first, then back off to a few looks a second.
+    let mut delay = Duration::from_millis(20);
     loop {
         let op = get(app, caller, id).await?;
         if op.state.is_finished() || Instant::now() >= deadline {
             return Ok(op);
         }
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        delay = (delay * 3 / 2).min(Duration::from_millis(250));
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! ```text
 //!   serial.sock ─pump─▶ host-key block ──────────────────────▶ GuestEvent::HostKeys
-//!   probe guest:22 every 250 ms ──▶ "SSH-…" banner ─┐
+//!   probe guest:22 every 100 ms ──▶ "SSH-…" banner ─┐
 //!                                                    ├─ keys known (this boot or before),
 //!                                                    │  or HOST_KEY_GRACE after the banner
 //!                                                    └──────────────────▶ GuestEvent::Reachable
@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use vmm::host_keys::HostKeyScanner;
 
 /// How often the SSH port is probed until it answers, and `console.log` read.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How often `console.log` is read once the guest is ready.
 const IDLE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one probe may take to connect.
