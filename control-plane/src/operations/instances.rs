@@ -105,11 +105,12 @@ async fn suspend_state(app: &App, id: InstanceId) -> Result<(Option<SnapshotId>,
 }
 
 /// Deletes an instance's suspended state on its host (skipped while the host cannot be called:
-/// a dead host's files went with it) and forgets it.
+/// a dead host's files went with it) and in the store (left there, logged, while the store is
+/// away: a resume does not wait for it) and forgets it.
 async fn drop_suspend_state(app: &App, id: InstanceId) -> Result<(), StepError> {
     let (snapshot, host) = suspend_state(app, id).await?;
     if let Some(snapshot) = snapshot {
-        super::snapshots::forget(app, snapshot, host).await?;
+        super::snapshots::forget(app, snapshot, host, super::snapshots::Store::BestEffort).await?;
     }
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_set_suspend_state(&mut conn, id, None, None).await.map_err(|e| StepError::db(&e))

@@ -131,7 +131,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 .map(Some)
                 .map_err(|e| StepError::Fail { code: "internal", message: e.to_string() })
         }
-        Step::DeleteSnapshotOnHost => forget(app, s.id, s.host_id).await.map(|()| None),
+        Step::DeleteSnapshotOnHost => forget(app, s.id, s.host_id, Store::Required).await.map(|()| None),
         other => Err(StepError::Fail { code: "internal", message: format!("{other} is no snapshot step") }),
     }
 }
@@ -142,12 +142,26 @@ pub async fn undo_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<
         return Ok(());
     }
     let s = snapshot(app, params(op)?.snapshot_id).await?;
-    forget(app, s.id, s.host_id).await
+    // A failed create wrote no manifest unless it failed after its upload; a store that is away
+    // (often why it failed) must not hold the undo up.
+    forget(app, s.id, s.host_id, Store::BestEffort).await
+}
+
+/// Whether [`forget`] must remove the store's copy (retrying while the store is away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Store {
+    Required,
+    BestEffort,
 }
 
 /// Deletes snapshot `id` everywhere: the local copy on `host` (when it can be called), then the
 /// shared store's. Idempotent.
-pub(super) async fn forget(app: &App, id: SnapshotId, host: Option<crate::ids::HostId>) -> Result<(), StepError> {
+pub(super) async fn forget(
+    app: &App,
+    id: SnapshotId,
+    host: Option<crate::ids::HostId>,
+    store: Store,
+) -> Result<(), StepError> {
     let agent = match host {
         Some(host) => super::host_agent(app, host).await?,
         None => None,
@@ -159,10 +173,17 @@ pub(super) async fn forget(app: &App, id: SnapshotId, host: Option<crate::ids::H
             Err(status) => return Err(agent_error(&status)),
         }
     }
-    app.store.delete(&cloud_store::snapshot_name(id)).await.map_err(|e| StepError::Retry {
-        reason: format!("cannot delete snapshot {id} from the store: {}", crate::error_chain::ErrorChain(&e)),
-        after: Duration::from_secs(5),
-    })
+    match app.store.delete(&cloud_store::snapshot_name(id)).await {
+        Ok(()) => Ok(()),
+        Err(e) if store == Store::BestEffort => {
+            tracing::warn!(snapshot = %id, error = %crate::error_chain::ErrorChain(&e), "cannot delete a failed snapshot from the store; left there");
+            Ok(())
+        }
+        Err(e) => Err(StepError::Retry {
+            reason: format!("cannot delete snapshot {id} from the store: {}", crate::error_chain::ErrorChain(&e)),
+            after: Duration::from_secs(5),
+        }),
+    }
 }
 
 /// Records the outcome of a successful operation on the snapshot.

@@ -71,9 +71,11 @@ fn status_of(err: InstanceError) -> Status {
             Status::data_loss(crate::error_chain(&err))
         }
         InstanceError::Store { source: cloud_store::StoreError::NotFound { .. }, .. } => {
-            Status::failed_precondition(crate::error_chain(&err))
+            Status::not_found(crate::error_chain(&err))
         }
-        InstanceError::Store { .. } => Status::unavailable(crate::error_chain(&err)),
+        // The store was already retried for seconds: the operation fails (a snapshot is marked
+        // failed and earlier ones stay usable) rather than waiting out a long outage.
+        InstanceError::Store { .. } => Status::aborted(crate::error_chain(&err)),
         InstanceError::InvalidState { .. } => Status::failed_precondition(err.to_string()),
         _ => {
             tracing::error!(error = %crate::error_chain(&err), "instance operation failed");

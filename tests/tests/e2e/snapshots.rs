@@ -273,12 +273,41 @@ async fn restores_on_another_host_from_the_store(store: Store) {
     assert_ne!(web1["host_id"].as_str(), Some(host2.as_str()));
     let host1 = web1["host_id"].as_str().unwrap();
     cloud.cli.line(&format!("host drain {host1}")).await.ok("host drain");
+    // One flipped byte in a chunk of the store: a host that needs it refuses the restore, by
+    // the chunk's name, and no instance is left half-made.
+    let store = cloud.store();
+    let s1 = store.manifest(&cloud_store::snapshot_name(id(&first))).await.unwrap();
+    let victim = s1.files["disk-0.qcow2"].extents.iter().find_map(|e| e.chunk).unwrap().hex();
+    let objects = match &cloud.s3 {
+        Some(s3) => s3.bucket_dir(),
+        None => cloud_tests::process::shared_store(&cloud.cp.data_dir),
+    };
+    let chunk = objects.join("chunks").join(&victim[..2]).join(&victim);
+    let good = std::fs::read(&chunk).unwrap();
+    let mut bad = good.clone();
+    bad[7] ^= 1;
+    std::fs::write(&chunk, &bad).unwrap();
+    let refused = cloud.cli.line("snapshot restore s1 --to-instance broken --ssh-key alice --wait").await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.err.contains(&format!("chunk {victim} is corrupt")), "{}", refused.err);
+    assert_eq!(cloud.cli.line("instance get broken").await.code, 2, "a failed restore left an instance");
+    std::fs::write(&chunk, &good).unwrap();
     for (snapshot, name, hash) in [("s1", "web-2", &first_hash), ("s2", "web-3", &second_hash)] {
         let line = format!("snapshot restore {snapshot} --to-instance {name} --ssh-key alice --wait");
         let restored = cloud.lifecycle(&line, "running").await;
         assert_eq!(restored["host_id"].as_str(), Some(host2.as_str()), "{restored}");
         assert_eq!(&cloud.ssh(name, &region).await, hash, "{name} restored from {snapshot} differs");
         assert_eq!(cloud.ssh(name, "cat /root/kept.txt").await.trim(), "kept");
+    }
+    // The store is away while a snapshot is taken (S3 stopped): it fails, and the earlier ones
+    // stay usable.
+    if let Some(s3) = cloud.s3.as_mut() {
+        s3.stop();
+        let failed = cloud.cli.line("snapshot create --instance web-1 --name during-outage --wait").await;
+        assert_ne!(failed.code, 0, "{failed:?}");
+        s3.restart().await;
+        let got = cloud.cli.line("snapshot get during-outage").await.ok("snapshot get");
+        assert_eq!(got.out["state"], "failed", "{}", got.out);
     }
     // An image of a snapshot's disk boots like the snapshotted instance, with its data.
     let image = cloud.cli.line("image create golden --from-snapshot s2").await.ok("image create --from-snapshot");
