@@ -38,7 +38,16 @@ fn copies(id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_hosts_instances_come_back_elsewhere_once_and_its_stale_copies_are_destroyed() {
-    let mut cloud = OneHostCloud::start_with_flags(Store::Local, &CP_FLAGS).await;
+    recovers_once(Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disaster_recovery_works_the_same_from_s3() {
+    recovers_once(Store::S3).await;
+}
+
+async fn recovers_once(store: Store) {
+    let mut cloud = OneHostCloud::start_with_flags(store, &CP_FLAGS).await;
     cloud.cli.create_minimal_image(&minimal_image()).await;
     let host_a = cloud.agent.host_id();
     let mut recovered = Vec::new();
