@@ -337,3 +337,27 @@ async fn a_snapshot_restores_on_a_host_that_never_saw_it_from_the_local_store() 
 async fn a_snapshot_restores_on_a_host_that_never_saw_it_from_s3() {
     restores_on_another_host_from_the_store(Store::S3).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suspended_instance_whose_host_has_no_room_starts_on_another_from_its_saved_disks() {
+    let mut cloud = cloud().await;
+    let line = "instance create web-1 --image minimal --memory 256MiB --disk 1GiB --ssh-key alice --wait";
+    let before = cloud.lifecycle(line, "running").await;
+    cloud.ssh("web-1", "echo on-disk > /root/kept.txt && echo in-memory > /dev/shm/mark && sync").await;
+    cloud.cli.line("instance suspend web-1 --wait").await.ok("suspend");
+    // Its host takes no new placements, so the resume goes elsewhere: from the store, booting
+    // from the saved disks with an address of the new host (the memory keeps the old one).
+    let host2 = cloud.add_host().await;
+    let host1 = before["host_id"].as_str().unwrap();
+    cloud.cli.line(&format!("host drain {host1}")).await.ok("host drain");
+    let after = cloud.lifecycle("instance start web-1 --wait", "running").await;
+    assert_eq!(after["host_id"].as_str(), Some(host2.as_str()), "{after}");
+    assert_eq!(after["id"], before["id"]);
+    assert_ne!(after["address"], before["address"], "an address of the new host");
+    assert_eq!(cloud.ssh("web-1", "cat /root/kept.txt").await.trim(), "on-disk");
+    let mark = cloud.cli.run(&["instance", "ssh", "web-1", "-i", &cloud.key, "--", "cat /dev/shm/mark"]).await;
+    assert_ne!(mark.code, 0, "a boot elsewhere has no memory of the old one: {mark:?}");
+    let ops = cloud.cli.line("operation list").await.ok("operation list");
+    let resume = ops.out.as_array().unwrap().iter().find(|o| o["kind"] == "instance_resume").cloned().unwrap();
+    assert_eq!(resume["state"], "succeeded", "{resume}");
+}
