@@ -186,3 +186,18 @@ pub async fn snapshot_transition(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// The hosts that operations restoring from snapshot `id` were placed on (restores into new
+/// instances, recoveries): each may hold a copy rebuilt from the store.
+pub async fn snapshot_restore_hosts(
+    conn: &mut PgConnection,
+    id: SnapshotId,
+) -> Result<Vec<Option<HostId>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT (s.output->>'host_id')::uuid FROM operations o JOIN operation_steps s ON s.operation_id = o.id
+         WHERE o.params->>'snapshot_id' = $1::text AND s.name = 'place' AND s.output ? 'host_id'",
+    )
+    .bind(id.to_string())
+    .fetch_all(conn)
+    .await
+}

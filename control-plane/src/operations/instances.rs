@@ -110,7 +110,9 @@ async fn suspend_state(app: &App, id: InstanceId) -> Result<(Option<SnapshotId>,
 async fn drop_suspend_state(app: &App, id: InstanceId) -> Result<(), StepError> {
     let (snapshot, host) = suspend_state(app, id).await?;
     if let Some(snapshot) = snapshot {
-        super::snapshots::forget(app, snapshot, host, super::snapshots::Store::BestEffort).await?;
+        // The host that saved it, and the one that resumed it (which rebuilt it from the store).
+        let now_on = spec(app, id).await.ok().and_then(|s| s.host_id);
+        super::snapshots::forget(app, snapshot, &[host, now_on], super::snapshots::Store::BestEffort).await?;
     }
     let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_set_suspend_state(&mut conn, id, None, None).await.map_err(|e| StepError::db(&e))

@@ -131,7 +131,14 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 .map(Some)
                 .map_err(|e| StepError::Fail { code: "internal", message: e.to_string() })
         }
-        Step::DeleteSnapshotOnHost => forget(app, s.id, s.host_id, Store::Required).await.map(|()| None),
+        Step::DeleteSnapshotOnHost => {
+            // The host that took it, and every host that rebuilt it from the store to restore it.
+            let mut conn = app.pool.acquire().await.map_err(db_err)?;
+            let mut hosts: Vec<_> = db::snapshot_restore_hosts(&mut conn, s.id).await.map_err(db_err)?;
+            drop(conn);
+            hosts.insert(0, s.host_id);
+            forget(app, s.id, &hosts, Store::Required).await.map(|()| None)
+        }
         other => Err(StepError::Fail { code: "internal", message: format!("{other} is no snapshot step") }),
     }
 }
@@ -144,7 +151,7 @@ pub async fn undo_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<
     let s = snapshot(app, params(op)?.snapshot_id).await?;
     // A failed create wrote no manifest unless it failed after its upload; a store that is away
     // (often why it failed) must not hold the undo up.
-    forget(app, s.id, s.host_id, Store::BestEffort).await
+    forget(app, s.id, &[s.host_id], Store::BestEffort).await
 }
 
 /// Whether [`forget`] must remove the store's copy (retrying while the store is away).
@@ -154,19 +161,21 @@ pub(super) enum Store {
     BestEffort,
 }
 
-/// Deletes snapshot `id` everywhere: the local copy on `host` (when it can be called), then the
-/// shared store's. Idempotent.
+/// Deletes snapshot `id` everywhere: the local copies on `hosts` (those that can be called:
+/// a dead host's went with it), then the shared store's. Idempotent.
 pub(super) async fn forget(
     app: &App,
     id: SnapshotId,
-    host: Option<crate::ids::HostId>,
+    hosts: &[Option<crate::ids::HostId>],
     store: Store,
 ) -> Result<(), StepError> {
-    let agent = match host {
-        Some(host) => super::host_agent(app, host).await?,
-        None => None,
-    };
-    if let Some(mut agent) = agent {
+    let mut called = Vec::new();
+    for host in hosts.iter().flatten() {
+        if called.contains(host) {
+            continue;
+        }
+        called.push(*host);
+        let Some(mut agent) = super::host_agent(app, *host).await? else { continue };
         match agent.delete_snapshot(pb::DeleteSnapshotRequest { snapshot_id: id.to_string() }).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::InvalidArgument => {}

@@ -326,6 +326,14 @@ async fn restores_on_another_host_from_the_store(store: Store) {
     std::fs::remove_dir_all(&gone).unwrap();
     let again = cloud.lifecycle("snapshot restore s1 --to-instance web-4 --ssh-key alice --wait", "running").await;
     assert_eq!(&cloud.ssh("web-4", &region).await, &first_hash, "{again}");
+
+    // Deleting a snapshot removes the copies the hosts that restored it rebuilt, and the store's.
+    let copy = cloud.more[0].state_dir.join("snapshots").join(id(&first));
+    assert!(copy.join("snapshot.json").is_file(), "the restoring host keeps a copy: {}", copy.display());
+    cloud.cli.line("snapshot delete s1 --wait").await.ok("snapshot delete");
+    assert!(!copy.exists(), "{} is still there", copy.display());
+    let gone = cloud.store().manifest(&cloud_store::snapshot_name(id(&first))).await;
+    assert!(matches!(gone, Err(cloud_store::StoreError::NotFound { .. })), "{gone:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,4 +368,10 @@ async fn a_suspended_instance_whose_host_has_no_room_starts_on_another_from_its_
     let ops = cloud.cli.line("operation list").await.ok("operation list");
     let resume = ops.out.as_array().unwrap().iter().find(|o| o["kind"] == "instance_resume").cloned().unwrap();
     assert_eq!(resume["state"], "succeeded", "{resume}");
+    // The saved state is gone from both hosts once the instance runs again.
+    for agent in [&cloud.agent, &cloud.more[0]] {
+        let dir = agent.state_dir.join("snapshots");
+        let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "saved state left on a host: {left:?}");
+    }
 }
