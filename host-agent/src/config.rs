@@ -8,6 +8,7 @@
 //! report_interval_ms = 2000            # CLOUD_AGENT_REPORT_INTERVAL_MS
 //! driver = "qemu"                      # CLOUD_AGENT_DRIVER: qemu | simulated (scale tests only)
 //! bridge = "cloudbr0"                  # CLOUD_AGENT_BRIDGE
+//! chunk_cache_gib = 10                 # CLOUD_AGENT_CHUNK_CACHE_GIB: the store's chunks kept here
 //!
 //! [capacity]                           # default: what the machine has
 //! vcpus = 8                            # CLOUD_AGENT_CAPACITY_VCPUS
@@ -42,6 +43,7 @@ pub struct AgentConfig {
     pub report_interval_ms: u64,
     pub driver: Driver,
     pub bridge: String,
+    pub chunk_cache_gib: u64,
     pub capacity: CapacityConfig,
     pub store: cloud_store::StoreConfig,
     pub log: LogConfig,
@@ -78,6 +80,7 @@ impl Default for AgentConfig {
             report_interval_ms: 2000,
             driver: Driver::Qemu,
             bridge: "cloudbr0".to_owned(),
+            chunk_cache_gib: 10,
             capacity: CapacityConfig::default(),
             store: cloud_store::StoreConfig::default(),
             log: LogConfig::default(),
@@ -109,6 +112,9 @@ pub struct Overrides {
     /// Host bridge for instance taps [default: cloudbr0].
     #[arg(long, env = "CLOUD_AGENT_BRIDGE", value_name = "NAME", global = true)]
     pub bridge: Option<String>,
+    /// The most this host keeps of the snapshot store's chunks, GiB [default: 10].
+    #[arg(long, env = "CLOUD_AGENT_CHUNK_CACHE_GIB", value_name = "GIB", global = true)]
+    pub chunk_cache_gib: Option<u64>,
     /// vCPUs offered to instances [default: the host's CPUs].
     #[arg(long, env = "CLOUD_AGENT_CAPACITY_VCPUS", value_name = "N", global = true)]
     pub capacity_vcpus: Option<u32>,
@@ -140,6 +146,7 @@ impl AgentConfig {
         set(&mut config.report_interval_ms, &o.report_interval_ms);
         set(&mut config.driver, &o.driver);
         set(&mut config.bridge, &o.bridge);
+        set(&mut config.chunk_cache_gib, &o.chunk_cache_gib);
         if o.capacity_vcpus.is_some() {
             config.capacity.vcpus = o.capacity_vcpus;
         }

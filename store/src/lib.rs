@@ -132,6 +132,21 @@ pub struct GcStats {
     pub stale_pending: u64,
 }
 
+/// What trimming a chunk cache removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrimStats {
+    /// Bytes in the cache before.
+    pub bytes: u64,
+    /// Chunks removed.
+    pub removed: u64,
+    /// Their bytes.
+    pub removed_bytes: u64,
+}
+
+/// Chunks used (fetched or read) this recently are never trimmed: a restore in progress may be
+/// about to read them.
+pub const CACHE_KEEP_RECENT: Duration = Duration::from_secs(600);
+
 /// A chunk of a fetched file: its range, and where its bytes are in the local cache (`None`:
 /// zeroes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,17 +362,34 @@ impl Store {
         Ok(len)
     }
 
-    /// Chunk `id` from this machine's cache, if it is there with the right bytes.
+    /// Chunk `id` from this machine's cache, if it is there with the right bytes (marked as
+    /// used now, for [`Store::trim_cache`]).
     async fn read_cached(&self, id: ChunkId) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.cached(&id);
         let check = path.clone();
         blocking(move || match std::fs::read(&check) {
-            Ok(data) => Ok((ChunkId::of(&data) == id).then_some(data)),
+            Ok(data) if ChunkId::of(&data) == id => {
+                // Best effort: a chunk whose time cannot be set is only trimmed sooner.
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&check)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Ok(Some(data))
+            }
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         })
         .await
         .map_err(io(&path))
+    }
+
+    /// Keeps this machine's chunk cache under `max_bytes`: removes the chunks used longest ago
+    /// (never one used in the last [`CACHE_KEEP_RECENT`]) until it holds at most nine tenths of
+    /// it. A trimmed chunk is fetched again from the store when needed.
+    pub async fn trim_cache(&self, max_bytes: u64) -> Result<TrimStats, StoreError> {
+        let dir = self.cache.clone();
+        blocking(move || trim(&dir, max_bytes)).await.map_err(io(&self.cache))
     }
 
     /// Chunk `id` from the store, checked against its name.
@@ -503,6 +535,42 @@ impl Store {
     }
 }
 
+fn trim(dir: &Path, max_bytes: u64) -> std::io::Result<TrimStats> {
+    let mut chunks = Vec::new();
+    let fans = match std::fs::read_dir(dir) {
+        Ok(fans) => fans,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TrimStats::default()),
+        Err(e) => return Err(e),
+    };
+    for fan in fans.flatten().filter(|f| f.file_type().is_ok_and(|t| t.is_dir())) {
+        for chunk in std::fs::read_dir(fan.path())?.flatten() {
+            let Ok(meta) = chunk.metadata() else { continue };
+            if meta.is_file() {
+                chunks.push((meta.modified()?, meta.len(), chunk.path()));
+            }
+        }
+    }
+    let mut stats = TrimStats { bytes: chunks.iter().map(|c| c.1).sum(), ..TrimStats::default() };
+    if stats.bytes <= max_bytes {
+        return Ok(stats);
+    }
+    chunks.sort();
+    let (target, recent) = (max_bytes / 10 * 9, std::time::SystemTime::now() - CACHE_KEEP_RECENT);
+    let mut left = stats.bytes;
+    for (used, len, path) in chunks {
+        if left <= target || used > recent {
+            break;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        (left, stats.removed, stats.removed_bytes) = (left - len, stats.removed + 1, stats.removed_bytes + len);
+    }
+    Ok(stats)
+}
+
 /// Writes `extents` into a new sparse file `dest` of `size` bytes, checking every chunk.
 fn write_extents(dest: &Path, size: u64, extents: &[LocalExtent]) -> Result<(), StoreError> {
     use std::io::{Seek, Write};
@@ -542,4 +610,39 @@ pub async fn list_manifests(store: &Store) -> Result<BTreeMap<String, Manifest>,
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_removes_the_chunks_used_longest_ago_and_never_recent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        let put = |name: &str, len: usize, age_secs: u64| {
+            let path = dir.path().join(&name[..2]).join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, vec![1u8; len]).unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(now - Duration::from_secs(age_secs)).unwrap();
+            path
+        };
+        let oldest = put("aa01", 400, 7200);
+        let older = put("bb02", 400, 3600);
+        let old = put("cc03", 400, 1800);
+        let recent = put("dd04", 400, 10);
+        // Under the limit: nothing goes.
+        assert_eq!(trim(dir.path(), 1600).unwrap().removed, 0);
+        // 1600 bytes over a limit of 1000: down to 900, oldest first.
+        let stats = trim(dir.path(), 1000).unwrap();
+        assert_eq!((stats.bytes, stats.removed, stats.removed_bytes), (1600, 2, 800));
+        assert!(!oldest.exists() && !older.exists() && old.exists() && recent.exists());
+        // A limit nothing old enough can meet: the recent chunk stays.
+        let stats = trim(dir.path(), 100).unwrap();
+        assert_eq!(stats.removed, 1);
+        assert!(!old.exists() && recent.exists());
+        assert_eq!(trim(&dir.path().join("missing"), 1).unwrap(), TrimStats::default());
+    }
 }

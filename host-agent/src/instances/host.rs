@@ -47,6 +47,9 @@ pub struct ManagerConfig {
     pub store: Option<cloud_store::StoreConfig>,
     /// This host's cache of the store's chunks (default `/var/lib/cloud-agent/chunks`).
     pub chunks_dir: PathBuf,
+    /// The most the chunk cache keeps (default 10 GiB): trimmed after every rebuild, the chunks
+    /// used longest ago first.
+    pub chunk_cache_max_bytes: u64,
     /// The host's lease ran out while the agent was away: instances whose VM died are not
     /// relaunched at start but wait, `stopped` with [`super::FENCED_REASON`], for the control
     /// plane to confirm this host still owns them (default false).
@@ -70,6 +73,7 @@ impl ManagerConfig {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             store: None,
             chunks_dir: "/var/lib/cloud-agent/chunks".into(),
+            chunk_cache_max_bytes: 10 << 30,
             fenced_at_start: false,
         }
     }

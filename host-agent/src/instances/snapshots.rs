@@ -261,6 +261,13 @@ async fn materialize(ctx: &Host, instance: InstanceId, id: SnapshotId) -> Result
     remove_dir_if_any(&dest).await?;
     tokio::fs::rename(&tmp, &dest).await.map_err(persist_err(&dest))?;
     tracing::info!(%instance, snapshot = %id, store = store.label(), "snapshot fetched from the store");
+    match store.trim_cache(ctx.config.chunk_cache_max_bytes).await {
+        Ok(trim) if trim.removed > 0 => {
+            tracing::info!(removed = trim.removed, bytes = trim.removed_bytes, "chunk cache trimmed")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "cannot trim the chunk cache"),
+    }
     Ok(dest)
 }
 
