@@ -100,7 +100,9 @@ pub async fn run<S: HostState>(
         };
         let sent = Instant::now();
         let mut request = tonic::Request::new(report);
-        request.set_timeout(settings.interval.max(Duration::from_secs(1)));
+        // A slow answer still renews the lease (counted from when the report was sent): give it
+        // half the lease, so a busy control plane is not taken for a silent one.
+        request.set_timeout(settings.interval.max(settings.lease / 2).max(Duration::from_secs(1)));
         match client.report(request).await {
             Ok(reply) => {
                 deadline = sent + settings.lease;

@@ -154,8 +154,14 @@ impl StoreConfig {
         }
         match self.backend {
             Backend::Local => {
-                std::fs::create_dir_all(&self.dir)
-                    .map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+                // Chunks hold tenants' data (their config drives, disks, memory): the store is
+                // its owner's alone.
+                let private = |dir: &std::path::Path| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::create_dir_all(dir)?;
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                };
+                private(&self.dir).map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&self.dir)
                     .map_err(|e| StoreError::Config(format!("store.dir {}: {e}", self.dir.display())))?;
                 Ok((Arc::new(fs), format!("file://{}", self.dir.display())))

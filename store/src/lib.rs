@@ -190,6 +190,13 @@ impl Store {
     /// Opens the store `config` describes, with the local chunk cache in `cache`.
     pub fn open(config: &StoreConfig, cache: &Path) -> Result<Self, StoreError> {
         let (objects, label) = config.connect()?;
+        // The cache holds tenants' data too: its owner's alone.
+        let private = || {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(cache)?;
+            std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o700))
+        };
+        private().map_err(|source| StoreError::Io { path: cache.to_owned(), source })?;
         Ok(Store { objects, label, cache: cache.to_owned() })
     }
 

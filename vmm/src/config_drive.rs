@@ -17,6 +17,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
@@ -341,6 +342,8 @@ pub async fn build(params: &ConfigDriveParams, format: ConfigDriveFormat, out: &
     let _ = tokio::fs::remove_dir_all(&staging).await;
     let _ = tokio::fs::remove_file(&tmp).await;
     tokio::fs::create_dir_all(&staging).await.map_err(write_err(&staging))?;
+    // It holds the tenant's user-data: only its owner may read it, staged or built.
+    tokio::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).await.map_err(write_err(&staging))?;
     let names = ["meta-data", "user-data", "network-config"];
     for (name, body) in names.iter().zip([&files.meta_data, &files.user_data, &files.network_config]) {
         let p = staging.join(name);
@@ -370,6 +373,7 @@ pub async fn build(params: &ConfigDriveParams, format: ConfigDriveFormat, out: &
     };
     let _ = tokio::fs::remove_dir_all(&staging).await;
     result?;
+    tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).await.map_err(write_err(&tmp))?;
     tokio::fs::rename(&tmp, out).await.map_err(write_err(out))
 }
 

@@ -80,7 +80,12 @@ impl InstanceManager {
             let path = path.clone();
             move |source| ManagerError::InstancesDir { path, source }
         };
-        tokio::fs::create_dir_all(&config.instances_dir).await.map_err(dir_err(&config.instances_dir))?;
+        // Tenants' disks, config drives (user-data), memory states and images: the agent's alone.
+        for dir in [&config.instances_dir, &config.snapshots_dir, &config.images_dir] {
+            tokio::fs::create_dir_all(dir).await.map_err(dir_err(dir))?;
+            let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+            tokio::fs::set_permissions(dir, private).await.map_err(dir_err(dir))?;
+        }
         let mut net_config = NetworkConfig::new(config.host_subnet);
         net_config.bridge = config.bridge.clone();
         net_config.nat = config.nat;

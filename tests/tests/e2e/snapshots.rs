@@ -327,6 +327,39 @@ async fn restores_on_another_host_from_the_store(store: Store) {
     let again = cloud.lifecycle("snapshot restore s1 --to-instance web-4 --ssh-key alice --wait", "running").await;
     assert_eq!(&cloud.ssh("web-4", &region).await, &first_hash, "{again}");
 
+    // Tenants' data at rest is not for other local users: the config drive with the user-data,
+    // the snapshot copies, the store's chunks and the hosts' chunk caches.
+    let web1_dir = cloud.agent.state_dir.join("instances").join(web1["id"].as_str().unwrap());
+    let chunk_of_s2 = store.manifest(&cloud_store::snapshot_name(id(&second))).await.unwrap().chunks();
+    let chunk_hex = chunk_of_s2.iter().next().unwrap().hex();
+    let mut private = vec![web1_dir.join("cidata.img"), web1_dir.join("agent.json"), web1_dir.join("disk-0.qcow2")];
+    private.push(cloud.agent.state_dir.join("snapshots").join(id(&second)).join("cidata.img"));
+    if cloud.s3.is_none() {
+        private.push(objects.join("chunks").join(&chunk_hex[..2]).join(&chunk_hex));
+    }
+    let cached = cloud.more[0].state_dir.join("chunks");
+    private.extend(
+        std::fs::read_dir(&cached)
+            .unwrap()
+            .flatten()
+            .flat_map(|fan| std::fs::read_dir(fan.path()).unwrap().flatten().map(|c| c.path()))
+            .take(1),
+    );
+    // The test's own directory is private (tempfile's 0700): open it so that only the modes the
+    // services set protect the files.
+    std::fs::set_permissions(cloud.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    for path in &private {
+        assert!(path.is_file(), "{} is missing", path.display());
+        let read = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "cat"])
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!read.success(), "the nobody user can read {}", path.display());
+    }
+
     // Deleting a snapshot removes the copies the hosts that restored it rebuilt, and the store's.
     let copy = cloud.more[0].state_dir.join("snapshots").join(id(&first));
     assert!(copy.join("snapshot.json").is_file(), "the restoring host keeps a copy: {}", copy.display());
