@@ -102,6 +102,9 @@ pub(crate) struct Host {
     pub images: ImageCache,
     pub blob_source: Arc<dyn BlobSource>,
     pub store: Option<cloud_store::Store>,
+    /// One rebuild of a snapshot from the store at a time, per snapshot (two restores of one
+    /// snapshot at once share the second's wait, then its result).
+    pub rebuilding: std::sync::Mutex<std::collections::HashMap<super::SnapshotId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The image files of an instance in the cache.

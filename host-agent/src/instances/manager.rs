@@ -80,8 +80,15 @@ impl InstanceManager {
             let path = path.clone();
             move |source| ManagerError::InstancesDir { path, source }
         };
+        let driver = driver::for_kind(&config.driver);
+        let uses_network = driver.uses_host_network();
         // Tenants' disks, config drives (user-data), memory states and images: the agent's alone.
-        for dir in [&config.instances_dir, &config.snapshots_dir, &config.images_dir] {
+        // (A scale simulation has only the records.)
+        let private_dirs = match uses_network {
+            true => vec![&config.instances_dir, &config.snapshots_dir, &config.images_dir],
+            false => vec![&config.instances_dir],
+        };
+        for dir in private_dirs {
             tokio::fs::create_dir_all(dir).await.map_err(dir_err(dir))?;
             let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
             tokio::fs::set_permissions(dir, private).await.map_err(dir_err(dir))?;
@@ -91,8 +98,6 @@ impl InstanceManager {
         net_config.nat = config.nat;
         net_config.enable_ip_forward = config.enable_ip_forward;
         net_config.netns = config.netns.clone();
-        let driver = driver::for_kind(&config.driver);
-        let uses_network = driver.uses_host_network();
         let network = Network::new(net_config);
         if uses_network {
             network.ensure_host().await.map_err(ManagerError::Network)?;
@@ -115,6 +120,7 @@ impl InstanceManager {
                     None => blob_source,
                 },
                 store,
+                rebuilding: Default::default(),
             },
             events,
             guest_news: Default::default(),

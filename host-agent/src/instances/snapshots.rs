@@ -204,6 +204,11 @@ async fn materialize(ctx: &Host, instance: InstanceId, id: SnapshotId) -> Result
             reason: format!("snapshot {id} is not on this host, and this host has no shared snapshot store"),
         });
     };
+    let lock = ctx.rebuilding.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().clone();
+    let _rebuilding = lock.lock().await;
+    if read_record(&dest).await?.is_some() {
+        return Ok(dest);
+    }
     let manifest = store.manifest(&cloud_store::snapshot_name(id)).await.map_err(store_err(id))?;
     let tmp = ctx.config.snapshots_dir.join(format!(".{id}.partial"));
     remove_dir_if_any(&tmp).await?;
