@@ -67,7 +67,10 @@ fn manager_config(config: &AgentConfig, subnet: &str) -> Result<ManagerConfig, R
     // The host routes its instances' traffic (egress NAT): forwarding must be on.
     manager.enable_ip_forward = true;
     manager.driver = match config.driver {
-        Driver::Qemu => DriverKind::default(),
+        Driver::Qemu => DriverKind::Qemu(Box::new(vmm::LaunchOptions {
+            console_log_max_bytes: config.console_log_max_mib.saturating_mul(1 << 20),
+            ..vmm::LaunchOptions::default()
+        })),
         Driver::Simulated => DriverKind::Simulated,
     };
     Ok(manager)

@@ -9,6 +9,7 @@
 //! driver = "qemu"                      # CLOUD_AGENT_DRIVER: qemu | simulated (scale tests only)
 //! bridge = "cloudbr0"                  # CLOUD_AGENT_BRIDGE
 //! chunk_cache_gib = 10                 # CLOUD_AGENT_CHUNK_CACHE_GIB: the store's chunks kept here
+//! console_log_max_mib = 4              # CLOUD_AGENT_CONSOLE_LOG_MAX_MIB: console.log's bound per VM
 //!
 //! [capacity]                           # default: what the machine has
 //! vcpus = 8                            # CLOUD_AGENT_CAPACITY_VCPUS
@@ -44,6 +45,7 @@ pub struct AgentConfig {
     pub driver: Driver,
     pub bridge: String,
     pub chunk_cache_gib: u64,
+    pub console_log_max_mib: u64,
     pub capacity: CapacityConfig,
     pub store: cloud_store::StoreConfig,
     pub log: LogConfig,
@@ -81,6 +83,7 @@ impl Default for AgentConfig {
             driver: Driver::Qemu,
             bridge: "cloudbr0".to_owned(),
             chunk_cache_gib: 10,
+            console_log_max_mib: 4,
             capacity: CapacityConfig::default(),
             store: cloud_store::StoreConfig::default(),
             log: LogConfig::default(),
@@ -115,6 +118,9 @@ pub struct Overrides {
     /// The most this host keeps of the snapshot store's chunks, GiB [default: 10].
     #[arg(long, env = "CLOUD_AGENT_CHUNK_CACHE_GIB", value_name = "GIB", global = true)]
     pub chunk_cache_gib: Option<u64>,
+    /// A VM's console.log is kept under this many MiB (the previous part in console.log.1) [default: 4].
+    #[arg(long, env = "CLOUD_AGENT_CONSOLE_LOG_MAX_MIB", value_name = "MIB", global = true)]
+    pub console_log_max_mib: Option<u64>,
     /// vCPUs offered to instances [default: the host's CPUs].
     #[arg(long, env = "CLOUD_AGENT_CAPACITY_VCPUS", value_name = "N", global = true)]
     pub capacity_vcpus: Option<u32>,
@@ -147,6 +153,7 @@ impl AgentConfig {
         set(&mut config.driver, &o.driver);
         set(&mut config.bridge, &o.bridge);
         set(&mut config.chunk_cache_gib, &o.chunk_cache_gib);
+        set(&mut config.console_log_max_mib, &o.console_log_max_mib);
         if o.capacity_vcpus.is_some() {
             config.capacity.vcpus = o.capacity_vcpus;
         }
@@ -187,6 +194,9 @@ impl AgentConfig {
             || !self.bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return invalid("bridge", "must be 1 to 15 letters, digits, '-' or '_'");
+        }
+        if self.console_log_max_mib == 0 {
+            return invalid("console_log_max_mib", "must be at least 1");
         }
         if self.capacity.vcpus == Some(0) || self.capacity.memory_mib == Some(0) {
             return invalid("capacity", "vcpus and memory_mib must be at least 1 when set");

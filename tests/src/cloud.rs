@@ -51,15 +51,22 @@ impl OneHostCloud {
 
     /// [`OneHostCloud::start_with`], with extra flags for the control plane (e.g. a short lease).
     pub async fn start_with_flags(store: Store, cp_flags: &[&str]) -> OneHostCloud {
+        Self::start_custom(store, cp_flags, &[]).await
+    }
+
+    /// [`OneHostCloud::start_with_flags`], with extra flags for every agent too.
+    pub async fn start_custom(store: Store, cp_flags: &[&str], agent_flags: &[&str]) -> OneHostCloud {
         let mut net = TestNetwork::create();
         let dir = tempfile::tempdir().expect("temporary directory");
         let s3 = match store {
             Store::Local => None,
             Store::S3 => Some(S3Server::start_on(dir.path(), net.gateway()).await),
         };
-        let flags = s3.as_ref().map(S3Server::flags).unwrap_or_default();
+        let mut flags = s3.as_ref().map(S3Server::flags).unwrap_or_default();
+        let cp_refs: Vec<String> = flags.iter().cloned().chain(cp_flags.iter().map(|f| (*f).to_owned())).collect();
+        flags.extend(agent_flags.iter().map(|f| (*f).to_owned()));
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let cp_refs: Vec<&str> = refs.iter().chain(cp_flags).copied().collect();
+        let cp_refs: Vec<&str> = cp_refs.iter().map(String::as_str).collect();
         let cp = spawn_control_plane_with(&net, dir.path(), &cp_refs).await;
         let agent = spawn_agent_with(&mut net, 1, &cp, dir.path(), &refs).await;
         cp.wait_active_hosts(1).await;

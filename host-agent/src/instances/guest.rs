@@ -79,8 +79,10 @@ pub(super) struct Watch<R> {
     pub keys_known: bool,
     /// What the console pump reads from the guest's serial console, from now on.
     pub console: mpsc::Receiver<Vec<u8>>,
-    /// The VM's `console.log`.
+    /// The VM's `console.log`, kept under `console_log_max_bytes` while the VM runs (copied to
+    /// `console.log.1` and truncated in place whenever it grew past it).
     pub console_log: PathBuf,
+    pub console_log_max_bytes: u64,
     /// Also read `console.log` from its start first (a VM found running: its keys may have been
     /// printed while the agent was away).
     pub from_start: bool,
@@ -180,6 +182,11 @@ pub(super) async fn watch<R: From<GuestReport>>(mut w: Watch<R>) {
         if w.runner.upgrade().is_none() {
             return;
         }
+        // A guest that floods its serial port must not fill the host's disk.
+        let dir = vmm::InstanceDir::new(w.console_log.parent().unwrap_or(std::path::Path::new("/")));
+        if let Err(e) = vmm::console::rotate_console_log(&dir, w.console_log_max_bytes).await {
+            tracing::warn!(error = %e, "cannot rotate console.log");
+        }
     }
 }
 
@@ -258,6 +265,27 @@ mod tests {
         addr
     }
 
+    /// A watch of a VM with no known keys, reporting to `runner`.
+    fn watch_of(
+        ssh: Option<SocketAddr>,
+        console: mpsc::Receiver<Vec<u8>>,
+        console_log: PathBuf,
+        from_start: bool,
+        runner: &mpsc::Sender<GuestReport>,
+    ) -> Watch<GuestReport> {
+        Watch {
+            boot: 1,
+            ssh,
+            netns: None,
+            keys_known: false,
+            console,
+            console_log,
+            console_log_max_bytes: u64::MAX,
+            from_start,
+            runner: runner.downgrade(),
+        }
+    }
+
     #[tokio::test]
     async fn only_an_ssh_banner_counts() {
         assert!(answers_ssh(None, server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n").await).await);
@@ -277,16 +305,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
         let (console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
         let addr = server(b"SSH-2.0-test\r\n").await;
-        let w = Watch {
-            boot: 7,
-            ssh: Some(addr),
-            netns: None,
-            keys_known: false,
-            console,
-            console_log: log.clone(),
-            from_start: false,
-            runner: tx.downgrade(),
-        };
+        let w = Watch { boot: 7, ..watch_of(Some(addr), console, log.clone(), false, &tx) };
         let task = tokio::spawn(watch(w));
         // The banner alone is not enough while no keys are known: nothing is reported yet.
         let quiet = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
@@ -310,6 +329,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_flooded_console_log_is_kept_under_its_bound_with_the_newest_output() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, b"").unwrap();
+        let (tx, _rx) = mpsc::channel::<GuestReport>(16);
+        let (_console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
+        let w = Watch { console_log_max_bytes: 1000, ..watch_of(None, console, log.clone(), false, &tx) };
+        let task = tokio::spawn(watch(w));
+        // QEMU appends (O_APPEND), as the guest floods its serial port.
+        let mut qemu = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for _ in 0..50 {
+            qemu.write_all(&[b'x'; 400]).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(POLL_INTERVAL * 3).await;
+        qemu.write_all(b"NEWEST\n").unwrap();
+        let (now, older) = (std::fs::read(&log).unwrap(), std::fs::read(dir.path().join("console.log.1")).unwrap());
+        assert!(now.len() <= 1000, "console.log has {} bytes", now.len());
+        assert!(now.len() + older.len() < 20_000 / 2, "kept {} of 20,000 bytes", now.len() + older.len());
+        assert!(String::from_utf8_lossy(&[older, now].concat()).contains("NEWEST"));
+        task.abort();
+    }
+
+    #[tokio::test]
     async fn a_vm_found_running_has_its_keys_read_from_the_whole_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("console.log");
@@ -318,16 +362,7 @@ mod tests {
         std::fs::write(&log, block).unwrap();
         let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
         let (_console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
-        let w = Watch {
-            boot: 1,
-            ssh: None,
-            netns: None,
-            keys_known: false,
-            console,
-            console_log: log,
-            from_start: true,
-            runner: tx.downgrade(),
-        };
+        let w = watch_of(None, console, log, true, &tx);
         let _task = tokio::spawn(watch(w));
         let Some(GuestReport { event: GuestEvent::HostKeys(keys), .. }) = rx.recv().await else { panic!() };
         assert_eq!(keys, vec![key.to_owned()]);

@@ -742,6 +742,10 @@ impl Runner {
             keys_known: !self.record.ssh_host_keys.is_empty(),
             console,
             console_log: self.dir.console_log(),
+            console_log_max_bytes: match &self.ctx.config.driver {
+                super::host::DriverKind::Qemu(opts) => opts.console_log_max_bytes,
+                super::host::DriverKind::Simulated => u64::MAX,
+            },
             from_start,
             runner: me,
         };
