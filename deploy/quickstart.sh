@@ -5,8 +5,9 @@
 # Ctrl-C stops what it started (VMs keep running; a later run reattaches to them).
 #
 # Environment: CLOUD_DATA_DIR (default /var/lib/cloud), CLOUD_LISTEN (default 127.0.0.1:8080),
-# CLOUD_AGENT_STATE_DIR (default /var/lib/cloud-agent), CLOUD_BUILD_PROFILE (dev or release;
-# default dev), and every CLOUD_* / CLOUD_AGENT_* key of the two binaries.
+# CLOUD_AGENT_STATE_DIR (default /var/lib/cloud-agent), CLOUD_STORE_DIR (the snapshot store;
+# default $CLOUD_DATA_DIR/store), CLOUD_BUILD_PROFILE (dev or release; default dev), and every
+# CLOUD_* / CLOUD_AGENT_* key of the two binaries.
 #
 # The agent turns this machine into a hypervisor host: it creates the bridge cloudbr0 with the
 # host's instance subnet (10.100.0.0/24 for the first host), an nftables table `cloud_agent`
@@ -31,6 +32,8 @@ image_dir=/var/cache/cloud/images/minimal
 export CLOUD_DATA_DIR="${CLOUD_DATA_DIR:-/var/lib/cloud}"
 export CLOUD_LISTEN="${CLOUD_LISTEN:-127.0.0.1:8080}"
 export CLOUD_AGENT_STATE_DIR="${CLOUD_AGENT_STATE_DIR:-/var/lib/cloud-agent}"
+# The snapshot store: one directory both services use (they read the same CLOUD_STORE_DIR).
+export CLOUD_STORE_DIR="${CLOUD_STORE_DIR:-$CLOUD_DATA_DIR/store}"
 api="http://$CLOUD_LISTEN"
 agent_addr="127.0.0.1:7444"
 
