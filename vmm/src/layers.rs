@@ -54,6 +54,18 @@ fn invalid(path: &Path, reason: String) -> SnapshotError {
     SnapshotError::Io { path: path.to_owned(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason) }
 }
 
+/// The size of the disk the image file `path` describes (qcow2's virtual size, a raw file's
+/// size), from `qemu-img info`.
+pub async fn virtual_size(opts: &LaunchOptions, path: &Path) -> Result<u64, SnapshotError> {
+    let qemu_img = find_program(&opts.qemu_img)
+        .ok_or_else(|| SnapshotError::QemuImgNotFound { program: opts.qemu_img.clone() })?;
+    let mut info = Command::new(&qemu_img);
+    info.args(["info", "-U", "--output=json"]).arg(path);
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_qemu_img(info, path).await?).map_err(|e| invalid(path, e.to_string()))?;
+    info["virtual-size"].as_u64().ok_or_else(|| invalid(path, "qemu-img info gave no size".into()))
+}
+
 /// The virtual size of the qcow2 image `path` and the ranges it holds itself (not its backing
 /// file's), from `qemu-img`.
 pub async fn overlay_ranges(opts: &LaunchOptions, path: &Path) -> Result<(u64, Vec<OverlayRange>), SnapshotError> {

@@ -291,6 +291,9 @@ pub struct Image {
     pub disk_sha256: Option<String>,
     #[serde(default)]
     pub disk_size_bytes: Option<i64>,
+    /// The size of the disk it describes: an instance's disk is at least this.
+    #[serde(default)]
+    pub disk_virtual_bytes: Option<i64>,
     #[serde(default)]
     pub kernel_cmdline: String,
     /// uefi | bios, for `firmware` images.

@@ -93,6 +93,8 @@ pub struct ImageView {
     pub initrd_sha256: Option<String>,
     pub disk_sha256: Option<String>,
     pub disk_size_bytes: Option<i64>,
+    /// The size of the disk it describes: an instance's disk is at least this (its default).
+    pub disk_virtual_bytes: Option<i64>,
     pub kernel_cmdline: String,
     /// uefi | bios: the firmware that boots a `firmware` image; null for `direct_kernel`.
     pub firmware: Option<String>,
@@ -112,6 +114,7 @@ impl From<ImageRow> for ImageView {
             initrd_sha256: row.initrd_sha256,
             disk_sha256: row.disk_sha256,
             disk_size_bytes: row.disk_size_bytes,
+            disk_virtual_bytes: row.disk_virtual_bytes,
             kernel_cmdline: row.kernel_cmdline,
             firmware: row.firmware,
             created_at: row.created_at,
@@ -189,6 +192,10 @@ pub async fn register(
         Some(b) => Some(i64::try_from(b.size).map_err(AppError::internal)?),
         None => None,
     };
+    let disk_virtual_bytes = match blob(Part::Disk) {
+        Some(b) => Some(disk_virtual_bytes(app, &b.sha256).await?),
+        None => None,
+    };
     let new = NewImage {
         id: ImageId::new(),
         project_id: owner,
@@ -197,6 +204,7 @@ pub async fn register(
         boot_mode: params.boot_mode,
         disk_sha256: blob(Part::Disk).map(|b| b.sha256.as_str()),
         disk_size_bytes,
+        disk_virtual_bytes,
         kernel_sha256: blob(Part::Kernel).map(|b| b.sha256.as_str()),
         initrd_sha256: blob(Part::Initrd).map(|b| b.sha256.as_str()),
         kernel_cmdline: &params.kernel_cmdline,
@@ -260,6 +268,7 @@ pub async fn from_snapshot(
         boot_mode: source.boot_mode,
         disk_sha256: Some(&blob.sha256),
         disk_size_bytes: Some(i64::try_from(blob.size).map_err(AppError::internal)?),
+        disk_virtual_bytes: Some(disk_virtual_bytes(app, &blob.sha256).await?),
         kernel_sha256: source.kernel_sha256.as_deref(),
         initrd_sha256: source.initrd_sha256.as_deref(),
         kernel_cmdline: &source.kernel_cmdline,
@@ -315,6 +324,19 @@ async fn snapshot_disk_blob(app: &App, id: crate::ids::SnapshotId, base: Option<
     drop(scratch);
     store_blob(app, &blob.sha256).await;
     Ok(blob)
+}
+
+/// The size of the disk that blob `sha256` describes (`qemu-img info`; a file it cannot read as
+/// an image is refused).
+async fn disk_virtual_bytes(app: &App, sha256: &str) -> Result<i64, AppError> {
+    let path = app.blob_dir.join(sha256);
+    match vmm::layers::virtual_size(&vmm::LaunchOptions::default(), &path).await {
+        Ok(size) => i64::try_from(size).map_err(AppError::internal),
+        Err(e @ vmm::snapshot::SnapshotError::QemuImg { .. }) => {
+            Err(AppError::Unprocessable(format!("disk_path: not a disk image qemu-img can read: {}", ErrorChain(&e))))
+        }
+        Err(e) => Err(AppError::internal(e)),
+    }
 }
 
 /// Puts the blob `sha256` into the shared store, where hosts fetch it in chunks (only those

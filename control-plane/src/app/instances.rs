@@ -191,10 +191,20 @@ pub async fn create(
             AppError::Unprocessable(format!("image: no available image {:?} in this project or public", params.image))
         })?;
     // A kernel image brings no disk: its instances get a data disk of their own (the guest keeps
-    // /root, /home and its host keys there), so stop/start keeps what was written.
-    let disk_gib = match params.disk_gib {
-        0 if image.disk_sha256.is_none() => DEFAULT_DATA_DISK_GIB,
-        gib => gib,
+    // /root, /home and its host keys there), so stop/start keeps what was written. A disk image's
+    // instances get a disk at least as large as the image's (by default exactly that, in whole
+    // GiB): what is reserved is what the disk can grow to.
+    let image_gib = image.disk_virtual_bytes.and_then(|b| u64::try_from(b).ok()).map(|b| b.div_ceil(1 << 30));
+    let disk_gib = match (params.disk_gib, image_gib) {
+        (0, _) if image.disk_sha256.is_none() => DEFAULT_DATA_DISK_GIB,
+        (0, Some(gib)) => gib,
+        (gib, Some(min)) if gib < min => {
+            return Err(AppError::Unprocessable(format!(
+                "disk_gib: must be at least {min}, the size of image {}'s disk",
+                image.name
+            )));
+        }
+        (gib, _) => gib,
     };
     let keys = key_ids(&mut tx, project, &params.ssh_keys).await?;
     let request = Request {

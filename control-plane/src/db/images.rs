@@ -40,6 +40,8 @@ pub struct ImageRow {
     pub boot_mode: BootMode,
     pub disk_sha256: Option<String>,
     pub disk_size_bytes: Option<i64>,
+    /// The size of the disk the disk file describes (qcow2's virtual size).
+    pub disk_virtual_bytes: Option<i64>,
     pub kernel_sha256: Option<String>,
     pub initrd_sha256: Option<String>,
     pub kernel_cmdline: String,
@@ -60,13 +62,14 @@ pub struct NewImage<'a> {
     pub boot_mode: BootMode,
     pub disk_sha256: Option<&'a str>,
     pub disk_size_bytes: Option<i64>,
+    pub disk_virtual_bytes: Option<i64>,
     pub kernel_sha256: Option<&'a str>,
     pub initrd_sha256: Option<&'a str>,
     pub kernel_cmdline: &'a str,
     pub firmware: Option<&'a str>,
 }
 
-const COLUMNS: &str = "id, project_id, name, state, boot_mode, disk_sha256, disk_size_bytes, kernel_sha256, \
+const COLUMNS: &str = "id, project_id, name, state, boot_mode, disk_sha256, disk_size_bytes, disk_virtual_bytes, kernel_sha256, \
     initrd_sha256, kernel_cmdline, firmware, created_at, updated_at";
 
 /// How [`ImageStoreError::NameTaken`] names the owner's images.
@@ -78,8 +81,8 @@ pub fn owner_text(project: Option<ProjectId>) -> &'static str {
 pub async fn image_create(conn: &mut PgConnection, image: &NewImage<'_>) -> Result<ImageRow, ImageStoreError> {
     sqlx::query_as(&format!(
         "INSERT INTO images (id, project_id, name, state, boot_mode, disk_sha256, disk_size_bytes, kernel_sha256,
-                             initrd_sha256, kernel_cmdline, firmware)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+                             initrd_sha256, kernel_cmdline, firmware, disk_virtual_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
     ))
     .bind(image.id)
     .bind(image.project_id)
@@ -92,6 +95,7 @@ pub async fn image_create(conn: &mut PgConnection, image: &NewImage<'_>) -> Resu
     .bind(image.initrd_sha256)
     .bind(image.kernel_cmdline)
     .bind(image.firmware)
+    .bind(image.disk_virtual_bytes)
     .fetch_one(conn)
     .await
     .map_err(|err| match err.as_database_error() {

@@ -43,6 +43,8 @@ async fn debian_12_keeps_its_files_and_identity_across_stop_start_and_reboot() {
         .lifecycle("instance create deb-1 --image debian-12 --memory 512MiB --ssh-key alice --wait", "running")
         .await;
     let keys = fingerprints(&created);
+    // By default the disk is the image's own size, and that is what the host reserves.
+    assert_eq!(created["disk_bytes"], 2i64 << 30, "{created}");
     assert_eq!(cloud.ssh("deb-1", "hostname").await.trim(), "deb-1");
     cloud.ssh("deb-1", "echo kept > /root/kept.txt && sync").await;
 
@@ -71,6 +73,12 @@ async fn debian_12_whole_disk_boots_through_uefi_to_ssh() {
         .await
         .ok("image create debian-12-uefi");
     assert_eq!(registered.out["firmware"], "uefi", "{}", registered.out);
+    assert_eq!(registered.out["disk_virtual_bytes"], 2i64 << 30, "{}", registered.out);
+    // A disk smaller than the image's is refused, naming the minimum; nothing is created.
+    let small = cloud.cli.line("instance create tiny --image debian-12-uefi --memory 512MiB --disk 1GiB").await;
+    assert_eq!(small.code, 1, "{small:?}");
+    assert!(small.err.contains("disk_gib: must be at least 2"), "{}", small.err);
+    assert_eq!(cloud.cli.line("instance get tiny").await.code, 2);
 
     let created = cloud
         .lifecycle(
