@@ -10,6 +10,7 @@
 //! bridge = "cloudbr0"                  # CLOUD_AGENT_BRIDGE
 //! chunk_cache_gib = 10                 # CLOUD_AGENT_CHUNK_CACHE_GIB: the store's chunks kept here
 //! console_log_max_mib = 4              # CLOUD_AGENT_CONSOLE_LOG_MAX_MIB: console.log's bound per VM
+//! image_cache_gib = 50                 # CLOUD_AGENT_IMAGE_CACHE_GIB: unused images kept up to this
 //!
 //! [capacity]                           # default: what the machine has
 //! vcpus = 8                            # CLOUD_AGENT_CAPACITY_VCPUS
@@ -46,6 +47,7 @@ pub struct AgentConfig {
     pub bridge: String,
     pub chunk_cache_gib: u64,
     pub console_log_max_mib: u64,
+    pub image_cache_gib: u64,
     pub capacity: CapacityConfig,
     pub store: cloud_store::StoreConfig,
     pub log: LogConfig,
@@ -84,6 +86,7 @@ impl Default for AgentConfig {
             bridge: "cloudbr0".to_owned(),
             chunk_cache_gib: 10,
             console_log_max_mib: 4,
+            image_cache_gib: 50,
             capacity: CapacityConfig::default(),
             store: cloud_store::StoreConfig::default(),
             log: LogConfig::default(),
@@ -121,6 +124,9 @@ pub struct Overrides {
     /// A VM's console.log is kept under this many MiB (the previous part in console.log.1) [default: 4].
     #[arg(long, env = "CLOUD_AGENT_CONSOLE_LOG_MAX_MIB", value_name = "MIB", global = true)]
     pub console_log_max_mib: Option<u64>,
+    /// Cached images no instance uses are evicted past this many GiB [default: 50].
+    #[arg(long, env = "CLOUD_AGENT_IMAGE_CACHE_GIB", value_name = "GIB", global = true)]
+    pub image_cache_gib: Option<u64>,
     /// vCPUs offered to instances [default: the host's CPUs].
     #[arg(long, env = "CLOUD_AGENT_CAPACITY_VCPUS", value_name = "N", global = true)]
     pub capacity_vcpus: Option<u32>,
@@ -154,6 +160,7 @@ impl AgentConfig {
         set(&mut config.bridge, &o.bridge);
         set(&mut config.chunk_cache_gib, &o.chunk_cache_gib);
         set(&mut config.console_log_max_mib, &o.console_log_max_mib);
+        set(&mut config.image_cache_gib, &o.image_cache_gib);
         if o.capacity_vcpus.is_some() {
             config.capacity.vcpus = o.capacity_vcpus;
         }

@@ -158,6 +158,7 @@ impl ImageCache {
         }
         let path = self.path(sha256);
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            touch(&path).await;
             return Ok(path);
         }
         let lock = {
@@ -244,6 +245,73 @@ impl ImageCache {
 /// True for 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Marks a cached blob as used now (its modification time), for [`ImageCache::evict`].
+async fn touch(path: &Path) {
+    let path = path.to_owned();
+    let _ = tokio::task::spawn_blocking(move || {
+        std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()))
+    })
+    .await;
+}
+
+/// Blobs used this recently are never evicted: an instance may be about to open one.
+pub const EVICT_KEEP_RECENT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl ImageCache {
+    /// Keeps the cache under `max_bytes`: removes the blobs no instance uses (`in_use`), used
+    /// longest ago first (never one used in the last [`EVICT_KEEP_RECENT`]), until it is under
+    /// the bound. Returns how many blobs and bytes went. Blocking work runs off the async threads.
+    pub async fn evict(
+        &self,
+        max_bytes: u64,
+        in_use: std::collections::HashSet<String>,
+    ) -> std::io::Result<(u64, u64)> {
+        let dir = self.dir.join("sha256");
+        tokio::task::spawn_blocking(move || evict_dir(&dir, max_bytes, &in_use, EVICT_KEEP_RECENT))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+}
+
+fn evict_dir(
+    dir: &Path,
+    max_bytes: u64,
+    in_use: &std::collections::HashSet<String>,
+    keep_recent: std::time::Duration,
+) -> std::io::Result<(u64, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let mut blobs = Vec::new();
+    for entry in entries.flatten() {
+        let meta = entry.metadata()?;
+        if meta.is_file() {
+            blobs.push((meta.modified()?, meta.len(), entry.file_name().to_string_lossy().into_owned(), entry.path()));
+        }
+    }
+    let mut total: u64 = blobs.iter().map(|b| b.1).sum();
+    if total <= max_bytes {
+        return Ok((0, 0));
+    }
+    blobs.sort();
+    let recent = std::time::SystemTime::now() - keep_recent;
+    let (mut removed, mut bytes) = (0, 0);
+    for (used, len, name, path) in blobs {
+        if total <= max_bytes {
+            break;
+        }
+        if in_use.contains(&name) || used > recent {
+            continue;
+        }
+        std::fs::remove_file(&path)?;
+        tracing::info!(sha256 = %name, bytes = len, "image blob evicted");
+        (total, removed, bytes) = (total - len, removed + 1, bytes + len);
+    }
+    Ok((removed, bytes))
 }
 
 /// Blobs from the shared store, where the control plane puts every image file it registers
@@ -334,6 +402,29 @@ mod tests {
 
     fn digest(data: &[u8]) -> String {
         hex::encode(Sha256::digest(data))
+    }
+
+    #[test]
+    fn eviction_spares_images_in_use_and_recent_ones_and_goes_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        let put = |name: &str, age_secs: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let f = std::fs::File::options().append(true).open(&path).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(age_secs)).unwrap();
+            path
+        };
+        let (oldest, used, old, recent) = (put("a", 4000), put("b", 3000), put("c", 2000), put("d", 5));
+        let in_use: std::collections::HashSet<String> = ["b".to_owned()].into();
+        let keep = std::time::Duration::from_secs(600);
+        assert_eq!(evict_dir(dir.path(), 400, &in_use, keep).unwrap(), (0, 0));
+        // 400 bytes, 250 allowed: the oldest unused one goes, then the next.
+        assert_eq!(evict_dir(dir.path(), 250, &in_use, keep).unwrap(), (2, 200));
+        assert!(!oldest.exists() && used.exists() && !old.exists() && recent.exists());
+        // Nothing left that may go: in use or recent.
+        assert_eq!(evict_dir(dir.path(), 0, &in_use, keep).unwrap(), (0, 0));
+        assert_eq!(evict_dir(&dir.path().join("missing"), 0, &in_use, keep).unwrap(), (0, 0));
     }
 
     #[tokio::test]

@@ -27,6 +27,9 @@ pub struct ManagerConfig {
     pub snapshots_dir: PathBuf,
     /// Largest image blob accepted (default 20 GiB).
     pub max_image_bytes: u64,
+    /// The most the image cache keeps of images no instance here uses (default 50 GiB): checked
+    /// every minute, those used longest ago go first.
+    pub image_cache_max_bytes: u64,
     /// Host bridge (default `cloudbr0`).
     pub bridge: String,
     /// The host's instance /24; the bridge gets its `.1`.
@@ -64,6 +67,7 @@ impl ManagerConfig {
             images_dir: "/var/lib/cloud-agent/images".into(),
             snapshots_dir: "/var/lib/cloud-agent/snapshots".into(),
             max_image_bytes: DEFAULT_MAX_BLOB_BYTES,
+            image_cache_max_bytes: 50 << 30,
             bridge: "cloudbr0".into(),
             host_subnet,
             nat: true,

@@ -158,11 +158,11 @@ impl InstanceManager {
             ctx.network.reconcile(&owned).await.map_err(ManagerError::Network)?;
         }
         tracing::info!(instances = runners.len(), "instance manager started");
-        Ok(InstanceManager {
-            ctx,
-            runners: Arc::new(Mutex::new(runners)),
-            tombstones: Arc::new(Mutex::new(HashMap::new())),
-        })
+        let runners = Arc::new(Mutex::new(runners));
+        if uses_network {
+            tokio::spawn(evict_images(Arc::downgrade(&ctx), Arc::downgrade(&runners)));
+        }
+        Ok(InstanceManager { ctx, runners, tombstones: Arc::new(Mutex::new(HashMap::new())) })
     }
 
     /// The configuration.
@@ -463,4 +463,32 @@ async fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>>
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).await?;
     Ok(buf)
+}
+
+/// How often the image cache is brought under its bound.
+const EVICT_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Every [`EVICT_PERIOD`] while the manager lives: evicts the cached images no instance of this
+/// host uses, past `ManagerConfig::image_cache_max_bytes` (see `ImageCache::evict`).
+async fn evict_images(ctx: std::sync::Weak<Ctx>, runners: std::sync::Weak<Mutex<HashMap<InstanceId, RunnerHandle>>>) {
+    loop {
+        tokio::time::sleep(EVICT_PERIOD).await;
+        let (Some(ctx), Some(runners)) = (ctx.upgrade(), runners.upgrade()) else { return };
+        let in_use: HashSet<String> = runners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flat_map(|h| {
+                let image = h.shared.desired().image;
+                [image.disk_sha256, image.kernel_sha256, image.initrd_sha256]
+            })
+            .flatten()
+            .collect();
+        drop(runners);
+        match ctx.images.evict(ctx.config.image_cache_max_bytes, in_use).await {
+            Ok((0, _)) => {}
+            Ok((removed, bytes)) => tracing::info!(removed, bytes, "image cache trimmed"),
+            Err(e) => tracing::warn!(error = %e, "cannot trim the image cache"),
+        }
+    }
 }
