@@ -25,6 +25,20 @@ pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()>
     replace(path, contents, mode, false)
 }
 
+/// The permission bits of `path` when its group or others may do anything with it (a secret
+/// that should be its owner's alone); `None` when it is private or does not exist.
+pub fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            Ok((mode & 0o077 != 0).then_some(mode))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -54,6 +68,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_secret_is_open_to_others_when_group_or_other_bits_are_set() {
+        let dir = std::env::temp_dir().join(format!("cloud-common-open-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        write_atomic(&path, b"k", 0o600).unwrap();
+        assert_eq!(open_to_others(&path).unwrap(), None);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(open_to_others(&path).unwrap(), Some(0o640));
+        assert_eq!(open_to_others(&dir.join("missing")).unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn replaces_the_file_whole_with_the_mode_and_leaves_no_temporary_file() {

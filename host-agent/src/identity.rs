@@ -47,6 +47,8 @@ impl std::fmt::Debug for HostIdentity {
 pub enum IdentityError {
     #[error("this host has not joined a fleet yet ({dir} has no host.json): run `host-agent join`")]
     NotJoined { dir: PathBuf },
+    #[error("the host's private key {path} is open to other users (mode {mode:o}): run `chmod 600 {path}`")]
+    KeyNotPrivate { path: PathBuf, mode: u32 },
     #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
@@ -77,6 +79,12 @@ impl HostIdentity {
             let path = dir.join(name);
             fs::read_to_string(&path).map_err(|source| IdentityError::Io { path, source })
         };
+        let key_path = dir.join("host.key");
+        match cloud_common::fs::open_to_others(&key_path) {
+            Ok(Some(mode)) => return Err(IdentityError::KeyNotPrivate { path: key_path, mode }),
+            Ok(None) => {}
+            Err(source) => return Err(IdentityError::Io { path: key_path, source }),
+        }
         let record: HostRecord = serde_json::from_str(&read("host.json")?)
             .map_err(|source| IdentityError::Corrupt { path: record_path, source })?;
         Ok(Self { record, cert_pem: read("host.pem")?, key_pem: read("host.key")?, ca_pem: read("ca.pem")? })

@@ -60,6 +60,9 @@ pub enum BootstrapOutcome {
 /// replicas at once.
 pub async fn bootstrap(pool: &PgPool, data_dir: &Path) -> Result<BootstrapOutcome, AuthError> {
     let token_file = data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(Some(mode)) = cloud_common::fs::open_to_others(&token_file) {
+        return Err(AuthError::TokenFileNotPrivate { path: token_file, mode });
+    }
     if identity::user_any_exists(pool).await? {
         return Ok(already_bootstrapped(token_file).await);
     }

@@ -51,6 +51,10 @@ pub use crate::states::{Role, UnknownRole};
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error(
+        "the administrator's token file {path} is open to other users (mode {mode:o}): run `chmod 600 {path}`, or issue a new token with `control-plane issue-admin-token`"
+    )]
+    TokenFileNotPrivate { path: std::path::PathBuf, mode: u32 },
+    #[error(
         "token name {name:?} is not a DNS label (a lowercase letter, then up to 62 lowercase letters, digits or hyphens)"
     )]
     InvalidTokenName { name: String },

@@ -36,6 +36,10 @@ pub enum PkiError {
         #[source]
         source: rcgen::Error,
     },
+    #[error(
+        "the fleet CA key {path} is open to other users (mode {mode:o}): run `chmod 600 {path}` (and consider the key exposed: the fleet trusts it)"
+    )]
+    KeyNotPrivate { path: PathBuf, mode: u32 },
     #[error("cannot generate a key or certificate")]
     Generate(#[source] rcgen::Error),
     #[error("the certificate signing request is invalid")]
@@ -85,6 +89,9 @@ impl FleetCa {
             write_private(&key_path, &key.serialize_pem())?;
             write_atomic(&cert_path, &cert.pem(), 0o644)?;
             tracing::info!(dir = %dir.display(), "created the fleet CA");
+        }
+        if let Some(mode) = cloud_common::fs::open_to_others(&key_path).map_err(io(&key_path))? {
+            return Err(PkiError::KeyNotPrivate { path: key_path, mode });
         }
         let cert_pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
@@ -171,6 +178,11 @@ mod tests {
         let again = FleetCa::load_or_create(dir.path()).expect("load");
         assert_eq!(ca.cert_sha256(), again.cert_sha256());
         assert_eq!(ca.cert_sha256().len(), 64);
+        // A key others can read is refused, saying how to fix it.
+        fs::set_permissions(dir.path().join("ca.key"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = FleetCa::load_or_create(dir.path()).expect_err("an open key");
+        assert!(matches!(err, PkiError::KeyNotPrivate { mode: 0o644, .. }), "{err:?}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[test]

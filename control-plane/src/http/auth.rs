@@ -145,6 +145,7 @@ impl From<AuthError> for ApiError {
             AuthError::NoBootstrapAdmin
             | AuthError::Random(_)
             | AuthError::TokenFile { .. }
+            | AuthError::TokenFileNotPrivate { .. }
             | AuthError::Transaction(_)
             | AuthError::Store(_) => Self::internal(&err),
         }
