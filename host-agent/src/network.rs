@@ -4,7 +4,10 @@
 //!   guest eth0 ── tap-<8 hex id><nic> ──┐
 //!   guest eth0 ── tap-…                 ├── bridge (cloudbr0, <subnet>.1/24) ── NAT ── uplink
 //!                                       ┘   nft table `ip cloud_agent`: masquerade <subnet>
-//!                                           leaving through any interface but the bridge
+//!                                           leaving through any interface but the bridge;
+//!                                           guests open no connection to the host itself
+//!                                           (agent, sshd, databases: input from the bridge
+//!                                           is dropped unless it answers the host)
 //! ```
 //! Everything is created idempotently (look first, then create) by shelling out to `ip` and
 //! `nft` (tokio child processes), so an operator can inspect and repair it with the same tools.
@@ -173,6 +176,11 @@ impl Network {
              \t\tiifname \"{br}\" accept\n\
              \t\toifname \"{br}\" ct state established,related accept\n\
              \t}}\n\
+             \tchain input {{\n\
+             \t\ttype filter hook input priority filter; policy accept;\n\
+             \t\tiifname \"{br}\" ct state established,related accept\n\
+             \t\tiifname \"{br}\" drop\n\
+             \t}}\n\
              }}\n"
         )
     }
@@ -332,6 +340,9 @@ mod tests {
         let n = Network::new(NetworkConfig::new("10.100.3.0/24".parse().unwrap()));
         let rules = n.nat_ruleset();
         assert!(rules.contains("ip saddr 10.100.3.0/24 oifname != \"cloudbr0\" masquerade"));
+        assert!(
+            rules.contains("iifname \"cloudbr0\" ct state established,related accept\n\t\tiifname \"cloudbr0\" drop")
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ mod disaster_recovery;
 mod fleet;
 mod images;
 mod instances;
+mod isolation;
 mod layering;
 mod liveness;
 mod packages;
