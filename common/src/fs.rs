@@ -39,6 +39,49 @@ pub fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
+/// Marks the cached file `path` as used now (its modification time), best effort: a file whose
+/// time cannot be set is only evicted sooner by [`evict_lru`].
+pub fn touch(path: &Path) {
+    let _ = OpenOptions::new().append(true).open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// A file of a cache that [`evict_lru`] may remove.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cached {
+    /// When it was last used (its modification time: see [`touch`]).
+    pub used: std::time::SystemTime,
+    pub len: u64,
+    pub path: std::path::PathBuf,
+    /// Never removed (in use).
+    pub pinned: bool,
+}
+
+/// Removes the files of a cache used longest ago until they total at most `target` bytes, never
+/// a pinned one nor one used within `keep_recent` (someone may be about to read it). Returns the
+/// removed files.
+pub fn evict_lru(mut files: Vec<Cached>, target: u64, keep_recent: std::time::Duration) -> io::Result<Vec<Cached>> {
+    let mut total: u64 = files.iter().map(|f| f.len).sum();
+    let recent = std::time::SystemTime::now() - keep_recent;
+    files.sort();
+    let mut removed = Vec::new();
+    for file in files {
+        if total <= target {
+            break;
+        }
+        if file.pinned || file.used > recent {
+            continue;
+        }
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        total -= file.len;
+        removed.push(file);
+    }
+    Ok(removed)
+}
+
 fn replace(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -247,13 +247,10 @@ pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Marks a cached blob as used now (its modification time), for [`ImageCache::evict`].
+/// Marks a cached blob as used now, for [`ImageCache::evict`].
 async fn touch(path: &Path) {
     let path = path.to_owned();
-    let _ = tokio::task::spawn_blocking(move || {
-        std::fs::File::options().append(true).open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()))
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || cloud_common::fs::touch(&path)).await;
 }
 
 /// Blobs used this recently are never evicted: an instance may be about to open one.
@@ -281,6 +278,7 @@ fn evict_dir(
     in_use: &std::collections::HashSet<String>,
     keep_recent: std::time::Duration,
 ) -> std::io::Result<(u64, u64)> {
+    use cloud_common::fs::Cached;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
@@ -290,28 +288,18 @@ fn evict_dir(
     for entry in entries.flatten() {
         let meta = entry.metadata()?;
         if meta.is_file() {
-            blobs.push((meta.modified()?, meta.len(), entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            let pinned = in_use.contains(entry.file_name().to_string_lossy().as_ref());
+            blobs.push(Cached { used: meta.modified()?, len: meta.len(), path: entry.path(), pinned });
         }
     }
-    let mut total: u64 = blobs.iter().map(|b| b.1).sum();
-    if total <= max_bytes {
+    if blobs.iter().map(|b| b.len).sum::<u64>() <= max_bytes {
         return Ok((0, 0));
     }
-    blobs.sort();
-    let recent = std::time::SystemTime::now() - keep_recent;
-    let (mut removed, mut bytes) = (0, 0);
-    for (used, len, name, path) in blobs {
-        if total <= max_bytes {
-            break;
-        }
-        if in_use.contains(&name) || used > recent {
-            continue;
-        }
-        std::fs::remove_file(&path)?;
-        tracing::info!(sha256 = %name, bytes = len, "image blob evicted");
-        (total, removed, bytes) = (total - len, removed + 1, bytes + len);
+    let removed = cloud_common::fs::evict_lru(blobs, max_bytes, keep_recent)?;
+    for blob in &removed {
+        tracing::info!(blob = %blob.path.display(), bytes = blob.len, "image blob evicted");
     }
-    Ok((removed, bytes))
+    Ok((removed.len() as u64, removed.iter().map(|b| b.len).sum()))
 }
 
 /// Blobs from the shared store, where the control plane puts every image file it registers

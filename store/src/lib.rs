@@ -376,11 +376,7 @@ impl Store {
         let check = path.clone();
         blocking(move || match std::fs::read(&check) {
             Ok(data) if ChunkId::of(&data) == id => {
-                // Best effort: a chunk whose time cannot be set is only trimmed sooner.
-                let _ = std::fs::File::options()
-                    .append(true)
-                    .open(&check)
-                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                cloud_common::fs::touch(&check);
                 Ok(Some(data))
             }
             Ok(_) => Ok(None),
@@ -543,6 +539,7 @@ impl Store {
 }
 
 fn trim(dir: &Path, max_bytes: u64) -> std::io::Result<TrimStats> {
+    use cloud_common::fs::Cached;
     let mut chunks = Vec::new();
     let fans = match std::fs::read_dir(dir) {
         Ok(fans) => fans,
@@ -553,28 +550,16 @@ fn trim(dir: &Path, max_bytes: u64) -> std::io::Result<TrimStats> {
         for chunk in std::fs::read_dir(fan.path())?.flatten() {
             let Ok(meta) = chunk.metadata() else { continue };
             if meta.is_file() {
-                chunks.push((meta.modified()?, meta.len(), chunk.path()));
+                chunks.push(Cached { used: meta.modified()?, len: meta.len(), path: chunk.path(), pinned: false });
             }
         }
     }
-    let mut stats = TrimStats { bytes: chunks.iter().map(|c| c.1).sum(), ..TrimStats::default() };
+    let mut stats = TrimStats { bytes: chunks.iter().map(|c| c.len).sum(), ..TrimStats::default() };
     if stats.bytes <= max_bytes {
         return Ok(stats);
     }
-    chunks.sort();
-    let (target, recent) = (max_bytes / 10 * 9, std::time::SystemTime::now() - CACHE_KEEP_RECENT);
-    let mut left = stats.bytes;
-    for (used, len, path) in chunks {
-        if left <= target || used > recent {
-            break;
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        (left, stats.removed, stats.removed_bytes) = (left - len, stats.removed + 1, stats.removed_bytes + len);
-    }
+    let removed = cloud_common::fs::evict_lru(chunks, max_bytes / 10 * 9, CACHE_KEEP_RECENT)?;
+    (stats.removed, stats.removed_bytes) = (removed.len() as u64, removed.iter().map(|c| c.len).sum());
     Ok(stats)
 }
 
