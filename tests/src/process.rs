@@ -399,17 +399,25 @@ fn print_console_tails(dir: &Path) {
     }
 }
 
+/// The QEMU processes on the machine whose command line contains `needle`: pid and arguments.
+pub fn qemu_processes(needle: &[u8]) -> Vec<(i32, Vec<Vec<u8>>)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok())?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<Vec<u8>> = cmdline.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+            let is_qemu = args.first().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"));
+            (is_qemu && cmdline.windows(needle.len()).any(|w| w == needle)).then_some((pid, args))
+        })
+        .collect()
+}
+
 /// SIGKILLs every process whose command line names a path under `dir` (the test's QEMUs).
 pub fn kill_vms_under(dir: &Path) {
-    let needle = dir.as_os_str().as_encoded_bytes();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let is_qemu = cmdline.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"));
-        if is_qemu && cmdline.windows(needle.len()).any(|w| w == needle) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+    for (pid, _) in qemu_processes(dir.as_os_str().as_encoded_bytes()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cloud_tests::cloud::{OneHostCloud, Store};
 use cloud_tests::guest::minimal_image;
-use cloud_tests::process::{kill_vms_under, wait_until};
+use cloud_tests::process::{kill_vms_under, qemu_processes, wait_until};
 
 const CP_FLAGS: [&str; 2] = ["--fleet-lease-secs", "4"];
 
@@ -18,20 +18,14 @@ const CP_FLAGS: [&str; 2] = ["--fleet-lease-secs", "4"];
 /// processes that are the one their `-pidfile` names. A QEMU that is daemonizing is briefly two
 /// or three processes (it forks twice) of which only the last is the VM and writes the file.
 fn copies(id: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).map(|pid| (pid, e.path())))
-        .filter(|(pid, path)| {
-            let Ok(cmd) = std::fs::read(path.join("cmdline")) else { return false };
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            let is_vm = args.first().is_some_and(|a| a.ends_with(b"qemu-system-x86_64"))
-                && cmd.windows(id.len()).any(|w| w == id.as_bytes());
-            let pidfile = args.iter().position(|a| *a == b"-pidfile").and_then(|i| args.get(i + 1));
+    qemu_processes(id.as_bytes())
+        .into_iter()
+        .filter(|(pid, args)| {
+            let pidfile = args.iter().position(|a| a == b"-pidfile").and_then(|i| args.get(i + 1));
             let written = pidfile
                 .and_then(|f| std::fs::read_to_string(String::from_utf8_lossy(f).as_ref()).ok())
-                .and_then(|text| text.trim().parse::<u32>().ok());
-            is_vm && written == Some(*pid)
+                .and_then(|text| text.trim().parse::<i32>().ok());
+            written == Some(*pid)
         })
         .count()
 }
