@@ -123,6 +123,13 @@ struct LinkInfo {
     ifname: String,
 }
 
+/// The bridge's fixed MAC: locally administered, from the gateway address (unique per host
+/// subnet, the same across restarts; guests' MACs start with 52:54).
+pub fn bridge_mac(gateway: std::net::Ipv4Addr) -> String {
+    let [a, b, c, d] = gateway.octets();
+    format!("02:c1:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 /// The tap name of NIC `index` of instance `id`: `tap-<first 8 hex of id><index>` (≤ 15 chars).
 pub fn tap_name(id: InstanceId, index: usize) -> String {
     let simple = id.0.simple().to_string();
@@ -147,6 +154,9 @@ impl Network {
         if !self.link_exists(&br).await? {
             self.ip(&["link", "add", &br, "type", "bridge"]).await?;
         }
+        // A bridge without an address of its own takes the lowest of its ports' (the taps'):
+        // a tap added or removed would change the gateway's MAC under every guest's ARP cache.
+        self.ip(&["link", "set", &br, "address", &bridge_mac(self.config.subnet.gateway())]).await?;
         let gw = format!("{}/{}", self.config.subnet.gateway(), self.config.subnet.prefix);
         self.ip(&["addr", "replace", &gw, "dev", &br]).await?;
         self.ip(&["link", "set", &br, "up"]).await?;
@@ -333,6 +343,12 @@ mod tests {
         let id = InstanceId("0123abcd-0000-4000-8000-000000000000".parse().unwrap());
         assert_eq!(tap_name(id, 0), "tap-0123abcd0");
         assert!(tap_name(id, 15).len() <= 15);
+    }
+
+    #[test]
+    fn the_bridge_mac_is_local_unicast_and_per_subnet() {
+        assert_eq!(bridge_mac("10.100.3.1".parse().unwrap()), "02:c1:0a:64:03:01");
+        assert_ne!(bridge_mac("10.100.3.1".parse().unwrap()), bridge_mac("10.100.4.1".parse().unwrap()));
     }
 
     #[test]

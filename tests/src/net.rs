@@ -41,7 +41,10 @@ impl TestNetwork {
             let octet = ((seed + attempt) % 200 + 20) as u8;
             let id = format!("{octet:03}{}", (seed % 100));
             let bridge = format!("ct{id}br");
-            if !ip_quiet(&["link", "add", &bridge, "type", "bridge"]) {
+            // A MAC of its own: a bridge without one takes its lowest port's, and would change
+            // it under the hosts' ARP caches when a later host's veth joins.
+            let mac = format!("02:ce:fa:00:{octet:02x}:01");
+            if !ip_quiet(&["link", "add", &bridge, "address", &mac, "type", "bridge"]) {
                 continue;
             }
             let addr = format!("10.250.{octet}.1/24");
