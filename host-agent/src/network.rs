@@ -9,6 +9,13 @@
 //!                                           (agent, sshd, databases: input from the bridge
 //!                                           is dropped unless it answers the host)
 //! ```
+//! Isolation (nft table `bridge cloud_agent`, see [`Network::isolation_ruleset`]): every tap
+//! the agent registered as a [`Port`] sends only from its own MAC and IPv4 address (ARP
+//! included; no IPv6, no DHCP server answers, no routing through the gateway back into the
+//! subnet), and the bridge forwards its frames only to taps of the same project. A tap the
+//! agent has not registered passes nothing. The table is rebuilt from the registered ports in
+//! one transaction whenever one comes or goes, so the kernel never holds a partial version.
+//!
 //! Everything is created idempotently (look first, then create) by shelling out to `ip` and
 //! `nft` (tokio child processes), so an operator can inspect and repair it with the same tools.
 //! Taps are named from the instance id, which makes ownership decidable after a crash:
@@ -112,10 +119,26 @@ pub enum NetworkError {
     },
 }
 
-/// The host network. Stateless: every method re-reads the kernel's state.
+/// One tap on the bridge as isolation sees it: who may send through it and whom it may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// The tap.
+    pub tap: String,
+    /// The only source MAC its frames may carry (the guest NIC's).
+    pub mac: vmm::spec::MacAddr,
+    /// The only source IPv4 address its packets (and ARP) may carry.
+    pub address: std::net::Ipv4Addr,
+    /// Its network: ports with the same segment reach each other, no other.
+    pub segment: String,
+}
+
+/// The host network. Every method re-reads the kernel's state, except isolation, which is
+/// rebuilt from the ports registered here (the instances' records, at start and as they change).
 #[derive(Debug, Clone)]
 pub struct Network {
     config: NetworkConfig,
+    /// The registered ports by tap; the lock also orders rebuilds of the table.
+    ports: std::sync::Arc<tokio::sync::Mutex<std::collections::BTreeMap<String, Port>>>,
 }
 
 #[derive(Deserialize)]
@@ -139,7 +162,7 @@ pub fn tap_name(id: InstanceId, index: usize) -> String {
 impl Network {
     /// A handle for `config`.
     pub fn new(config: NetworkConfig) -> Network {
-        Network { config }
+        Network { config, ports: Default::default() }
     }
 
     /// The configuration.
@@ -197,6 +220,96 @@ impl Network {
 
     async fn ensure_nat(&self) -> Result<(), NetworkError> {
         let ruleset = self.nat_ruleset();
+        self.run(Tool::Nft, &["-f", "-"], Some(&ruleset)).await?;
+        Ok(())
+    }
+
+    /// The nftables ruleset of the bridge table isolating `ports` (replaces any previous
+    /// version atomically). Frames entering from a tap go through the tap's own chain
+    /// (anti-spoofing) at prerouting, then through its segment's chain (who it may reach) at
+    /// forward; frames of taps not listed are dropped.
+    pub fn isolation_ruleset<'a>(&self, ports: impl IntoIterator<Item = &'a Port>) -> String {
+        let ports: Vec<&Port> = ports.into_iter().collect();
+        let subnet = self.config.subnet;
+        let gateway = subnet.gateway();
+        let bridge_mac = bridge_mac(gateway);
+        let mut segments: Vec<&str> = ports.iter().map(|p| p.segment.as_str()).collect();
+        segments.sort_unstable();
+        segments.dedup();
+        let segment_index = |segment: &str| segments.binary_search(&segment).unwrap_or_default();
+        let vmap = |target: &dyn Fn(usize, &Port) -> String| {
+            let entries: Vec<String> =
+                ports.iter().enumerate().map(|(i, p)| format!("\"{}\" : jump {}", p.tap, target(i, p))).collect();
+            entries.join(", ")
+        };
+        let mut out =
+            format!("table bridge {NFT_TABLE}\ndelete table bridge {NFT_TABLE}\ntable bridge {NFT_TABLE} {{\n");
+        out += "\tchain prerouting {\n\t\ttype filter hook prerouting priority filter; policy accept;\n";
+        if !ports.is_empty() {
+            out += &format!("\t\tiifname vmap {{ {} }}\n", vmap(&|i, _| format!("port_{i}")));
+        }
+        out += &format!("\t\tiifname \"{TAP_PREFIX}*\" drop\n\t}}\n");
+        out += "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n";
+        if !ports.is_empty() {
+            out +=
+                &format!("\t\tiifname vmap {{ {} }}\n", vmap(&|_, p| format!("segment_{}", segment_index(&p.segment))));
+        }
+        out += &format!("\t\tiifname \"{TAP_PREFIX}*\" drop\n\t}}\n");
+        for (i, p) in ports.iter().enumerate() {
+            let (mac, ip) = (p.mac, p.address);
+            out += &format!(
+                "\tchain port_{i} {{\n\
+                 \t\tether saddr != {mac} drop\n\
+                 \t\tether type arp arp saddr ether {mac} arp saddr ip {ip} accept\n\
+                 \t\tether type ip ip saddr {ip} udp sport 67 drop\n\
+                 \t\tether type ip ip saddr {ip} ether daddr {bridge_mac} ip daddr {subnet} ip daddr != {gateway} drop\n\
+                 \t\tether type ip ip saddr {ip} accept\n\
+                 \t\tdrop\n\
+                 \t}}\n"
+            );
+        }
+        for (i, segment) in segments.iter().enumerate() {
+            let members: Vec<String> =
+                ports.iter().filter(|p| p.segment == *segment).map(|p| format!("\"{}\"", p.tap)).collect();
+            out +=
+                &format!("\tchain segment_{i} {{\n\t\toifname {{ {} }} accept\n\t\tdrop\n\t}}\n", members.join(", "));
+        }
+        out += "}\n";
+        out
+    }
+
+    /// Registers `ports` (replacing any registered under the same tap) and rebuilds the
+    /// isolation table.
+    pub async fn add_ports(&self, ports: &[Port]) -> Result<(), NetworkError> {
+        let mut registered = self.ports.lock().await;
+        for port in ports {
+            registered.insert(port.tap.clone(), port.clone());
+        }
+        self.apply_isolation(&registered).await
+    }
+
+    /// Makes `ports` the whole set of registered ports (at start, from the instances' records)
+    /// and rebuilds the isolation table.
+    pub async fn set_ports(&self, ports: Vec<Port>) -> Result<(), NetworkError> {
+        let mut registered = self.ports.lock().await;
+        *registered = ports.into_iter().map(|p| (p.tap.clone(), p)).collect();
+        self.apply_isolation(&registered).await
+    }
+
+    /// Forgets every port whose tap starts with `prefix` and rebuilds the isolation table if
+    /// one was registered.
+    pub async fn remove_ports(&self, prefix: &str) -> Result<(), NetworkError> {
+        let mut registered = self.ports.lock().await;
+        let before = registered.len();
+        registered.retain(|tap, _| !tap.starts_with(prefix));
+        if registered.len() == before {
+            return Ok(());
+        }
+        self.apply_isolation(&registered).await
+    }
+
+    async fn apply_isolation(&self, ports: &std::collections::BTreeMap<String, Port>) -> Result<(), NetworkError> {
+        let ruleset = self.isolation_ruleset(ports.values());
         self.run(Tool::Nft, &["-f", "-"], Some(&ruleset)).await?;
         Ok(())
     }
@@ -359,6 +472,38 @@ mod tests {
         assert!(
             rules.contains("iifname \"cloudbr0\" ct state established,related accept\n\t\tiifname \"cloudbr0\" drop")
         );
+    }
+
+    fn port(tap: &str, mac: &str, ip: &str, segment: &str) -> Port {
+        Port { tap: tap.into(), mac: mac.parse().unwrap(), address: ip.parse().unwrap(), segment: segment.into() }
+    }
+
+    #[test]
+    fn isolation_ruleset_pins_each_port_and_forwards_within_its_segment() {
+        let n = Network::new(NetworkConfig::new("10.100.3.0/24".parse().unwrap()));
+        let ports = [
+            port("tap-aaaaaaaa0", "52:54:00:00:00:0a", "10.100.3.10", "project a"),
+            port("tap-bbbbbbbb0", "52:54:00:00:00:0b", "10.100.3.11", "project b"),
+            port("tap-cccccccc0", "52:54:00:00:00:0c", "10.100.3.12", "project a"),
+        ];
+        let rules = n.isolation_ruleset(&ports);
+        assert!(rules.starts_with("table bridge cloud_agent\ndelete table bridge cloud_agent\n"));
+        assert!(rules.contains(
+            "iifname vmap { \"tap-aaaaaaaa0\" : jump port_0, \"tap-bbbbbbbb0\" : jump port_1, \"tap-cccccccc0\" : jump port_2 }"
+        ));
+        assert!(rules.contains(
+            "iifname vmap { \"tap-aaaaaaaa0\" : jump segment_0, \"tap-bbbbbbbb0\" : jump segment_1, \"tap-cccccccc0\" : jump segment_0 }"
+        ));
+        assert!(
+            rules.contains("chain segment_0 {\n\t\toifname { \"tap-aaaaaaaa0\", \"tap-cccccccc0\" } accept\n\t\tdrop")
+        );
+        assert!(rules.contains("chain segment_1 {\n\t\toifname { \"tap-bbbbbbbb0\" } accept\n\t\tdrop"));
+        assert!(rules.contains("ether saddr != 52:54:00:00:00:0b drop"));
+        assert!(rules.contains("arp saddr ether 52:54:00:00:00:0b arp saddr ip 10.100.3.11 accept"));
+        assert!(rules.contains("ether daddr 02:c1:0a:64:03:01 ip daddr 10.100.3.0/24 ip daddr != 10.100.3.1 drop"));
+        assert_eq!(rules.matches("iifname \"tap-*\" drop").count(), 2, "unregistered taps pass nothing");
+        let none = n.isolation_ruleset(&[]);
+        assert!(!none.contains("vmap") && none.contains("iifname \"tap-*\" drop"), "{none}");
     }
 
     #[tokio::test]

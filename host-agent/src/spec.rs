@@ -118,6 +118,10 @@ pub struct DesiredInstance {
     /// The user's own user-data.
     #[serde(default)]
     pub user_data: Option<String>,
+    /// The project: instances of different projects on this host share no packet (`None`, as
+    /// in records from before projects were sent: a network of its own).
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// Largest number of NICs per instance (tap names stay within 15 characters).

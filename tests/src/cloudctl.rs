@@ -65,8 +65,13 @@ impl Cloudctl {
 
     /// Registers the minimal guest image as `minimal` (direct kernel boot) with `image create`.
     pub async fn create_minimal_image(&self, image: &crate::guest::MinimalImage) -> Run {
+        self.create_minimal_image_with(image, &[]).await
+    }
+
+    /// [`Self::create_minimal_image`] with more flags, e.g. `--public`.
+    pub async fn create_minimal_image_with(&self, image: &crate::guest::MinimalImage, flags: &[&str]) -> Run {
         let (kernel, initrd) = (image.dir.join("vmlinuz"), image.dir.join("initrd.img"));
-        let args = [
+        let mut args = vec![
             "image",
             "create",
             "minimal",
@@ -79,6 +84,7 @@ impl Cloudctl {
             "--cmdline",
             &image.cmdline,
         ];
+        args.extend_from_slice(flags);
         self.run(&args).await.ok("image create minimal")
     }
 

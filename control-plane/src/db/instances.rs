@@ -201,6 +201,7 @@ pub async fn instance_mark_deleted(conn: &mut PgConnection, id: InstanceId) -> R
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentSpecRow {
     pub id: InstanceId,
+    pub project_id: ProjectId,
     pub name: String,
     pub generation: i64,
     pub host_id: Option<HostId>,
@@ -229,7 +230,7 @@ pub struct AgentSpecRow {
 /// The spec of instance `id` as the agent will receive it.
 pub async fn instance_agent_spec(conn: &mut PgConnection, id: InstanceId) -> Result<Option<AgentSpecRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT i.id, i.name, i.generation, i.host_id, h.agent_endpoint, h.state AS host_state, i.vcpus, i.memory_bytes, i.disk_bytes, i.user_data,
+        "SELECT i.id, i.project_id, i.name, i.generation, i.host_id, h.agent_endpoint, h.state AS host_state, i.vcpus, i.memory_bytes, i.disk_bytes, i.user_data,
                 i.image_id, im.boot_mode, im.disk_sha256, im.disk_size_bytes, im.kernel_sha256, im.initrd_sha256, im.kernel_cmdline,
                 im.firmware,
                 ARRAY(SELECT k.public_key FROM instance_ssh_keys ik JOIN ssh_keys k ON k.id = ik.ssh_key_id

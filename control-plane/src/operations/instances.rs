@@ -200,6 +200,7 @@ fn agent_spec(s: &db::AgentSpecRow) -> Result<pb::InstanceSpec, StepError> {
         nics,
         ssh_authorized_keys: s.ssh_keys.clone(),
         user_data: s.user_data.clone(),
+        project_id: s.project_id.to_string(),
     })
 }
 

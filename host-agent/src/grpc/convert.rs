@@ -108,6 +108,7 @@ pub fn desired_instance(spec: pb::InstanceSpec) -> Result<DesiredInstance, Statu
         nics,
         ssh_authorized_keys: spec.ssh_authorized_keys,
         user_data: (!spec.user_data.is_empty()).then_some(spec.user_data),
+        project: (!spec.project_id.is_empty()).then_some(spec.project_id),
     })
 }
 

@@ -107,8 +107,11 @@ pub(super) fn for_kind(kind: &DriverKind) -> Box<dyn Driver> {
     }
 }
 
-/// Creates the taps of `desired` on the bridge (before QEMU opens them). Idempotent.
+/// Creates the taps of `desired` on the bridge (before QEMU opens them), each isolated before
+/// it exists. Idempotent.
 pub(super) async fn ensure_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    let net_err = |source| InstanceError::Network { id: desired.id, source };
+    ctx.network.add_ports(&super::host::ports(desired)).await.map_err(net_err)?;
     for tap in taps(desired) {
         ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
     }
@@ -231,6 +234,7 @@ impl Driver for Qemu {
                     ctx.network.remove_tap(&tap).await.map_err(net_err)?;
                 }
             }
+            ctx.network.remove_ports(prefix).await.map_err(net_err)?;
             remove_dir(dir).await
         })
     }

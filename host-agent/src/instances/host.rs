@@ -140,6 +140,24 @@ pub(super) fn taps(desired: &DesiredInstance) -> Vec<String> {
     (0..desired.nics.len()).map(|i| tap_name(desired.id, i)).collect()
 }
 
+/// The ports of `desired` as isolation sees them: its NICs' taps, MACs and addresses, in the
+/// network of its project (an instance without one has a network of its own).
+pub(super) fn ports(desired: &DesiredInstance) -> Vec<crate::network::Port> {
+    let segment =
+        desired.project.as_ref().map_or_else(|| format!("instance {}", desired.id), |p| format!("project {p}"));
+    desired
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| crate::network::Port {
+            tap: tap_name(desired.id, i),
+            mac: nic.mac,
+            address: nic.address.addr,
+            segment: segment.clone(),
+        })
+        .collect()
+}
+
 /// The VM name on QEMU's command line: `i-<uuid without dashes>`.
 pub(super) fn vm_name(id: InstanceId) -> String {
     format!("i-{}", id.0.simple())

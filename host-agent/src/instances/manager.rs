@@ -150,6 +150,11 @@ impl InstanceManager {
             }
         }
         let owned: HashSet<String> = found.iter().flat_map(|(_, r)| super::host::taps(&r.desired)).collect();
+        if uses_network {
+            // Isolation first: the VMs found running pass nothing until their ports are known.
+            let ports = found.iter().flat_map(|(_, r)| super::host::ports(&r.desired)).collect();
+            ctx.network.set_ports(ports).await.map_err(ManagerError::Network)?;
+        }
         let recovered =
             futures::future::join_all(found.into_iter().map(|(dir, record)| Runner::recover(ctx.clone(), dir, record)))
                 .await;

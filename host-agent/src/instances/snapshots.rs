@@ -599,6 +599,7 @@ mod tests {
             }],
             ssh_authorized_keys: vec![],
             user_data: None,
+            project: None,
         }
     }
 

@@ -192,6 +192,7 @@ pub fn minimal_instance(host: &TestHost, key: &SshKey, hostname: &str, ip: &str)
         }],
         ssh_authorized_keys: vec![key.public.clone()],
         user_data: None,
+        project: None,
     }
 }
 

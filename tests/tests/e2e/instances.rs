@@ -38,6 +38,7 @@ fn instance_spec(
         }],
         ssh_authorized_keys: vec![key.to_owned()],
         user_data: String::new(),
+        project_id: String::new(),
     };
     (spec, ip)
 }

@@ -32,3 +32,87 @@ async fn a_guest_reaches_none_of_its_hosts_own_addresses_but_still_gets_out() {
     let outside = cloud.cp.api.trim_start_matches("http://").split(':').next().unwrap().to_owned();
     assert!(pings(&cloud, "web-1", &outside).await, "the guest cannot get out to {outside}");
 }
+
+/// Whether `command` (a shell line printing `rc=$?` last) succeeded in the guest `name` of
+/// `project`.
+async fn guest_ok(cloud: &OneHostCloud, project: &str, name: &str, command: &str) -> bool {
+    let line = format!("{command}; echo rc=$?");
+    let args = ["--project", project, "instance", "ssh", name, "-i", &cloud.key, "--", &line];
+    let out = cloud.cli.run(&args).await.ok(&format!("ssh {name}: {command}")).text();
+    match out.lines().last().unwrap_or_default().trim() {
+        "rc=0" => true,
+        "rc=1" => false,
+        other => panic!("{command:?} in {name} said {other:?} ({out})"),
+    }
+}
+
+/// From the guest `name`: (ping answered, SSH banner read, ARP answered) for `target`.
+async fn reaches(cloud: &OneHostCloud, project: &str, name: &str, target: &str) -> (bool, bool, bool) {
+    (
+        guest_ok(cloud, project, name, &format!("ping -c 1 -W 2 {target} >/dev/null 2>&1")).await,
+        guest_ok(cloud, project, name, &format!("echo | nc -w 2 {target} 22 2>/dev/null | grep -q SSH-2.0")).await,
+        guest_ok(cloud, project, name, &format!("arping -c 1 -w 2 -I eth0 {target} >/dev/null 2>&1")).await,
+    )
+}
+
+fn isolation_table(cloud: &OneHostCloud) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &cloud.agent.net.netns, "nft", "list", "table", "bridge", "cloud_agent"])
+        .output()
+        .expect("nft list");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projects_on_one_host_share_no_packet_and_a_guest_sends_only_as_itself() {
+    let mut cloud = OneHostCloud::start().await;
+    cloud.cli.create_minimal_image_with(&minimal_image(), &["--public"]).await;
+    cloud.cli.line("project create other").await.ok("project create");
+    let key = format!("@{}.pub", cloud.key);
+    cloud.cli.run(&["--project", "other", "ssh-key", "create", "alice", "--public-key", &key]).await.ok("ssh-key");
+    let mut address = std::collections::HashMap::new();
+    for (project, name) in [("default", "a-1"), ("default", "a-2"), ("other", "b-1")] {
+        let line = format!(
+            "--project {project} instance create {name} --image minimal --memory 256MiB --ssh-key alice --wait"
+        );
+        let created = cloud.lifecycle(&line, "running").await;
+        address.insert(name, created["address"].as_str().unwrap().to_owned());
+    }
+    let (a2, b1) = (address["a-2"].clone(), address["b-1"].clone());
+
+    // One project's instances reach each other; the other project's: not a packet either way.
+    assert_eq!(reaches(&cloud, "default", "a-1", &a2).await, (true, true, true), "a-1 → a-2 (same project)");
+    assert_eq!(reaches(&cloud, "default", "a-1", &b1).await, (false, false, false), "a-1 → b-1 (another project)");
+    assert_eq!(reaches(&cloud, "other", "b-1", &a2).await, (false, false, false), "b-1 → a-2 (another project)");
+
+    // A guest that takes another address or MAC sends nothing: its own project's neighbour
+    // hears nothing from it (then it takes its own back).
+    let spoofed = format!("{}.250", a2.rsplit_once('.').unwrap().0);
+    let as_other_ip = format!(
+        "ip addr add {spoofed}/24 dev eth0; arping -c 1 -w 2 -s {spoofed} -I eth0 {a2} >/dev/null 2>&1; a=$?; \
+         ping -c 1 -W 2 -I {spoofed} {a2} >/dev/null 2>&1; p=$?; ip addr del {spoofed}/24 dev eth0; [ $a = 0 ] || [ $p = 0 ]"
+    );
+    assert!(!guest_ok(&cloud, "default", "a-1", &as_other_ip).await, "a-1 reached a-2 from {spoofed}");
+    let as_other_mac = format!(
+        "m=$(cat /sys/class/net/eth0/address); ip link set eth0 address 52:54:00:66:66:66; \
+         arping -c 1 -w 2 -I eth0 {a2} >/dev/null 2>&1; r=$?; ip link set eth0 address $m; (exit $r)"
+    );
+    assert!(!guest_ok(&cloud, "default", "a-1", &as_other_mac).await, "a-1 reached a-2 from another MAC");
+    assert_eq!(reaches(&cloud, "default", "a-1", &a2).await, (true, true, true), "a-1 as itself again");
+
+    // The agent restarts: the rules are rebuilt from its records, the same.
+    let before = isolation_table(&cloud);
+    cloud.agent.proc.as_mut().unwrap().kill_hard();
+    cloud.agent.start().await;
+    assert_eq!(isolation_table(&cloud), before, "the isolation table after an agent restart");
+    assert_eq!(reaches(&cloud, "default", "a-1", &b1).await, (false, false, false), "after the restart");
+    assert!(pings(&cloud, "a-1", &a2).await, "a-1 → a-2 after the restart");
+
+    // Deleted: its tap leaves the rules.
+    let b1_id =
+        cloud.cli.line("--project other instance get b-1").await.ok("get").out["id"].as_str().unwrap().to_owned();
+    let tap = format!("tap-{}0", &b1_id.replace('-', "")[..8]);
+    assert!(before.contains(&tap), "{tap} is not in the rules:\n{before}");
+    cloud.cli.line("--project other instance delete b-1 --wait").await.ok("delete");
+    assert!(!isolation_table(&cloud).contains(&tap), "{tap} is still in the rules");
+}
