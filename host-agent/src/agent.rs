@@ -62,6 +62,8 @@ fn manager_config(config: &AgentConfig, subnet: &str) -> Result<ManagerConfig, R
     manager.chunks_dir = config.state_dir.join("chunks");
     manager.chunk_cache_max_bytes = config.chunk_cache_gib.saturating_mul(1 << 30);
     manager.image_cache_max_bytes = config.image_cache_gib.saturating_mul(1 << 30);
+    manager.vm_user_base = config.vm_user_base;
+    manager.vm_memory_overhead_mib = config.vm_memory_overhead_mib;
     // Scale simulations have no disks to store.
     manager.store = (config.driver == Driver::Qemu).then(|| config.store.clone());
     manager.bridge.clone_from(&config.bridge);

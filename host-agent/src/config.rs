@@ -11,6 +11,8 @@
 //! chunk_cache_gib = 10                 # CLOUD_AGENT_CHUNK_CACHE_GIB: the store's chunks kept here
 //! console_log_max_mib = 4              # CLOUD_AGENT_CONSOLE_LOG_MAX_MIB: console.log's bound per VM
 //! image_cache_gib = 50                 # CLOUD_AGENT_IMAGE_CACHE_GIB: unused images kept up to this
+//! vm_user_base = 1000000000            # CLOUD_AGENT_VM_USER_BASE: first of the VMs' own user ids
+//! vm_memory_overhead_mib = 192         # CLOUD_AGENT_VM_MEMORY_OVERHEAD_MIB: QEMU's own, in its limit
 //!
 //! [capacity]                           # default: what the machine has
 //! vcpus = 8                            # CLOUD_AGENT_CAPACITY_VCPUS
@@ -48,6 +50,8 @@ pub struct AgentConfig {
     pub chunk_cache_gib: u64,
     pub console_log_max_mib: u64,
     pub image_cache_gib: u64,
+    pub vm_user_base: u32,
+    pub vm_memory_overhead_mib: u64,
     pub capacity: CapacityConfig,
     pub store: cloud_store::StoreConfig,
     pub log: LogConfig,
@@ -87,6 +91,8 @@ impl Default for AgentConfig {
             chunk_cache_gib: 10,
             console_log_max_mib: 4,
             image_cache_gib: 50,
+            vm_user_base: 1_000_000_000,
+            vm_memory_overhead_mib: 192,
             capacity: CapacityConfig::default(),
             store: cloud_store::StoreConfig::default(),
             log: LogConfig::default(),
@@ -127,6 +133,12 @@ pub struct Overrides {
     /// Cached images no instance uses are evicted past this many GiB [default: 50].
     #[arg(long, env = "CLOUD_AGENT_IMAGE_CACHE_GIB", value_name = "GIB", global = true)]
     pub image_cache_gib: Option<u64>,
+    /// The first of the user ids the VMs run as, one each (2^24 from here) [default: 1000000000].
+    #[arg(long, env = "CLOUD_AGENT_VM_USER_BASE", value_name = "UID", global = true)]
+    pub vm_user_base: Option<u32>,
+    /// QEMU's own memory on top of a VM's, in its memory limit, MiB [default: 192].
+    #[arg(long, env = "CLOUD_AGENT_VM_MEMORY_OVERHEAD_MIB", value_name = "MIB", global = true)]
+    pub vm_memory_overhead_mib: Option<u64>,
     /// vCPUs offered to instances [default: the host's CPUs].
     #[arg(long, env = "CLOUD_AGENT_CAPACITY_VCPUS", value_name = "N", global = true)]
     pub capacity_vcpus: Option<u32>,
@@ -161,6 +173,8 @@ impl AgentConfig {
         set(&mut config.chunk_cache_gib, &o.chunk_cache_gib);
         set(&mut config.console_log_max_mib, &o.console_log_max_mib);
         set(&mut config.image_cache_gib, &o.image_cache_gib);
+        set(&mut config.vm_user_base, &o.vm_user_base);
+        set(&mut config.vm_memory_overhead_mib, &o.vm_memory_overhead_mib);
         if o.capacity_vcpus.is_some() {
             config.capacity.vcpus = o.capacity_vcpus;
         }
@@ -192,6 +206,9 @@ impl AgentConfig {
             && !url.starts_with("https://")
         {
             return invalid("advertise_url", "must start with https://");
+        }
+        if self.vm_user_base < 1000 || self.vm_user_base > u32::MAX - crate::instances::VM_USER_SPAN {
+            return invalid("vm_user_base", "must leave room for 2^24 user ids above 1000 and below 2^32");
         }
         if !(100..=60_000).contains(&self.report_interval_ms) {
             return invalid("report_interval_ms", "must be between 100 and 60000");

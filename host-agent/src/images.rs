@@ -157,8 +157,16 @@ impl ImageCache {
             return Err(ImageError::InvalidDigest { sha256: sha256.to_owned() });
         }
         let path = self.path(sha256);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        if let Ok(meta) = tokio::fs::metadata(&path).await {
             touch(&path).await;
+            // The agent's alone (a VM reads its own images through an ACL entry of its user's),
+            // also for files cached before that was so.
+            if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
+                let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+                tokio::fs::set_permissions(&path, private)
+                    .await
+                    .map_err(|source| ImageError::Io { path: path.clone(), source })?;
+            }
             return Ok(path);
         }
         let lock = {
@@ -198,11 +206,15 @@ impl ImageCache {
         tokio::fs::create_dir_all(&tmp_dir).await.map_err(io_err(&tmp_dir))?;
         let parent = self.dir.join("sha256");
         tokio::fs::create_dir_all(&parent).await.map_err(io_err(&parent))?;
+        // Others may pass through (a VM's QEMU opens the files it was granted) but not list.
+        let passable = std::os::unix::fs::PermissionsExt::from_mode(0o711);
+        tokio::fs::set_permissions(&parent, passable).await.map_err(io_err(&parent))?;
         let tmp = tmp_dir.join(format!("{sha256}.{}.partial", uuid::Uuid::new_v4().simple()));
         let result = async {
             let mut stream =
                 source.fetch(sha256).await.map_err(|source| ImageError::Fetch { sha256: sha256.to_owned(), source })?;
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).await.map_err(io_err(&tmp))?;
             let mut hasher = Sha256::new();
             let mut total: u64 = 0;
             while let Some(chunk) = stream.next().await {

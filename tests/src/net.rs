@@ -104,10 +104,12 @@ pub struct HostNet {
 }
 
 impl HostNet {
-    /// A command that runs `program` inside this namespace.
+    /// A command that runs `program` inside this namespace: its network namespace only
+    /// (`nsenter`; `ip netns exec` would also mount a sysfs of its own, which hides the host's
+    /// cgroups from an agent that confines VMs in them).
     pub fn command(&self, program: &std::path::Path) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns]).arg(program);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns)).arg("--").arg(program);
         cmd
     }
 }

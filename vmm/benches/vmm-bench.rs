@@ -180,6 +180,7 @@ async fn setup(net: &Net, tmp: &Path) -> Result<Setup> {
         config_drive: Some(cidata.clone()),
         accel: Accel::Auto,
         netns: Some(net.netns.clone()),
+        confinement: None,
     };
     Ok(Setup { tmp: tmp.to_owned(), spec, key, kernel, initrd, cmdline, cidata, mac })
 }
@@ -209,6 +210,7 @@ async fn run_ours(s: &Setup, net: &Net, run: usize, out: &mut Samples) -> Result
         name: None,
         taps: None,
         netns: None,
+        confinement: None,
         resume: true,
     };
     let restored = snapshot::restore(&snap, &params, &opts).await?;

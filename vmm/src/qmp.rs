@@ -180,11 +180,28 @@ impl QmpClient {
         self.execute_with_timeout(command, arguments, DEFAULT_COMMAND_TIMEOUT).await
     }
 
+    /// Hands `fd` to QEMU under `name` (`getfd`, the descriptor riding along as SCM_RIGHTS), for
+    /// a later command to use as `fd:NAME` (migrations to and from files QEMU cannot open).
+    pub async fn pass_fd(&self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), QmpError> {
+        let args = Some(json!({ "fdname": name }));
+        self.execute_inner("getfd", args, Some(fd), DEFAULT_COMMAND_TIMEOUT).await.map(drop)
+    }
+
     /// Runs a command and returns its `return` value.
     pub async fn execute_with_timeout(
         &self,
         command: &str,
         arguments: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, QmpError> {
+        self.execute_inner(command, arguments, None, timeout).await
+    }
+
+    async fn execute_inner(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +224,11 @@ impl QmpClient {
         tracing::debug!(command, id, "qmp execute");
         let sent = async {
             let mut w = self.inner.writer.lock().await;
-            w.write_all(line.as_bytes()).await
+            let rest = match fd {
+                Some(fd) => send_with_fd(w.as_ref(), line.as_bytes(), fd).await?,
+                None => 0,
+            };
+            w.write_all(&line.as_bytes()[rest..]).await
         };
         let result = tokio::time::timeout(timeout, async {
             match sent.await {
@@ -239,6 +260,25 @@ impl QmpClient {
     ) -> Result<T, QmpError> {
         let v = self.execute(command, arguments).await?;
         serde_json::from_value(v).map_err(|source| QmpError::Decode { command: command.to_owned(), source })
+    }
+}
+
+/// Sends the first bytes of `bytes` that fit with `fd` attached; returns how many were sent.
+async fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(bytes)];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(std::io::Error::from)
+        });
+        match sent {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
     }
 }
 

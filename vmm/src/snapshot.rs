@@ -11,8 +11,9 @@
 //! Consistency: the VM is paused (`stop` drains and flushes every block device) while disks
 //! are copied with `qemu-img convert -U`, then resumed if it was running, so the disks are a
 //! crash-consistent point in time (what the guest had not yet written from its own page cache
-//! is not in them). A full snapshot migrates the paused VM into `exec:cat > memory.state`
-//! (QEMU 7.2 has no `file:` migration) with the bandwidth cap lifted, then copies the disks, so
+//! is not in them). A full snapshot migrates the paused VM into `memory.state`, opened
+//! by the caller and passed to QEMU over QMP (`fd:`; QEMU 7.2 has no `file:` migration, and a
+//! sandboxed QEMU may neither open the file nor spawn `cat`) with the bandwidth cap lifted, then copies the disks, so
 //! memory and disks describe the same instant.
 //!
 //! Restore builds a new instance directory: disk copies, the config drive, the same devices in
@@ -139,6 +140,8 @@ pub struct RestoreParams {
     pub taps: Option<Vec<String>>,
     /// Network namespace (default: the snapshot's).
     pub netns: Option<Option<String>>,
+    /// The restored VM's user and cgroups (never the snapshotted VM's: a new VM is a new user).
+    pub confinement: Option<crate::qemu::jail::Confinement>,
     /// Resume the guest after a full restore (otherwise it stays paused).
     pub resume: bool,
 }
@@ -163,7 +166,11 @@ impl Vm {
             let memory = dest.join("memory.state");
             let qmp = self.qmp();
             qmp.execute("migrate-set-parameters", Some(json!({ "max-bandwidth": SAVE_BANDWIDTH }))).await?;
-            qmp.execute("migrate", Some(json!({ "uri": format!("exec:cat > {}", shell_quote(&memory)) }))).await?;
+            let file =
+                std::fs::File::create(&memory).map_err(|source| SnapshotError::Io { path: memory.clone(), source })?;
+            qmp.pass_fd(MIGRATION_FD, std::os::fd::AsFd::as_fd(&file)).await?;
+            drop(file);
+            qmp.execute("migrate", Some(json!({ "uri": format!("fd:{MIGRATION_FD}") }))).await?;
             if let Err(e) = wait_for_migration(self).await {
                 // Leave no migration running behind the error; it may already be over.
                 let _ = qmp.execute("migrate_cancel", None).await;
@@ -352,6 +359,7 @@ pub fn restore_spec(manifest: &SnapshotManifest, params: &RestoreParams) -> Resu
     if let Some(netns) = &params.netns {
         spec.netns = netns.clone();
     }
+    spec.confinement = params.confinement.clone();
     Ok(spec)
 }
 
@@ -379,9 +387,10 @@ pub async fn restore(snapshot: &Path, params: &RestoreParams, opts: &LaunchOptio
     }
     let vm = Vm::launch(spec, params.dir.clone(), opts, true).await?;
     let result = async {
-        vm.qmp()
-            .execute("migrate-incoming", Some(json!({ "uri": format!("exec:cat {}", shell_quote(&memory)) })))
-            .await?;
+        let file = std::fs::File::open(&memory).map_err(|source| SnapshotError::Io { path: memory.clone(), source })?;
+        vm.qmp().pass_fd(MIGRATION_FD, std::os::fd::AsFd::as_fd(&file)).await?;
+        drop(file);
+        vm.qmp().execute("migrate-incoming", Some(json!({ "uri": format!("fd:{MIGRATION_FD}") }))).await?;
         wait_for_migration(&vm).await?;
         if params.resume {
             vm.resume().await?;
@@ -398,22 +407,15 @@ pub async fn restore(snapshot: &Path, params: &RestoreParams, opts: &LaunchOptio
     Ok(vm)
 }
 
-/// Quotes a path for `/bin/sh` (QEMU runs `exec:` URIs through `sh -c`).
-pub fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
+/// The name QEMU knows a migration's file descriptor by (`getfd`, then `fd:NAME`): QEMU opens
+/// no file and spawns nothing (its sandbox forbids spawning) to save or load memory.
+const MIGRATION_FD: &str = "migration";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::spec::{Accel, BootSpec, NicSpec};
-
-    #[test]
-    fn shell_quote_survives_quotes_and_spaces() {
-        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
-        assert_eq!(shell_quote(Path::new("/a'b")), r"'/a'\''b'");
-    }
 
     #[test]
     fn restore_spec_moves_files_and_swaps_taps() {
@@ -432,6 +434,7 @@ mod tests {
             config_drive: Some("/old/cidata.img".into()),
             accel: Accel::Tcg,
             netns: Some("ns-old".into()),
+            confinement: None,
         };
         let manifest = SnapshotManifest {
             kind: SnapshotKind::Full,
@@ -445,6 +448,7 @@ mod tests {
             name: Some("b".into()),
             taps: Some(vec!["tap-new".into()]),
             netns: Some(None),
+            confinement: None,
             resume: true,
         };
         let s = restore_spec(&manifest, &params).unwrap();

@@ -42,9 +42,12 @@ pub struct VmSpec {
     /// Accelerator; `auto` picks KVM when the CPU has vmx/svm, TCG otherwise.
     #[serde(default)]
     pub accel: Accel,
-    /// Network namespace QEMU runs in (it opens its taps there), via `ip netns exec`.
+    /// Network namespace the taps are in (they are opened there for QEMU).
     #[serde(default)]
     pub netns: Option<String>,
+    /// The user QEMU runs as and its cgroups (`None`: the caller's user, no cgroups).
+    #[serde(default)]
+    pub confinement: Option<crate::qemu::jail::Confinement>,
 }
 
 /// Boot mode.
@@ -421,6 +424,7 @@ mod tests {
             config_drive: None,
             accel: Accel::Auto,
             netns: None,
+            confinement: None,
         }
     }
 

@@ -154,7 +154,44 @@ async fn prepare_spec(
         config_drive: Some(dir.config_drive()),
         accel: Accel::Auto,
         netns: ctx.config.netns.clone(),
+        confinement: confinement(ctx, dir, desired).await?,
     })
+}
+
+/// The user and cgroups `desired`'s QEMU runs in (none when the agent does not confine VMs).
+pub(super) async fn confinement(
+    ctx: &Host,
+    dir: &InstanceDir,
+    desired: &DesiredInstance,
+) -> Result<Option<vmm::qemu::jail::Confinement>, InstanceError> {
+    let Some(confiner) = &ctx.confiner else { return Ok(None) };
+    let confined = confiner.confine(desired.id, dir.root(), desired.vcpus, desired.memory_mib);
+    Ok(Some(confined.map_err(|source| InstanceError::Confine { id: desired.id, source })?))
+}
+
+/// Undoes what confining instance `id` (in `dir`, not yet removed) left outside its
+/// directory: its user's read grants on the image files it booted from, its cgroups, its user.
+async fn unconfine(ctx: &Host, id: InstanceId, dir: &InstanceDir) {
+    let Some(confiner) = &ctx.confiner else { return };
+    let uid = confiner.users.user_of(id, dir.root());
+    let spec = tokio::fs::read(dir.config_json()).await.ok().and_then(|j| serde_json::from_slice::<VmSpec>(&j).ok());
+    let mut shared: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(spec) = spec {
+        shared.extend(spec.disks.iter().filter_map(|d| d.base.as_ref().map(|b| b.path.clone())));
+        if let BootSpec::DirectKernel { kernel, initrd, .. } = spec.boot {
+            shared.push(kernel);
+            shared.extend(initrd);
+        }
+    }
+    for file in shared {
+        if let Err(e) = vmm::qemu::jail::revoke(&file, uid).await {
+            tracing::warn!(%id, file = %file.display(), error = %e, "cannot revoke a VM user's read grant");
+        }
+    }
+    confiner.users.release(id);
+    if let Some(cgroups) = &confiner.cgroups {
+        cgroups.remove(id);
+    }
 }
 
 /// Removes an instance's directory (idempotent).
@@ -235,6 +272,7 @@ impl Driver for Qemu {
                 }
             }
             ctx.network.remove_ports(prefix).await.map_err(net_err)?;
+            unconfine(ctx, id, dir).await;
             remove_dir(dir).await
         })
     }

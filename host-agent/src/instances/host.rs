@@ -57,6 +57,13 @@ pub struct ManagerConfig {
     /// relaunched at start but wait, `stopped` with [`super::FENCED_REASON`], for the control
     /// plane to confirm this host still owns them (default false).
     pub fenced_at_start: bool,
+    /// Run each VM's QEMU as a user of its own, in cgroups bounding its memory, CPU and
+    /// processes (default true; off only where the agent cannot be root, as in unit tests).
+    pub confine: bool,
+    /// The first of the VMs' user ids (default 1,000,000,000; 2^24 of them are used).
+    pub vm_user_base: u32,
+    /// QEMU's own memory on top of the VM's, in its memory limit (default 192 MiB).
+    pub vm_memory_overhead_mib: u64,
 }
 
 impl ManagerConfig {
@@ -79,6 +86,9 @@ impl ManagerConfig {
             chunks_dir: "/var/lib/cloud-agent/chunks".into(),
             chunk_cache_max_bytes: 10 << 30,
             fenced_at_start: false,
+            confine: true,
+            vm_user_base: 1_000_000_000,
+            vm_memory_overhead_mib: 192,
         }
     }
 }
@@ -106,6 +116,8 @@ pub(crate) struct Host {
     pub images: ImageCache,
     pub blob_source: Arc<dyn BlobSource>,
     pub store: Option<cloud_store::Store>,
+    /// Users and cgroups of the VMs (`None`: QEMU runs as the agent's user, without limits).
+    pub confiner: Option<super::confine::Confiner>,
     /// One rebuild of a snapshot from the store at a time, per snapshot (two restores of one
     /// snapshot at once share the second's wait, then its result).
     pub rebuilding: std::sync::Mutex<std::collections::HashMap<super::SnapshotId, Arc<tokio::sync::Mutex<()>>>>,

@@ -82,15 +82,16 @@ impl InstanceManager {
         };
         let driver = driver::for_kind(&config.driver);
         let uses_network = driver.uses_host_network();
-        // Tenants' disks, config drives (user-data), memory states and images: the agent's alone.
-        // (A scale simulation has only the records.)
+        // Tenants' disks, config drives (user-data), memory states and images: the agent's
+        // alone, except that a VM's QEMU passes through to its own directory and to the image
+        // files its user was granted (0711: no listing). A scale simulation has only records.
         let private_dirs = match uses_network {
-            true => vec![&config.instances_dir, &config.snapshots_dir, &config.images_dir],
-            false => vec![&config.instances_dir],
+            true => vec![(&config.instances_dir, 0o711), (&config.snapshots_dir, 0o700), (&config.images_dir, 0o711)],
+            false => vec![(&config.instances_dir, 0o700)],
         };
-        for dir in private_dirs {
+        for (dir, mode) in private_dirs {
             tokio::fs::create_dir_all(dir).await.map_err(dir_err(dir))?;
-            let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+            let private = std::os::unix::fs::PermissionsExt::from_mode(mode);
             tokio::fs::set_permissions(dir, private).await.map_err(dir_err(dir))?;
         }
         let mut net_config = NetworkConfig::new(config.host_subnet);
@@ -108,6 +109,19 @@ impl InstanceManager {
             Some(store) => Some(cloud_store::Store::open(store, &config.chunks_dir).map_err(ManagerError::Store)?),
             None => None,
         };
+        let confiner = (uses_network && config.confine).then(|| {
+            let cgroups = super::confine::Cgroups::detect();
+            if cgroups.is_none() {
+                tracing::warn!(
+                    "no cgroup hierarchy with the memory controller: VMs run without memory, CPU or process limits"
+                );
+            }
+            super::confine::Confiner {
+                users: super::confine::VmUsers::new(config.vm_user_base),
+                cgroups,
+                overhead_mib: config.vm_memory_overhead_mib,
+            }
+        });
         let ctx = Arc::new(Ctx {
             driver: driver::for_kind(&config.driver),
             host: Host {
@@ -120,6 +134,7 @@ impl InstanceManager {
                     None => blob_source,
                 },
                 store,
+                confiner,
                 rebuilding: Default::default(),
             },
             events,

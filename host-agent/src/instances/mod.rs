@@ -31,6 +31,8 @@
 //! power is Running is relaunched (as after a host reboot); if that fails the instance is
 //! reported `Failed` with the reason.
 
+mod confine;
+pub use confine::SPAN as VM_USER_SPAN;
 mod driver;
 mod guest;
 mod host;
@@ -181,6 +183,15 @@ pub enum InstanceError {
         /// Cause.
         #[source]
         source: StorageError,
+    },
+    /// The VM's user or cgroups could not be set up.
+    #[error("cannot confine the VM of instance {id}")]
+    Confine {
+        /// Instance.
+        id: InstanceId,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
     /// The VMM failed.
     #[error("VMM operation {operation} failed for instance {id}")]

@@ -688,6 +688,16 @@ impl Runner {
             }
         }
         self.stop_guest_io();
+        if let Some(limit) =
+            self.ctx.confiner.as_ref().and_then(|c| c.oom_killed(self.id, self.record.desired.memory_mib))
+        {
+            let reason = format!(
+                "the VM was stopped by the host: its VMM went past its memory limit of {limit} MiB (the VM's memory and the VMM's own)"
+            );
+            tracing::warn!(id = %self.id, limit_mib = limit, "VMM killed for its memory limit");
+            self.set_state(InstanceState::Failed, Some(reason)).await;
+            return;
+        }
         tracing::info!(id = %self.id, "VMM exited");
         self.set_state(InstanceState::Stopped, Some("the guest powered off".into())).await;
     }

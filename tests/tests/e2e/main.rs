@@ -4,6 +4,7 @@
 mod api;
 mod api_types;
 mod cli;
+mod confinement;
 mod database;
 mod disaster_recovery;
 mod fleet;

@@ -2,27 +2,26 @@
 //!
 //! Shape (direct kernel boot; firmware boot swaps the machine and uses `-pci` devices):
 //! ```text
-//! [ip netns exec NS] qemu-system-x86_64 -nodefaults -no-user-config -name guest=N,debug-threads=on
-//!   -machine microvm,acpi=on -accel tcg -smp 1 -m 256M -display none
-//!   -daemonize -pidfile DIR/qemu.pid -D DIR/vmm.log -d trace:… (keeps stderr → vmm.log)
-//!   -sandbox on,obsolete=deny,resourcecontrol=deny
+//! qemu-system-x86_64 -nodefaults -no-user-config -name guest=N,debug-threads=on
+//!   -machine microvm,acpi=on -accel tcg -smp 1 -m 256M -display none -pidfile DIR/qemu.pid
+//!   -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny
 //!   -chardev socket,id=qmp,path=DIR/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control
 //!   -chardev socket,id=serial0,path=DIR/serial.sock,server=on,wait=off,logfile=DIR/console.log,logappend=on
 //!   -serial chardev:serial0
 //!   -kernel K -initrd I -append "… tsc_early_khz=N"
 //!   -drive id=disk0,if=none,… -device virtio-blk-device,drive=disk0      (per disk, then cidata)
-//!   -netdev tap,id=net0,ifname=T,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=M
+//!   -netdev tap,id=net0,fd=3 -device virtio-net-device,netdev=net0,mac=M     (fd: see jail)
 //!   -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-device,rng=rng0
 //!   [-S] [-incoming defer]
 //! ```
 //! Device ids depend only on device order (`disk0`, `net0`, `cidata`), never on paths or tap names,
 //! so a snapshot restores into a QEMU whose files and taps live elsewhere.
 //!
-//! `-daemonize` makes QEMU fork, `setsid` and return only once its sockets listen, so the caller
-//! needs no polling and the VM outlives it. A daemonized QEMU sends its stderr to `/dev/null`
-//! unless its log file is open; `-D vmm.log` plus a trace pattern that matches no event opens it
-//! without logging anything the guest can trigger. `-sandbox elevateprivileges=deny` would forbid
-//! the `setsid` of `-daemonize`, and `spawn=deny` the `exec:` migration used by snapshots.
+//! QEMU needs no privilege of its own: it is started as the VM's user with its taps already
+//! open ([`super::jail`]), and migrations go through descriptors passed over QMP, so the
+//! sandbox denies privilege changes and spawning too. It is not `-daemonize`d (its fork would
+//! break `spawn=deny`): the launcher starts it in a session of its own, and its stderr goes
+//! straight to `vmm.log`.
 
 use std::path::{Path, PathBuf};
 
@@ -59,7 +58,7 @@ pub struct CommandPlan<'a> {
 /// A program and its arguments, ready for `Command`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuCommand {
-    /// The program to execute (`ip` when running in a network namespace, else QEMU).
+    /// The program to execute (QEMU).
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
@@ -71,17 +70,9 @@ pub fn qmp_chardev_arg(dir: &InstanceDir) -> String {
     format!("socket,id=qmp,path={},server=on,wait=off", dir.qmp_socket().display())
 }
 
-/// Builds the full command, wrapped in `ip netns exec` when the spec names a namespace.
-pub fn command(qemu: &Path, ip: &Path, plan: &CommandPlan<'_>) -> QemuCommand {
-    let args = qemu_args(plan);
-    match &plan.spec.netns {
-        Some(ns) => {
-            let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), ns.clone(), qemu.display().to_string()];
-            wrapped.extend(args);
-            QemuCommand { program: ip.to_owned(), args: wrapped }
-        }
-        None => QemuCommand { program: qemu.to_owned(), args },
-    }
+/// Builds the full command.
+pub fn command(qemu: &Path, plan: &CommandPlan<'_>) -> QemuCommand {
+    QemuCommand { program: qemu.to_owned(), args: qemu_args(plan) }
 }
 
 /// The kernel command line actually passed: the spec's, plus `tsc_early_khz=` under TCG.
@@ -116,11 +107,9 @@ pub fn qemu_args(plan: &CommandPlan<'_>) -> Vec<String> {
     push(&["-smp", &spec.vcpus.to_string()]);
     push(&["-m", &format!("{}M", spec.memory_mib)]);
     push(&["-display", "none"]);
-    push(&["-daemonize"]);
     push(&["-pidfile", &path(&dir.pidfile())]);
-    push(&["-D", &path(&dir.vmm_log()), "-d", "trace:cloud_vmm_stderr_only"]);
     if plan.sandbox {
-        push(&["-sandbox", "on,obsolete=deny,resourcecontrol=deny"]);
+        push(&["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
     }
     push(&["-chardev", &qmp_chardev_arg(dir)]);
     push(&["-mon", "chardev=qmp,mode=control"]);
@@ -167,7 +156,7 @@ pub fn qemu_args(plan: &CommandPlan<'_>) -> Vec<String> {
         push(&["-device", &format!("virtio-blk-{bus},drive=cidata,id=vblkcidata")]);
     }
     for (i, nic) in spec.nics.iter().enumerate() {
-        push(&["-netdev", &format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.tap)]);
+        push(&["-netdev", &format!("tap,id=net{i},fd={}", super::jail::FIRST_TAP_FD + i as i32)]);
         push(&["-device", &format!("virtio-net-{bus},netdev=net{i},mac={},id=vnet{i}", nic.mac)]);
     }
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
@@ -221,6 +210,7 @@ mod tests {
             config_drive: Some("/i/cidata.img".into()),
             accel: Accel::Auto,
             netns: None,
+            confinement: None,
         }
     }
 
@@ -251,6 +241,9 @@ mod tests {
         assert!(has_pair(&args, "-append", "console=ttyS0 tsc_early_khz=2445404"));
         assert!(has_pair(&args, "-device", "virtio-blk-device,drive=disk0,id=vblk0"));
         assert!(has_pair(&args, "-device", "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01,id=vnet0"));
+        assert!(has_pair(&args, "-netdev", "tap,id=net0,fd=3"), "the tap is handed over open");
+        assert!(has_pair(&args, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+        assert!(!args.iter().any(|a| a == "-daemonize"), "a daemonizing fork breaks spawn=deny");
         assert!(has_pair(&args, "-device", "virtio-rng-device,rng=rng0,id=vrng0"));
         assert!(has_pair(
             &args,
@@ -299,16 +292,15 @@ mod tests {
     }
 
     #[test]
-    fn netns_wraps_in_ip_netns_exec_and_flags_for_restore() {
+    fn restores_start_paused_and_wait_for_the_stream() {
         let mut spec = spec();
         spec.netns = Some("ns1".into());
         let dir = InstanceDir::new("/i");
         let mut p = plan(&spec, &dir);
         p.start_paused = true;
         p.incoming = true;
-        let cmd = command(Path::new("/usr/bin/qemu"), Path::new("/sbin/ip"), &p);
-        assert_eq!(cmd.program, Path::new("/sbin/ip"));
-        assert_eq!(&cmd.args[..4], ["netns", "exec", "ns1", "/usr/bin/qemu"]);
+        let cmd = command(Path::new("/usr/bin/qemu"), &p);
+        assert_eq!(cmd.program, Path::new("/usr/bin/qemu"));
         assert!(has_pair(&cmd.args, "-incoming", "defer"));
         assert!(cmd.args.iter().any(|a| a == "-S"));
     }

@@ -3,6 +3,7 @@
 
 pub mod cmdline;
 pub mod host;
+pub mod jail;
 pub mod process;
 
 pub use cmdline::QemuCommand;

@@ -1,13 +1,15 @@
 //! Launching QEMU and recognising it afterwards.
 //!
 //! [`launch`] prepares the instance directory (overlays, NVRAM, log rotation, `config.json`),
-//! then runs QEMU with `-daemonize`: the process we spawn exits once QEMU is initialised and its
-//! sockets listen, leaving the real VMM in its own session, reparented away from the caller, so
-//! it outlives a restarting host agent. Its exit status is the launch result.
+//! hands the files QEMU needs to the VM's user ([`super::jail::Confinement`]), opens its taps,
+//! and starts QEMU in a session of its own ([`super::jail::prepare`]), so it outlives a
+//! restarting host agent. The launch is done once QEMU's QMP socket exists; QEMU exiting before
+//! that is the launch's failure, with the end of `vmm.log`. A task of the caller's reaps it.
 //!
 //! A pid alone is not an identity (pids are reused), so [`vm_process_alive`] also requires
 //! `/proc/<pid>/cmdline` to carry this instance's QMP socket argument, and rejects zombies.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 
 use super::cmdline::{self, CommandPlan, OVMF_CODE, OVMF_VARS_TEMPLATE};
-use super::host;
+use super::{host, jail};
 use crate::console;
 use crate::instance_dir::InstanceDir;
 use crate::spec::{BootSpec, Firmware, SpecError, VmSpec};
@@ -31,8 +33,6 @@ pub struct LaunchOptions {
     pub qemu_img: PathBuf,
     /// `qemu-io` binary (writes stored disk layers back into an overlay).
     pub qemu_io: PathBuf,
-    /// `ip` binary (for `ip netns exec`).
-    pub ip: PathBuf,
     /// Pass `-sandbox` (seccomp).
     pub sandbox: bool,
     /// Start with vCPUs stopped; resume with [`crate::vm::Vm::resume`].
@@ -57,7 +57,6 @@ impl Default for LaunchOptions {
             qemu: "qemu-system-x86_64".into(),
             qemu_img: "qemu-img".into(),
             qemu_io: "qemu-io".into(),
-            ip: "ip".into(),
             sandbox: true,
             start_paused: false,
             tsc_khz: None,
@@ -129,6 +128,17 @@ pub enum LaunchError {
         /// Its stderr.
         stderr: String,
     },
+    /// A tap could not be opened for QEMU (missing, or its namespace is).
+    #[error("cannot open tap {tap}{}", netns.as_ref().map(|n| format!(" in network namespace {n}")).unwrap_or_default())]
+    Tap {
+        /// The tap.
+        tap: String,
+        /// Its namespace.
+        netns: Option<String>,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// QEMU could not be spawned.
     #[error("cannot spawn {program}")]
     Spawn {
@@ -182,12 +192,6 @@ pub async fn launch(
     check_dir(dir)?;
     let qemu = find_program(&opts.qemu)
         .ok_or_else(|| LaunchError::ProgramNotFound { program: opts.qemu.clone(), package: "qemu-system-x86" })?;
-    let ip = if spec.netns.is_some() {
-        find_program(&opts.ip)
-            .ok_or_else(|| LaunchError::ProgramNotFound { program: opts.ip.clone(), package: "iproute2" })?
-    } else {
-        opts.ip.clone()
-    };
     let prep = |path: &Path| {
         let path = path.to_owned();
         move |source| LaunchError::Prepare { path, source }
@@ -228,6 +232,9 @@ pub async fn launch(
     console::rotate_console_log(dir, opts.console_log_max_bytes).await.map_err(prep(&dir.console_log()))?;
     rotate_vmm_log(dir).await.map_err(prep(&dir.vmm_log()))?;
     write_config_json(spec, dir).await?;
+    if let Some(jail) = &spec.confinement {
+        hand_over(spec, dir, jail).await?;
+    }
 
     let cpuinfo = host::read_cpuinfo().await;
     let accel = host::resolve_accel(spec.accel, &cpuinfo);
@@ -241,41 +248,119 @@ pub async fn launch(
         incoming,
         ovmf_code: &opts.ovmf_code,
     };
-    let cmd = cmdline::command(&qemu, &ip, &plan);
+    let cmd = cmdline::command(&qemu, &plan);
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(dir.vmm_log()).map_err(prep(&dir.vmm_log()))?;
     let log2 = log.try_clone().map_err(prep(&dir.vmm_log()))?;
+    let (taps, procs) = open_handed_over(spec).await?;
     tracing::info!(name = spec.name, dir = %dir.root().display(), accel = accel.as_str(), "launching QEMU");
     tracing::debug!(program = %cmd.program.display(), args = ?cmd.args, "QEMU command line");
-    let mut child = Command::new(&cmd.program)
-        .args(&cmd.args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| LaunchError::Spawn { program: cmd.program.clone(), source })?;
-    let status = match tokio::time::timeout(opts.startup_timeout, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(source)) => {
-            return Err(LaunchError::Spawn { program: cmd.program, source });
+    let mut command = Command::new(&cmd.program);
+    command.args(&cmd.args).stdin(Stdio::null()).stdout(log).stderr(log2);
+    let user = spec.confinement.as_ref().map(|j| (j.uid, j.gid));
+    jail::prepare(&mut command, &taps, &procs, user);
+    let mut child = command.spawn().map_err(|source| LaunchError::Spawn { program: cmd.program.clone(), source })?;
+    drop((taps, procs));
+    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + opts.startup_timeout;
+    let mut delay = Duration::from_millis(2);
+    let started = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Err(status),
+            Ok(None) if tokio::fs::try_exists(dir.qmp_socket()).await.unwrap_or(false) => break Ok(()),
+            Ok(None) | Err(_) => {}
         }
-        Err(_) => {
-            // kill_on_drop ends the launcher; a daemon it already forked is found by pidfile.
-            drop(child);
-            if let Some(pid) = read_pidfile(dir).await {
-                kill_vm_process(pid, dir);
-            }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
             return Err(LaunchError::StartupTimeout { after: opts.startup_timeout });
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(20));
     };
-    if !status.success() {
+    if let Err(status) = started {
         let log_tail = tail(&dir.vmm_log(), 2048).await;
         tracing::warn!(%status, log_tail, "QEMU failed to start");
         return Err(LaunchError::QemuFailed { status, vmm_log: dir.vmm_log(), log_tail });
     }
-    read_pidfile(dir).await.ok_or(LaunchError::Pidfile { path: dir.pidfile() })
+    // Reaped here while the caller lives; by init once it is gone.
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        tracing::debug!(pid, ?status, "QEMU exited");
+    });
+    Ok(pid)
+}
+
+/// Opens what QEMU gets as descriptors: its taps (in the spec's namespace) and the
+/// `cgroup.procs` files of its cgroups.
+async fn open_handed_over(spec: &VmSpec) -> Result<(Vec<OwnedFd>, Vec<OwnedFd>), LaunchError> {
+    let taps: Vec<String> = spec.nics.iter().map(|n| n.tap.clone()).collect();
+    let netns = spec.netns.clone();
+    let cgroups = spec.confinement.as_ref().map(|j| j.cgroups.clone()).unwrap_or_default();
+    tokio::task::spawn_blocking(move || {
+        let taps = taps
+            .iter()
+            .map(|tap| {
+                jail::open_tap(tap, netns.as_deref()).map_err(|source| LaunchError::Tap {
+                    tap: tap.clone(),
+                    netns: netns.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let procs = jail::open_cgroup_procs(&cgroups)
+            .map_err(|source| LaunchError::Prepare { path: PathBuf::from("cgroup.procs"), source })?;
+        Ok((taps, procs))
+    })
+    .await
+    .map_err(|e| LaunchError::Prepare { path: PathBuf::from("/dev/net/tun"), source: std::io::Error::other(e) })?
+}
+
+/// Gives the VM's user what QEMU opens itself: the instance directory (its group may create
+/// sockets and the pidfile there; the sticky bit keeps the agent's files out of its reach),
+/// the files QEMU writes (disks, NVRAM, console log) and reads (config drive) there, and read
+/// access to the shared image files it boots from (an ACL entry for its user alone).
+async fn hand_over(spec: &VmSpec, dir: &InstanceDir, jail: &jail::Confinement) -> Result<(), LaunchError> {
+    let prep = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LaunchError::Prepare { path, source }
+    };
+    if jail.uid == 0 || jail.gid == 0 {
+        return Err(prep(dir.root())(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a VM's user and group must not be root",
+        )));
+    }
+    let console = dir.console_log();
+    if !tokio::fs::try_exists(&console).await.unwrap_or(false) {
+        tokio::fs::write(&console, b"").await.map_err(prep(&console))?;
+    }
+    let mut own: Vec<PathBuf> = vec![console];
+    own.extend(spec.disks.iter().filter(|d| d.path.starts_with(dir.root())).map(|d| d.path.clone()));
+    own.extend(spec.config_drive.iter().cloned());
+    if dir.nvram().exists() {
+        own.push(dir.nvram());
+    }
+    let (root, uid, gid) = (dir.root().to_owned(), jail.uid, jail.gid);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::PermissionsExt;
+        for file in &own {
+            std::os::unix::fs::chown(file, Some(uid), Some(gid)).map_err(prep(file))?;
+        }
+        std::os::unix::fs::chown(&root, Some(0), Some(gid)).map_err(prep(&root))?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o1770)).map_err(prep(&root))
+    })
+    .await
+    .map_err(|e| LaunchError::Prepare { path: dir.root().to_owned(), source: std::io::Error::other(e) })??;
+    let mut shared: Vec<&Path> = spec.disks.iter().filter_map(|d| d.base.as_ref()).map(|b| b.path.as_path()).collect();
+    if let BootSpec::DirectKernel { kernel, initrd, .. } = &spec.boot {
+        shared.push(kernel);
+        shared.extend(initrd.as_deref());
+    }
+    for file in shared {
+        jail::grant_read(file, jail.uid).await.map_err(prep(file))?;
+    }
+    Ok(())
 }
 
 /// Longest Unix socket path (`sun_path` holds 108 bytes including the NUL).

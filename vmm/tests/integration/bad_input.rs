@@ -55,11 +55,12 @@ async fn malformed_spec_missing_kernel_and_missing_qemu_are_typed_errors() {
     assert!(message.contains("no-such-OVMF_CODE_4M.fd") && message.contains("package ovmf"), "{message}");
     assert!(!dir.nvram().exists());
 
-    // A namespace that does not exist: QEMU never starts, nothing is left running.
+    // A namespace that does not exist: its tap cannot be opened, QEMU never starts, nothing is
+    // left running.
     let mut no_netns = spec;
     no_netns.netns = Some(unique("nonexistent"));
     let err = Vm::start(no_netns.clone(), dir.clone(), &LaunchOptions::default()).await.unwrap_err();
-    assert!(matches!(err, VmError::Launch(LaunchError::QemuFailed { .. })), "{err:?}");
+    assert!(matches!(&err, VmError::Launch(LaunchError::Tap { netns: Some(_), .. })), "{err:?}");
     assert_eq!(qemu_processes_for(&dir), 0);
     assert!(read_pidfile_sync(&dir).is_none());
     assert!(net.tap_exists(), "the test's own tap must survive");

@@ -191,6 +191,7 @@ impl Fixture {
             config_drive: Some(dir.config_drive()),
             accel: Accel::Auto,
             netns: Some(net.netns.clone()),
+            confinement: None,
         }
     }
 }
