@@ -71,7 +71,7 @@ fn manager_config(config: &AgentConfig, subnet: &str) -> Result<ManagerConfig, R
     manager.enable_ip_forward = true;
     manager.driver = match config.driver {
         Driver::Qemu => DriverKind::Qemu(Box::new(vmm::LaunchOptions {
-            console_log_max_bytes: config.console_log_max_mib.saturating_mul(1 << 20),
+            console_log_max_bytes: config.console_log_max_kib.saturating_mul(1 << 10),
             ..vmm::LaunchOptions::default()
         })),
         Driver::Simulated => DriverKind::Simulated,

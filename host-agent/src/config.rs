@@ -9,7 +9,7 @@
 //! driver = "qemu"                      # CLOUD_AGENT_DRIVER: qemu | simulated (scale tests only)
 //! bridge = "cloudbr0"                  # CLOUD_AGENT_BRIDGE
 //! chunk_cache_gib = 10                 # CLOUD_AGENT_CHUNK_CACHE_GIB: the store's chunks kept here
-//! console_log_max_mib = 4              # CLOUD_AGENT_CONSOLE_LOG_MAX_MIB: console.log's bound per VM
+//! console_log_max_kib = 4096           # CLOUD_AGENT_CONSOLE_LOG_MAX_KIB: console.log's bound per VM
 //! image_cache_gib = 50                 # CLOUD_AGENT_IMAGE_CACHE_GIB: unused images kept up to this
 //! vm_user_base = 1000000000            # CLOUD_AGENT_VM_USER_BASE: first of the VMs' own user ids
 //! vm_memory_overhead_mib = 192         # CLOUD_AGENT_VM_MEMORY_OVERHEAD_MIB: QEMU's own, in its limit
@@ -48,7 +48,7 @@ pub struct AgentConfig {
     pub driver: Driver,
     pub bridge: String,
     pub chunk_cache_gib: u64,
-    pub console_log_max_mib: u64,
+    pub console_log_max_kib: u64,
     pub image_cache_gib: u64,
     pub vm_user_base: u32,
     pub vm_memory_overhead_mib: u64,
@@ -89,7 +89,7 @@ impl Default for AgentConfig {
             driver: Driver::Qemu,
             bridge: "cloudbr0".to_owned(),
             chunk_cache_gib: 10,
-            console_log_max_mib: 4,
+            console_log_max_kib: 4096,
             image_cache_gib: 50,
             vm_user_base: 1_000_000_000,
             vm_memory_overhead_mib: 192,
@@ -127,9 +127,9 @@ pub struct Overrides {
     /// The most this host keeps of the snapshot store's chunks, GiB [default: 10].
     #[arg(long, env = "CLOUD_AGENT_CHUNK_CACHE_GIB", value_name = "GIB", global = true)]
     pub chunk_cache_gib: Option<u64>,
-    /// A VM's console.log is kept under this many MiB (the previous part in console.log.1) [default: 4].
-    #[arg(long, env = "CLOUD_AGENT_CONSOLE_LOG_MAX_MIB", value_name = "MIB", global = true)]
-    pub console_log_max_mib: Option<u64>,
+    /// A VM's console.log is kept under this many KiB (the previous part in console.log.1) [default: 4096].
+    #[arg(long, env = "CLOUD_AGENT_CONSOLE_LOG_MAX_KIB", value_name = "KIB", global = true)]
+    pub console_log_max_kib: Option<u64>,
     /// Cached images no instance uses are evicted past this many GiB [default: 50].
     #[arg(long, env = "CLOUD_AGENT_IMAGE_CACHE_GIB", value_name = "GIB", global = true)]
     pub image_cache_gib: Option<u64>,
@@ -171,7 +171,7 @@ impl AgentConfig {
         set(&mut config.driver, &o.driver);
         set(&mut config.bridge, &o.bridge);
         set(&mut config.chunk_cache_gib, &o.chunk_cache_gib);
-        set(&mut config.console_log_max_mib, &o.console_log_max_mib);
+        set(&mut config.console_log_max_kib, &o.console_log_max_kib);
         set(&mut config.image_cache_gib, &o.image_cache_gib);
         set(&mut config.vm_user_base, &o.vm_user_base);
         set(&mut config.vm_memory_overhead_mib, &o.vm_memory_overhead_mib);
@@ -219,8 +219,8 @@ impl AgentConfig {
         {
             return invalid("bridge", "must be 1 to 15 letters, digits, '-' or '_'");
         }
-        if self.console_log_max_mib == 0 {
-            return invalid("console_log_max_mib", "must be at least 1");
+        if self.console_log_max_kib < 16 {
+            return invalid("console_log_max_kib", "must be at least 16");
         }
         if self.capacity.vcpus == Some(0) || self.capacity.memory_mib == Some(0) {
             return invalid("capacity", "vcpus and memory_mib must be at least 1 when set");

@@ -109,3 +109,71 @@ impl Cloudctl {
         }
     }
 }
+
+/// What `instance console` showed on its pseudo-terminal, and how it ended.
+#[derive(Debug)]
+pub struct ConsoleSeen {
+    /// Everything up to the moment the escape was typed.
+    pub before_detach: String,
+    /// Everything after it.
+    pub after_detach: String,
+    /// cloudctl's exit code (`None`: it did not exit within 10 s and was killed).
+    pub exit_code: Option<i32>,
+    /// Whether the terminal was back in cooked mode (ICANON, ECHO) afterwards.
+    pub terminal_restored: bool,
+}
+
+impl Cloudctl {
+    /// Runs `cloudctl instance console NAME` on a pseudo-terminal, as a person would: reads
+    /// until `want` shows (or `timeout` passes), then types `Ctrl-] .` to detach.
+    pub async fn console_until(&self, name: &str, want: &str, timeout: std::time::Duration) -> ConsoleSeen {
+        use std::io::{ErrorKind, Read, Write};
+        use std::time::{Duration, Instant};
+
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use nix::sys::termios::{LocalFlags, tcgetattr};
+
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let tty = || std::process::Stdio::from(pty.slave.try_clone().expect("dup the pty"));
+        let mut child = self
+            .command()
+            .args(["instance", "console", name])
+            .stdin(tty())
+            .stdout(tty())
+            .stderr(tty())
+            .spawn()
+            .expect("run cloudctl instance console");
+        let mut master = std::fs::File::from(pty.master);
+        fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("non-blocking pty");
+        let mut writer = master.try_clone().expect("dup the pty master");
+        let mut read_until = |want: &str, timeout: Duration| {
+            let (mut seen, deadline, mut buf) = (Vec::new(), Instant::now() + timeout, [0u8; 4096]);
+            while !String::from_utf8_lossy(&seen).contains(want) && Instant::now() < deadline {
+                match master.read(&mut buf) {
+                    Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() != ErrorKind::WouldBlock => break,
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            String::from_utf8_lossy(&seen).into_owned()
+        };
+        let before_detach = read_until(want, timeout);
+        writer.write_all(b"\x1d.").expect("type the escape");
+        let mut status = None;
+        for _ in 0..100 {
+            status = child.try_wait().expect("wait for cloudctl");
+            if status.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let after_detach = read_until("detached", Duration::from_secs(2));
+        let terminal_restored =
+            tcgetattr(&pty.slave).is_ok_and(|t| t.local_flags.contains(LocalFlags::ICANON | LocalFlags::ECHO));
+        ConsoleSeen { before_detach, after_detach, exit_code: status.and_then(|s| s.code()), terminal_restored }
+    }
+}

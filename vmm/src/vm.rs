@@ -109,7 +109,21 @@ impl Vm {
         incoming: bool,
     ) -> Result<Vm, VmError> {
         let pid = process::launch(&spec, &dir, opts, incoming).await?;
-        match QmpClient::connect(&dir.qmp_socket(), opts.qmp_timeout).await {
+        // The socket exists from QEMU's bind; it answers from its listen, a moment later.
+        let deadline = tokio::time::Instant::now() + opts.startup_timeout;
+        let connected = loop {
+            match QmpClient::connect(&dir.qmp_socket(), opts.qmp_timeout).await {
+                Err(QmpError::Connect { source, .. })
+                    if source.kind() == std::io::ErrorKind::ConnectionRefused
+                        && tokio::time::Instant::now() < deadline
+                        && process::vm_process_alive(pid, &dir) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                other => break other,
+            }
+        };
+        match connected {
             Ok(qmp) => {
                 tracing::info!(pid, name = spec.name, "VM started");
                 Ok(Vm { dir, spec, pid, qmp })

@@ -154,19 +154,8 @@ async fn prepare_spec(
         config_drive: Some(dir.config_drive()),
         accel: Accel::Auto,
         netns: ctx.config.netns.clone(),
-        confinement: confinement(ctx, dir, desired).await?,
+        confinement: super::host::confinement(ctx, dir, desired).await?,
     })
-}
-
-/// The user and cgroups `desired`'s QEMU runs in (none when the agent does not confine VMs).
-pub(super) async fn confinement(
-    ctx: &Host,
-    dir: &InstanceDir,
-    desired: &DesiredInstance,
-) -> Result<Option<vmm::qemu::jail::Confinement>, InstanceError> {
-    let Some(confiner) = &ctx.confiner else { return Ok(None) };
-    let confined = confiner.confine(desired.id, dir.root(), desired.vcpus, desired.memory_mib);
-    Ok(Some(confined.map_err(|source| InstanceError::Confine { id: desired.id, source })?))
 }
 
 /// Undoes what confining instance `id` (in `dir`, not yet removed) left outside its

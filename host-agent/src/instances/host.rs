@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmm::LaunchOptions;
+use vmm::{InstanceDir, LaunchOptions};
 
 use super::{DesiredInstance, InstanceError, InstanceId};
 use crate::images::{BlobSource, DEFAULT_MAX_BLOB_BYTES, ImageCache, ImageError};
@@ -168,6 +168,17 @@ pub(super) fn ports(desired: &DesiredInstance) -> Vec<crate::network::Port> {
             segment: segment.clone(),
         })
         .collect()
+}
+
+/// The user and cgroups `desired`'s QEMU runs in (none when the agent does not confine VMs).
+pub(super) async fn confinement(
+    ctx: &Host,
+    dir: &InstanceDir,
+    desired: &DesiredInstance,
+) -> Result<Option<vmm::qemu::jail::Confinement>, InstanceError> {
+    let Some(confiner) = &ctx.confiner else { return Ok(None) };
+    let confined = confiner.confine(desired.id, dir.root(), desired.vcpus, desired.memory_mib);
+    Ok(Some(confined.map_err(|source| InstanceError::Confine { id: desired.id, source })?))
 }
 
 /// The VM name on QEMU's command line: `i-<uuid without dashes>`.

@@ -116,10 +116,14 @@ impl InstanceManager {
                     "no cgroup hierarchy with the memory controller: VMs run without memory, CPU or process limits"
                 );
             }
+            // Under TCG, QEMU also holds the translated code.
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let tcg = vmm::qemu::host::resolve_accel(vmm::spec::Accel::Auto, &cpuinfo) == vmm::qemu::ResolvedAccel::Tcg;
+            let code_cache = if tcg { vmm::qemu::cmdline::TCG_CODE_CACHE_MIB } else { 0 };
             super::confine::Confiner {
                 users: super::confine::VmUsers::new(config.vm_user_base),
                 cgroups,
-                overhead_mib: config.vm_memory_overhead_mib,
+                overhead_mib: config.vm_memory_overhead_mib + code_cache,
             }
         });
         let ctx = Arc::new(Ctx {

@@ -527,7 +527,7 @@ pub(super) async fn restore_full(
         name: Some(vm_name(instance)),
         taps: Some(taps(desired)),
         netns: Some(ctx.config.netns.clone()),
-        confinement: super::driver::confinement(ctx, dir, desired).await?,
+        confinement: super::host::confinement(ctx, dir, desired).await?,
         resume: false,
     };
     // The memory state is hashed while QEMU loads it; the guest runs only once it matched.

@@ -15,59 +15,16 @@ use serde_json::{Value, json};
 /// `cloudctl instance console web-1` on a pseudo-terminal, as a person runs it: the boot output
 /// shows, `Ctrl-] .` detaches with exit code 0, and the terminal is back in cooked mode.
 async fn console_shows_the_boot_and_detaches(cli: &Cloudctl) {
-    use std::io::{ErrorKind, Read, Write};
-
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    use nix::sys::termios::{LocalFlags, tcgetattr};
-
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let tty = || std::process::Stdio::from(pty.slave.try_clone().expect("dup the pty"));
-    let mut child = cli
-        .command()
-        .args(["instance", "console", "web-1"])
-        .stdin(tty())
-        .stdout(tty())
-        .stderr(tty())
-        .spawn()
-        .expect("run cloudctl instance console");
-    let mut master = std::fs::File::from(pty.master);
-    fcntl(&master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("non-blocking pty");
-    let mut writer = master.try_clone().expect("dup the pty master");
-    let mut seen = Vec::new();
-    let mut read_until = |want: &str, timeout: Duration| {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(want) && std::time::Instant::now() < deadline {
-            match master.read(&mut buf) {
-                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() != ErrorKind::WouldBlock => break,
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    };
-    let text = read_until("cloud-minimal: ready", Duration::from_secs(30));
-    assert!(text.contains("Connected to the serial console of web-1"), "{text}");
-    assert!(text.contains("cloud-minimal: ready"), "the console did not show the boot: {text}");
-
-    writer.write_all(b"\x1d.").expect("type the escape");
-    let mut status = None;
-    for _ in 0..100 {
-        status = child.try_wait().expect("wait for cloudctl");
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("cloudctl did not detach: {}", read_until("\u{0}", Duration::from_millis(200)));
-    };
-    let text = read_until("detached", Duration::from_secs(2));
-    assert_eq!(status.code(), Some(0), "{text}");
-    assert!(text.contains("detached"), "{text}");
-    let restored = tcgetattr(&pty.slave).expect("terminal attributes");
-    assert!(restored.local_flags.contains(LocalFlags::ICANON | LocalFlags::ECHO), "the terminal was left in raw mode");
+    let seen = cli.console_until("web-1", "cloud-minimal: ready", Duration::from_secs(30)).await;
+    assert!(seen.before_detach.contains("Connected to the serial console of web-1"), "{}", seen.before_detach);
+    assert!(
+        seen.before_detach.contains("cloud-minimal: ready"),
+        "the console did not show the boot: {}",
+        seen.before_detach
+    );
+    assert_eq!(seen.exit_code, Some(0), "{}", seen.after_detach);
+    assert!(seen.after_detach.contains("detached"), "{}", seen.after_detach);
+    assert!(seen.terminal_restored, "the terminal was left in raw mode");
 }
 
 /// `instance ssh NAME -i KEY -- COMMAND…` must work at once, with nothing on stderr: no prompt,

@@ -29,6 +29,10 @@ use super::host::ResolvedAccel;
 use crate::instance_dir::InstanceDir;
 use crate::spec::{BootSpec, DiskFormat, Firmware, VmSpec};
 
+/// The size of TCG's translated-code cache, MiB (`-accel tcg,tb-size=`; QEMU's default is up to
+/// 1 GiB). Part of a TCG VM's memory overhead.
+pub const TCG_CODE_CACHE_MIB: u64 = 128;
+
 /// Where OVMF's code lives (Debian package `ovmf`).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// The template copied to each VM's `nvram.fd` (Debian package `ovmf`).
@@ -100,7 +104,11 @@ pub fn qemu_args(plan: &CommandPlan<'_>) -> Vec<String> {
     push(&["-name", &format!("guest={},debug-threads=on", spec.name)]);
     let microvm = matches!(spec.boot, BootSpec::DirectKernel { .. });
     push(&["-machine", if microvm { "microvm,acpi=on" } else { "q35" }]);
-    push(&["-accel", plan.accel.as_str()]);
+    match plan.accel {
+        // TCG's translated code is memory of QEMU's own: bounded, so a VM's memory limit can be.
+        ResolvedAccel::Tcg => push(&["-accel", &format!("tcg,tb-size={TCG_CODE_CACHE_MIB}")]),
+        ResolvedAccel::Kvm => push(&["-accel", "kvm"]),
+    }
     if plan.accel == ResolvedAccel::Kvm {
         push(&["-cpu", "host"]);
     }
@@ -237,7 +245,7 @@ mod tests {
         let dir = InstanceDir::new("/i");
         let args = qemu_args(&plan(&spec, &dir));
         assert!(has_pair(&args, "-machine", "microvm,acpi=on"));
-        assert!(has_pair(&args, "-accel", "tcg"));
+        assert!(has_pair(&args, "-accel", "tcg,tb-size=128"));
         assert!(has_pair(&args, "-append", "console=ttyS0 tsc_early_khz=2445404"));
         assert!(has_pair(&args, "-device", "virtio-blk-device,drive=disk0,id=vblk0"));
         assert!(has_pair(&args, "-device", "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01,id=vnet0"));
