@@ -58,7 +58,10 @@ async fn each_qemu_runs_as_its_own_user_sandboxed_and_bounded_in_memory() {
         assert_eq!(status_field(pid, "Seccomp"), "2", "{name}'s QEMU has no seccomp filter");
         assert_eq!(status_field(pid, "NoNewPrivs"), "1");
         assert_eq!(status_field(pid, "Groups"), "", "{name}'s QEMU keeps supplementary groups");
-        vms.push((name, id, dir, pid, uid, gid));
+        let args = &procs[0].1;
+        let accel =
+            args.iter().position(|a| a == b"-accel").map(|i| String::from_utf8_lossy(&args[i + 1]).into_owned());
+        vms.push((name, id, dir, pid, uid, gid, accel.unwrap_or_default()));
     }
     let (one, two) = (&vms[0], &vms[1]);
     assert_ne!(one.4, two.4, "two instances share a user");
@@ -69,12 +72,14 @@ async fn each_qemu_runs_as_its_own_user_sandboxed_and_bounded_in_memory() {
     }
     assert!(!readable_by(one.4, one.5, &one.2.join("agent.json")), "a VM's user reads the agent's record");
 
-    // The memory cgroup: QEMU is in it, the limit is the VM's memory plus the overhead.
+    // The memory cgroup: QEMU is in it, the limit is the VM's memory plus the overhead (and,
+    // under TCG, its translated-code cache).
     let cgroup = memory_cgroup(&one.1);
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
     assert!(procs.lines().any(|p| p.trim() == one.3.to_string()), "QEMU is not in {}", cgroup.display());
     let limit = read_u64(&cgroup.join("memory.limit_in_bytes"));
-    assert_eq!(limit, (256 + 192) << 20);
+    let code_cache: u64 = one.6.split("tb-size=").nth(1).map_or(0, |mib| mib.parse().unwrap());
+    assert_eq!(limit, (256 + 192 + code_cache) << 20, "QEMU's accelerator: {}", one.6);
     // A guest that touches most of its memory (what its initramfs root leaves): QEMU stays under
     // the limit and runs on.
     let fill = "mount -o remount,size=200M /dev/shm && dd if=/dev/zero of=/dev/shm/fill bs=1M count=160 2>/dev/null; \

@@ -1,5 +1,6 @@
-//! What a guest can reach of its host: nothing of the host itself (its agent, sshd, databases,
-//! any address of it), while the way out through the host's NAT stays open.
+//! What a guest can reach: nothing of its host itself (its agent, sshd, databases, any address
+//! of it), while the way out through the host's NAT stays open; on one host, only instances of
+//! its own project, and only as itself (its own MAC and address).
 
 use cloud_tests::cloud::OneHostCloud;
 use cloud_tests::guest::minimal_image;
@@ -15,6 +16,24 @@ async fn pings(cloud: &OneHostCloud, name: &str, target: &str) -> bool {
     }
 }
 
+/// A TCP listener on every address of network namespace `netns`, port `port`, that answers
+/// each connection with an SSH banner (a stand-in for a host's sshd or database).
+fn listen_in(netns: &str, port: u16) -> std::thread::JoinHandle<()> {
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("the host's namespace");
+    let listener = std::thread::spawn(move || {
+        // setns moves this thread only; the socket stays in the namespace it was made in.
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the host's namespace")
+    })
+    .join()
+    .expect("listener thread");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, b"SSH-2.0-stand-in\r\n");
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_reaches_none_of_its_hosts_own_addresses_but_still_gets_out() {
     let cloud = OneHostCloud::start().await;
@@ -28,6 +47,23 @@ async fn a_guest_reaches_none_of_its_hosts_own_addresses_but_still_gets_out() {
     let uplink = cloud.agent.net.address.to_string();
     assert!(!pings(&cloud, "web-1", &bridge).await, "the guest reached its host at {bridge}");
     assert!(!pings(&cloud, "web-1", &uplink).await, "the guest reached its host at {uplink}");
+    // The host's services: its agent (7444) and, as stand-ins an answering test listener plays,
+    // an sshd (22) and a database (5432). The test reaches them; the guest does not.
+    let services = [22, 5432].map(|port| listen_in(&cloud.agent.net.netns, port));
+    for port in [22, 5432] {
+        let mut banner = String::new();
+        let mut stream = std::net::TcpStream::connect((cloud.agent.net.address, port)).unwrap();
+        std::io::Read::read_to_string(&mut stream, &mut banner).unwrap();
+        assert!(banner.starts_with("SSH-2.0-"), "the stand-in on port {port} does not answer");
+    }
+    for target in [&bridge, &uplink] {
+        for port in [22, 5432, 7444] {
+            let command = format!("echo | nc -w 2 {target} {port} >/dev/null 2>&1; echo rc=$?");
+            let out = cloud.ssh("web-1", &command).await;
+            assert_eq!(out.trim(), "rc=1", "the guest connected to its host's {target}:{port}");
+        }
+    }
+    drop(services);
     // Beyond the host (the test network's gateway, in another namespace): through the NAT.
     let outside = cloud.cp.api.trim_start_matches("http://").split(':').next().unwrap().to_owned();
     assert!(pings(&cloud, "web-1", &outside).await, "the guest cannot get out to {outside}");
