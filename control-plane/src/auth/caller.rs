@@ -31,6 +31,8 @@ pub struct Caller {
     pub is_operator: bool,
     /// The token the request presented.
     pub token_id: TokenId,
+    /// When that token expires (`None`: never): a token it makes may not outlive it.
+    pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a request is not authenticated.
@@ -80,7 +82,12 @@ pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, 
             tracing::warn!(error = %ErrorChain(&err), token_id = %found.token_id, "cannot record the token's last use");
         }
     }
-    Ok(Caller { user_id: found.user_id, is_operator: found.is_operator, token_id: found.token_id })
+    Ok(Caller {
+        user_id: found.user_id,
+        is_operator: found.is_operator,
+        token_id: found.token_id,
+        token_expires_at: found.expires_at,
+    })
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235).

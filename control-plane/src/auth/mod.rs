@@ -60,6 +60,10 @@ pub enum AuthError {
     InvalidTokenName { name: String },
     #[error("expires_in_secs must be between 1 and {max_secs}, not {secs}", max_secs = MAX_TOKEN_LIFETIME.as_secs())]
     InvalidLifetime { secs: u64 },
+    #[error(
+        "a token cannot outlive the token that makes it, which expires at {parent_expires_at}: ask for a shorter expires_in_secs, or none to expire with it"
+    )]
+    OutlivesParent { parent_expires_at: chrono::DateTime<chrono::Utc> },
     #[error("you already have an unrevoked token named {name:?}")]
     TokenNameTaken { name: String },
     #[error("no such token")]
@@ -109,12 +113,15 @@ pub fn validate_token_name(name: &str) -> Result<(), AuthError> {
 }
 
 /// Creates a token for `user`, valid for `lifetime` (forever when `None`), and returns its
-/// secret. The name must be free among the user's unrevoked tokens.
+/// secret. The name must be free among the user's unrevoked tokens. A token made with a token
+/// that expires (`not_after`) never outlives it: without a lifetime it expires with it, and a
+/// longer one is refused.
 pub async fn token_issue(
     db: impl sqlx::PgExecutor<'_>,
     user: UserId,
     name: &str,
     lifetime: Option<Duration>,
+    not_after: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<IssuedToken, AuthError> {
     validate_token_name(name)?;
     let expires_at = match lifetime {
@@ -126,6 +133,13 @@ pub async fn token_issue(
             let d = chrono::Duration::from_std(d).map_err(|_| AuthError::InvalidLifetime { secs: d.as_secs() })?;
             Some(chrono::Utc::now() + d)
         }
+    };
+    let expires_at = match (expires_at, not_after) {
+        (None, parent) => parent,
+        (Some(own), Some(parent)) if own > parent => {
+            return Err(AuthError::OutlivesParent { parent_expires_at: parent });
+        }
+        (own, _) => own,
     };
     let secret = TokenSecret::generate().map_err(AuthError::Random)?;
     let new = NewToken {

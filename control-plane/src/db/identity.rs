@@ -99,6 +99,8 @@ pub struct TokenLookup {
     pub user_disabled: bool,
     pub revoked: bool,
     pub expired: bool,
+    /// When it expires (`None`: never).
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// `last_used_at` is more than [`LAST_USED_GRANULARITY_SECS`] old (or unset).
     pub last_used_stale: bool,
 }
@@ -274,7 +276,7 @@ pub async fn token_find_by_hash(
         "SELECT t.id AS token_id, t.user_id, u.is_operator,
                 u.disabled_at IS NOT NULL AS user_disabled,
                 t.revoked_at IS NOT NULL AS revoked,
-                coalesce(t.expires_at <= now(), false) AS expired,
+                coalesce(t.expires_at <= now(), false) AS expired, t.expires_at,
                 coalesce(t.last_used_at < now() - $2 * interval '1 second', true) AS last_used_stale
          FROM api_tokens t JOIN users u ON u.id = t.user_id
          WHERE t.token_hash = $1",

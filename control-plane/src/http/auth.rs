@@ -138,7 +138,9 @@ impl From<Token> for TokenView {
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match &err {
-            AuthError::InvalidTokenName { .. } | AuthError::InvalidLifetime { .. } => Self::invalid(err.to_string()),
+            AuthError::InvalidTokenName { .. }
+            | AuthError::InvalidLifetime { .. }
+            | AuthError::OutlivesParent { .. } => Self::invalid(err.to_string()),
             AuthError::TokenNameTaken { .. } => Self::conflict(err.to_string()),
             AuthError::TokenNotFound { .. } => Self::not_found(err.to_string()),
             AuthError::UserGone { .. } => Self::unauthenticated("invalid or expired token"),
@@ -199,7 +201,7 @@ pub async fn token_create(
     super::json::Json(params): super::json::Json<TokenCreateParams>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let lifetime = params.expires_in_secs.map(Duration::from_secs);
-    let issued = auth::token_issue(&app.pool, caller.user_id, &params.name, lifetime).await?;
+    let issued = auth::token_issue(&app.pool, caller.user_id, &params.name, lifetime, caller.token_expires_at).await?;
     tracing::info!(user_id = %caller.user_id, token_id = %issued.token.id, name = %params.name, "API token created");
     let secret = issued.secret.expose().to_owned();
     Ok((StatusCode::CREATED, Json(TokenCreated { token: issued.token.into(), secret })))

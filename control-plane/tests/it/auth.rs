@@ -40,7 +40,7 @@ async fn user_with_token(
     if let Some((project, role)) = member_of {
         identity::project_member_add(pool, project, user.id, role).await.unwrap();
     }
-    let issued = auth::token_issue(pool, user.id, "main", None).await.unwrap();
+    let issued = auth::token_issue(pool, user.id, "main", None, None).await.unwrap();
     (user.id, issued.secret.expose().to_owned())
 }
 
@@ -67,7 +67,7 @@ async fn bootstrap_creates_the_admin_project_and_a_private_token_file_that_authe
     assert_eq!(names, [auth::ADMIN_TOKEN_FILE]);
 
     let caller = auth::authenticate(&pool, &bearer(read_token_file(&token_file).expose())).await.unwrap();
-    assert_eq!(caller, Caller { user_id, is_operator: true, token_id });
+    assert_eq!(caller, Caller { user_id, is_operator: true, token_id, token_expires_at: None });
     assert!(caller.require_operator().is_ok());
     assert_eq!(caller.project_role(&pool, project_id).await.unwrap(), Role::Admin);
     let admin = identity::user_get(&pool, user_id).await.unwrap().unwrap();
@@ -219,7 +219,7 @@ async fn expired_revoked_malformed_unknown_and_disabled_tokens_are_rejected() {
     let err = auth::authenticate(&pool, &bearer(expired.expose())).await.unwrap_err();
     assert!(matches!(err, AuthenticationError::Expired { token_id } if token_id == expired_row.id));
 
-    let revoked = auth::token_issue(&pool, user, "gone", None).await.unwrap();
+    let revoked = auth::token_issue(&pool, user, "gone", None, None).await.unwrap();
     identity::token_revoke(&pool, user, revoked.token.id).await.unwrap();
     let err = auth::authenticate(&pool, &bearer(revoked.secret.expose())).await.unwrap_err();
     assert!(matches!(err, AuthenticationError::Revoked { token_id } if token_id == revoked.token.id));
@@ -373,6 +373,24 @@ async fn whoami_and_the_token_endpoints_work_over_http() {
     let me: Value = client.get(url("/v1/auth/whoami")).bearer_auth(&ci).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["token_id"], ci_id.as_str());
 
+    // A token made with a token never outlives it: without a lifetime it expires with it, a
+    // longer one is refused and creates nothing, a shorter one is kept.
+    let make = |name: &str, lifetime: Option<u64>| {
+        let body = match lifetime {
+            Some(secs) => json!({"name": name, "expires_in_secs": secs}),
+            None => json!({"name": name}),
+        };
+        client.post(url("/v1/auth/tokens")).bearer_auth(&ci).json(&body).send()
+    };
+    let child: Value = make("child", None).await.unwrap().json().await.unwrap();
+    assert_eq!(child["token"]["expires_at"], created["token"]["expires_at"], "{child}");
+    let longer = make("longer", Some(7200)).await.unwrap();
+    assert_eq!(longer.status(), 400);
+    let refusal: Value = longer.json().await.unwrap();
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("cannot outlive"), "{refusal}");
+    let shorter: Value = make("shorter", Some(60)).await.unwrap().json().await.unwrap();
+    assert!(shorter["token"]["expires_at"].as_str() < created["token"]["expires_at"].as_str(), "{shorter}");
+
     // Bad input: 400/409/422 with the error body, nothing created.
     for (body, status) in [
         (json!({"name": "ci"}), 409),
@@ -392,12 +410,12 @@ async fn whoami_and_the_token_endpoints_work_over_http() {
         assert_eq!(error["error"]["code"], code, "{body}");
     }
 
-    // The listing shows both tokens and no secret.
+    // The listing shows the tokens (the refused one is not among them) and no secret.
     let text = client.get(url("/v1/auth/tokens")).bearer_auth(&admin).send().await.unwrap().text().await.unwrap();
     assert!(!text.contains(&ci) && !text.contains(&admin) && !text.contains("secret"));
     let list: Value = serde_json::from_str(&text).unwrap();
     let names: Vec<_> = list["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["bootstrap", "ci"]);
+    assert_eq!(names, ["bootstrap", "ci", "child", "shorter"]);
 
     // Revoke (twice: idempotent); the token stops working; its name is free again.
     for _ in 0..2 {

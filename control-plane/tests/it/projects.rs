@@ -118,7 +118,7 @@ pub async fn user_with_token(pool: &PgPool, name: &str, operator: bool, member_o
     for (project, role) in member_of {
         identity::project_member_add(pool, *project, user.id, *role).await.unwrap();
     }
-    auth::token_issue(pool, user.id, "main", None).await.unwrap().secret.expose().to_owned()
+    auth::token_issue(pool, user.id, "main", None, None).await.unwrap().secret.expose().to_owned()
 }
 
 /// A project nobody is a member of yet.
