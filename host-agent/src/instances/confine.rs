@@ -98,6 +98,16 @@ impl Limits {
 }
 
 const CPU_PERIOD_US: u64 = 100_000;
+/// QEMU's own threads (its main loop: device emulation, I/O, the console) on top of the vCPUs,
+/// in CPU time per period: half a CPU.
+const VMM_CPU_US: u64 = 50_000;
+
+impl Limits {
+    /// CPU time per [`CPU_PERIOD_US`]: the vCPUs' worth plus QEMU's own share.
+    fn cpu_quota_us(&self) -> u64 {
+        CPU_PERIOD_US * u64::from(self.vcpus) + VMM_CPU_US
+    }
+}
 
 impl Cgroups {
     /// The host's hierarchy under `/sys/fs/cgroup`, or `None` when neither has the memory
@@ -149,7 +159,7 @@ impl Cgroups {
                 // Past its limit a VM is stopped, never pushed into the host's swap.
                 let _ = write(memory, "memory.swappiness", "0".to_owned());
                 write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
-                write(cpu, "cpu.cfs_quota_us", (CPU_PERIOD_US * u64::from(limits.vcpus)).to_string())?;
+                write(cpu, "cpu.cfs_quota_us", limits.cpu_quota_us().to_string())?;
                 write(pids, "pids.max", limits.pids.to_string())?;
             }
             Cgroups::V2(root) => {
@@ -165,7 +175,7 @@ impl Cgroups {
                     std::io::ErrorKind::NotFound => Ok(()),
                     _ => Err(e),
                 })?;
-                write(dir, "cpu.max", format!("{} {CPU_PERIOD_US}", CPU_PERIOD_US * u64::from(limits.vcpus)))?;
+                write(dir, "cpu.max", format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us()))?;
                 write(dir, "pids.max", limits.pids.to_string())?;
             }
         }

@@ -472,12 +472,20 @@ pub fn kill_vm_process(pid: i32, dir: &InstanceDir) -> bool {
     kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
 }
 
-/// Waits (with backoff) until `pid` is no longer this instance's live QEMU.
+/// Waits (with backoff) until `pid` is no longer this instance's live QEMU, nor a process
+/// still exiting: one whose memory is gone (its command line reads empty) keeps its files, the
+/// taps among them, open until it is a zombie.
 pub async fn wait_for_exit(pid: i32, dir: &InstanceDir, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(5);
+    let exiting = || {
+        let empty = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+        empty && !matches!(state, Some("Z" | "X") | None)
+    };
     loop {
-        if !vm_process_alive(pid, dir) {
+        if !vm_process_alive(pid, dir) && !exiting() {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
