@@ -112,8 +112,8 @@ async fn each_qemu_runs_as_its_own_user_sandboxed_and_bounded_in_memory() {
 /// A guest flooding its serial port: `console.log` (and the one older part, `console.log.1`)
 /// stay within the bound while it writes, and `instance console` shows the newest output. The
 /// bound is 64 KiB here and the flood 200 KiB, three times the bound: TCG's emulated UART moves
-/// about 5 KB/s here, so the 200 MiB of the issue would take half a day (the mechanism does not
-/// depend on the volume).
+/// between 5 and 80 KB/s here (measured by this test), so the 200 MiB of the issue would take
+/// hours (the mechanism does not depend on the volume).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_flooding_its_serial_port_leaves_console_log_within_its_bound() {
     const BOUND: u64 = 64 << 10;
@@ -130,8 +130,9 @@ async fn a_guest_flooding_its_serial_port_leaves_console_log_within_its_bound() 
     );
     let started = std::time::Instant::now();
     assert_eq!(cloud.ssh("noisy", &flood).await.trim(), "started");
-    // The watch applies the bound every 2 s: allow what the UART moves meanwhile.
-    let slack = 32 << 10;
+    // The watch applies the bound every 0.5 s: allow what the UART moves meanwhile (up to
+    // ~80 KB/s; as little as 5 KB/s on a busy machine).
+    let slack = 64 << 10;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
     let mut largest = 0;
     wait_until(Duration::from_secs(240), "the flood written", || {
