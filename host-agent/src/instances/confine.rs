@@ -264,6 +264,17 @@ mod tests {
     }
 
     #[test]
+    fn the_user_recorded_as_a_directorys_group_is_kept_and_not_given_to_another() {
+        assert!(nix::unistd::geteuid().is_root(), "this test gives a directory a group: run it as root");
+        let users = VmUsers::new(1_000_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), None, Some(1_000_000_005)).unwrap();
+        assert_eq!(users.user_of(id(1), dir.path()), 1_000_000_005);
+        // Another instance whose directory claims the same group gets a user of its own.
+        assert_ne!(users.user_of(id(2), dir.path()), 1_000_000_005);
+    }
+
+    #[test]
     fn limits_add_the_overhead_and_scale_with_vcpus() {
         let l = Limits::for_vm(2, 256, 128);
         assert_eq!(l.memory_bytes, 384 << 20);

@@ -169,6 +169,13 @@ impl InstanceManager {
             }
         }
         let owned: HashSet<String> = found.iter().flat_map(|(_, r)| super::host::taps(&r.desired)).collect();
+        if let Some(confiner) = &ctx.confiner {
+            // The users the instances found here already have are taken before any new one is
+            // handed out.
+            for (dir, record) in &found {
+                confiner.users.user_of(record.desired.id, dir.root());
+            }
+        }
         if uses_network {
             // Isolation first: the VMs found running pass nothing until their ports are known.
             let ports = found.iter().flat_map(|(_, r)| super::host::ports(&r.desired)).collect();
