@@ -164,12 +164,6 @@ pub enum LaunchError {
         /// The timeout.
         after: Duration,
     },
-    /// QEMU reported success but its pidfile is missing or unreadable.
-    #[error("QEMU started but pidfile {path} is unusable")]
-    Pidfile {
-        /// The pidfile.
-        path: PathBuf,
-    },
 }
 
 /// Resolves a program name through `PATH` (absolute and relative paths are checked as given).
