@@ -107,6 +107,14 @@ async fn each_qemu_runs_as_its_own_user_sandboxed_and_bounded_in_memory() {
     assert!(reason.contains("memory limit"), "{failed}");
     // The other instance runs on, untouched.
     assert!(cloud.ssh("vm-1", "echo alive").await.contains("alive"));
+
+    // Image files: a VM's user reads the ones it boots from, and no longer once it is deleted.
+    let kernel = cloud.agent.state_dir.join("images/sha256").join(minimal_image().kernel_sha256);
+    assert!(readable_by(one.4, one.5, &kernel) && readable_by(two.4, two.5, &kernel));
+    assert!(!readable_by(65534, 65534, &kernel), "the nobody user reads a cached image");
+    cloud.cli.line("instance delete vm-2 --wait").await.ok("delete vm-2");
+    assert!(!readable_by(two.4, two.5, &kernel), "a deleted instance's user still reads its image");
+    assert!(readable_by(one.4, one.5, &kernel), "vm-1 lost its image with vm-2");
 }
 
 /// A guest flooding its serial port: `console.log` (and the one older part, `console.log.1`)
