@@ -54,7 +54,9 @@ impl From<sqlx::Error> for AppError {
 impl From<AuthzError> for AppError {
     fn from(err: AuthzError) -> Self {
         match err {
-            AuthzError::NotOperator | AuthzError::RoleTooLow { .. } => Self::Forbidden(err.to_string()),
+            AuthzError::NotOperator | AuthzError::RoleTooLow { .. } | AuthzError::LimitedToken => {
+                Self::Forbidden(err.to_string())
+            }
             AuthzError::NoSuchProject => Self::NotFound(err.to_string()),
             AuthzError::Store(source) => Self::internal(source),
         }

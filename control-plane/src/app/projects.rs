@@ -85,12 +85,17 @@ pub async fn resolve_with_role(
 
 /// The caller's projects in `window`.
 pub async fn list(app: &App, caller: &Caller, window: Window) -> Result<Vec<ProjectView>, AppError> {
-    let rows = db::project_list_for_user_page(&app.pool, caller.user_id, window.after, window.fetch).await?;
-    Ok(rows.into_iter().map(|r| ProjectView::new(r.project, r.role)).collect())
+    let only = caller.scope.map(|(project, _)| project);
+    let rows = db::project_list_for_user_page(&app.pool, caller.user_id, only, window.after, window.fetch).await?;
+    let cap = caller.scope.map_or(Role::Admin, |(_, role)| role);
+    Ok(rows.into_iter().map(|r| ProjectView::new(r.project, r.role.min(cap))).collect())
 }
 
 /// Creates a project; the caller becomes its admin.
 pub async fn create(app: &App, caller: &Caller, params: ProjectCreateParams) -> Result<ProjectView, AppError> {
+    if caller.scope.is_some() {
+        return Err(crate::auth::AuthzError::LimitedToken.into());
+    }
     validate::require_dns_label("name", &params.name)?;
     validate::require_plain_text("description", &params.description, MAX_DESCRIPTION_CHARS)?;
     let mut tx = app.pool.begin().await?;

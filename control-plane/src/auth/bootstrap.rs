@@ -79,7 +79,7 @@ pub async fn bootstrap(pool: &PgPool, data_dir: &Path) -> Result<BootstrapOutcom
     )
     .await?;
     identity::project_member_add(&mut *tx, project.id, admin.id, Role::Admin).await?;
-    let issued = token_issue(&mut *tx, admin.id, BOOTSTRAP_TOKEN_NAME, None, None).await?;
+    let issued = token_issue(&mut *tx, admin.id, BOOTSTRAP_TOKEN_NAME, None, None, None).await?;
     write_token_file(data_dir, &issued.secret).await?;
     tx.commit().await.map_err(AuthError::Transaction)?;
     tracing::info!(
@@ -99,7 +99,7 @@ pub async fn issue_admin_token_unchecked(pool: &PgPool, data_dir: &Path) -> Resu
     let admin = identity::user_get_by_name(pool, BOOTSTRAP_USER).await?.ok_or(AuthError::NoBootstrapAdmin)?;
     let name = format!("recovery-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
     let mut tx = pool.begin().await.map_err(AuthError::Transaction)?;
-    let issued = token_issue(&mut *tx, admin.id, &name, None, None).await?;
+    let issued = token_issue(&mut *tx, admin.id, &name, None, None, None).await?;
     let path = write_token_file(data_dir, &issued.secret).await?;
     tx.commit().await.map_err(AuthError::Transaction)?;
     tracing::warn!(token = %name, token_file = %path.display(), "issued a new admin token");

@@ -33,6 +33,9 @@ pub struct Caller {
     pub token_id: TokenId,
     /// When that token expires (`None`: never): a token it makes may not outlive it.
     pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The one project that token is limited to, and the most it may do there (`None`: every
+    /// project of its user, with its user's roles).
+    pub scope: Option<(ProjectId, Role)>,
 }
 
 /// Why a request is not authenticated.
@@ -82,11 +85,16 @@ pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, 
             tracing::warn!(error = %ErrorChain(&err), token_id = %found.token_id, "cannot record the token's last use");
         }
     }
+    // A limited token with an unreadable role may do the least (the schema allows none).
+    let scope =
+        found.project_id.map(|p| (p, found.role.as_deref().and_then(|r| r.parse().ok()).unwrap_or(Role::Viewer)));
     Ok(Caller {
         user_id: found.user_id,
-        is_operator: found.is_operator,
+        // A token limited to a project is never an operator's.
+        is_operator: found.is_operator && scope.is_none(),
         token_id: found.token_id,
         token_expires_at: found.expires_at,
+        scope,
     })
 }
 
@@ -114,6 +122,9 @@ pub enum AuthzError {
     /// A member whose role is below what the request needs.
     #[error("your role in this project is {role}; this needs {min}")]
     RoleTooLow { role: Role, min: Role },
+    /// A token limited to one project asked for something beyond it (a new project).
+    #[error("this token is limited to one project")]
+    LimitedToken,
     /// The memberships could not be read.
     #[error("cannot read the caller's project memberships")]
     Store(#[source] IdentityError),
@@ -129,8 +140,13 @@ impl Caller {
     /// The caller's role in `project`; [`AuthzError::NoSuchProject`] when the caller is not a
     /// member, exactly as when the project does not exist.
     pub async fn project_role(&self, pool: &PgPool, project: ProjectId) -> Result<Role, AuthzError> {
+        let cap = match self.scope {
+            Some((only, _)) if only != project => return Err(AuthzError::NoSuchProject),
+            Some((_, cap)) => cap,
+            None => Role::Admin,
+        };
         match identity::project_member_role(pool, project, self.user_id).await {
-            Ok(Some(role)) => Ok(role),
+            Ok(Some(role)) => Ok(role.min(cap)),
             Ok(None) => Err(AuthzError::NoSuchProject),
             Err(err) => Err(AuthzError::Store(err)),
         }

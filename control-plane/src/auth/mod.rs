@@ -40,7 +40,7 @@ pub use caller::{AuthenticationError, AuthzError, Caller, authenticate};
 pub use token::{MalformedToken, TOKEN_PREFIX, TokenSecret};
 
 use crate::db::identity::{self, IdentityError, Membership, NewToken, Token, User};
-use crate::ids::{TokenId, UserId};
+use crate::ids::{ProjectId, TokenId, UserId};
 
 /// The longest lifetime a token can be given: five years.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
@@ -122,6 +122,7 @@ pub async fn token_issue(
     name: &str,
     lifetime: Option<Duration>,
     not_after: Option<chrono::DateTime<chrono::Utc>>,
+    scope: Option<(ProjectId, Role)>,
 ) -> Result<IssuedToken, AuthError> {
     validate_token_name(name)?;
     let expires_at = match lifetime {
@@ -149,6 +150,7 @@ pub async fn token_issue(
         hash: secret.hash(),
         prefix: secret.display_prefix(),
         expires_at,
+        scope,
     };
     let token = identity::token_create(db, &new).await.map_err(|err| match err {
         IdentityError::AlreadyExists { .. } => AuthError::TokenNameTaken { name: name.to_owned() },
@@ -171,7 +173,14 @@ pub async fn token_revoke(pool: &PgPool, caller: &Caller, id: TokenId) -> Result
 /// The caller's user and memberships.
 pub async fn whoami(pool: &PgPool, caller: &Caller) -> Result<Identity, AuthError> {
     let user = identity::user_get(pool, caller.user_id).await?.ok_or(AuthError::UserGone { id: caller.user_id })?;
-    let memberships = identity::project_list_for_user(pool, caller.user_id).await?;
+    let mut memberships = identity::project_list_for_user(pool, caller.user_id).await?;
+    // A token limited to a project sees that project alone, with its own role there at most.
+    if let Some((only, cap)) = caller.scope {
+        memberships.retain(|m| m.project_id == only);
+        for m in &mut memberships {
+            m.role = m.role.min(cap);
+        }
+    }
     Ok(Identity { user, memberships })
 }
 

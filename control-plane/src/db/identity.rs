@@ -74,6 +74,10 @@ pub struct Token {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The one project it is limited to (with `role`), if any.
+    pub project_id: Option<ProjectId>,
+    /// Its role there (`viewer`, `member` or `admin`).
+    pub role: Option<String>,
 }
 
 /// What [`token_create`] stores.
@@ -86,6 +90,8 @@ pub struct NewToken<'a> {
     pub hash: [u8; 32],
     pub prefix: &'a str,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Limited to one project and a role there.
+    pub scope: Option<(ProjectId, Role)>,
 }
 
 /// A token found by its hash, joined with its user; the time checks use the database's clock,
@@ -101,6 +107,10 @@ pub struct TokenLookup {
     pub expired: bool,
     /// When it expires (`None`: never).
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The one project it is limited to (with `role`), if any.
+    pub project_id: Option<ProjectId>,
+    /// Its role there.
+    pub role: Option<String>,
     /// `last_used_at` is more than [`LAST_USED_GRANULARITY_SECS`] old (or unset).
     pub last_used_stale: bool,
 }
@@ -109,7 +119,8 @@ pub struct TokenLookup {
 pub const LAST_USED_GRANULARITY_SECS: i32 = 60;
 
 const USER_COLUMNS: &str = "id, name, email, is_operator, created_at, disabled_at";
-const TOKEN_COLUMNS: &str = "id, user_id, name, token_prefix, created_at, expires_at, revoked_at, last_used_at";
+const TOKEN_COLUMNS: &str =
+    "id, user_id, name, token_prefix, created_at, expires_at, revoked_at, last_used_at, project_id, role";
 
 /// Creates a local user (no OIDC identity).
 pub async fn user_create(
@@ -253,8 +264,8 @@ fn parse_role(value: &str) -> Result<Role, IdentityError> {
 /// Stores a new token. Names are unique among a user's unrevoked tokens.
 pub async fn token_create(db: impl PgExecutor<'_>, token: &NewToken<'_>) -> Result<Token, IdentityError> {
     sqlx::query_as(&format!(
-        "INSERT INTO api_tokens (id, user_id, name, token_hash, token_prefix, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, token_prefix, expires_at, project_id, role)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TOKEN_COLUMNS}"
     ))
     .bind(token.id)
     .bind(token.user_id)
@@ -262,6 +273,8 @@ pub async fn token_create(db: impl PgExecutor<'_>, token: &NewToken<'_>) -> Resu
     .bind(&token.hash[..])
     .bind(token.prefix)
     .bind(token.expires_at)
+    .bind(token.scope.map(|(project, _)| project))
+    .bind(token.scope.map(|(_, role)| role.as_str()))
     .fetch_one(db)
     .await
     .map_err(conflict_as("token", token.name))
@@ -276,7 +289,7 @@ pub async fn token_find_by_hash(
         "SELECT t.id AS token_id, t.user_id, u.is_operator,
                 u.disabled_at IS NOT NULL AS user_disabled,
                 t.revoked_at IS NOT NULL AS revoked,
-                coalesce(t.expires_at <= now(), false) AS expired, t.expires_at,
+                coalesce(t.expires_at <= now(), false) AS expired, t.expires_at, t.project_id, t.role,
                 coalesce(t.last_used_at < now() - $2 * interval '1 second', true) AS last_used_stale
          FROM api_tokens t JOIN users u ON u.id = t.user_id
          WHERE t.token_hash = $1",

@@ -36,6 +36,7 @@ pub async fn project_get_unchecked(db: impl PgExecutor<'_>, id: ProjectId) -> Re
 pub async fn project_list_for_user_page(
     db: impl PgExecutor<'_>,
     user: UserId,
+    only: Option<ProjectId>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<ProjectWithRole>, IdentityError> {
@@ -43,6 +44,7 @@ pub async fn project_list_for_user_page(
         "SELECT p.id, p.name, p.description, p.created_at, m.role
          FROM project_members m JOIN projects p ON p.id = m.project_id
          WHERE m.user_id = $1 AND ($2::timestamptz IS NULL OR (p.created_at, p.id) > ($2, $3))
+           AND ($5::uuid IS NULL OR p.id = $5)
          ORDER BY p.created_at, p.id
          LIMIT $4",
     )
@@ -50,6 +52,7 @@ pub async fn project_list_for_user_page(
     .bind(after.map(|(at, _)| at))
     .bind(after.map(|(_, id)| id))
     .bind(limit)
+    .bind(only)
     .fetch_all(db)
     .await?;
     rows.into_iter()

@@ -70,9 +70,18 @@ pub struct ProjectMembershipView {
 pub struct TokenCreateParams {
     /// A DNS label, unique among the caller's unrevoked tokens.
     pub name: String,
-    /// Lifetime in seconds (at most five years); absent: the token does not expire.
+    /// Lifetime in seconds (at most five years); absent: the token does not expire (or, made
+    /// with a token that does, expires with it).
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
+    /// Limit the token to this project (name or id); absent: every project of its user (or,
+    /// made with a limited token, that token's project).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The most the token may do in `project` (at most the caller's own role there; default:
+    /// the caller's role).
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 /// A token just created.
@@ -96,6 +105,10 @@ pub struct TokenView {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Refreshed at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The one project the token is limited to, if any.
+    pub project_id: Option<ProjectId>,
+    /// The most it may do there.
+    pub role: Option<Role>,
 }
 
 /// Whether a token can be used.
@@ -131,6 +144,9 @@ impl From<Token> for TokenView {
             expires_at: t.expires_at,
             revoked_at: t.revoked_at,
             last_used_at: t.last_used_at,
+            project_id: t.project_id,
+            // Stored by this program from a Role; an unreadable one shows as the least.
+            role: t.role.map(|r| r.parse().unwrap_or(Role::Viewer)),
         }
     }
 }
@@ -179,7 +195,8 @@ pub async fn whoami(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<
     let identity = auth::whoami(&app.pool, &caller).await?;
     Ok(Json(WhoAmI {
         user: UserView { id: identity.user.id, name: identity.user.name, email: identity.user.email },
-        is_operator: identity.user.is_operator,
+        // The token's: one limited to a project is no operator's, whoever its user is.
+        is_operator: caller.is_operator,
         token_id: caller.token_id,
         projects: identity
             .memberships
@@ -201,7 +218,21 @@ pub async fn token_create(
     super::json::Json(params): super::json::Json<TokenCreateParams>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let lifetime = params.expires_in_secs.map(Duration::from_secs);
-    let issued = auth::token_issue(&app.pool, caller.user_id, &params.name, lifetime, caller.token_expires_at).await?;
+    // A token never does more than the one that makes it: a limited token makes tokens of its
+    // project, with at most its role.
+    let scope = match (params.project.as_deref(), params.role) {
+        (None, Some(_)) => {
+            return Err(ApiError::invalid("a role limits a token within a project: give the project too"));
+        }
+        (None, None) => caller.scope,
+        (Some(key), role) => {
+            let min = role.unwrap_or(Role::Viewer);
+            let (project, own) = crate::app::projects::resolve_with_role(&app, &caller, key, min).await?;
+            Some((project, role.unwrap_or(own)))
+        }
+    };
+    let issued =
+        auth::token_issue(&app.pool, caller.user_id, &params.name, lifetime, caller.token_expires_at, scope).await?;
     tracing::info!(user_id = %caller.user_id, token_id = %issued.token.id, name = %params.name, "API token created");
     let secret = issued.secret.expose().to_owned();
     Ok((StatusCode::CREATED, Json(TokenCreated { token: issued.token.into(), secret })))

@@ -40,7 +40,7 @@ async fn user_with_token(
     if let Some((project, role)) = member_of {
         identity::project_member_add(pool, project, user.id, role).await.unwrap();
     }
-    let issued = auth::token_issue(pool, user.id, "main", None, None).await.unwrap();
+    let issued = auth::token_issue(pool, user.id, "main", None, None, None).await.unwrap();
     (user.id, issued.secret.expose().to_owned())
 }
 
@@ -67,7 +67,7 @@ async fn bootstrap_creates_the_admin_project_and_a_private_token_file_that_authe
     assert_eq!(names, [auth::ADMIN_TOKEN_FILE]);
 
     let caller = auth::authenticate(&pool, &bearer(read_token_file(&token_file).expose())).await.unwrap();
-    assert_eq!(caller, Caller { user_id, is_operator: true, token_id, token_expires_at: None });
+    assert_eq!(caller, Caller { user_id, is_operator: true, token_id, token_expires_at: None, scope: None });
     assert!(caller.require_operator().is_ok());
     assert_eq!(caller.project_role(&pool, project_id).await.unwrap(), Role::Admin);
     let admin = identity::user_get(&pool, user_id).await.unwrap().unwrap();
@@ -212,6 +212,7 @@ async fn expired_revoked_malformed_unknown_and_disabled_tokens_are_rejected() {
             hash: expired.hash(),
             prefix: expired.display_prefix(),
             expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+            scope: None,
         },
     )
     .await
@@ -219,7 +220,7 @@ async fn expired_revoked_malformed_unknown_and_disabled_tokens_are_rejected() {
     let err = auth::authenticate(&pool, &bearer(expired.expose())).await.unwrap_err();
     assert!(matches!(err, AuthenticationError::Expired { token_id } if token_id == expired_row.id));
 
-    let revoked = auth::token_issue(&pool, user, "gone", None, None).await.unwrap();
+    let revoked = auth::token_issue(&pool, user, "gone", None, None, None).await.unwrap();
     identity::token_revoke(&pool, user, revoked.token.id).await.unwrap();
     let err = auth::authenticate(&pool, &bearer(revoked.secret.expose())).await.unwrap_err();
     assert!(matches!(err, AuthenticationError::Revoked { token_id } if token_id == revoked.token.id));

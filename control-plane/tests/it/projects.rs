@@ -118,7 +118,7 @@ pub async fn user_with_token(pool: &PgPool, name: &str, operator: bool, member_o
     for (project, role) in member_of {
         identity::project_member_add(pool, *project, user.id, *role).await.unwrap();
     }
-    auth::token_issue(pool, user.id, "main", None, None).await.unwrap().secret.expose().to_owned()
+    auth::token_issue(pool, user.id, "main", None, None, None).await.unwrap().secret.expose().to_owned()
 }
 
 /// A project nobody is a member of yet.
@@ -412,4 +412,56 @@ fn the_resource_endpoints_are_described_for_openapi() {
     assert!(schema["properties"]["items"]["items"]["properties"]["fingerprint"].is_object(), "{schema}");
     assert!(schema["properties"]["next_cursor"].is_object());
     assert_eq!(doc["components"]["schemas"]["BootMode"]["enum"], json!(["direct_kernel", "firmware"]));
+}
+
+#[tokio::test]
+async fn a_token_limited_to_a_project_and_role_sees_and_does_no_more() {
+    let s = serve_resources().await;
+    let (a, b) = (project(&s.pool, "proj-a").await, project(&s.pool, "proj-b").await);
+    // An operator, admin of both projects.
+    let olga = user_with_token(&s.pool, "olga", true, &[(a, Role::Admin), (b, Role::Admin)]).await;
+    let key = |name: &str| json!({"name": name, "public_key": crate::ssh_keys::ED25519});
+
+    // A viewer token for proj-a.
+    let body = json!({"name": "ci-view", "project": "proj-a", "role": "viewer"});
+    let made = s.expect(Method::POST, "/v1/auth/tokens", Some(&olga), Some(body), 201).await;
+    assert_eq!(
+        (made["token"]["project_id"].clone(), made["token"]["role"].clone()),
+        (json!(a.to_string()), json!("viewer"))
+    );
+    let viewer = made["secret"].as_str().unwrap().to_owned();
+
+    // It sees proj-a alone, as a viewer, and is no operator.
+    let listed = s.expect(Method::GET, "/v1/projects", Some(&viewer), None, 200).await;
+    let names: Vec<_> =
+        listed["items"].as_array().unwrap().iter().map(|p| (p["name"].clone(), p["role"].clone())).collect();
+    assert_eq!(names, [(json!("proj-a"), json!("viewer"))]);
+    let me = s.expect(Method::GET, "/v1/auth/whoami", Some(&viewer), None, 200).await;
+    assert_eq!((me["is_operator"].clone(), me["projects"].as_array().unwrap().len()), (json!(false), 1));
+    s.expect(Method::GET, "/v1/projects/proj-b", Some(&viewer), None, 404).await;
+    s.expect(Method::GET, "/v1/projects/proj-b/ssh-keys", Some(&viewer), None, 404).await;
+    s.expect(Method::GET, "/v1/projects/proj-a/ssh-keys", Some(&viewer), None, 200).await;
+    s.expect(Method::POST, "/v1/projects/proj-a/ssh-keys", Some(&viewer), Some(key("nope")), 403).await;
+    s.expect(Method::POST, "/v1/projects", Some(&viewer), Some(json!({"name": "proj-c"})), 403).await;
+
+    // What it makes is limited the same way, and never more.
+    let child = json!({"name": "child"});
+    let made = s.expect(Method::POST, "/v1/auth/tokens", Some(&viewer), Some(child), 201).await;
+    assert_eq!(
+        (made["token"]["project_id"].clone(), made["token"]["role"].clone()),
+        (json!(a.to_string()), json!("viewer"))
+    );
+    let wider = json!({"name": "wider", "project": "proj-a", "role": "member"});
+    s.expect(Method::POST, "/v1/auth/tokens", Some(&viewer), Some(wider), 403).await;
+    let elsewhere = json!({"name": "elsewhere", "project": "proj-b"});
+    s.expect(Method::POST, "/v1/auth/tokens", Some(&viewer), Some(elsewhere), 404).await;
+    let no_project = json!({"name": "half", "role": "viewer"});
+    s.expect(Method::POST, "/v1/auth/tokens", Some(&olga), Some(no_project), 400).await;
+
+    // A member token for proj-a can add a key there, and still nothing in proj-b.
+    let body = json!({"name": "ci-member", "project": a.to_string(), "role": "member"});
+    let member = s.expect(Method::POST, "/v1/auth/tokens", Some(&olga), Some(body), 201).await;
+    let member = member["secret"].as_str().unwrap().to_owned();
+    s.expect(Method::POST, "/v1/projects/proj-a/ssh-keys", Some(&member), Some(key("ok")), 201).await;
+    s.expect(Method::POST, "/v1/projects/proj-b/ssh-keys", Some(&member), Some(key("no")), 404).await;
 }
