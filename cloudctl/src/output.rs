@@ -657,15 +657,20 @@ impl Resource for JoinToken {
 
 impl Resource for Token {
     fn columns() -> &'static [&'static str] {
-        &["NAME", "STATUS", "PREFIX", "CREATED", "EXPIRES", "ID"]
+        &["NAME", "STATUS", "PREFIX", "CREATED", "EXPIRES", "LIMITED TO", "ID"]
     }
     fn row(&self) -> Vec<String> {
+        let limited = match (&self.project_id, &self.role) {
+            (Some(project), Some(role)) => format!("{role} in {project}"),
+            _ => "-".to_owned(),
+        };
         vec![
             self.name.clone(),
             self.status.clone(),
             self.token_prefix.clone(),
             time(&self.created_at),
             opt_time(self.expires_at.as_ref()),
+            limited,
             self.id.to_string(),
         ]
     }

@@ -450,6 +450,12 @@ pub struct Token {
     pub revoked_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The one project it is limited to, if any.
+    #[serde(default)]
+    pub project_id: Option<Uuid>,
+    /// viewer | member | admin: the most it may do in `project_id`.
+    #[serde(default)]
+    pub role: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
