@@ -308,6 +308,18 @@ pub enum SpecError {
 }
 
 impl VmSpec {
+    /// The image files the VM boots from and reads but never writes, shared with other VMs:
+    /// its disks' base images, and its kernel and initrd.
+    pub fn shared_files(&self) -> Vec<&Path> {
+        let mut files: Vec<&Path> =
+            self.disks.iter().filter_map(|d| d.base.as_ref()).map(|b| b.path.as_path()).collect();
+        if let BootSpec::DirectKernel { kernel, initrd, .. } = &self.boot {
+            files.push(kernel);
+            files.extend(initrd.as_deref());
+        }
+        files
+    }
+
     /// Parses and validates a JSON spec.
     pub fn from_json(json: &str) -> Result<VmSpec, SpecError> {
         let spec: VmSpec = serde_json::from_str(json).map_err(|source| SpecError::Malformed { source })?;

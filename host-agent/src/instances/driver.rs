@@ -164,16 +164,8 @@ async fn unconfine(ctx: &Host, id: InstanceId, dir: &InstanceDir) {
     let Some(confiner) = &ctx.confiner else { return };
     let uid = confiner.users.user_of(id, dir.root());
     let spec = tokio::fs::read(dir.config_json()).await.ok().and_then(|j| serde_json::from_slice::<VmSpec>(&j).ok());
-    let mut shared: Vec<std::path::PathBuf> = Vec::new();
-    if let Some(spec) = spec {
-        shared.extend(spec.disks.iter().filter_map(|d| d.base.as_ref().map(|b| b.path.clone())));
-        if let BootSpec::DirectKernel { kernel, initrd, .. } = spec.boot {
-            shared.push(kernel);
-            shared.extend(initrd);
-        }
-    }
-    for file in shared {
-        if let Err(e) = vmm::qemu::jail::revoke(&file, uid).await {
+    for file in spec.as_ref().map(VmSpec::shared_files).unwrap_or_default() {
+        if let Err(e) = vmm::qemu::jail::revoke(file, uid).await {
             tracing::warn!(%id, file = %file.display(), error = %e, "cannot revoke a VM user's read grant");
         }
     }

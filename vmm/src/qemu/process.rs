@@ -346,12 +346,7 @@ async fn hand_over(spec: &VmSpec, dir: &InstanceDir, jail: &jail::Confinement) -
     })
     .await
     .map_err(|e| LaunchError::Prepare { path: dir.root().to_owned(), source: std::io::Error::other(e) })??;
-    let mut shared: Vec<&Path> = spec.disks.iter().filter_map(|d| d.base.as_ref()).map(|b| b.path.as_path()).collect();
-    if let BootSpec::DirectKernel { kernel, initrd, .. } = &spec.boot {
-        shared.push(kernel);
-        shared.extend(initrd.as_deref());
-    }
-    for file in shared {
+    for file in spec.shared_files() {
         jail::grant_read(file, jail.uid).await.map_err(prep(file))?;
     }
     Ok(())
