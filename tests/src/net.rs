@@ -41,6 +41,11 @@ impl TestNetwork {
             let octet = ((seed + attempt) % 200 + 20) as u8;
             let id = format!("{octet:03}{}", (seed % 100));
             let bridge = format!("ct{id}br");
+            // A namespace an earlier test deleted lives on while anything holds it, and its
+            // veths with it: an id whose names are still in use is not free.
+            if links_named(&format!("ct{id}")) {
+                continue;
+            }
             // A MAC of its own: a bridge without one takes its lowest port's, and would change
             // it under the hosts' ARP caches when a later host's veth joins.
             let mac = format!("02:ce:fa:00:{octet:02x}:01");
@@ -84,6 +89,12 @@ impl TestNetwork {
         ip(&["-n", &netns, "link", "set", "lo", "up"]);
         HostNet { netns, address }
     }
+}
+
+/// Whether any link of the root namespace has a name starting with `prefix`.
+fn links_named(prefix: &str) -> bool {
+    let out = Command::new("ip").args(["-o", "link", "show"]).output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out).lines().any(|l| l.split(": ").nth(1).is_some_and(|name| name.starts_with(prefix)))
 }
 
 impl Drop for TestNetwork {

@@ -16,9 +16,17 @@ async fn pings(cloud: &OneHostCloud, name: &str, target: &str) -> bool {
     }
 }
 
-/// A TCP listener on every address of network namespace `netns`, port `port`, that answers
-/// each connection with an SSH banner (a stand-in for a host's sshd or database).
-fn listen_in(netns: &str, port: u16) -> std::thread::JoinHandle<()> {
+/// A TCP listener on every address of a host's network namespace that answers each connection
+/// with an SSH banner (a stand-in for a host's sshd or database). Dropping it closes the
+/// socket: an open socket keeps its namespace, and the namespace's veth, alive after
+/// `ip netns del`, where a later test could meet its name.
+struct StandIn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn listen_in(netns: &str, address: std::net::Ipv4Addr, port: u16) -> StandIn {
     let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("the host's namespace");
     let listener = std::thread::spawn(move || {
         // setns moves this thread only; the socket stays in the namespace it was made in.
@@ -27,11 +35,28 @@ fn listen_in(netns: &str, port: u16) -> std::thread::JoinHandle<()> {
     })
     .join()
     .expect("listener thread");
-    std::thread::spawn(move || {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
+            if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let _ = std::io::Write::write_all(&mut stream, b"SSH-2.0-stand-in\r\n");
         }
-    })
+    });
+    StandIn { stop, addr: (address, port).into(), thread: Some(thread) }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accepting thread; it returns and closes the listener.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,7 +74,7 @@ async fn a_guest_reaches_none_of_its_hosts_own_addresses_but_still_gets_out() {
     assert!(!pings(&cloud, "web-1", &uplink).await, "the guest reached its host at {uplink}");
     // The host's services: its agent (7444) and, as stand-ins an answering test listener plays,
     // an sshd (22) and a database (5432). The test reaches them; the guest does not.
-    let services = [22, 5432].map(|port| listen_in(&cloud.agent.net.netns, port));
+    let services = [22, 5432].map(|port| listen_in(&cloud.agent.net.netns, cloud.agent.net.address, port));
     for port in [22, 5432] {
         let mut banner = String::new();
         let mut stream = std::net::TcpStream::connect((cloud.agent.net.address, port)).unwrap();
