@@ -15,7 +15,7 @@ export CLOUD_TEST_S3S_FS="$TOOLS_ROOT/bin/s3s-fs"
 
 say "shellcheck: the deploy scripts and the minimal guest's scripts"
 shellcheck -x deploy/*.sh deploy/images/*.sh .ci/run
-(cd deploy/images/minimal/rootfs && shellcheck -s sh init usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script} etc/acpi/PWRF/00000080)
+(cd deploy/images/minimal/rootfs && shellcheck -s sh init usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script,guest-agent} etc/acpi/PWRF/00000080)
 
 say "cargo fmt --check"
 cargo fmt --all --check

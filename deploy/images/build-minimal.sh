@@ -48,15 +48,19 @@ CMDLINE="console=ttyS0 quiet cryptomgr.notests"
 KERNEL_META=linux-image-cloud-amd64
 # Userland packages. libgmp10 is needed by dropbear but is not a declared dependency of
 # dropbear-bin; the library closure is checked below with the image's own loader.
-USER_PACKAGES=(busybox-static dropbear-bin libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6)
+# qemu-guest-agent lets the host re-address a guest restored from memory under a new address;
+# the libraries after it are its closure (glib and what glib needs).
+USER_PACKAGES=(busybox-static dropbear-bin libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6
+	qemu-guest-agent libglib2.0-0 libnuma1 libudev1 liburing2 libpcre2-8-0)
 # Kernel modules to load at boot, in this order (busybox modprobe pulls in the dependencies:
 # virtio, virtio_ring, virtio_pci_modern_dev/legacy_dev, failover/net_failover, fat, cdrom).
 # virtio_pci for q35/pc (virtio-*-pci), virtio_mmio for microvm (virtio-*-device); virtio_rng
-# first so the SSH host key generation never waits for entropy; button+evdev let acpid see the
+# first so the SSH host key generation never waits for entropy; virtio_console for the guest
+# agent's virtio-serial port; button+evdev let acpid see the
 # ACPI power button (QMP system_powerdown). ext4/jbd2/mbcache/crc16/crc32c_generic are wanted
 # for a data disk and are accepted when built into the kernel (they are in the Debian cloud kernel).
 MODULES=(
-	virtio_mmio virtio_pci virtio_rng virtio_blk virtio_net
+	virtio_mmio virtio_pci virtio_rng virtio_blk virtio_net virtio_console
 	vfat nls_cp437 nls_ascii nls_utf8 isofs
 	ext4 jbd2 mbcache crc16 crc32c_generic
 	button evdev
@@ -146,9 +150,10 @@ while read -r applet; do
 	ln -s busybox "$STAGE/usr/bin/$applet"
 done < <("$STAGE/usr/bin/busybox" --list)
 
-log "dropbear and its library closure (resolved with the image's own loader)"
+log "dropbear, qemu-ga and their library closure (resolved with the image's own loader)"
 install -m 0755 "$PKGROOT/usr/sbin/dropbear" "$STAGE/usr/bin/dropbear"
 install -m 0755 "$PKGROOT/usr/bin/dropbearkey" "$STAGE/usr/bin/dropbearkey"
+install -m 0755 "$PKGROOT/usr/sbin/qemu-ga" "$STAGE/usr/bin/qemu-ga"
 
 # resolve_in_root ROOT PATH: PATH (absolute inside ROOT) with its symlinks followed inside ROOT
 resolve_in_root() {
@@ -171,7 +176,7 @@ LOADER=$PKGROOT$LOADER_PATH
 install -m 0755 "$LOADER" "$STAGE/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$STAGE/usr/lib64/ld-linux-x86-64.so.2"
 LIBS=()
-for bin in "$STAGE/usr/bin/dropbear" "$STAGE/usr/bin/dropbearkey"; do
+for bin in "$STAGE/usr/bin/dropbear" "$STAGE/usr/bin/dropbearkey" "$STAGE/usr/bin/qemu-ga"; do
 	listing=$("$LOADER" --library-path "$PKGROOT/lib/x86_64-linux-gnu:$PKGROOT/usr/lib/x86_64-linux-gnu" --list "$bin") ||
 		die "ld.so --list failed for $bin"
 	if grep -q 'not found' <<<"$listing"; then
@@ -224,7 +229,7 @@ log "$NKO module files; loaded at boot: ${LOAD[*]}; built in: ${BUILTIN[*]}"
 log "/init and configuration from minimal/rootfs"
 cp -a "$SCRIPT_DIR/minimal/rootfs/." "$STAGE/"
 chown -R 0:0 "$STAGE"
-chmod 0755 "$STAGE/init" "$STAGE"/usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script} "$STAGE/etc/acpi/PWRF/00000080"
+chmod 0755 "$STAGE/init" "$STAGE"/usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script,guest-agent} "$STAGE/etc/acpi/PWRF/00000080"
 chmod 0600 "$STAGE/etc/shadow"
 cat >"$STAGE/etc/cloud-minimal/build-info" <<EOF
 IMAGE=minimal
@@ -241,6 +246,7 @@ mknod -m 0666 "$STAGE/dev/urandom" c 1 9
 
 log "self-test in a chroot of the initramfs tree"
 chroot "$STAGE" /usr/sbin/dropbear -V >/dev/null 2>&1 || die "dropbear does not run in the image"
+chroot "$STAGE" /usr/bin/qemu-ga --version >/dev/null 2>&1 || die "qemu-ga does not run in the image"
 chroot "$STAGE" /usr/bin/dropbearkey -t ed25519 -f /tmp/selftest_key >/dev/null 2>&1 ||
 	die "dropbearkey does not run in the image"
 rm -f "$STAGE/tmp/selftest_key"

@@ -182,6 +182,7 @@ async fn setup(net: &Net, tmp: &Path) -> Result<Setup> {
         accel: Accel::Auto,
         netns: Some(net.netns.clone()),
         confinement: None,
+        guest_agent: false,
     };
     Ok(Setup { tmp: tmp.to_owned(), spec, key, kernel, initrd, cmdline, cidata, mac })
 }
@@ -212,6 +213,8 @@ async fn run_ours(s: &Setup, net: &Net, run: usize, out: &mut Samples) -> Result
         taps: None,
         netns: None,
         confinement: s.spec.confinement.clone(),
+        macs: None,
+        keep_config_drive: false,
         resume: true,
     };
     let restored = snapshot::restore(&snap, &params, &opts).await?;

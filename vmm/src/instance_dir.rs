@@ -42,6 +42,11 @@ impl InstanceDir {
         self.root.join("qmp.sock")
     }
 
+    /// `qga.sock`: the channel to the guest agent (see [`crate::guest_agent`]).
+    pub fn guest_agent_socket(&self) -> PathBuf {
+        self.root.join("qga.sock")
+    }
+
     /// `serial.sock`: serial console socket (one client at a time).
     pub fn serial_socket(&self) -> PathBuf {
         self.root.join("serial.sock")

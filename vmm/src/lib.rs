@@ -15,6 +15,7 @@
 
 pub mod config_drive;
 pub mod console;
+pub mod guest_agent;
 pub mod host_keys;
 pub mod instance_dir;
 pub mod layers;
@@ -24,6 +25,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod vm;
 
+pub use guest_agent::{GuestAgent, GuestAgentError};
 pub use instance_dir::InstanceDir;
 pub use qemu::{LaunchError, LaunchOptions};
 pub use qmp::{QmpClient, QmpError, QmpEvent};

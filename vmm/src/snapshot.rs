@@ -142,6 +142,12 @@ pub struct RestoreParams {
     pub netns: Option<Option<String>>,
     /// The restored VM's user and cgroups (never the snapshotted VM's: a new VM is a new user).
     pub confinement: Option<crate::qemu::jail::Confinement>,
+    /// MAC addresses for the NICs, in order (default: the snapshot's). A restored guest keeps
+    /// using the snapshot's MACs until it is told otherwise; these are the ones a reset gives it.
+    pub macs: Option<Vec<crate::spec::MacAddr>>,
+    /// The directory already holds the config drive the VM should see (a new instance's): the
+    /// snapshot's is not copied over it.
+    pub keep_config_drive: bool,
     /// Resume the guest after a full restore (otherwise it stays paused).
     pub resume: bool,
 }
@@ -210,7 +216,8 @@ pub async fn snapshot_stopped(
 /// Polls `query-migrate` (with backoff) until the migration completes or fails.
 async fn wait_for_migration(vm: &Vm) -> Result<(), SnapshotError> {
     let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
-    let mut delay = Duration::from_millis(5);
+    // A small VM's state loads in tens of milliseconds: look often at first.
+    let mut delay = Duration::from_millis(2);
     loop {
         let info = vm.qmp().execute("query-migrate", None).await?;
         let status = info["status"].as_str().unwrap_or("none").to_owned();
@@ -228,7 +235,7 @@ async fn wait_for_migration(vm: &Vm) -> Result<(), SnapshotError> {
             return Err(SnapshotError::MigrationTimeout { after: MIGRATION_TIMEOUT });
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+        delay = (delay * 5 / 4).min(Duration::from_millis(50));
     }
 }
 
@@ -356,6 +363,14 @@ pub fn restore_spec(manifest: &SnapshotManifest, params: &RestoreParams) -> Resu
             nic.tap = tap.clone();
         }
     }
+    if let Some(macs) = &params.macs {
+        if macs.len() != spec.nics.len() {
+            return Err(SnapshotError::Mismatch { reason: "number of MAC addresses differs from the number of NICs" });
+        }
+        for (nic, mac) in spec.nics.iter_mut().zip(macs) {
+            nic.mac = *mac;
+        }
+    }
     if let Some(netns) = &params.netns {
         spec.netns = netns.clone();
     }
@@ -372,8 +387,10 @@ pub async fn restore(snapshot: &Path, params: &RestoreParams, opts: &LaunchOptio
     for (i, name) in manifest.disks.iter().enumerate() {
         copy_file(&snapshot.join(name), &params.dir.disk(i)).await?;
     }
-    if let Some(name) = &manifest.config_drive {
-        copy_file(&snapshot.join(name), &params.dir.config_drive()).await?;
+    match &manifest.config_drive {
+        Some(_) if params.keep_config_drive => {}
+        Some(name) => copy_file(&snapshot.join(name), &params.dir.config_drive()).await?,
+        None => {}
     }
     let memory = match (manifest.kind, &manifest.memory) {
         (SnapshotKind::Disk, _) => return Ok(Vm::start(spec, params.dir.clone(), opts).await?),
@@ -435,6 +452,7 @@ mod tests {
             accel: Accel::Tcg,
             netns: Some("ns-old".into()),
             confinement: None,
+            guest_agent: false,
         };
         let manifest = SnapshotManifest {
             kind: SnapshotKind::Full,
@@ -449,6 +467,8 @@ mod tests {
             taps: Some(vec!["tap-new".into()]),
             netns: Some(None),
             confinement: None,
+            macs: None,
+            keep_config_drive: false,
             resume: true,
         };
         let s = restore_spec(&manifest, &params).unwrap();
@@ -459,6 +479,12 @@ mod tests {
         assert_eq!(s.nics[0].mac, manifest.spec.nics[0].mac);
         assert_eq!(s.netns, None);
 
+        let new_mac: crate::spec::MacAddr = "52:54:00:00:00:02".parse().unwrap();
+        params.macs = Some(vec![new_mac]);
+        assert_eq!(restore_spec(&manifest, &params).unwrap().nics[0].mac, new_mac);
+        params.macs = Some(vec![]);
+        assert!(matches!(restore_spec(&manifest, &params), Err(SnapshotError::Mismatch { .. })));
+        params.macs = None;
         params.taps = Some(vec![]);
         assert!(matches!(restore_spec(&manifest, &params), Err(SnapshotError::Mismatch { .. })));
     }

@@ -48,6 +48,10 @@ pub struct VmSpec {
     /// The user QEMU runs as and its cgroups (`None`: the caller's user, no cgroups).
     #[serde(default)]
     pub confinement: Option<crate::qemu::jail::Confinement>,
+    /// A virtio-serial channel for a guest agent (`org.qemu.guest_agent.0`, socket `qga.sock`).
+    /// Part of the machine a memory state belongs to: a restore keeps the snapshot's choice.
+    #[serde(default)]
+    pub guest_agent: bool,
 }
 
 /// Boot mode.
@@ -437,6 +441,7 @@ mod tests {
             accel: Accel::Auto,
             netns: None,
             confinement: None,
+            guest_agent: false,
         }
     }
 

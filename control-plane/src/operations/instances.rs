@@ -13,9 +13,11 @@
 //! | `instance_recover` | as `instance_restore`, for the same instance from its latest snapshot after its host died (`reconcilers::disaster_recovery`) |
 //!
 //! Snapshots are in the shared store, so a restore or a resume runs on any host: the host
-//! fetches what it lacks. The memory state continues the guest only where its address stays
-//! (a resume on the host that saved it); anywhere else the instance gets an address of its new
-//! host and boots afresh from the snapshot's disks (its processes are not kept).
+//! fetches what it lacks. A memory state continues the guest anywhere: where the instance's
+//! address (a new one on another host's subnet) or hostname differs from the snapshotted
+//! guest's, the agent re-addresses the running guest through its guest agent, and resets it
+//! to boot afresh from the restored disks when it cannot. Disaster recovery always boots
+//! afresh from the disks (see `reconcilers::disaster_recovery`).
 //!
 //! Each operation carries the instance id and the generation the API assigned to the change;
 //! the agent applies a request only if its generation is not older than what it applied, so a
@@ -329,16 +331,14 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             Ok(None)
         }
         Step::RestoreOnHost => {
-            // A resume on the host that saved it continues the guest from its memory (same
-            // address); elsewhere, and for a restore (a new instance with a new address), the
-            // guest boots afresh from the snapshot's disks.
+            // A resume or a restore continues the guest from its memory when the snapshot has
+            // it, on any host: the agent re-addresses a guest whose address or hostname changed
+            // (or boots it afresh when it cannot). Disaster recovery boots afresh from the disks.
             let s = spec(app, id).await?;
             let (snapshot, fresh_boot) = match op.kind {
-                OperationKind::InstanceResume => {
-                    let (snapshot, saved_on) = suspend_state(app, id).await?;
-                    (snapshot, saved_on.is_none() || saved_on != s.host_id)
-                }
-                _ => (p.snapshot_id, true),
+                OperationKind::InstanceResume => (suspend_state(app, id).await?.0, false),
+                OperationKind::InstanceRecover => (p.snapshot_id, true),
+                _ => (p.snapshot_id, false),
             };
             let snapshot = snapshot
                 .ok_or(StepError::Fail { code: "internal", message: "a restore without its snapshot".to_owned() })?;

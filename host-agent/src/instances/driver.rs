@@ -155,6 +155,8 @@ async fn prepare_spec(
         accel: Accel::Auto,
         netns: ctx.config.netns.clone(),
         confinement: super::host::confinement(ctx, dir, desired).await?,
+        // Always offered: a guest that runs qemu-guest-agent can be re-addressed after a restore.
+        guest_agent: true,
     })
 }
 

@@ -25,11 +25,16 @@
 //! What a restore may change depends on the kind:
 //! - **disk**: the guest boots afresh from the snapshotted disks with the *new* spec (its MACs,
 //!   addresses, hostname, keys, config drive); only the disk layout must match.
-//! - **full**: the guest continues where it was, with its network configuration, hostname and
-//!   memory size in guest memory; the NICs (MAC and address), vCPUs, memory and disk layout
-//!   must therefore match the snapshotted instance, or the restored guest would be unreachable
-//!   or fail to load. The instance id, and with it the taps and the instance directory, may
-//!   differ.
+//! - **full**: the guest continues where it was, with its memory. vCPUs, memory, the number of
+//!   NICs and the disk layout must match the snapshotted instance, or the state would not load.
+//!   Its network configuration and hostname are in guest memory too: when the new spec's differ
+//!   (a new instance, or the same one on another host's subnet), the guest is *re-addressed*
+//!   once it runs, through its guest agent (`qemu-guest-agent`): each NIC takes its new MAC and
+//!   address, the default route its new gateway, the guest its new hostname, and the config
+//!   drive is the new spec's, so a later boot agrees. QEMU is started with the new MACs, which
+//!   the guest keeps using the old ones until told. A guest that cannot be re-addressed (no
+//!   agent answers, or its command fails) is reset: it boots afresh from the restored disks
+//!   with the new spec, as after a disk snapshot, and its processes are lost (logged).
 
 use std::path::{Path, PathBuf};
 
@@ -501,14 +506,88 @@ pub(super) fn check_restorable(snapshot: &SnapshotRecord, desired: &DesiredInsta
             source.vcpus, source.memory_mib
         ));
     }
-    let nics = |d: &DesiredInstance| d.nics.iter().map(|n| (n.mac, n.address)).collect::<Vec<_>>();
-    if nics(source) != nics(desired) {
+    if source.nics.len() != desired.nics.len() {
         return invalid(format!(
-            "full snapshot {id} resumes a guest whose network configuration is in its memory: the NICs must keep \
-             their MAC addresses and IP addresses"
+            "full snapshot {id} resumes a guest with {} NICs: the spec must have as many",
+            source.nics.len()
         ));
     }
     Ok(())
+}
+
+/// Whether a full restore of `snapshot` into `desired` must re-address the guest: its memory
+/// holds the snapshotted instance's MACs, addresses and hostname, and the spec's differ.
+pub(super) fn readdressed(snapshot: &SnapshotRecord, desired: &DesiredInstance) -> bool {
+    let net = |d: &DesiredInstance| d.nics.iter().map(|n| (n.mac, n.address, n.gateway)).collect::<Vec<_>>();
+    net(&snapshot.source) != net(desired) || snapshot.source.hostname != desired.hostname
+}
+
+/// How long a restored guest's agent has to answer, and then to re-address the guest.
+const GUEST_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run by `/bin/sh -c` in the guest: `HOSTNAME GATEWAY (OLD_MAC NEW_MAC ADDRESS/PREFIX)...`.
+/// Only `ip`, `cat` and `hostname` are needed (busybox has them, as does any distribution).
+const READDRESS_SCRIPT: &str = r#"set -eu
+host=$1 gw=$2
+shift 2
+first=
+while [ $# -ge 3 ]; do
+	old=$1 new=$2 addr=$3
+	shift 3
+	dev=
+	for d in /sys/class/net/*; do
+		if [ "$(cat "$d/address")" = "$old" ]; then dev=${d##*/}; fi
+	done
+	if [ -z "$dev" ]; then echo "no interface has MAC $old" >&2; exit 3; fi
+	ip link set dev "$dev" address "$new"
+	ip addr flush dev "$dev"
+	ip addr add "$addr" dev "$dev"
+	ip neigh flush dev "$dev"
+	if [ -z "$first" ]; then first=$dev; fi
+done
+if [ -n "$first" ]; then ip route replace default via "$gw" dev "$first"; fi
+hostname "$host"
+"#;
+
+/// Tells a restored, running guest its new network settings (see the module docs); resets it
+/// when it cannot be told, so that it boots with them.
+async fn readdress(vm: &Vm, dir: &InstanceDir, snapshot: &SnapshotRecord, desired: &DesiredInstance) {
+    let id = desired.id;
+    let gateway = desired.nics.first().map(|n| n.gateway.to_string()).unwrap_or_default();
+    let mut argv = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        READDRESS_SCRIPT.to_owned(),
+        "readdress".to_owned(),
+        desired.hostname.clone(),
+        gateway,
+    ];
+    for (old, new) in snapshot.source.nics.iter().zip(&desired.nics) {
+        argv.extend([old.mac.to_string(), new.mac.to_string(), new.address.to_string()]);
+    }
+    let started = std::time::Instant::now();
+    let told = async {
+        let mut agent = vmm::GuestAgent::connect(&dir.guest_agent_socket(), GUEST_AGENT_WAIT).await?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        agent.exec(&argv, GUEST_AGENT_WAIT).await
+    }
+    .await;
+    let reason = match told {
+        Ok(exit) if exit.code == Some(0) => {
+            tracing::info!(%id, took_ms = started.elapsed().as_millis() as u64, "restored guest re-addressed");
+            return;
+        }
+        Ok(exit) => format!(
+            "its re-addressing command exited with {:?}: {}",
+            exit.code,
+            String::from_utf8_lossy(&exit.stderr).trim()
+        ),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(%id, reason, "the restored guest cannot be re-addressed: it is reset and boots afresh with its new spec (its processes are lost)");
+    if let Err(e) = vm.reboot().await {
+        tracing::warn!(%id, error = %e, "cannot reset the restored guest");
+    }
 }
 
 /// Restores a full snapshot into the instance directory `dir` for `desired` (its taps exist):
@@ -522,10 +601,18 @@ pub(super) async fn restore_full(
     location: &Path,
 ) -> Result<Vm, InstanceError> {
     let instance = desired.id;
+    let readdress = readdressed(snapshot, desired);
+    if readdress {
+        crate::storage::build_config_drive(dir, desired)
+            .await
+            .map_err(|source| InstanceError::Storage { id: instance, source })?;
+    }
     let params = RestoreParams {
         dir: dir.clone(),
         name: Some(vm_name(instance)),
         taps: Some(taps(desired)),
+        macs: readdress.then(|| desired.nics.iter().map(|n| n.mac).collect()),
+        keep_config_drive: readdress,
         netns: Some(ctx.config.netns.clone()),
         confinement: super::host::confinement(ctx, dir, desired).await?,
         resume: false,
@@ -545,6 +632,9 @@ pub(super) async fn restore_full(
     }
     let vm = vm?;
     vm.resume().await.map_err(|source| InstanceError::Vmm { id: instance, operation: "resume", source })?;
+    if readdress {
+        self::readdress(&vm, dir, snapshot, desired).await;
+    }
     Ok(vm)
 }
 

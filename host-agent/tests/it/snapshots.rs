@@ -63,25 +63,25 @@ async fn snapshots_outlive_their_instance_and_restore_as_new_instances() {
     assert!(!host.instances_dir().join(id.to_string()).exists());
     assert!(full.location.join(SNAPSHOT_JSON).exists() && disk.location.join(SNAPSHOT_JSON).exists());
 
-    // A full snapshot keeps its guest's network: another MAC is refused, and so is a location
-    // outside the local store. Nothing is created.
-    let mut other_mac = DesiredInstance { id: new_id(), ..desired.clone() };
-    other_mac.nics[0].mac = "52:54:00:12:34:09".parse().unwrap();
-    let err = manager.restore(other_mac.clone(), full.location.clone(), 1).await.unwrap_err();
+    // A full snapshot keeps its guest's devices: another number of NICs is refused, and so is
+    // a location outside the local store. Nothing is created.
+    let no_nic = DesiredInstance { id: new_id(), nics: Vec::new(), ..desired.clone() };
+    let err = manager.restore(no_nic.clone(), full.location.clone(), 1).await.unwrap_err();
     assert!(matches!(err, InstanceError::InvalidSpec { .. }), "{err:?}");
-    let err = manager.restore(other_mac.clone(), host.tmp.path().to_owned(), 1).await.unwrap_err();
+    let elsewhere = DesiredInstance { id: new_id(), ..desired.clone() };
+    let err = manager.restore(elsewhere, host.tmp.path().to_owned(), 1).await.unwrap_err();
     assert!(matches!(err, InstanceError::InvalidSpec { .. }), "{err:?}");
     assert!(manager.list().await.is_empty());
-    assert!(!host.instances_dir().join(other_mac.id.to_string()).exists());
+    assert!(!host.instances_dir().join(no_nic.id.to_string()).exists());
 
-    // Full restore as a new instance (new id, tap and directory): the guest continues.
+    // Full restore as a new instance (new id, tap, directory and hostname): the guest
+    // continues, and its guest agent gives it its new hostname.
     let restored = DesiredInstance { id: new_id(), hostname: "snap-2".into(), ..desired.clone() };
     let status = manager.restore(restored.clone(), full.location.clone(), 1).await.unwrap();
     assert_eq!((status.state, status.generation), (InstanceState::Running, 1));
-    let out = wait_for_ssh(&host, &key.private, IP, "cat /tmp/marker /proc/sys/kernel/random/boot_id", BOOT_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(out, format!("hi\n{boot_id}"));
+    let read = "cat /tmp/marker /proc/sys/kernel/random/boot_id; hostname";
+    let out = wait_for_ssh(&host, &key.private, IP, read, BOOT_TIMEOUT).await.unwrap();
+    assert_eq!(out, format!("hi\n{boot_id}\nsnap-2"));
     let uptime_after = guest_uptime(&host, &key.private, IP).await;
     assert!(uptime_after >= uptime_before, "uptime went from {uptime_before} to {uptime_after}");
     assert!(host.ip_ok(&["link", "show", "dev", &tap_name(restored.id, 0)]));

@@ -90,7 +90,8 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
     assert_eq!(restored.out["instance"]["host_id"], instance["host_id"], "{}", restored.out);
     assert_ne!(restored.out["instance"]["address"], instance["address"], "a new instance, a new address");
     assert_eq!(cloud.ssh("web-2", "cat /root/kept.txt").await.trim(), "kept");
-    // A snapshot with memory restores the same way into a new instance: from its disks.
+    // A snapshot with memory restores into a new instance beside the first: the same guest goes
+    // on, told its new address.
     let full_name = full.out["snapshot"]["name"].as_str().unwrap().to_owned();
     let line = format!("snapshot restore {full_name} --to-instance web-3 --wait");
     let from_full = cli.line(&line).await.ok("restore of a full snapshot");
@@ -379,15 +380,33 @@ async fn a_snapshot_restores_on_a_host_that_never_saw_it_from_s3() {
     restores_on_another_host_from_the_store(Store::S3).await;
 }
 
+/// What a guest remembers only in memory: a file in tmpfs and a process started over SSH.
+const REMEMBER: &str =
+    "echo in-memory > /dev/shm/mark && (sleep 86400 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/pid)";
+/// Prints the mark, whether the process still runs, the hostname and eth0's address.
+const RECALL: &str = "cat /dev/shm/mark; kill -0 $(cat /dev/shm/pid) && echo alive; hostname; ip -o -4 addr show dev eth0 | awk '{print $4}'";
+/// eth0's MAC address.
+const MAC: &str = "cat /sys/class/net/eth0/address";
+
+/// What [`RECALL`] must print for `instance` (from the API).
+fn recalled(instance: &Value) -> String {
+    let name = instance["name"].as_str().unwrap();
+    let address = instance["address"].as_str().unwrap();
+    format!("in-memory\nalive\n{name}\n{address}/24")
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_suspended_instance_whose_host_has_no_room_starts_on_another_from_its_saved_disks() {
+async fn memory_state_moves_to_another_host_under_a_new_address_with_its_processes() {
     let mut cloud = cloud().await;
     let line = "instance create web-1 --image minimal --memory 256MiB --disk 1GiB --ssh-key alice --wait";
     let before = cloud.lifecycle(line, "running").await;
-    cloud.ssh("web-1", "echo on-disk > /root/kept.txt && echo in-memory > /dev/shm/mark && sync").await;
+    cloud.ssh("web-1", "echo on-disk > /root/kept.txt && sync").await;
+    cloud.ssh("web-1", REMEMBER).await;
+    assert_eq!(cloud.ssh("web-1", RECALL).await.trim(), recalled(&before));
+    cloud.cli.line("snapshot create --instance web-1 --name live --memory --wait").await.ok("snapshot --memory");
     cloud.cli.line("instance suspend web-1 --wait").await.ok("suspend");
-    // Its host takes no new placements, so the resume goes elsewhere: from the store, booting
-    // from the saved disks with an address of the new host (the memory keeps the old one).
+    // Its host takes no new placements, so the resume goes elsewhere, from the store, with an
+    // address of the new host: the guest goes on where it was and is told its new address.
     let host2 = cloud.add_host().await;
     let host1 = before["host_id"].as_str().unwrap();
     cloud.cli.line(&format!("host drain {host1}")).await.ok("host drain");
@@ -396,15 +415,42 @@ async fn a_suspended_instance_whose_host_has_no_room_starts_on_another_from_its_
     assert_eq!(after["id"], before["id"]);
     assert_ne!(after["address"], before["address"], "an address of the new host");
     assert_eq!(cloud.ssh("web-1", "cat /root/kept.txt").await.trim(), "on-disk");
-    let mark = cloud.cli.run(&["instance", "ssh", "web-1", "-i", &cloud.key, "--", "cat /dev/shm/mark"]).await;
-    assert_ne!(mark.code, 0, "a boot elsewhere has no memory of the old one: {mark:?}");
+    assert_eq!(cloud.ssh("web-1", RECALL).await.trim(), recalled(&after), "web-1 was not resumed as it was");
     let ops = cloud.cli.line("operation list").await.ok("operation list");
     let resume = ops.out.as_array().unwrap().iter().find(|o| o["kind"] == "instance_resume").cloned().unwrap();
     assert_eq!(resume["state"], "succeeded", "{resume}");
-    // The saved state is gone from both hosts once the instance runs again.
+
+    // The memory snapshot restores into a new instance on the second host: the same guest,
+    // processes and all, under the new instance's name, MAC and address, with the host keys
+    // the snapshotted guest published (`instance ssh` checks them strictly).
+    let line = "snapshot restore live --to-instance web-2 --ssh-key alice --wait";
+    let web2 = cloud.lifecycle(line, "running").await;
+    assert_eq!(web2["host_id"].as_str(), Some(host2.as_str()), "{web2}");
+    assert_ne!(web2["address"], after["address"]);
+    assert_eq!(cloud.ssh("web-2", RECALL).await.trim(), recalled(&web2), "web-2 is not the snapshotted guest");
+    assert_ne!(cloud.ssh("web-2", MAC).await, cloud.ssh("web-1", MAC).await, "a new instance has a MAC of its own");
+    assert_eq!(cloud.ssh("web-2", "cat /root/kept.txt").await.trim(), "on-disk");
+    // The two copies are two machines now: each answers on its own address.
+    assert_eq!(cloud.ssh("web-1", "hostname").await.trim(), "web-1");
+    // A guest whose agent does not answer cannot be told its new address: it boots afresh
+    // from the snapshot's disks with the new instance's spec, reachable, without its processes.
+    cloud.ssh("web-1", "kill -STOP $(pidof qemu-ga)").await;
+    cloud.cli.line("snapshot create --instance web-1 --name mute --memory --wait").await.ok("snapshot mute");
+    let web3 = cloud.lifecycle("snapshot restore mute --to-instance web-3 --ssh-key alice --wait", "running").await;
+    assert_eq!(cloud.ssh("web-3", "hostname; cat /root/kept.txt").await.trim(), "web-3\non-disk");
+    let mark = cloud.cli.run(&["instance", "ssh", "web-3", "-i", &cloud.key, "--", "cat /dev/shm/mark"]).await;
+    assert_ne!(mark.code, 0, "a guest booted afresh has no memory of the old one: {mark:?}");
+    assert_ne!(web3["address"], web2["address"]);
+    cloud.cli.line("snapshot delete mute --wait").await.ok("snapshot delete");
+
+    // The saved state is gone from both hosts once the instance runs again: what is left is
+    // the snapshot `live`, where it was taken and where it was restored.
+    let live = cloud.cli.line("snapshot get live").await.ok("snapshot get").out["id"].as_str().unwrap().to_owned();
     for agent in [&cloud.agent, &cloud.more[0]] {
         let dir = agent.state_dir.join("snapshots");
-        let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        assert!(left.is_empty(), "saved state left on a host: {left:?}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert_eq!(left, std::slice::from_ref(&live), "saved state left on a host");
     }
 }

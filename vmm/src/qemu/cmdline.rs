@@ -11,6 +11,7 @@
 //!   -kernel K -initrd I -append "… tsc_early_khz=N"
 //!   -drive id=disk0,if=none,… -device virtio-blk-device,drive=disk0      (per disk, then cidata)
 //!   -netdev tap,id=net0,fd=3 -device virtio-net-device,netdev=net0,mac=M     (fd: see jail)
+//!   [-chardev socket,id=qga0,path=DIR/qga.sock,… -device virtio-serial-device -device virtserialport,…]
 //!   -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-device,rng=rng0
 //!   [-S] [-incoming defer]
 //! ```
@@ -167,6 +168,11 @@ pub fn qemu_args(plan: &CommandPlan<'_>) -> Vec<String> {
         push(&["-netdev", &format!("tap,id=net{i},fd={}", super::jail::FIRST_TAP_FD + i as i32)]);
         push(&["-device", &format!("virtio-net-{bus},netdev=net{i},mac={},id=vnet{i}", nic.mac)]);
     }
+    if spec.guest_agent {
+        push(&["-chardev", &format!("socket,id=qga0,path={},server=on,wait=off", dir.guest_agent_socket().display())]);
+        push(&["-device", &format!("virtio-serial-{bus},id=vser0")]);
+        push(&["-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"]);
+    }
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom"]);
     push(&["-device", &format!("virtio-rng-{bus},rng=rng0,id=vrng0")]);
 
@@ -219,6 +225,7 @@ mod tests {
             accel: Accel::Auto,
             netns: None,
             confinement: None,
+            guest_agent: false,
         }
     }
 
@@ -285,6 +292,19 @@ mod tests {
         assert_eq!(kernel_cmdline("tsc_early_khz=1", ResolvedAccel::Tcg, Some(5)), "tsc_early_khz=1");
         assert_eq!(kernel_cmdline("", ResolvedAccel::Tcg, Some(5)), "tsc_early_khz=5");
         assert_eq!(kernel_cmdline("x", ResolvedAccel::Tcg, None), "x");
+    }
+
+    #[test]
+    fn a_guest_agent_channel_is_a_virtio_serial_port_on_its_own_socket() {
+        let mut spec = spec();
+        let dir = InstanceDir::new("/i");
+        let without = qemu_args(&plan(&spec, &dir));
+        assert!(!without.iter().any(|a| a.contains("qga")), "no channel unless asked: {without:?}");
+        spec.guest_agent = true;
+        let args = qemu_args(&plan(&spec, &dir));
+        assert!(has_pair(&args, "-chardev", "socket,id=qga0,path=/i/qga.sock,server=on,wait=off"));
+        assert!(has_pair(&args, "-device", "virtio-serial-device,id=vser0"));
+        assert!(has_pair(&args, "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"));
     }
 
     #[test]

@@ -192,6 +192,7 @@ impl Fixture {
             accel: Accel::Auto,
             netns: Some(net.netns.clone()),
             confinement: None,
+            guest_agent: false,
         }
     }
 }
