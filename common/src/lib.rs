@@ -1,5 +1,6 @@
 //! What the control plane and the host agent share that is not part of their contract
 //! (`cloud-proto`): value types both speak ([`net`]), durable writes of small files ([`fs`]),
+//! TCP for interactive traffic ([`tcp`]),
 //! and how a service starts: its configuration file and overrides ([`config`]), logging,
 //! the runtime, errors on exit and the shutdown signal ([`startup`]).
 //! Nothing here knows either service; both depend on it, it depends on neither.
@@ -9,3 +10,4 @@ pub mod config;
 pub mod fs;
 pub mod net;
 pub mod startup;
+pub mod tcp;

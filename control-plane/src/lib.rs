@@ -228,7 +228,10 @@ async fn serve_with(
                 let listener = http::tls::TlsListener::new(http_listener, acceptor)?;
                 axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).await
             }
-            None => axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).await,
+            None => {
+                let listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| cloud_common::tcp::no_delay(tcp));
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).await
+            }
         }
     };
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));

@@ -325,11 +325,13 @@ impl Network {
 
     /// Creates tap `name` on the bridge and sets it up. Idempotent.
     pub async fn ensure_tap(&self, name: &str) -> Result<(), NetworkError> {
+        // One `ip` for all of it: a launch waits for its taps.
+        let mut batch = String::new();
         if !self.link_exists(name).await? {
-            self.ip(&["tuntap", "add", "dev", name, "mode", "tap"]).await?;
+            batch.push_str(&format!("tuntap add dev {name} mode tap\n"));
         }
-        self.ip(&["link", "set", name, "master", &self.config.bridge]).await?;
-        self.ip(&["link", "set", name, "up"]).await?;
+        batch.push_str(&format!("link set {name} master {}\nlink set {name} up\n", self.config.bridge));
+        self.run(Tool::Ip, &["-batch", "-"], Some(&batch)).await?;
         Ok(())
     }
 

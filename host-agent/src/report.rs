@@ -51,7 +51,7 @@ pub trait HostState: Send + Sync + 'static {
 }
 
 /// Shortest time between two reports when instances change quickly.
-const MIN_REPORT_GAP: Duration = Duration::from_millis(200);
+const MIN_REPORT_GAP: Duration = Duration::from_millis(20);
 
 /// The report loop's settings.
 #[derive(Debug, Clone)]

@@ -535,6 +535,22 @@ impl Client {
         self.get(self.url(&["v1", "projects", project, "instances", instance])).await
     }
 
+    /// Waits up to `timeout_secs` (1 to 60) for instance `instance` to run and its guest to be
+    /// ready, or to be in a state it will not get there from; returns it as it is then.
+    pub async fn instance_wait_ready_once(
+        &self,
+        project: &str,
+        instance: &str,
+        timeout_secs: u64,
+    ) -> Result<Instance, ClientError> {
+        let secs = timeout_secs.clamp(1, MAX_WAIT_SECS);
+        let mut url = self.url(&["v1", "projects", project, "instances", instance, "wait"]);
+        url.query_pairs_mut().append_pair("until", "ready").append_pair("timeout_secs", &secs.to_string());
+        let long = Duration::from_secs(secs) + REQUEST_TIMEOUT;
+        let resp = self.send(|| self.request(Method::GET, url.clone()).timeout(long), true).await?;
+        self.decode(resp).await
+    }
+
     /// Starts, stops or reboots an instance (`action` is `start`, `stop` or `reboot`).
     pub async fn instance_action(
         &self,

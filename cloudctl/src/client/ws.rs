@@ -66,7 +66,8 @@ pub(super) async fn connect(
         .map_err(|e| WsError::Request { url: text.clone(), source: tungstenite::Error::HttpFormat(e.into()) })?;
     request.headers_mut().insert("authorization", auth);
     let connector = tls.map(tokio_tungstenite::Connector::Rustls);
-    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
+    // Nagle off: console keystrokes and SSH handshakes are small writes that must go at once.
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await {
         Ok((stream, _)) => Ok(WebSocket { url: text, stream }),
         Err(tungstenite::Error::Http(resp)) => {
             let detail = resp

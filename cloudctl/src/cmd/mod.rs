@@ -368,17 +368,16 @@ impl Context {
     ) -> anyhow::Result<cloudctl::client::Instance> {
         let deadline = Instant::now() + timeout;
         let mut progress: Option<Progress> = None;
-        // Every 100 ms for 3 s (a resumed guest answers in a few hundred milliseconds), then
-        // backing off to once a second.
-        let (started, mut delay) = (Instant::now(), Duration::from_millis(100));
         let result = loop {
-            let found = client.instance_get(&self.project, instance).await?;
+            // The server answers as soon as the instance is ready (or will not be), or after a
+            // second, so that the progress line follows its state.
+            let found = client.instance_wait_ready_once(&self.project, instance, 1).await?;
             if found.is_ready() {
                 break Ok(found);
             }
             let name = found.name.clone();
             match found.state.as_str() {
-                "creating" | "starting" | "rebooting" | "running" | "restoring" => {}
+                "creating" | "starting" | "rebooting" | "running" | "restoring" | "snapshotting" => {}
                 "failed" => {
                     let reason = found.state_reason.as_deref().unwrap_or("no reason given");
                     break Err(Failure::Usage(format!("instance {name} failed: {reason}")).into());
@@ -413,10 +412,6 @@ impl Context {
                     timeout.as_secs()
                 ))
                 .into());
-            }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            if now.duration_since(started) > Duration::from_secs(3) {
-                delay = (delay * 3 / 2).min(Duration::from_secs(1));
             }
         };
         if let Some(p) = progress {

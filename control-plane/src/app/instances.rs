@@ -436,6 +436,47 @@ pub async fn get(app: &App, caller: &Caller, project: &str, instance: &str) -> R
     Ok(find(app, caller, project, instance, Role::Viewer).await?.1)
 }
 
+/// Where on its way to running a wait for an instance ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitUntil {
+    /// Its VM runs.
+    Running,
+    /// Its VM runs and its guest is reachable (`ready_at` is set).
+    #[default]
+    Ready,
+}
+
+/// The instance once it is where `until` says, or as soon as it is in a state it will not get
+/// there from by itself (stopped, failed, suspended, deleted…), or as it is after `timeout`
+/// (at most [`super::operations::MAX_WAIT`]). Woken by the reports that change it.
+pub async fn wait(
+    app: &App,
+    caller: &Caller,
+    project: &str,
+    instance: &str,
+    until: WaitUntil,
+    timeout: std::time::Duration,
+) -> Result<InstanceRow, AppError> {
+    let timeout = timeout.clamp(std::time::Duration::from_secs(1), super::operations::MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    app.changes
+        .watch(deadline, || async {
+            let row = get(app, caller, project, instance).await?;
+            let done = match row.state {
+                InstanceState::Running => until == WaitUntil::Running || row.ready_at.is_some(),
+                InstanceState::Creating
+                | InstanceState::Starting
+                | InstanceState::Rebooting
+                | InstanceState::Restoring
+                | InstanceState::Snapshotting => false,
+                _ => true,
+            };
+            Ok((row, done))
+        })
+        .await
+}
+
 /// Starts, stops, reboots or deletes an instance: moves it to the change's state with a new
 /// generation and records the operation, or says which states the change needs.
 pub async fn change(

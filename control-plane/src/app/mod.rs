@@ -5,6 +5,7 @@
 //! authorizes, validates once, and returns a typed result or an [`AppError`]; the HTTP layer
 //! turns the latter into a status and an error body with `From`.
 
+pub mod changes;
 pub mod error;
 pub mod hosts;
 pub mod images;
@@ -40,6 +41,8 @@ pub struct App {
     pub executor: crate::operations::executor::Executor,
     /// The shared snapshot store (the control plane deletes from it and collects its garbage).
     pub store: cloud_store::Store,
+    /// Wakes the requests waiting for an operation to finish or a guest to become ready.
+    pub changes: changes::Changes,
 }
 
 impl App {
@@ -55,6 +58,7 @@ impl App {
             scheduler: config.scheduler.clone(),
             executor: crate::operations::executor::Executor::new(&config.operations),
             store: cloud_store::Store::open(&config.store, &config.data_dir.join("chunks"))?,
+            changes: changes::Changes::default(),
         })
     }
 }

@@ -2,7 +2,9 @@
 //! operation of a project the caller is not a member of (or a fleet operation, for a
 //! non-operator) is not found, exactly like one that does not exist.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{App, AppError, Window, projects};
 use crate::auth::{Caller, Role};
@@ -28,17 +30,13 @@ pub async fn get(app: &App, caller: &Caller, id: OperationId) -> Result<Operatio
 /// The operation once it has finished, or as it is after `timeout` (at most [`MAX_WAIT`]).
 pub async fn wait(app: &App, caller: &Caller, id: OperationId, timeout: Duration) -> Result<OperationRow, AppError> {
     let deadline = Instant::now() + timeout.clamp(Duration::from_secs(1), MAX_WAIT);
-    // Short operations (a resume, a stop) finish in a few hundred milliseconds: look often at
-    // first, then back off to a few looks a second.
-    let mut delay = Duration::from_millis(20);
-    loop {
-        let op = get(app, caller, id).await?;
-        if op.state.is_finished() || Instant::now() >= deadline {
-            return Ok(op);
-        }
-        tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-        delay = (delay * 3 / 2).min(Duration::from_millis(250));
-    }
+    app.changes
+        .watch(deadline, || async {
+            let op = get(app, caller, id).await?;
+            let finished = op.state.is_finished();
+            Ok((op, finished))
+        })
+        .await
 }
 
 /// The project's operations in `window`, newest first.

@@ -31,7 +31,7 @@ pub async fn serve(
         .identity(Identity::from_pem(&fleet.identity.cert_pem, &fleet.identity.key_pem))
         .client_ca_root(Certificate::from_pem(fleet.ca.cert_pem()))
         .client_auth_optional(true);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = cloud_common::tcp::incoming(listener);
     Server::builder()
         .tls_config(tls)?
         .add_service(ControlPlaneServer::new(ControlPlaneService { app: app.clone() }))
@@ -176,8 +176,12 @@ impl ControlPlane for ControlPlaneService {
         if renewal.previous_state == crate::states::HostState::Dead {
             tracing::warn!(%host_id, "a host declared dead reports again: taken back with its identity and instances");
         }
+        let mut changed = false;
         for status in &report.instances {
-            apply_instance_report(&mut conn, host_id, status).await.map_err(|e| unavailable(&e))?;
+            changed |= apply_instance_report(&mut conn, host_id, status).await.map_err(|e| unavailable(&e))?;
+        }
+        if changed {
+            self.app.changes.notify();
         }
         let owned = hosts::host_instance_ids(&mut conn, host_id).await.map_err(|e| unavailable(&e))?;
         tracing::debug!(%host_id, state = %renewal.state, "report accepted");
@@ -190,16 +194,16 @@ impl ControlPlane for ControlPlaneService {
 
 /// Records what an agent says about one of its instances: its guest's readiness and host keys,
 /// and its state (steady states only: operations own the transitional ones, and the generation
-/// guard drops reports older than the last request).
+/// guard drops reports older than the last request). Returns whether anything changed.
 async fn apply_instance_report(
     conn: &mut sqlx::PgConnection,
     host: Uuid,
     status: &pb::InstanceStatus,
-) -> Result<(), sqlx::Error> {
-    let Ok(id) = Uuid::parse_str(&status.instance_id) else { return Ok(()) };
+) -> Result<bool, sqlx::Error> {
+    let Ok(id) = Uuid::parse_str(&status.instance_id) else { return Ok(false) };
     let Ok(generation) = i64::try_from(status.generation) else {
         tracing::warn!(%host, instance = %id, generation = status.generation, "a report's generation is out of range: ignored");
-        return Ok(());
+        return Ok(false);
     };
     // PostgreSQL keeps microseconds: compare at that precision, or every report would "change" it.
     let ready_at = status
@@ -207,8 +211,9 @@ async fn apply_instance_report(
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0) / 1000 * 1000));
     let host_keys = crate::openssh::HostKey::parse_all(status.ssh_host_keys.iter().map(String::as_str));
+    let mut changed = false;
     if ready_at.is_some() || !host_keys.is_empty() {
-        crate::db::instances::instance_apply_guest_report(
+        changed = crate::db::instances::instance_apply_guest_report(
             conn,
             host.into(),
             id.into(),
@@ -222,11 +227,12 @@ async fn apply_instance_report(
         Ok(pb::InstanceState::Running) => InstanceState::Running,
         Ok(pb::InstanceState::Stopped) => InstanceState::Stopped,
         Ok(pb::InstanceState::Failed) => InstanceState::Failed,
-        _ => return Ok(()),
+        _ => return Ok(changed),
     };
     let reason = (!status.reason.is_empty()).then_some(status.reason.as_str());
-    crate::db::instances::instance_apply_report(conn, host.into(), id.into(), state, generation, reason).await?;
-    Ok(())
+    let applied =
+        crate::db::instances::instance_apply_report(conn, host.into(), id.into(), state, generation, reason).await?;
+    Ok(changed || applied)
 }
 
 fn validate_join(req: &pb::JoinRequest) -> Result<NewHost, String> {

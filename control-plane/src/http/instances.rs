@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/projects/{project}/instances", post(instance_create).get(instance_list))
         .route("/v1/projects/{project}/instances/{instance}", get(instance_get).delete(instance_delete))
+        .route("/v1/projects/{project}/instances/{instance}/wait", get(instance_wait))
         .route("/v1/projects/{project}/instances/{instance}/start", post(instance_start))
         .route("/v1/projects/{project}/instances/{instance}/stop", post(instance_stop))
         .route("/v1/projects/{project}/instances/{instance}/reboot", post(instance_reboot))
@@ -155,6 +156,32 @@ pub async fn instance_get(
     Path((project, instance)): Path<(String, String)>,
 ) -> Result<Json<InstanceRow>, ApiError> {
     Ok(Json(app::get(&app, &caller, &project, &instance).await?))
+}
+
+/// How long and for what to wait.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceWaitQuery {
+    /// `ready` (default: running and its guest reachable) or `running`.
+    pub until: Option<app::WaitUntil>,
+    /// Seconds to wait at most (1 to 60, default 30); the instance is returned as it is then.
+    pub timeout_secs: Option<u64>,
+}
+
+/// Waits until the instance runs (and its guest is ready, unless `until=running`), or is in a
+/// state it will not get there from by itself (check `state`), or the timeout passes; returns it.
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/wait", tag = "instances",
+    params(("project" = String, Path), ("instance" = String, Path, description = "Instance name or id"),
+        InstanceWaitQuery),
+    responses((status = 200, body = InstanceRow), (status = 404, body = super::error::ErrorBody)))]
+pub async fn instance_wait(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path((project, instance)): Path<(String, String)>,
+    Query(q): Query<InstanceWaitQuery>,
+) -> Result<Json<InstanceRow>, ApiError> {
+    let timeout = std::time::Duration::from_secs(q.timeout_secs.unwrap_or(30));
+    Ok(Json(app::wait(&app, &caller, &project, &instance, q.until.unwrap_or_default(), timeout).await?))
 }
 
 async fn change(

@@ -91,6 +91,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                cloud_common::tcp::no_delay(&stream);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

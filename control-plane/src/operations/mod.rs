@@ -220,6 +220,7 @@ impl Executor {
                 return self.later(app, op, err).await;
             }
             db::operation_finish(&mut *app.pool.acquire().await?, op.id, OperationState::Succeeded).await?;
+            app.changes.notify();
             tracing::info!("operation succeeded");
             return Ok(());
         }
@@ -261,6 +262,7 @@ impl Executor {
         }
         let end = if cancelled { OperationState::Cancelled } else { OperationState::Failed };
         db::operation_finish(&mut *app.pool.acquire().await?, op.id, end).await?;
+        app.changes.notify();
         tracing::info!(state = %end, "operation ended and was undone");
         Ok(())
     }

@@ -39,7 +39,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let tls = service.identity.server_tls();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = cloud_common::tcp::incoming(listener);
     Server::builder()
         .tls_config(tls)?
         .add_service(HostAgentServer::with_interceptor(service, only_the_control_plane))

@@ -38,11 +38,22 @@ use vmm::host_keys::HostKeyScanner;
 
 /// How often the SSH port is probed until it answers, and `console.log` read.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often in the first [`EAGER_FOR`] of a watch: a resumed guest answers within a few
+/// hundred milliseconds, and each probe that comes late is time its user waits.
+const EAGER_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a watch probes every [`EAGER_INTERVAL`].
+const EAGER_FOR: Duration = Duration::from_secs(2);
 /// How often `console.log` is read, and its bound applied, once the guest is ready: a guest's
 /// UART moves up to ~80 KB/s under TCG, so the file overshoots its bound by at most ~40 KB.
 const IDLE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long one probe may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Probes under way at once, at most: one that waits (for an address the guest has not
+/// answered ARP for yet, say) does not hold back the next one for long. Only one at a time
+/// otherwise: each probe that connects costs the guest an SSH server process.
+const PROBES_IN_FLIGHT: usize = 4;
+/// How long a probe may wait before another one is started beside it.
+const PROBE_PATIENCE: Duration = Duration::from_millis(250);
 /// How long a connected probe waits for the banner.
 const BANNER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long after its SSH port answers a guest that published no host keys is declared ready.
@@ -84,12 +95,24 @@ pub(super) struct Watch<R> {
     /// `console.log.1` and truncated in place whenever it grew past it).
     pub console_log: PathBuf,
     pub console_log_max_bytes: u64,
-    /// Also read `console.log` from its start first (a VM found running: its keys may have been
-    /// printed while the agent was away).
-    pub from_start: bool,
+    /// How the guest came to run.
+    pub start: GuestStart,
     /// The runner's mailbox, which takes [`GuestReport`]s (weak: the watch never keeps a
     /// deleted runner alive).
     pub runner: mpsc::WeakSender<R>,
+}
+
+/// How the guest a watch follows came to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GuestStart {
+    /// It boots: it answers in seconds.
+    Boot,
+    /// It goes on from a memory state: it answers within a few hundred milliseconds, so its
+    /// SSH port is probed every [`EAGER_INTERVAL`] at first.
+    Resumed,
+    /// It was found running (after an agent restart): `console.log` is read from its start
+    /// first, as its keys may have been printed while the agent was away.
+    Found,
 }
 
 /// Follows a growing file from an offset (back to its start when it was truncated).
@@ -130,7 +153,7 @@ impl Follow {
 pub(super) async fn watch<R: From<GuestReport>>(mut w: Watch<R>) {
     let mut scanner = HostKeyScanner::default();
     let mut keys_this_boot = false;
-    if w.from_start {
+    if w.start == GuestStart::Found {
         let mut log = Follow::new(w.console_log.clone(), true).await;
         loop {
             let data = log.read_new().await;
@@ -149,15 +172,35 @@ pub(super) async fn watch<R: From<GuestReport>>(mut w: Watch<R>) {
     }
     let mut banner_at: Option<(Instant, DateTime<Utc>)> = None;
     let mut reported = false;
+    let started = Instant::now();
+    let mut probes = tokio::task::JoinSet::new();
+    let mut last_probe: Option<Instant> = None;
     loop {
         // Once ready, only new key blocks are of interest: look less often.
-        tokio::time::sleep(if reported { IDLE_INTERVAL } else { POLL_INTERVAL }).await;
-        if banner_at.is_none()
-            && let Some(addr) = w.ssh
-            && answers_ssh(w.netns.as_deref(), addr).await
-        {
+        let interval = match () {
+            () if reported => IDLE_INTERVAL,
+            () if w.start == GuestStart::Resumed && started.elapsed() < EAGER_FOR => EAGER_INTERVAL,
+            () => POLL_INTERVAL,
+        };
+        // A probe's answer is taken as soon as it comes.
+        let answered = tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            Some(done) = probes.join_next() => done.unwrap_or(false),
+        };
+        if answered && banner_at.is_none() {
+            probes.abort_all();
             tracing::info!(keys_known = w.keys_known || keys_this_boot, "the guest's SSH port answers");
             banner_at = Some((Instant::now(), Utc::now()));
+        }
+        let since_probe = last_probe.map_or(Duration::MAX, |at| at.elapsed());
+        if banner_at.is_none()
+            && let Some(addr) = w.ssh
+            && ((probes.is_empty() && since_probe >= interval)
+                || (probes.len() < PROBES_IN_FLIGHT && since_probe >= PROBE_PATIENCE))
+        {
+            last_probe = Some(Instant::now());
+            let netns = w.netns.clone();
+            probes.spawn(async move { answers_ssh(netns.as_deref(), addr).await });
         }
         // Read the console after the probe, so keys printed before the banner count.
         while let Ok(data) = w.console.try_recv() {
@@ -219,13 +262,16 @@ async fn answers_ssh(netns: Option<&str>, addr: SocketAddr) -> bool {
 
 /// A TCP connection to a guest, made from the host (inside `netns` when set).
 pub(super) async fn connect(netns: Option<&str>, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    match netns {
+    let stream = match netns {
         None => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         },
-        Some(ns) => TcpStream::from_std(connect_in_netns(ns, addr, timeout).await?),
-    }
+        Some(ns) => TcpStream::from_std(connect_in_netns(ns, addr, timeout).await?)?,
+    };
+    // It carries tunnels (SSH): small writes go at once.
+    cloud_common::tcp::no_delay(&stream);
+    Ok(stream)
 }
 
 /// Connects from inside network namespace `ns`, on a short-lived thread of its own (a socket
@@ -271,7 +317,7 @@ mod tests {
         ssh: Option<SocketAddr>,
         console: mpsc::Receiver<Vec<u8>>,
         console_log: PathBuf,
-        from_start: bool,
+        start: GuestStart,
         runner: &mpsc::Sender<GuestReport>,
     ) -> Watch<GuestReport> {
         Watch {
@@ -282,7 +328,7 @@ mod tests {
             console,
             console_log,
             console_log_max_bytes: u64::MAX,
-            from_start,
+            start,
             runner: runner.downgrade(),
         }
     }
@@ -306,7 +352,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
         let (console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
         let addr = server(b"SSH-2.0-test\r\n").await;
-        let w = Watch { boot: 7, ..watch_of(Some(addr), console, log.clone(), false, &tx) };
+        let w = Watch { boot: 7, ..watch_of(Some(addr), console, log.clone(), GuestStart::Boot, &tx) };
         let task = tokio::spawn(watch(w));
         // The banner alone is not enough while no keys are known: nothing is reported yet.
         let quiet = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await;
@@ -337,7 +383,7 @@ mod tests {
         std::fs::write(&log, b"").unwrap();
         let (tx, _rx) = mpsc::channel::<GuestReport>(16);
         let (_console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
-        let w = Watch { console_log_max_bytes: 1000, ..watch_of(None, console, log.clone(), false, &tx) };
+        let w = Watch { console_log_max_bytes: 1000, ..watch_of(None, console, log.clone(), GuestStart::Boot, &tx) };
         let task = tokio::spawn(watch(w));
         // QEMU appends (O_APPEND), as the guest floods its serial port.
         let mut qemu = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -363,7 +409,7 @@ mod tests {
         std::fs::write(&log, block).unwrap();
         let (tx, mut rx) = mpsc::channel::<GuestReport>(16);
         let (_console_tx, console) = mpsc::channel(CONSOLE_BACKLOG);
-        let w = watch_of(None, console, log, true, &tx);
+        let w = watch_of(None, console, log, GuestStart::Found, &tx);
         let _task = tokio::spawn(watch(w));
         let Some(GuestReport { event: GuestEvent::HostKeys(keys), .. }) = rx.recv().await else { panic!() };
         assert_eq!(keys, vec![key.to_owned()]);

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use vmm::{InstanceDir, Vm, VmStatus};
 
 use super::driver::{Attached, Driver, Restored};
-use super::guest::{self, GuestEvent};
+use super::guest::{self, GuestEvent, GuestStart};
 use super::host::Host;
 use super::record::{AgentRecord, CREATING_MARKER, write_record};
 use super::snapshots::{self, SnapshotId, SnapshotInfo};
@@ -218,7 +218,7 @@ impl Runner {
                     }
                 };
                 runner.vm = Some(vm);
-                runner.start_pump();
+                runner.start_pump(GuestStart::Found);
                 runner.set_state(state, None).await;
             }
             Attached::Gone if runner.record.power == PowerState::Running && runner.ctx.config.fenced_at_start => {
@@ -271,7 +271,7 @@ impl Runner {
         self.me = Some(tx.downgrade());
         if self.vm.is_some() {
             // re-attached at recovery: watch the guest it found, whose keys may be printed already
-            self.start_watch(true);
+            self.start_watch(GuestStart::Found);
         }
         let handle = RunnerHandle { tx, shared: self.shared.clone() };
         tokio::spawn(self.run(rx));
@@ -451,7 +451,7 @@ impl Runner {
             Ok(vm) => {
                 if let Some(vm) = vm {
                     self.vm = Some(vm);
-                    self.start_pump();
+                    self.start_pump(GuestStart::Boot);
                 }
                 self.set_state(InstanceState::Running, None).await;
                 Ok(())
@@ -516,7 +516,7 @@ impl Runner {
             return Err(e);
         }
         if self.vm.is_some() {
-            self.start_watch(false);
+            self.start_watch(GuestStart::Boot);
         }
         self.set_state(InstanceState::Running, None).await;
         Ok(self.status())
@@ -660,7 +660,7 @@ impl Runner {
             }
             Ok(Restored::Running(vm)) => {
                 self.vm = Some(*vm);
-                self.start_pump();
+                self.start_pump(GuestStart::Resumed);
                 self.set_state(InstanceState::Running, None).await;
                 Ok(())
             }
@@ -735,8 +735,8 @@ impl Runner {
     }
 
     /// Starts the guest watch of a new boot: it reads the console from now on, or the whole
-    /// `console.log` for a VM found running (`from_start`).
-    fn start_watch(&mut self, from_start: bool) {
+    /// `console.log` for a VM found running.
+    fn start_watch(&mut self, start: GuestStart) {
         if let Some(watch) = self.watch.take() {
             watch.abort();
         }
@@ -756,7 +756,7 @@ impl Runner {
                 super::host::DriverKind::Qemu(opts) => opts.console_log_max_bytes,
                 super::host::DriverKind::Simulated => u64::MAX,
             },
-            from_start,
+            start,
             runner: me,
         };
         let span = tracing::info_span!("guest", id = %self.id, boot = self.boot);
@@ -764,8 +764,8 @@ impl Runner {
     }
 
     /// (Re)starts the console pump (the only client of `serial.sock`) and the guest watch.
-    fn start_pump(&mut self) {
-        self.start_watch(false);
+    fn start_pump(&mut self, start: GuestStart) {
+        self.start_watch(start);
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }

@@ -270,7 +270,7 @@ pub async fn launch(
             return Err(LaunchError::StartupTimeout { after: opts.startup_timeout });
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(20));
+        delay = (delay * 2).min(Duration::from_millis(5));
     };
     if let Err(status) = started {
         let log_tail = tail(&dir.vmm_log(), 2048).await;
