@@ -325,14 +325,18 @@ impl Network {
 
     /// Creates tap `name` on the bridge and sets it up. Idempotent.
     pub async fn ensure_tap(&self, name: &str) -> Result<(), NetworkError> {
-        // One `ip` for all of it: a launch waits for its taps.
-        let mut batch = String::new();
-        if !self.link_exists(name).await? {
-            batch.push_str(&format!("tuntap add dev {name} mode tap\n"));
+        // One `ip` for all of it when the tap is new (a launch waits for its taps); a tap that
+        // exists already (an agent restarted, a QEMU holding it) is only attached and set up.
+        let attach = format!("link set {name} master {}\nlink set {name} up\n", self.config.bridge);
+        let create = format!("tuntap add dev {name} mode tap\n{attach}");
+        match self.run(Tool::Ip, &["-batch", "-"], Some(&create)).await {
+            Ok(_) => Ok(()),
+            Err(e) if self.link_exists(name).await? => {
+                tracing::debug!(tap = name, error = %e, "the tap exists: attaching it");
+                self.run(Tool::Ip, &["-batch", "-"], Some(&attach)).await.map(drop)
+            }
+            Err(e) => Err(e),
         }
-        batch.push_str(&format!("link set {name} master {}\nlink set {name} up\n", self.config.bridge));
-        self.run(Tool::Ip, &["-batch", "-"], Some(&batch)).await?;
-        Ok(())
     }
 
     /// Deletes tap `name`; a missing tap is fine.

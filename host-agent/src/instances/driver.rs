@@ -107,15 +107,21 @@ pub(super) fn for_kind(kind: &DriverKind) -> Box<dyn Driver> {
     }
 }
 
-/// Creates the taps of `desired` on the bridge (before QEMU opens them), each isolated before
-/// it exists. Idempotent.
+/// Creates the taps of `desired` on the bridge (before QEMU opens them) and their isolation
+/// rules. Idempotent. Both at once (a launch waits for them): the bridge table drops every
+/// frame of a tap it does not list yet, so a tap is isolated from the moment it exists.
 pub(super) async fn ensure_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
     let net_err = |source| InstanceError::Network { id: desired.id, source };
-    ctx.network.add_ports(&super::host::ports(desired)).await.map_err(net_err)?;
-    for tap in taps(desired) {
-        ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
-    }
-    Ok(())
+    let ports = super::host::ports(desired);
+    let create = async {
+        for tap in taps(desired) {
+            ctx.network.ensure_tap(&tap).await?;
+        }
+        Ok(())
+    };
+    let (rules, created) = tokio::join!(ctx.network.add_ports(&ports), create);
+    rules.map_err(net_err)?;
+    created.map_err(net_err)
 }
 
 /// Fetches images, creates taps, disks and the config drive: everything but the process.
