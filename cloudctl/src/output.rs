@@ -18,8 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::client::{
-    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Operation, Project, Snapshot, SnapshotAccepted,
-    SnapshotPolicy, SshKey, Token, WhoAmI,
+    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Member, Operation, Project, Snapshot,
+    SnapshotAccepted, SnapshotPolicy, SshKey, Token, TokenCreated, UserAccount, WhoAmI,
 };
 
 /// An output format.
@@ -649,6 +649,65 @@ impl Resource for JoinToken {
     }
     fn name(&self) -> String {
         self.token.clone()
+    }
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+impl Resource for TokenCreated {
+    fn columns() -> &'static [&'static str] {
+        &["NAME", "SECRET", "EXPIRES", "LIMITED TO", "ID"]
+    }
+    fn row(&self) -> Vec<String> {
+        let row = self.token.row();
+        vec![self.token.name.clone(), self.secret.clone(), row[4].clone(), row[5].clone(), self.token.id.to_string()]
+    }
+    /// The secret: `cloudctl token create ci -o name` prints just what a script needs.
+    fn name(&self) -> String {
+        self.secret.clone()
+    }
+    fn id(&self) -> String {
+        self.token.id.to_string()
+    }
+}
+
+impl Resource for Member {
+    fn columns() -> &'static [&'static str] {
+        &["NAME", "ROLE", "EMAIL", "SINCE", "USER ID"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.role.clone(),
+            self.email.clone().unwrap_or_else(|| "-".to_owned()),
+            time(&self.created_at),
+            self.user_id.to_string(),
+        ]
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+impl Resource for UserAccount {
+    fn columns() -> &'static [&'static str] {
+        &["NAME", "OPERATOR", "EMAIL", "CREATED", "ID"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            if self.is_operator { "yes" } else { "no" }.to_owned(),
+            self.email.clone().unwrap_or_else(|| "-".to_owned()),
+            time(&self.created_at),
+            self.id.to_string(),
+        ]
+    }
+    fn name(&self) -> String {
+        self.name.clone()
     }
     fn id(&self) -> String {
         self.id.to_string()

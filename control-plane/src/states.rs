@@ -282,6 +282,14 @@ impl fmt::Display for Role {
 #[error("unknown role {0:?}: expected viewer, member or admin")]
 pub struct UnknownRole(pub String);
 
+impl TryFrom<String> for Role {
+    type Error = UnknownRole;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for Role {
     type Err = UnknownRole;
 

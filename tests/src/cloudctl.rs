@@ -49,6 +49,13 @@ impl Cloudctl {
         Self { api: cp.api.clone(), token: cp.admin_token.clone(), ca_file: cp.ca_file.clone(), home: home.to_owned() }
     }
 
+    /// The same cloudctl acting with another token (another user, or a limited token), its
+    /// configuration in `home`.
+    pub fn with_token(&self, token: &str, home: &Path) -> Self {
+        std::fs::create_dir_all(home).expect("cloudctl home");
+        Self { api: self.api.clone(), token: token.to_owned(), ca_file: self.ca_file.clone(), home: home.to_owned() }
+    }
+
     /// The command, ready for arguments.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(crate::binary("cloudctl"));

@@ -375,6 +375,42 @@ impl Client {
     pub async fn project_create(&self, params: &ProjectCreateParams) -> Result<Project, ClientError> {
         self.post(self.url(&["v1", "projects"]), Some(params), None).await
     }
+
+    /// A project's members.
+    pub async fn member_list(&self, project: &str) -> Result<Vec<Member>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            items: Vec<Member>,
+        }
+        Ok(self.get::<List>(self.url(&["v1", "projects", project, "members"])).await?.items)
+    }
+
+    /// Adds a member (the same member and role again changes nothing).
+    pub async fn member_add(&self, project: &str, params: &MemberAddParams) -> Result<Member, ClientError> {
+        self.post(self.url(&["v1", "projects", project, "members"]), Some(params), None).await
+    }
+
+    /// Changes a member's role.
+    pub async fn member_set(&self, project: &str, user: &str, params: &MemberSetParams) -> Result<Member, ClientError> {
+        // The same role again sets the same state: safe to retry.
+        let url = self.url(&["v1", "projects", project, "members", user]);
+        let resp = self.send(|| self.request(Method::PATCH, url.clone()).json(params), true).await?;
+        self.decode(resp).await
+    }
+
+    /// Removes a member (or leaves, for oneself).
+    pub async fn member_remove(&self, project: &str, user: &str) -> Result<(), ClientError> {
+        self.delete_no_content(self.url(&["v1", "projects", project, "members", user])).await
+    }
+
+    /// Grants (`true`) or revokes a user's operator role.
+    pub async fn operator_set(&self, user: &str, operator: bool) -> Result<UserAccount, ClientError> {
+        let url = self.url(&["v1", "users", user, "operator"]);
+        let method = if operator { Method::PUT } else { Method::DELETE };
+        // Both set a state: safe to retry.
+        let resp = self.send(|| self.request(method.clone(), url.clone()), true).await?;
+        self.decode(resp).await
+    }
 }
 
 /// SSH keys and images of a project.

@@ -473,6 +473,55 @@ pub struct TokenCreateParams {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_secs: Option<u64>,
+    /// Limit the token to this project (name or id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The most it may do there: viewer | member | admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// A member of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// viewer | member | admin
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/projects/{project}/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddParams {
+    /// The user's id, name, e-mail address or subject.
+    pub user: String,
+    pub role: String,
+}
+
+/// `PATCH /v1/projects/{project}/members/{user}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSetParams {
+    pub role: String,
+}
+
+/// A user, as operators see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserAccount {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub is_operator: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub disabled_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// The API's error body: `{"error": {"code", "message", "request_id"}}`.
@@ -545,6 +594,8 @@ macro_rules! unknown_fields {
 }
 
 unknown_fields!(
+    Member,
+    UserAccount,
     Instance,
     Operation,
     InstanceAccepted,

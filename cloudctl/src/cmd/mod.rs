@@ -15,11 +15,13 @@ mod host;
 mod image;
 mod instance;
 mod operation;
+mod operator;
 mod project;
 mod session;
 mod snapshot;
 mod ssh;
 mod ssh_key;
+mod token;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -119,6 +121,12 @@ pub enum Command {
     /// Credentials: log in and out, who am I.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// API tokens of your own, for scripts (optionally limited to a project and role).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Who manages the fleet (operators).
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     /// Read and change config.toml.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -190,6 +198,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Host(cmd) => host::run(&ctx, cmd).await,
         Command::Project(cmd) => project::run(&ctx, cmd).await,
         Command::Auth(cmd) => auth::run(&ctx, cmd).await,
+        Command::Token(cmd) => token::run(&ctx, cmd).await,
+        Command::Operator(cmd) => operator::run(&ctx, cmd).await,
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Completion(args) => completion::run(&args),
     }

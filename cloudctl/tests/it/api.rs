@@ -174,7 +174,10 @@ async fn login_stores_a_private_token_and_a_revoked_one_is_exit_4() {
 
     // A revoked token: exit 4.
     let admin = Client::new(&api.endpoint, &api.admin_token).unwrap();
-    let issued = admin.token_create(&TokenCreateParams { name: "ci".into(), expires_in_secs: None }).await.unwrap();
+    let issued = admin
+        .token_create(&TokenCreateParams { name: "ci".into(), expires_in_secs: None, project: None, role: None })
+        .await
+        .unwrap();
     let ci = Client::new(&api.endpoint, &issued.secret).unwrap();
     ci.whoami().await.unwrap();
     admin.token_revoke(issued.token.id).await.unwrap();

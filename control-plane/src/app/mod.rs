@@ -10,6 +10,7 @@ pub mod error;
 pub mod hosts;
 pub mod images;
 pub mod instances;
+pub mod members;
 pub mod operations;
 pub mod projects;
 pub mod recovery;

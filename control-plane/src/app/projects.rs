@@ -55,6 +55,7 @@ impl From<IdentityError> for AppError {
     fn from(err: IdentityError) -> Self {
         match &err {
             IdentityError::AlreadyExists { .. } => Self::Conflict(err.to_string()),
+            IdentityError::Ambiguous { .. } => Self::Unprocessable(err.to_string()),
             IdentityError::UnknownRole { .. } | IdentityError::Query(_) => Self::internal(err),
         }
     }

@@ -20,6 +20,9 @@ pub enum IdentityError {
     /// A `project_members.role` the code does not know (the schema's CHECK forbids it).
     #[error("unknown role {value:?} in the database")]
     UnknownRole { value: String },
+    /// What names a user (an e-mail address, a subject) is several users'.
+    #[error("{key:?} names more than one user: use the user's id or name")]
+    Ambiguous { key: String },
     #[error("identity query failed")]
     Query(#[from] sqlx::Error),
 }
@@ -32,8 +35,8 @@ fn conflict_as(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> Id
     }
 }
 
-/// A row of `users`.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// A row of `users` (what operators see of a user).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub name: String,
@@ -178,6 +181,126 @@ pub async fn user_get_by_name(db: impl PgExecutor<'_>, name: &str) -> Result<Opt
         .bind(name)
         .fetch_optional(db)
         .await?)
+}
+
+/// A user by what a person would type for them: their id, their name, their e-mail address, or
+/// their identity provider's subject. `Err(Ambiguous)` when the e-mail or subject is several
+/// users' (different issuers).
+pub async fn user_find(db: impl PgExecutor<'_>, key: &str) -> Result<Option<User>, IdentityError> {
+    let id = uuid::Uuid::parse_str(key).ok();
+    let found: Vec<User> = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users
+         WHERE id = $1 OR name = $2 OR lower(email) = lower($2) OR oidc_subject = $2
+         ORDER BY (id = $1) DESC NULLS LAST, (name = $2) DESC LIMIT 3"
+    ))
+    .bind(id)
+    .bind(key)
+    .fetch_all(db)
+    .await?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one, ..] if Some(one.id.0) == id || one.name == key => Ok(Some(one.clone())),
+        [one] => Ok(Some(one.clone())),
+        _ => Err(IdentityError::Ambiguous { key: key.to_owned() }),
+    }
+}
+
+/// Creates a user known only by e-mail (a member added before their first sign-in, matched to
+/// it then by that address); their name is the address.
+pub async fn user_create_invited(db: impl PgExecutor<'_>, id: UserId, email: &str) -> Result<User, IdentityError> {
+    sqlx::query_as(&format!("INSERT INTO users (id, name, email) VALUES ($1, $2, $2) RETURNING {USER_COLUMNS}"))
+        .bind(id)
+        .bind(email)
+        .fetch_one(db)
+        .await
+        .map_err(conflict_as("user", email))
+}
+
+/// Grants or revokes the operator role; returns whether the user exists.
+pub async fn user_set_operator(db: impl PgExecutor<'_>, id: UserId, operator: bool) -> Result<bool, IdentityError> {
+    let done =
+        sqlx::query("UPDATE users SET is_operator = $2 WHERE id = $1").bind(id).bind(operator).execute(db).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// How many enabled operators there are, the rows locked until the transaction ends (so two
+/// revocations cannot both see another operator left).
+pub async fn operators_locked(db: impl PgExecutor<'_>) -> Result<Vec<UserId>, IdentityError> {
+    Ok(sqlx::query_scalar("SELECT id FROM users WHERE is_operator AND disabled_at IS NULL FOR UPDATE")
+        .fetch_all(db)
+        .await?)
+}
+
+/// A project's member, with the user's names.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct Member {
+    pub user_id: UserId,
+    pub name: String,
+    pub email: Option<String>,
+    /// Their role in the project.
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// When they became a member.
+    pub created_at: DateTime<Utc>,
+}
+
+const MEMBER_SELECT: &str = "SELECT m.user_id, u.name, u.email, m.role, m.created_at
+     FROM project_members m JOIN users u ON u.id = m.user_id";
+
+/// A project's members, by name.
+pub async fn member_list(db: impl PgExecutor<'_>, project: ProjectId) -> Result<Vec<Member>, IdentityError> {
+    Ok(sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.project_id = $1 ORDER BY u.name"))
+        .bind(project)
+        .fetch_all(db)
+        .await?)
+}
+
+/// One member of a project.
+pub async fn member_get(
+    db: impl PgExecutor<'_>,
+    project: ProjectId,
+    user: UserId,
+) -> Result<Option<Member>, IdentityError> {
+    Ok(sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.project_id = $1 AND m.user_id = $2"))
+        .bind(project)
+        .bind(user)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// The project's admins, their rows locked until the transaction ends (so that two changes
+/// cannot both see another admin left).
+pub async fn member_admins_locked(db: impl PgExecutor<'_>, project: ProjectId) -> Result<Vec<UserId>, IdentityError> {
+    Ok(sqlx::query_scalar("SELECT user_id FROM project_members WHERE project_id = $1 AND role = 'admin' FOR UPDATE")
+        .bind(project)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Sets a member's role; returns whether they are a member.
+pub async fn member_set_role(
+    db: impl PgExecutor<'_>,
+    project: ProjectId,
+    user: UserId,
+    role: Role,
+) -> Result<bool, IdentityError> {
+    let done = sqlx::query("UPDATE project_members SET role = $3 WHERE project_id = $1 AND user_id = $2")
+        .bind(project)
+        .bind(user)
+        .bind(role.as_str())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Removes a member; returns whether they were one.
+pub async fn member_remove(db: impl PgExecutor<'_>, project: ProjectId, user: UserId) -> Result<bool, IdentityError> {
+    let done = sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
+        .bind(project)
+        .bind(user)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Disables the user (their tokens stop working at once) or enables them again.

@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod json;
+pub mod members;
 pub mod openapi;
 pub mod operations;
 pub mod pagination;
@@ -49,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/fleet/liveness", get(hosts::fleet_liveness))
         .merge(auth::routes())
         .merge(projects::routes())
+        .merge(members::routes())
         .merge(ssh_keys::routes())
         .merge(images::routes())
         .merge(instances::routes())

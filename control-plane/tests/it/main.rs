@@ -10,6 +10,7 @@ mod http;
 mod images;
 mod instances;
 mod liveness;
+mod members;
 mod migrations;
 mod operations_end;
 mod placement;

@@ -97,6 +97,7 @@ pub async fn serve_resources() -> Served {
         .merge(http::ssh_keys::routes())
         .merge(http::images::routes())
         .merge(http::auth::routes())
+        .merge(http::members::routes())
         .with_state(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

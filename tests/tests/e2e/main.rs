@@ -13,6 +13,7 @@ mod instances;
 mod isolation;
 mod layering;
 mod liveness;
+mod members;
 mod packages;
 mod readme;
 mod recovery;
