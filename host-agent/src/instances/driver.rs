@@ -172,10 +172,9 @@ async fn unconfine(ctx: &Host, id: InstanceId, dir: &InstanceDir) {
     let Some(confiner) = &ctx.confiner else { return };
     let uid = confiner.users.user_of(id, dir.root());
     let spec = tokio::fs::read(dir.config_json()).await.ok().and_then(|j| serde_json::from_slice::<VmSpec>(&j).ok());
-    for file in spec.as_ref().map(VmSpec::shared_files).unwrap_or_default() {
-        if let Err(e) = vmm::qemu::jail::revoke(file, uid).await {
-            tracing::warn!(%id, file = %file.display(), error = %e, "cannot revoke a VM user's read grant");
-        }
+    let shared = spec.as_ref().map(VmSpec::shared_files).unwrap_or_default();
+    if let Err(e) = vmm::qemu::jail::revoke(&shared, uid).await {
+        tracing::warn!(%id, files = ?shared, error = %e, "cannot revoke a VM user's read grants");
     }
     confiner.users.release(id);
     if let Some(cgroups) = &confiner.cgroups {

@@ -141,23 +141,30 @@ pub fn prepare(command: &mut tokio::process::Command, taps: &[OwnedFd], procs: &
     }
 }
 
-/// Lets user `uid` read `file` (a shared image file), by an ACL entry of its own (`setfacl`,
-/// Debian package `acl`): the file's mode stays the agent's alone.
-pub async fn grant_read(file: &Path, uid: u32) -> io::Result<()> {
-    setfacl(&["-m", &format!("u:{uid}:r")], file).await
+/// Lets user `uid` read `files` (shared image files), by an ACL entry of its own on each
+/// (`setfacl`, Debian package `acl`, one process for all: a launch waits for it): the files'
+/// modes stay the agent's alone.
+pub async fn grant_read(files: &[&Path], uid: u32) -> io::Result<()> {
+    setfacl(&["-m", &format!("u:{uid}:r")], files).await
 }
 
-/// Removes user `uid`'s ACL entry from `file` (a missing file or entry is fine).
-pub async fn revoke(file: &Path, uid: u32) -> io::Result<()> {
-    if !tokio::fs::try_exists(file).await.unwrap_or(false) {
+/// Removes user `uid`'s ACL entry from `files` (missing files or entries are fine).
+pub async fn revoke(files: &[&Path], uid: u32) -> io::Result<()> {
+    let mut there = Vec::with_capacity(files.len());
+    for file in files {
+        if tokio::fs::try_exists(file).await.unwrap_or(false) {
+            there.push(*file);
+        }
+    }
+    setfacl(&["-x", &format!("u:{uid}")], &there).await
+}
+
+async fn setfacl(args: &[&str], files: &[&Path]) -> io::Result<()> {
+    if files.is_empty() {
         return Ok(());
     }
-    setfacl(&["-x", &format!("u:{uid}")], file).await
-}
-
-async fn setfacl(args: &[&str], file: &Path) -> io::Result<()> {
     let out =
-        tokio::process::Command::new("setfacl").args(args).arg(file).output().await.map_err(|e| match e.kind() {
+        tokio::process::Command::new("setfacl").args(args).args(files).output().await.map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => io::Error::new(e.kind(), "setfacl not found (install the Debian package acl)"),
             _ => e,
         })?;

@@ -346,9 +346,11 @@ async fn hand_over(spec: &VmSpec, dir: &InstanceDir, jail: &jail::Confinement) -
     })
     .await
     .map_err(|e| LaunchError::Prepare { path: dir.root().to_owned(), source: std::io::Error::other(e) })??;
-    for file in spec.shared_files() {
-        jail::grant_read(file, jail.uid).await.map_err(prep(file))?;
-    }
+    let shared = spec.shared_files();
+    jail::grant_read(&shared, jail.uid).await.map_err(|source| LaunchError::Prepare {
+        path: shared.first().map(|f| f.to_path_buf()).unwrap_or_default(),
+        source,
+    })?;
     Ok(())
 }
 
