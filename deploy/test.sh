@@ -9,6 +9,13 @@ source deploy/common.sh
 
 ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config shellcheck
 
+# The OpenID Connect provider the sign-in tests run against (npm oidc-provider, pinned by
+# tests/oidc/package-lock.json). Node 18 or newer: Debian's nodejs will do when none is there.
+say "the test identity provider (tests/oidc)"
+ensure_packages nodejs
+command -v npm >/dev/null || ensure_packages npm
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
 # The S3 server the store's tests run against (a real one: it checks SigV4 signatures).
 ensure_cargo_tool s3s-fs s3s-fs 0.14.1 --features binary
 export CLOUD_TEST_S3S_FS="$TOOLS_ROOT/bin/s3s-fs"

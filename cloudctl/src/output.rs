@@ -762,7 +762,7 @@ impl Resource for WhoAmI {
             ("user".into(), self.user.name.clone()),
             ("operator".into(), if self.is_operator { "yes" } else { "no" }.into()),
             ("projects".into(), if projects.is_empty() { "-".into() } else { projects.join(", ") }),
-            ("token".into(), self.token_id.to_string()),
+            ("token".into(), self.token_id.map_or_else(|| "- (a console session)".to_owned(), |t| t.to_string())),
         ]
     }
 }

@@ -78,6 +78,7 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub operations: crate::operations::executor::OperationsConfig,
     pub store: cloud_store::StoreConfig,
+    pub oidc: crate::auth::oidc::OidcConfig,
     pub log: LogConfig,
 }
 
@@ -115,6 +116,7 @@ impl Default for Config {
             scheduler: crate::scheduler::SchedulerConfig::default(),
             operations: crate::operations::executor::OperationsConfig::default(),
             store: cloud_store::StoreConfig::default(),
+            oidc: crate::auth::oidc::OidcConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -210,6 +212,18 @@ pub struct Overrides {
     pub operations_step_timeout_secs: Option<u32>,
     #[command(flatten)]
     pub store: cloud_store::StoreOverrides,
+    /// OpenID Connect provider of the console's sign-in (its issuer URL) [default: none, off].
+    #[arg(long, env = "CLOUD_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// The console's client id at that provider [default: cloud-console].
+    #[arg(long, env = "CLOUD_OIDC_CLIENT_ID", value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+    /// A file holding the console's client secret.
+    #[arg(long, env = "CLOUD_OIDC_CLIENT_SECRET_FILE", value_name = "FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// How long a console session lasts, hours [default: 12].
+    #[arg(long, env = "CLOUD_OIDC_SESSION_HOURS", value_name = "HOURS")]
+    pub oidc_session_hours: Option<u32>,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -268,6 +282,14 @@ impl Config {
         set(&mut self.operations.concurrency, &o.operations_concurrency);
         set(&mut self.operations.step_timeout_secs, &o.operations_step_timeout_secs);
         o.store.apply(&mut self.store);
+        if let Some(issuer) = o.oidc_issuer.as_ref().filter(|u| !u.is_empty()) {
+            self.oidc.issuer = Some(issuer.clone());
+        }
+        set(&mut self.oidc.client_id, &o.oidc_client_id);
+        if let Some(file) = o.oidc_client_secret_file.as_ref().filter(|f| !f.as_os_str().is_empty()) {
+            self.oidc.client_secret_file = Some(file.clone());
+        }
+        set(&mut self.oidc.session_hours, &o.oidc_session_hours);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
     }
@@ -291,6 +313,23 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
+        }
+        if let Some(issuer) = &self.oidc.issuer {
+            if !(issuer.starts_with("https://")
+                || issuer.starts_with("http://127.0.0.1")
+                || issuer.starts_with("http://localhost"))
+            {
+                return invalid("oidc.issuer", "must be an https:// URL (http:// only on loopback)");
+            }
+            if self.oidc.client_secret_file.is_none() {
+                return invalid(
+                    "oidc.client_secret_file",
+                    "is needed with oidc.issuer (the console is a confidential client)",
+                );
+            }
+        }
+        if self.oidc.session_hours == 0 || self.oidc.session_hours > 24 * 30 {
+            return invalid("oidc.session_hours", "must be 1 to 720");
         }
         if self.database.connect_timeout_secs == 0 {
             return invalid("database.connect_timeout_secs", "must be at least 1");

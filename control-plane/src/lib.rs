@@ -66,6 +66,8 @@ pub enum StartError {
     Serve(#[source] std::io::Error),
     #[error("cannot set up HTTPS for the API")]
     Tls(#[from] http::tls::TlsError),
+    #[error("cannot set up sign-in through the identity provider")]
+    Oidc(#[from] auth::oidc::OidcError),
 }
 
 /// The embedded cluster, shared by its supervisor and the shutdown path.

@@ -126,7 +126,7 @@ pub fn app_with(pool: PgPool, config: crate::config::Config) -> crate::app::App 
     let fleet = crate::fleet::Fleet::load(data_dir, config.fleet.clone())
         .unwrap_or_else(|err| panic!("cannot create a test fleet CA in {}: {err}", data_dir.display()));
     crate::app::App::new(pool, fleet, &config)
-        .unwrap_or_else(|err| panic!("cannot open the test's snapshot store {:?}: {err}", config.store))
+        .unwrap_or_else(|err| panic!("cannot set up the test's app (snapshot store {:?}): {err}", config.store))
 }
 
 /// Records an active host with a lease of an hour and `vcpus`, `memory_gib` and `disk_gib` free,

@@ -407,7 +407,9 @@ pub struct JoinToken {
 pub struct WhoAmI {
     pub user: User,
     pub is_operator: bool,
-    pub token_id: Uuid,
+    /// Null for a console session.
+    #[serde(default)]
+    pub token_id: Option<Uuid>,
     #[serde(default)]
     pub projects: Vec<ProjectMembership>,
     #[serde(flatten)]

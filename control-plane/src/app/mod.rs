@@ -44,11 +44,13 @@ pub struct App {
     pub store: cloud_store::Store,
     /// Wakes the requests waiting for an operation to finish or a guest to become ready.
     pub changes: changes::Changes,
+    /// Sign-in through an OpenID Connect provider (`None`: not configured).
+    pub oidc: Option<crate::auth::oidc::Oidc>,
 }
 
 impl App {
     /// The state shared by every request.
-    pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Result<Self, cloud_store::StoreError> {
+    pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Result<Self, crate::StartError> {
         Ok(Self {
             pool,
             metrics: crate::metrics::Metrics::new(),
@@ -60,6 +62,7 @@ impl App {
             executor: crate::operations::executor::Executor::new(&config.operations),
             store: cloud_store::Store::open(&config.store, &config.data_dir.join("chunks"))?,
             changes: changes::Changes::default(),
+            oidc: crate::auth::oidc::Oidc::new(&config.oidc, &config.public_url())?,
         })
     }
 }

@@ -29,8 +29,10 @@ pub struct Caller {
     pub user_id: UserId,
     /// Operators manage the fleet (hosts, join tokens).
     pub is_operator: bool,
-    /// The token the request presented.
-    pub token_id: TokenId,
+    /// The API token the request presented (`None`: a console session).
+    pub token_id: Option<TokenId>,
+    /// The console session the request came with (`None`: an API token).
+    pub session_id: Option<uuid::Uuid>,
     /// When that token expires (`None`: never): a token it makes may not outlive it.
     pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The one project that token is limited to, and the most it may do there (`None`: every
@@ -53,6 +55,12 @@ pub enum AuthenticationError {
     Expired { token_id: TokenId },
     #[error("the token's user is disabled")]
     UserDisabled { user_id: UserId },
+    /// The console session expired, was signed out of, or its user is disabled.
+    #[error("the session ended")]
+    SessionEnded,
+    /// A change made with a session, without its CSRF token.
+    #[error("missing or wrong X-CSRF-Token")]
+    Csrf,
     #[error("cannot look the token up")]
     Store(#[from] IdentityError),
 }
@@ -92,10 +100,64 @@ pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, 
         user_id: found.user_id,
         // A token limited to a project is never an operator's.
         is_operator: found.is_operator && scope.is_none(),
-        token_id: found.token_id,
+        token_id: Some(found.token_id),
+        session_id: None,
         token_expires_at: found.expires_at,
         scope,
     })
+}
+
+/// Finds the caller of a request: its API token (`Authorization: Bearer …`) when it has one,
+/// else its console session cookie. A change (any method but GET, HEAD and OPTIONS) made with a
+/// session must also carry the session's CSRF token in `X-CSRF-Token`: a cookie alone is what a
+/// page of another site can make a browser send.
+pub async fn authenticate_request(
+    pool: &PgPool,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<Caller, AuthenticationError> {
+    if headers.contains_key(AUTHORIZATION) {
+        return authenticate(pool, headers).await;
+    }
+    let Some(secret) = session_cookie(headers) else { return Err(AuthenticationError::Missing) };
+    let found = crate::db::sessions::session_find(pool, &secret.hash())
+        .await
+        .map_err(|e| AuthenticationError::Store(IdentityError::Query(e)))?
+        .ok_or(AuthenticationError::Unknown)?;
+    if found.dead {
+        return Err(AuthenticationError::SessionEnded);
+    }
+    let safe = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    if !safe {
+        let sent = headers.get(super::oidc::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !constant_time_eq(sent.as_bytes(), found.csrf_token.as_bytes()) {
+            return Err(AuthenticationError::Csrf);
+        }
+    }
+    Ok(Caller {
+        user_id: found.user_id,
+        is_operator: found.is_operator,
+        token_id: None,
+        session_id: Some(found.id),
+        token_expires_at: Some(found.expires_at),
+        scope: None,
+    })
+}
+
+/// The session secret in the `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<TokenSecret> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == super::oidc::SESSION_COOKIE)
+        .and_then(|(_, value)| TokenSecret::parse(value.trim()).ok())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235).

@@ -4,9 +4,11 @@
 //! Every API request but health and metrics carries `Authorization: Bearer cloud_…`, an API
 //! token (see [`token`] for its format). The [`Caller`] extractor hashes the secret, finds the
 //! token by its SHA-256 and checks, with the database's clock, that it is neither revoked nor
-//! expired and that its user is not disabled. A token belongs to one user and acts with all of
-//! that user's rights; scopes may come later. OIDC users (the console issue) get the same
-//! [`Caller`]: a user is a user, whatever proved it.
+//! expired and that its user is not disabled. A token belongs to one user and acts with that
+//! user's rights (or less: limited to a project and role). The web console signs in through an
+//! OpenID Connect provider ([`oidc`]) and sends a session cookie instead; its changes carry
+//! the session's CSRF token too. Either way the request gets the same [`Caller`]: a user is a
+//! user, whatever proved it.
 //!
 //! ## What they may touch
 //! ```text
@@ -25,6 +27,7 @@
 
 mod bootstrap;
 mod caller;
+pub mod oidc;
 pub mod token;
 
 use std::path::PathBuf;
@@ -36,7 +39,7 @@ pub use bootstrap::{
     ADMIN_TOKEN_FILE, BOOTSTRAP_PROJECT, BOOTSTRAP_TOKEN_NAME, BOOTSTRAP_USER, BootstrapOutcome, bootstrap,
     issue_admin_token_unchecked,
 };
-pub use caller::{AuthenticationError, AuthzError, Caller, authenticate};
+pub use caller::{AuthenticationError, AuthzError, Caller, authenticate, authenticate_request, session_cookie};
 pub use token::{MalformedToken, TOKEN_PREFIX, TokenSecret};
 
 use crate::db::identity::{self, IdentityError, Membership, NewToken, Token, User};

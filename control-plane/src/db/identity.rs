@@ -216,6 +216,63 @@ pub async fn user_create_invited(db: impl PgExecutor<'_>, id: UserId, email: &st
         .map_err(conflict_as("user", email))
 }
 
+/// The user with this identity at this provider.
+pub async fn user_find_oidc(
+    db: impl PgExecutor<'_>,
+    issuer: &str,
+    subject: &str,
+) -> Result<Option<User>, IdentityError> {
+    Ok(sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2"))
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// Gives the oldest user known only by `email` (added as a member before signing in) this
+/// provider identity; `None` when there is none.
+pub async fn user_claim_by_email(
+    db: impl PgExecutor<'_>,
+    issuer: &str,
+    subject: &str,
+    email: &str,
+) -> Result<Option<User>, IdentityError> {
+    Ok(sqlx::query_as(&format!(
+        "UPDATE users SET oidc_issuer = $1, oidc_subject = $2
+         WHERE id = (SELECT id FROM users WHERE lower(email) = lower($3) AND oidc_issuer IS NULL
+                     ORDER BY created_at LIMIT 1)
+         RETURNING {USER_COLUMNS}"
+    ))
+    .bind(issuer)
+    .bind(subject)
+    .bind(email)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Creates a user signed in for the first time through a provider.
+pub async fn user_create_oidc(
+    db: impl PgExecutor<'_>,
+    id: UserId,
+    name: &str,
+    email: Option<&str>,
+    issuer: &str,
+    subject: &str,
+) -> Result<User, IdentityError> {
+    sqlx::query_as(&format!(
+        "INSERT INTO users (id, name, email, oidc_issuer, oidc_subject) VALUES ($1, $2, $3, $4, $5)
+         RETURNING {USER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(email)
+    .bind(issuer)
+    .bind(subject)
+    .fetch_one(db)
+    .await
+    .map_err(conflict_as("user", name))
+}
+
 /// Grants or revokes the operator role; returns whether the user exists.
 pub async fn user_set_operator(db: impl PgExecutor<'_>, id: UserId, operator: bool) -> Result<bool, IdentityError> {
     let done =

@@ -86,6 +86,7 @@ pub mod operations;
 pub mod placement;
 pub mod projects;
 pub mod recovery;
+pub mod sessions;
 pub mod snapshot_policies;
 pub mod snapshots;
 pub mod ssh_keys;

@@ -42,8 +42,8 @@ pub struct WhoAmI {
     pub user: UserView,
     /// Operators manage the fleet; they are not implicitly members of projects.
     pub is_operator: bool,
-    /// The token this request was made with.
-    pub token_id: TokenId,
+    /// The API token this request was made with (null: a console session).
+    pub token_id: Option<TokenId>,
     /// The projects the caller belongs to, by name.
     pub projects: Vec<ProjectMembershipView>,
 }

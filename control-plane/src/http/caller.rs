@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::app::App;
-use crate::auth::{AuthenticationError, AuthzError, Caller, authenticate};
+use crate::auth::{AuthenticationError, AuthzError, Caller, authenticate_request};
 use crate::error_chain::ErrorChain;
 
 /// The API's answer to a failed authentication: 401 `unauthenticated` naming what is wrong as
@@ -27,6 +27,10 @@ impl From<&AuthenticationError> for ApiError {
                 crate::auth::TOKEN_PREFIX
             )),
             AuthenticationError::Expired { .. } => ApiError::unauthenticated("token expired"),
+            AuthenticationError::SessionEnded => ApiError::unauthenticated("your session ended: sign in again"),
+            AuthenticationError::Csrf => ApiError::forbidden(
+                "a change made with a console session needs its CSRF token in X-CSRF-Token (GET /v1/auth/session)",
+            ),
             AuthenticationError::Unknown
             | AuthenticationError::Revoked { .. }
             | AuthenticationError::UserDisabled { .. } => ApiError::unauthenticated("invalid or expired token"),
@@ -52,7 +56,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(*caller);
         }
-        match authenticate(&app.pool, &parts.headers).await {
+        match authenticate_request(&app.pool, &parts.method, &parts.headers).await {
             Ok(caller) => {
                 parts.extensions.insert(caller);
                 Ok(caller)

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod operations;
 pub mod pagination;
 pub mod projects;
+pub mod session;
 pub mod snapshots;
 pub mod ssh_keys;
 pub mod tls;
@@ -51,6 +52,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(auth::routes())
         .merge(projects::routes())
         .merge(members::routes())
+        .merge(session::routes())
         .merge(ssh_keys::routes())
         .merge(images::routes())
         .merge(instances::routes())

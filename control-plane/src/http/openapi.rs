@@ -62,6 +62,7 @@ use super::auth::BearerAuth;
         super::operations::operation_get,
         super::operations::operation_wait,
         super::operations::operation_list,
+        super::session::session,
         super::members::member_list,
         super::members::member_add,
         super::members::member_set,
@@ -116,6 +117,7 @@ use super::auth::BearerAuth;
         crate::db::identity::Member,
         crate::db::identity::User,
         super::members::MemberList,
+        super::session::SessionView,
     )),
     tags(
         (name = "service", description = "Health, metrics and API description"),

@@ -67,7 +67,11 @@ async fn bootstrap_creates_the_admin_project_and_a_private_token_file_that_authe
     assert_eq!(names, [auth::ADMIN_TOKEN_FILE]);
 
     let caller = auth::authenticate(&pool, &bearer(read_token_file(&token_file).expose())).await.unwrap();
-    assert_eq!(caller, Caller { user_id, is_operator: true, token_id, token_expires_at: None, scope: None });
+    let token_id = Some(token_id);
+    assert_eq!(
+        caller,
+        Caller { user_id, is_operator: true, token_id, session_id: None, token_expires_at: None, scope: None }
+    );
     assert!(caller.require_operator().is_ok());
     assert_eq!(caller.project_role(&pool, project_id).await.unwrap(), Role::Admin);
     let admin = identity::user_get(&pool, user_id).await.unwrap().unwrap();

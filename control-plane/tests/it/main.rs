@@ -12,6 +12,7 @@ mod instances;
 mod liveness;
 mod members;
 mod migrations;
+mod oidc;
 mod operations_end;
 mod placement;
 mod projects;
