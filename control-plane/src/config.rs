@@ -224,6 +224,9 @@ pub struct Overrides {
     /// How long a console session lasts, hours [default: 12].
     #[arg(long, env = "CLOUD_OIDC_SESSION_HOURS", value_name = "HOURS")]
     pub oidc_session_hours: Option<u32>,
+    /// cloudctl's client id at the provider (device code) [default: cloudctl].
+    #[arg(long, env = "CLOUD_OIDC_CLI_CLIENT_ID", value_name = "ID")]
+    pub oidc_cli_client_id: Option<String>,
     /// Log format [default: text].
     #[arg(long, env = "CLOUD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -290,6 +293,7 @@ impl Config {
             self.oidc.client_secret_file = Some(file.clone());
         }
         set(&mut self.oidc.session_hours, &o.oidc_session_hours);
+        set(&mut self.oidc.cli_client_id, &o.oidc_cli_client_id);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
     }

@@ -16,6 +16,7 @@ pub mod cloudctl;
 pub mod guest;
 pub mod layering;
 pub mod net;
+pub mod oidc;
 pub mod packages;
 pub mod process;
 pub mod s3;

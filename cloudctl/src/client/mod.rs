@@ -14,6 +14,7 @@
 //! few times on 502/503/504 and on transport errors after the connection was made; the same
 //! key is sent on every retry, so the server maps them to one operation.
 
+pub mod oidc;
 pub mod tls;
 pub mod types;
 mod ws;
@@ -374,6 +375,16 @@ impl Client {
     /// Creates a project (the caller becomes its admin).
     pub async fn project_create(&self, params: &ProjectCreateParams) -> Result<Project, ClientError> {
         self.post(self.url(&["v1", "projects"]), Some(params), None).await
+    }
+
+    /// The identity provider to sign in with, and cloudctl's client id there (public).
+    pub async fn oidc_info(&self) -> Result<OidcInfo, ClientError> {
+        self.get(self.url(&["v1", "auth", "oidc"])).await
+    }
+
+    /// Trades the provider's fresh ID token for an API token of its user.
+    pub async fn oidc_token(&self, params: &OidcTokenParams) -> Result<TokenCreated, ClientError> {
+        self.post(self.url(&["v1", "auth", "oidc", "token"]), Some(params), None).await
     }
 
     /// A project's members.

@@ -483,6 +483,24 @@ pub struct TokenCreateParams {
     pub role: Option<String>,
 }
 
+/// The identity provider cloudctl signs in with (`GET /v1/auth/oidc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcInfo {
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/auth/oidc/token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcTokenParams {
+    pub id_token: String,
+    pub access_token: String,
+}
+
 /// A member of a project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -596,6 +614,7 @@ macro_rules! unknown_fields {
 }
 
 unknown_fields!(
+    OidcInfo,
     Member,
     UserAccount,
     Instance,

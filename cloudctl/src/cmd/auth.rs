@@ -3,6 +3,8 @@
 //! `login` takes the token from `--token` (or `CLOUDCTL_TOKEN`), else reads one line from
 //! standard input (without echo on a terminal), checks it against the API (`whoami`), and
 //! stores it for the profile, with the endpoint when one was given by flag or environment.
+//! `login --device-code` signs in at the cloud's identity provider instead (device
+//! authorization grant) and stores the API token the control plane gives for that sign-in.
 
 use std::io::{IsTerminal, Write};
 
@@ -16,8 +18,14 @@ use super::{Context, Failure};
 /// Auth verbs.
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Store an API token for the profile (from --token, or one line on stdin).
-    Login,
+    /// Store an API token for the profile (from --token, or one line on stdin), or sign in at
+    /// the cloud's identity provider with `--device-code`.
+    Login {
+        /// Sign in at the identity provider: open the URL shown in any browser and approve;
+        /// the API token cloudctl gets lasts as long as a console session.
+        #[arg(long)]
+        device_code: bool,
+    },
     /// Forget the profile's token.
     Logout {
         /// Forget the tokens of every profile.
@@ -33,7 +41,7 @@ pub enum AuthCommand {
 /// Runs an auth command.
 pub async fn run(ctx: &Context, cmd: AuthCommand) -> anyhow::Result<()> {
     match cmd {
-        AuthCommand::Login => login(ctx).await,
+        AuthCommand::Login { device_code } => login(ctx, device_code).await,
         AuthCommand::Logout { all } => {
             let mut creds = ctx.store.load_credentials()?;
             if all {
@@ -56,9 +64,10 @@ pub async fn run(ctx: &Context, cmd: AuthCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn login(ctx: &Context) -> anyhow::Result<()> {
+async fn login(ctx: &Context, device_code: bool) -> anyhow::Result<()> {
     let endpoint = ctx.endpoint()?.to_owned();
     let token = match ctx.global.token.clone() {
+        _ if device_code => device_login(ctx, &endpoint).await?,
         Some(token) => token,
         None => read_token()?,
     };
@@ -82,6 +91,30 @@ async fn login(ctx: &Context) -> anyhow::Result<()> {
         ctx.store.save_config(&config)?;
     }
     ctx.print_one(&whoami)
+}
+
+/// Signs in at the identity provider with the device code grant and returns the API token the
+/// control plane gives for it.
+async fn device_login(ctx: &Context, endpoint: &str) -> anyhow::Result<String> {
+    let anonymous = Client::with_ca(endpoint, "", ctx.ca_cert.as_deref())?;
+    let info = anonymous.oidc_info().await.map_err(|e| match e {
+        cloudctl::client::ClientError::NotFound(_) => {
+            Failure::Usage(format!("{endpoint} has no identity provider to sign in with: use an API token")).into()
+        }
+        other => anyhow::Error::from(other),
+    })?;
+    let tokens = cloudctl::client::oidc::device_sign_in(&info, ctx.ca_cert.as_deref(), |code| {
+        let url = code.verification_uri_complete.as_deref().unwrap_or(&code.verification_uri);
+        let _ = writeln!(
+            std::io::stderr(),
+            "To sign in, open {url} in a browser and approve the code {} (valid {} minutes).",
+            code.user_code,
+            code.expires_in / 60
+        );
+    })
+    .await?;
+    let params = cloudctl::client::OidcTokenParams { id_token: tokens.id_token, access_token: tokens.access_token };
+    Ok(anonymous.oidc_token(&params).await?.secret)
 }
 
 /// One line of standard input; on a terminal, prompted and not echoed.

@@ -46,13 +46,21 @@ pub struct OidcConfig {
     /// A file holding the console's client secret (one line; keep it 0600).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_file: Option<std::path::PathBuf>,
-    /// How long a console session lasts, hours.
+    /// How long a console session (and a token `cloudctl auth login` gets) lasts, hours.
     pub session_hours: u32,
+    /// cloudctl's client id at the provider (a public client: device code).
+    pub cli_client_id: String,
 }
 
 impl Default for OidcConfig {
     fn default() -> Self {
-        Self { issuer: None, client_id: "cloud-console".to_owned(), client_secret_file: None, session_hours: 12 }
+        Self {
+            issuer: None,
+            client_id: "cloud-console".to_owned(),
+            client_secret_file: None,
+            session_hours: 12,
+            cli_client_id: "cloudctl".to_owned(),
+        }
     }
 }
 
@@ -94,7 +102,14 @@ pub struct Oidc {
     /// Cookies get `Secure` when the API is served over HTTPS.
     pub secure_cookies: bool,
     http: reqwest::Client,
-    client: OnceCell<Client>,
+    client: OnceCell<Clients>,
+}
+
+/// The console's client and cloudctl's, from the same discovered metadata.
+#[derive(Debug)]
+struct Clients {
+    console: Client,
+    cli: Client,
 }
 
 /// A session just opened: the cookie's value and where the browser goes next.
@@ -133,6 +148,10 @@ impl Oidc {
     }
 
     async fn client(&self) -> Result<&Client, OidcError> {
+        Ok(&self.clients().await?.console)
+    }
+
+    async fn clients(&self) -> Result<&Clients, OidcError> {
         self.client
             .get_or_try_init(|| async {
                 let issuer = self.config.issuer.clone().ok_or(OidcError::NotConfigured)?;
@@ -151,8 +170,16 @@ impl Oidc {
                 };
                 let redirect = RedirectUrl::new(self.redirect.clone())
                     .map_err(|e| OidcError::Config(format!("callback URL: {e}")))?;
-                Ok(CoreClient::from_provider_metadata(metadata, ClientId::new(self.config.client_id.clone()), secret)
-                    .set_redirect_uri(redirect))
+                let cli = CoreClient::from_provider_metadata(
+                    metadata.clone(),
+                    ClientId::new(self.config.cli_client_id.clone()),
+                    None,
+                )
+                .set_redirect_uri(redirect.clone());
+                let console =
+                    CoreClient::from_provider_metadata(metadata, ClientId::new(self.config.client_id.clone()), secret)
+                        .set_redirect_uri(redirect);
+                Ok(Clients { console, cli })
             })
             .await
     }
@@ -193,14 +220,48 @@ impl Oidc {
         let claims = id_token
             .claims(&client.id_token_verifier(), &Nonce::new(login.nonce))
             .map_err(|e| OidcError::BadToken(e.to_string()))?;
+        let who = self.identity_of(client, claims, tokens.access_token()).await;
+        let user = user_for(pool, &who).await?;
+        let secret = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
+        let csrf = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
+        let hours = i64::from(self.config.session_hours.max(1));
+        let expires_at = Utc::now() + Duration::hours(hours);
+        sessions::session_create(pool, Uuid::new_v4(), &secret.hash(), user.id, csrf.expose(), expires_at).await?;
+        tracing::info!(user = %user.id, issuer = %who.issuer, "signed in through the identity provider");
+        Ok(SignedIn {
+            user,
+            cookie_value: secret.expose().to_owned(),
+            next_path: login.next_path,
+            max_age_secs: hours * 3600,
+        })
+    }
+}
+
+/// Who the provider says signed in.
+#[derive(Debug, Clone)]
+struct ProviderIdentity {
+    issuer: String,
+    subject: String,
+    /// Only a verified address.
+    email: Option<String>,
+    name: String,
+}
+
+impl Oidc {
+    /// The identity in checked ID token `claims`, completed from the provider's userinfo
+    /// (providers that follow the spec strictly put scope claims there only).
+    async fn identity_of(
+        &self,
+        client: &Client,
+        claims: &openidconnect::core::CoreIdTokenClaims,
+        access_token: &openidconnect::AccessToken,
+    ) -> ProviderIdentity {
         let issuer = claims.issuer().as_str().to_owned();
         let subject = claims.subject().as_str().to_owned();
         let mut email = claims.email().filter(|_| claims.email_verified() == Some(true)).map(|e| e.as_str().to_owned());
         let mut username = claims.preferred_username().map(|n| n.as_str().to_owned());
         if email.is_none() || username.is_none() {
-            // Providers that follow the spec strictly put scope claims in userinfo only.
-            let request = client.user_info(tokens.access_token().clone(), Some(claims.subject().clone()));
-            match request {
+            match client.user_info(access_token.clone(), Some(claims.subject().clone())) {
                 Ok(request) => match request
                     .request_async::<openidconnect::EmptyAdditionalClaims, _, openidconnect::core::CoreGenderClaim>(
                         &self.http,
@@ -221,29 +282,53 @@ impl Oidc {
             }
         }
         let name = username.or_else(|| email.clone()).unwrap_or_else(|| subject.clone());
-        let user = user_for(pool, &issuer, &subject, email.as_deref(), &name).await?;
-        if user.disabled_at.is_some() {
-            return Err(OidcError::Refused(format!("user {} is disabled", user.name)));
+        ProviderIdentity { issuer, subject, email, name }
+    }
+
+    /// What cloudctl needs to sign in: the provider and its client id there.
+    pub fn cli_info(&self) -> (String, String) {
+        (self.config.issuer.clone().unwrap_or_default(), self.config.cli_client_id.clone())
+    }
+
+    /// cloudctl signed in at the provider (device code): checks its fresh ID token, issued to
+    /// cloudctl's client, and returns the user it names (made or matched as for the console)
+    /// and how long the API token it gets may last.
+    pub async fn cli_sign_in(
+        &self,
+        pool: &PgPool,
+        id_token: &str,
+        access_token: &str,
+    ) -> Result<(User, std::time::Duration), OidcError> {
+        let clients = self.clients().await?;
+        let token: openidconnect::core::CoreIdToken =
+            id_token.parse().map_err(|e| OidcError::BadToken(format!("not an ID token: {e}")))?;
+        // Device code has no nonce; a token made more than 10 minutes ago is not taken instead.
+        let claims = token
+            .claims(&clients.cli.id_token_verifier(), |_: Option<&Nonce>| Ok::<(), String>(()))
+            .map_err(|e| OidcError::BadToken(e.to_string()))?;
+        if Utc::now() - claims.issue_time() > Duration::minutes(10) {
+            return Err(OidcError::BadToken("issued more than 10 minutes ago: sign in again".to_owned()));
         }
-        let secret = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
-        let csrf = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
-        let hours = i64::from(self.config.session_hours.max(1));
-        let expires_at = Utc::now() + Duration::hours(hours);
-        sessions::session_create(pool, Uuid::new_v4(), &secret.hash(), user.id, csrf.expose(), expires_at).await?;
-        tracing::info!(user = %user.id, %issuer, "signed in through the identity provider");
-        Ok(SignedIn {
-            user,
-            cookie_value: secret.expose().to_owned(),
-            next_path: login.next_path,
-            max_age_secs: hours * 3600,
-        })
+        let access = openidconnect::AccessToken::new(access_token.to_owned());
+        let who = self.identity_of(&clients.cli, claims, &access).await;
+        let user = user_for(pool, &who).await?;
+        tracing::info!(user = %user.id, issuer = %who.issuer, "cloudctl signed in through the identity provider");
+        Ok((user, std::time::Duration::from_secs(u64::from(self.config.session_hours.max(1)) * 3600)))
     }
 }
 
 /// The user behind a provider identity: the one that has it, else the oldest user added by
 /// that verified e-mail address before signing in (who takes the identity), else a new user
 /// (named by the provider's username, made unique).
-async fn user_for(
+async fn user_for(pool: &PgPool, who: &ProviderIdentity) -> Result<User, OidcError> {
+    let user = find_or_create(pool, &who.issuer, &who.subject, who.email.as_deref(), &who.name).await?;
+    if user.disabled_at.is_some() {
+        return Err(OidcError::Refused(format!("user {} is disabled", user.name)));
+    }
+    Ok(user)
+}
+
+async fn find_or_create(
     pool: &PgPool,
     issuer: &str,
     subject: &str,

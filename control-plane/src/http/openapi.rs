@@ -63,6 +63,8 @@ use super::auth::BearerAuth;
         super::operations::operation_wait,
         super::operations::operation_list,
         super::session::session,
+        super::session::oidc_info,
+        super::session::oidc_token,
         super::members::member_list,
         super::members::member_add,
         super::members::member_set,
@@ -118,6 +120,8 @@ use super::auth::BearerAuth;
         crate::db::identity::User,
         super::members::MemberList,
         super::session::SessionView,
+        super::session::OidcInfo,
+        super::session::OidcTokenParams,
     )),
     tags(
         (name = "service", description = "Health, metrics and API description"),

@@ -6,6 +6,8 @@
 //! GET  /auth/callback           the provider sends the browser back: Set-Cookie, 303 to next
 //! POST /auth/logout             ends the session (with its X-CSRF-Token), clears the cookie
 //! GET  /v1/auth/session         the session's user, CSRF token and end (cookie only)
+//! GET  /v1/auth/oidc            the provider and cloudctl's client id there (public)
+//! POST /v1/auth/oidc/token      cloudctl's fresh ID token (device code) for an API token
 //! ```
 //! The cookie is `HttpOnly` (scripts never see it), `SameSite=Lax` (a page of another site
 //! cannot make a browser send it with a change) and `Secure` when the API is served over HTTPS.
@@ -37,6 +39,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/auth/callback", get(callback))
         .route("/auth/logout", post(logout))
         .route("/v1/auth/session", get(session))
+        .route("/v1/auth/oidc", get(oidc_info))
+        .route("/v1/auth/oidc/token", post(oidc_token))
 }
 
 impl From<OidcError> for ApiError {
@@ -142,4 +146,52 @@ pub async fn session(State(app): State<Arc<App>>, caller: Caller) -> Result<Json
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(|| ApiError::unauthenticated("your session ended: sign in again"))?;
     Ok(Json(SessionView { user_id: caller.user_id, csrf_token, expires_at }))
+}
+
+/// Where cloudctl signs in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OidcInfo {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// cloudctl's client id there (a public client: device code).
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
+
+/// The identity provider cloudctl signs in with (404 when none is configured).
+#[utoipa::path(get, path = "/v1/auth/oidc", tag = "auth",
+    responses((status = 200, body = OidcInfo), (status = 404, body = ErrorBody)))]
+pub async fn oidc_info(State(app): State<Arc<App>>) -> Result<Json<OidcInfo>, ApiError> {
+    let oidc = app.oidc.as_ref().ok_or(OidcError::NotConfigured)?;
+    let (issuer, client_id) = oidc.cli_info();
+    let scopes = ["openid", "email", "profile"].map(str::to_owned).to_vec();
+    Ok(Json(OidcInfo { issuer, client_id, scopes }))
+}
+
+/// What cloudctl got from the provider.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcTokenParams {
+    /// The ID token the provider issued to cloudctl's client, at most 10 minutes ago.
+    pub id_token: String,
+    /// Its access token (the provider's userinfo may hold the e-mail address).
+    pub access_token: String,
+}
+
+/// Trades cloudctl's fresh ID token for an API token of its user (made or matched as at a
+/// console sign-in), lasting `oidc.session_hours`.
+#[utoipa::path(post, path = "/v1/auth/oidc/token", tag = "auth", request_body = OidcTokenParams,
+    responses((status = 201, body = super::auth::TokenCreated), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn oidc_token(
+    State(app): State<Arc<App>>,
+    Json(params): Json<OidcTokenParams>,
+) -> Result<(StatusCode, Json<super::auth::TokenCreated>), ApiError> {
+    let oidc = app.oidc.as_ref().ok_or(OidcError::NotConfigured)?;
+    let (user, lifetime) = oidc.cli_sign_in(&app.pool, &params.id_token, &params.access_token).await?;
+    let name = format!("cloudctl-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let issued = crate::auth::token_issue(&app.pool, user.id, &name, Some(lifetime), None, None).await?;
+    tracing::info!(user_id = %user.id, token_id = %issued.token.id, "API token issued to cloudctl after sign-in");
+    let secret = issued.secret.expose().to_owned();
+    Ok((StatusCode::CREATED, Json(super::auth::TokenCreated { token: issued.token.into(), secret })))
 }

@@ -12,7 +12,6 @@ mod instances;
 mod liveness;
 mod members;
 mod migrations;
-mod oidc;
 mod operations_end;
 mod placement;
 mod projects;

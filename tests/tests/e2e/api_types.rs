@@ -93,5 +93,6 @@ fn cloudctl_reads_every_field_the_api_serves_and_invents_none() {
     check::<cli::WhoAmI>("WhoAmI", &doc);
     check::<cli::Token>("TokenView", &doc);
     check::<cli::Member>("Member", &doc);
+    check::<cli::OidcInfo>("OidcInfo", &doc);
     check::<cli::UserAccount>("User", &doc);
 }

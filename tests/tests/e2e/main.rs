@@ -14,6 +14,7 @@ mod isolation;
 mod layering;
 mod liveness;
 mod members;
+mod oidc;
 mod packages;
 mod readme;
 mod recovery;
