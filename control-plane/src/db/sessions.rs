@@ -18,16 +18,21 @@ pub struct PendingLogin {
 /// How long the provider has to send the browser back.
 pub const LOGIN_TTL_SECS: i32 = 600;
 
-/// Records a sign-in that was sent to the provider.
+/// Records a sign-in that was sent to the provider (and forgets those nobody finished in time:
+/// starting a sign-in needs no credentials, so the table must not grow with abandoned ones).
 pub async fn login_begin(db: impl PgExecutor<'_>, state: &str, login: &PendingLogin) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO oidc_logins (state, pkce_verifier, nonce, next_path) VALUES ($1, $2, $3, $4)")
-        .bind(state)
-        .bind(&login.pkce_verifier)
-        .bind(&login.nonce)
-        .bind(&login.next_path)
-        .execute(db)
-        .await
-        .map(drop)
+    sqlx::query(
+        "WITH old AS (DELETE FROM oidc_logins WHERE created_at < now() - make_interval(secs => $5))
+         INSERT INTO oidc_logins (state, pkce_verifier, nonce, next_path) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(state)
+    .bind(&login.pkce_verifier)
+    .bind(&login.nonce)
+    .bind(&login.next_path)
+    .bind(f64::from(LOGIN_TTL_SECS))
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// Takes the sign-in `state` names (once: it is deleted), if it is not older than
