@@ -107,6 +107,10 @@ pub struct ProfileCredentials {
     /// An API token (`Authorization: Bearer …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The token came from `auth login --device-code`: `auth logout` revokes it at the API
+    /// (a token given by hand is only forgotten: it may be used elsewhere).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed_in: bool,
 }
 
 /// The directory of the CLI's files: `$XDG_CONFIG_HOME/cloudctl`, else `$HOME/.config/cloudctl`.
@@ -210,7 +214,7 @@ mod tests {
         assert!(text.contains("default-profile = \"lab\""), "{text}");
 
         let mut creds = Credentials::default();
-        creds.profile.insert("lab".into(), ProfileCredentials { token: Some("secret".into()) });
+        creds.profile.insert("lab".into(), ProfileCredentials { token: Some("secret".into()), signed_in: false });
         store.save_credentials(&creds).unwrap();
         assert_eq!(store.load_credentials().unwrap(), creds);
         let mode = std::fs::metadata(store.credentials_path()).unwrap().permissions().mode();

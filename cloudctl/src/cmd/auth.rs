@@ -44,12 +44,23 @@ pub async fn run(ctx: &Context, cmd: AuthCommand) -> anyhow::Result<()> {
         AuthCommand::Login { device_code } => login(ctx, device_code).await,
         AuthCommand::Logout { all } => {
             let mut creds = ctx.store.load_credentials()?;
-            if all {
-                creds.profile.clear();
+            let gone: Vec<_> = if all {
+                std::mem::take(&mut creds.profile).into_values().collect()
             } else {
-                creds.profile.remove(&ctx.profile_name);
-            }
+                creds.profile.remove(&ctx.profile_name).into_iter().collect()
+            };
             ctx.store.save_credentials(&creds)?;
+            // Signing out ends what signing in started: the token the sign-in got is revoked.
+            if let Ok(endpoint) = ctx.endpoint() {
+                for token in gone.iter().filter(|p| p.signed_in).filter_map(|p| p.token.as_deref()) {
+                    if let Err(e) = revoke_own(endpoint, token, ctx.ca_cert.as_deref()).await {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "cloudctl: warning: the token was forgotten but not revoked: {e}"
+                        );
+                    }
+                }
+            }
             Ok(())
         }
         AuthCommand::Status => ctx.print_one(&ctx.client()?.whoami().await?),
@@ -77,7 +88,9 @@ async fn login(ctx: &Context, device_code: bool) -> anyhow::Result<()> {
     }
     let whoami = Client::with_ca(&endpoint, &token, ctx.ca_cert.as_deref())?.whoami().await?;
     let mut creds = ctx.store.load_credentials()?;
-    creds.profile.entry(ctx.profile_name.clone()).or_default().token = Some(token);
+    let profile = creds.profile.entry(ctx.profile_name.clone()).or_default();
+    profile.token = Some(token);
+    profile.signed_in = device_code;
     ctx.store.save_credentials(&creds)?;
     if ctx.global.endpoint.is_some() || ctx.global.project.is_some() {
         let mut config = ctx.store.load_config()?;
@@ -115,6 +128,19 @@ async fn device_login(ctx: &Context, endpoint: &str) -> anyhow::Result<String> {
     .await?;
     let params = cloudctl::client::OidcTokenParams { id_token: tokens.id_token, access_token: tokens.access_token };
     Ok(anonymous.oidc_token(&params).await?.secret)
+}
+
+/// Revokes `token` with itself (an already invalid token is fine).
+async fn revoke_own(endpoint: &str, token: &str, ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let client = Client::with_ca(endpoint, token, ca)?;
+    match client.whoami().await {
+        Ok(who) => match who.token_id {
+            Some(id) => Ok(client.token_revoke(id).await?),
+            None => Ok(()),
+        },
+        Err(cloudctl::client::ClientError::Unauthenticated(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One line of standard input; on a terminal, prompted and not echoed.

@@ -129,5 +129,11 @@ async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     let who: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(who["user"]["name"], "alice", "{who}");
     let creds = std::fs::read_to_string(home.join("cloudctl/credentials.toml")).unwrap();
-    assert!(creds.contains("token = \"cloud_"), "the token is kept for the profile: {creds}");
+    let secret = creds.split('"').find(|part| part.starts_with("cloud_")).expect("the token is kept for the profile");
+    let signed_in = admin.with_token(secret, &dir.path().join("check"));
+    signed_in.line("auth status").await.ok("the token works");
+    // Signing out revokes what signing in got (a token given by hand would only be forgotten).
+    admin.with_token("", &home).line("auth logout").await.ok("auth logout");
+    assert_eq!(signed_in.line("auth status").await.code, 4, "the signed-in token is revoked");
+    assert!(!std::fs::read_to_string(home.join("cloudctl/credentials.toml")).unwrap_or_default().contains("cloud_"));
 }
