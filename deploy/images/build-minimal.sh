@@ -55,16 +55,18 @@ USER_PACKAGES=(busybox-static dropbear-bin libtomcrypt1 libtommath1 libgmp10 zli
 # Kernel modules to load at boot, in this order (busybox modprobe pulls in the dependencies:
 # virtio, virtio_ring, virtio_pci_modern_dev/legacy_dev, failover/net_failover, fat, cdrom).
 # virtio_pci for q35/pc (virtio-*-pci), virtio_mmio for microvm (virtio-*-device); virtio_rng
-# first so the SSH host key generation never waits for entropy; virtio_console for the guest
-# agent's virtio-serial port; button+evdev let acpid see the
+# first so the SSH host key generation never waits for entropy; button+evdev let acpid see the
 # ACPI power button (QMP system_powerdown). ext4/jbd2/mbcache/crc16/crc32c_generic are wanted
 # for a data disk and are accepted when built into the kernel (they are in the Debian cloud kernel).
 MODULES=(
-	virtio_mmio virtio_pci virtio_rng virtio_blk virtio_net virtio_console
+	virtio_mmio virtio_pci virtio_rng virtio_blk virtio_net
 	vfat nls_cp437 nls_ascii nls_utf8 isofs
 	ext4 jbd2 mbcache crc16 crc32c_generic
 	button evdev
 )
+# Modules in the image but loaded later, off the boot's path: virtio_console (the guest agent's
+# virtio-serial port) is loaded by usr/lib/cloud-minimal/guest-agent once SSH answers.
+LATE_MODULES=(virtio_console)
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
 
 require_root
@@ -85,7 +87,7 @@ INPUTS_HASH=$(
 	{
 		echo "cloud-images minimal format 1"
 		echo "cmdline $CMDLINE"
-		echo "modules ${MODULES[*]}"
+		echo "modules ${MODULES[*]} late ${LATE_MODULES[*]}"
 		echo "packages ${PACKAGES[*]}"
 		printf 'deb %s\n' "$URIS"
 		printf 'script %s\n' "$(sha256_of "$SCRIPT_DIR/build-minimal.sh")" "$(sha256_of "$SCRIPT_DIR/lib.sh")"
@@ -202,7 +204,7 @@ done
 LOAD=()
 BUILTIN=()
 NKO=0
-for mod in "${MODULES[@]}"; do
+for mod in "${MODULES[@]}" "${LATE_MODULES[@]}"; do
 	deps=$(modprobe -d "$PKGROOT" -S "$KVER" --show-depends "$mod" 2>&1) || die "kernel module $mod: $deps"
 	top=
 	while read -r kind path _; do
@@ -220,6 +222,7 @@ for mod in "${MODULES[@]}"; do
 		*) die "unexpected modprobe output for $mod: $kind $path" ;;
 		esac
 	done <<<"$deps"
+	if [[ " ${LATE_MODULES[*]} " == *" $mod "* ]]; then continue; fi
 	if [[ -n $top ]]; then LOAD+=("$mod"); else BUILTIN+=("$mod"); fi
 done
 depmod -b "$STAGE" "$KVER"

@@ -48,9 +48,9 @@ const EAGER_FOR: Duration = Duration::from_secs(2);
 const IDLE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long one probe may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Probes under way at once, at most: one that waits (for an address the guest has not
-/// answered ARP for yet, say) does not hold back the next one for long. Only one at a time
-/// otherwise: each probe that connects costs the guest an SSH server process.
+/// Probes under way at once for a resumed guest, at most: one that waits (for an address the
+/// guest has not answered ARP for yet, say) does not hold back the next one for long. Only one
+/// at a time otherwise: each probe that connects costs the guest an SSH server process.
 const PROBES_IN_FLIGHT: usize = 4;
 /// How long a probe may wait before another one is started beside it.
 const PROBE_PATIENCE: Duration = Duration::from_millis(250);
@@ -193,10 +193,13 @@ pub(super) async fn watch<R: From<GuestReport>>(mut w: Watch<R>) {
             banner_at = Some((Instant::now(), Utc::now()));
         }
         let since_probe = last_probe.map_or(Duration::MAX, |at| at.elapsed());
+        // A booting guest is probed one connection at a time: probes stuck on an address it does
+        // not answer yet would all connect at once when it does, each costing it a process.
+        let in_flight = if w.start == GuestStart::Resumed { PROBES_IN_FLIGHT } else { 1 };
         if banner_at.is_none()
             && let Some(addr) = w.ssh
             && ((probes.is_empty() && since_probe >= interval)
-                || (probes.len() < PROBES_IN_FLIGHT && since_probe >= PROBE_PATIENCE))
+                || (probes.len() < in_flight && since_probe >= PROBE_PATIENCE))
         {
             last_probe = Some(Instant::now());
             let netns = w.netns.clone();
