@@ -473,7 +473,10 @@ pub async fn wait_for_exit(pid: i32, dir: &InstanceDir, timeout: Duration) -> bo
         let empty = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty());
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
-        empty && !matches!(state, Some("Z" | "X") | None)
+        // A zombie leader whose other threads (a vCPU) are still exiting still holds the
+        // process's files, its taps among them: a new VM opening them would get EBUSY.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(Iterator::count).unwrap_or(0);
+        (empty && !matches!(state, Some("Z" | "X") | None)) || (state == Some("Z") && threads > 1)
     };
     loop {
         if !vm_process_alive(pid, dir) && !exiting() {
