@@ -680,7 +680,7 @@ impl Resource for Member {
         vec![
             self.name.clone(),
             self.role.clone(),
-            self.email.clone().unwrap_or_else(|| "-".to_owned()),
+            or_dash(self.email.as_deref()),
             time(&self.created_at),
             self.user_id.to_string(),
         ]
@@ -701,7 +701,7 @@ impl Resource for UserAccount {
         vec![
             self.name.clone(),
             if self.is_operator { "yes" } else { "no" }.to_owned(),
-            self.email.clone().unwrap_or_else(|| "-".to_owned()),
+            or_dash(self.email.as_deref()),
             time(&self.created_at),
             self.id.to_string(),
         ]
