@@ -224,15 +224,15 @@ impl Oidc {
         let user = user_for(pool, &who).await?;
         let secret = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
         let csrf = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
-        let hours = i64::from(self.config.session_hours.max(1));
-        let expires_at = Utc::now() + Duration::hours(hours);
+        let lifetime = self.session_lifetime();
+        let expires_at = Utc::now() + Duration::seconds(lifetime.as_secs() as i64);
         sessions::session_create(pool, Uuid::new_v4(), &secret.hash(), user.id, csrf.expose(), expires_at).await?;
         tracing::info!(user = %user.id, issuer = %who.issuer, "signed in through the identity provider");
         Ok(SignedIn {
             user,
             cookie_value: secret.expose().to_owned(),
             next_path: login.next_path,
-            max_age_secs: hours * 3600,
+            max_age_secs: lifetime.as_secs() as i64,
         })
     }
 }
@@ -285,6 +285,11 @@ impl Oidc {
         ProviderIdentity { issuer, subject, email, name }
     }
 
+    /// How long a console session, and a token cloudctl gets by signing in, last.
+    fn session_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.config.session_hours.max(1)) * 3600)
+    }
+
     /// What cloudctl needs to sign in: the provider and its client id there.
     pub fn cli_info(&self) -> (String, String) {
         (self.config.issuer.clone().unwrap_or_default(), self.config.cli_client_id.clone())
@@ -313,7 +318,7 @@ impl Oidc {
         let who = self.identity_of(&clients.cli, claims, &access).await;
         let user = user_for(pool, &who).await?;
         tracing::info!(user = %user.id, issuer = %who.issuer, "cloudctl signed in through the identity provider");
-        Ok((user, std::time::Duration::from_secs(u64::from(self.config.session_hours.max(1)) * 3600)))
+        Ok((user, self.session_lifetime()))
     }
 }
 
@@ -361,6 +366,13 @@ async fn find_or_create(
         }
     }
     Err(OidcError::Identity(IdentityError::AlreadyExists { what: "user", name: name.to_owned() }))
+}
+
+/// The `Set-Cookie` value carrying session secret `value` for `max_age_secs` (an empty value
+/// and 0 clear it): `HttpOnly`, `SameSite=Lax`, and `Secure` when the API is served over HTTPS.
+pub fn set_session_cookie(value: &str, max_age_secs: i64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}")
 }
 
 /// Only a path of this site: anything else (another origin, `//host`, a scheme) is `/`.

@@ -28,7 +28,7 @@ use super::error::{ApiError, ErrorBody};
 use super::json::Json;
 use crate::app::App;
 use crate::auth::Caller;
-use crate::auth::oidc::{OidcError, SESSION_COOKIE};
+use crate::auth::oidc::{OidcError, set_session_cookie};
 use crate::error_chain::ErrorChain;
 use crate::ids::UserId;
 
@@ -98,11 +98,7 @@ pub async fn callback(State(app): State<Arc<App>>, Query(q): Query<CallbackQuery
         return Err(ApiError::invalid("the identity provider sent no code and state"));
     };
     let signed_in = oidc.finish(&app.pool, &code, &state).await?;
-    let secure = if oidc.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        signed_in.cookie_value, signed_in.max_age_secs
-    );
+    let cookie = set_session_cookie(&signed_in.cookie_value, signed_in.max_age_secs, oidc.secure_cookies);
     let headers = [
         (SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal(&e))?),
         (LOCATION, HeaderValue::from_str(&signed_in.next_path).map_err(|e| ApiError::internal(&e))?),
@@ -117,9 +113,7 @@ pub async fn logout(State(app): State<Arc<App>>, caller: Caller) -> Result<Respo
     };
     crate::db::sessions::session_revoke(&app.pool, session).await.map_err(|e| ApiError::internal(&e))?;
     tracing::info!(user = %caller.user_id, "signed out");
-    let secure = app.oidc.as_ref().is_some_and(|o| o.secure_cookies);
-    let cookie =
-        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", if secure { "; Secure" } else { "" });
+    let cookie = set_session_cookie("", 0, app.oidc.as_ref().is_some_and(|o| o.secure_cookies));
     let mut headers = HeaderMap::new();
     headers.insert(SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal(&e))?);
     Ok((StatusCode::NO_CONTENT, headers).into_response())
