@@ -71,6 +71,9 @@ pub struct Config {
     /// The API's URL as clients see it (printed in join commands); default `http://<listen>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// The web console's built files (`web-console/dist`), served at `/`; unset: no console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_dir: Option<PathBuf>,
     pub tls: TlsConfig,
     pub database: DatabaseConfig,
     pub embedded_database: EmbeddedDatabaseConfig,
@@ -109,6 +112,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: default_data_dir(),
             public_url: None,
+            console_dir: None,
             tls: TlsConfig::default(),
             database: DatabaseConfig::default(),
             embedded_database: EmbeddedDatabaseConfig::default(),
@@ -156,6 +160,9 @@ pub struct Overrides {
     /// The API's URL as clients see it [default: http:// and the --listen address].
     #[arg(long, env = "CLOUD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// The web console's built files (web-console/dist), served at / [default: no console].
+    #[arg(long, env = "CLOUD_CONSOLE_DIR", value_name = "DIR")]
+    pub console_dir: Option<PathBuf>,
     /// The API's TLS certificate chain (PEM); with --tls-key-file the API serves HTTPS.
     #[arg(long, env = "CLOUD_TLS_CERT_FILE", value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -255,6 +262,9 @@ impl Config {
         set(&mut self.data_dir, &o.data_dir);
         if let Some(url) = o.public_url.as_ref().filter(|u| !u.is_empty()) {
             self.public_url = Some(url.clone());
+        }
+        if let Some(dir) = o.console_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+            self.console_dir = Some(dir.clone());
         }
         if let Some(file) = o.tls_cert_file.as_ref().filter(|f| !f.as_os_str().is_empty()) {
             self.tls.cert_file = Some(file.clone());

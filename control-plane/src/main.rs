@@ -27,6 +27,9 @@ enum Command {
     Serve,
     /// Print the effective configuration as TOML and exit.
     CheckConfig,
+    /// Print the API's OpenAPI document (what `GET /v1/openapi.json` serves) and exit: the web
+    /// console's API client is generated from it.
+    Openapi,
     /// Issue a new token for the bootstrap administrator and write it to <data_dir>/admin-token
     /// (for when that file was lost). With the embedded database, stop the control plane first.
     IssueAdminToken,
@@ -47,10 +50,16 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Openapi = command {
+        // Needs no configuration: the document is the code's.
+        return print_openapi();
+    }
     let config = Config::load(&cli.overrides)?;
     cloud_common::startup::init_logging(&config.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => control_plane::serve(config, cloud_common::startup::shutdown_signal()).await?,
+        Command::Openapi => print_openapi()?,
         Command::CheckConfig => {
             let text = toml::to_string(&config).context("cannot print the configuration")?;
             std::io::stdout().write_all(text.as_bytes())?;
@@ -77,5 +86,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pg.stop().await?;
         }
     }
+    Ok(())
+}
+
+fn print_openapi() -> anyhow::Result<()> {
+    let text = control_plane::http::openapi::document_json().context("cannot render the OpenAPI document")?;
+    std::io::stdout().write_all(text.as_bytes())?;
     Ok(())
 }

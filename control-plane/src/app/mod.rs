@@ -46,6 +46,12 @@ pub struct App {
     pub changes: changes::Changes,
     /// Sign-in through an OpenID Connect provider (`None`: not configured).
     pub oidc: Option<crate::auth::oidc::Oidc>,
+    /// How long console sessions last (`oidc.session_hours`, whatever signs them in).
+    pub session_lifetime: std::time::Duration,
+    /// Session cookies get `Secure`: the API is served over HTTPS.
+    pub secure_cookies: bool,
+    /// The web console's built files, served at `/` (`console_dir`; `None`: not installed).
+    pub console_dir: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -63,6 +69,9 @@ impl App {
             store: cloud_store::Store::open(&config.store, &config.data_dir.join("chunks"))?,
             changes: changes::Changes::default(),
             oidc: crate::auth::oidc::Oidc::new(&config.oidc, &config.public_url())?,
+            session_lifetime: config.oidc.session_lifetime(),
+            secure_cookies: config.public_url().starts_with("https://"),
+            console_dir: config.console_dir.clone(),
         })
     }
 }

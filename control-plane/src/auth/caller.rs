@@ -61,8 +61,16 @@ pub enum AuthenticationError {
     /// A change made with a session, without its CSRF token.
     #[error("missing or wrong X-CSRF-Token")]
     Csrf,
+    /// A WebSocket opened with a session cookie from a page of another origin.
+    #[error("a WebSocket opened with a console session must come from the console's own origin")]
+    CrossOrigin,
+    /// Console sign-in with a token limited to one project.
+    #[error("this token is limited to one project: sign in to the console with a token that is not")]
+    LimitedToken,
     #[error("cannot look the token up")]
     Store(#[from] IdentityError),
+    #[error("cannot open a session")]
+    Session(#[source] Box<super::AuthError>),
 }
 
 /// What is wrong with the `Authorization` header.
@@ -76,7 +84,11 @@ pub enum MalformedHeader {
 
 /// Finds the caller of a request from its `Authorization` header.
 pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Caller, AuthenticationError> {
-    let secret = bearer_token(headers)?;
+    caller_of_token(pool, &bearer_token(headers)?).await
+}
+
+/// The caller an API token stands for, once checked.
+pub(super) async fn caller_of_token(pool: &PgPool, secret: &TokenSecret) -> Result<Caller, AuthenticationError> {
     let found = identity::token_find_by_hash(pool, &secret.hash()).await?.ok_or(AuthenticationError::Unknown)?;
     if found.revoked {
         return Err(AuthenticationError::Revoked { token_id: found.token_id });
@@ -128,6 +140,11 @@ pub async fn authenticate_request(
         return Err(AuthenticationError::SessionEnded);
     }
     let safe = matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    if is_websocket(headers) && !same_origin(headers) {
+        // A WebSocket needs no CSRF token, and a browser sends the cookie with one opened by a
+        // page of any origin of the same site: only the console's own pages may.
+        return Err(AuthenticationError::CrossOrigin);
+    }
     if !safe {
         let sent = headers.get(super::oidc::CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if !constant_time_eq(sent.as_bytes(), found.csrf_token.as_bytes()) {
@@ -142,6 +159,22 @@ pub async fn authenticate_request(
         token_expires_at: Some(found.expires_at),
         scope: None,
     })
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The request's `Origin` names the host it was sent to (`Host`), whatever the scheme.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    let (Some(origin), Some(host)) = (header(axum::http::header::ORIGIN), header(axum::http::header::HOST)) else {
+        return false;
+    };
+    origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
 /// The session secret in the `Cookie` header, if any.

@@ -96,6 +96,68 @@ pub struct IssuedToken {
     pub secret: TokenSecret,
 }
 
+/// A console session just opened: the cookie's secret exists nowhere else from now on.
+#[derive(Debug)]
+pub struct OpenedSession {
+    pub id: uuid::Uuid,
+    pub secret: TokenSecret,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl OpenedSession {
+    /// Seconds until it ends (the cookie's `Max-Age`).
+    pub fn max_age_secs(&self) -> i64 {
+        (self.expires_at - chrono::Utc::now()).num_seconds().max(0)
+    }
+}
+
+/// Opens a console session for `user` until `expires_at`; with `token`, the API token the user
+/// signed in with, it also ends when that token is revoked or expires. Whatever proved who the
+/// user is (the identity provider, an API token), the session is the same.
+pub async fn session_open(
+    pool: &PgPool,
+    user: UserId,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    token: Option<TokenId>,
+) -> Result<OpenedSession, AuthError> {
+    let secret = TokenSecret::generate().map_err(AuthError::Random)?;
+    let csrf = TokenSecret::generate().map_err(AuthError::Random)?;
+    let id = uuid::Uuid::new_v4();
+    let new = crate::db::sessions::NewSession {
+        id,
+        hash: &secret.hash(),
+        user,
+        csrf_token: csrf.expose(),
+        expires_at,
+        token,
+    };
+    crate::db::sessions::session_create(pool, &new).await.map_err(AuthError::Transaction)?;
+    Ok(OpenedSession { id, secret, expires_at })
+}
+
+/// Signs in to the console with an API token: the token must be valid and not limited to a
+/// project (a session acts with all of its user's rights). The session lasts `lifetime`, or
+/// until the token ends if sooner.
+pub async fn session_open_with_token(
+    pool: &PgPool,
+    secret: &TokenSecret,
+    lifetime: Duration,
+) -> Result<(UserId, OpenedSession), AuthenticationError> {
+    let caller = caller::caller_of_token(pool, secret).await?;
+    let Some(token) = caller.token_id else { return Err(AuthenticationError::Unknown) };
+    if caller.scope.is_some() {
+        return Err(AuthenticationError::LimitedToken);
+    }
+    let mut expires_at = chrono::Utc::now() + chrono::Duration::seconds(lifetime.as_secs() as i64);
+    if let Some(end) = caller.token_expires_at {
+        expires_at = expires_at.min(end);
+    }
+    let opened = session_open(pool, caller.user_id, expires_at, Some(token))
+        .await
+        .map_err(|e| AuthenticationError::Session(Box::new(e)))?;
+    Ok((caller.user_id, opened))
+}
+
 /// Who the caller is: the user and the projects they belong to.
 #[derive(Debug)]
 pub struct Identity {

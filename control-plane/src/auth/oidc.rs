@@ -24,7 +24,6 @@ use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::token::TokenSecret;
 use crate::db::identity::{self, IdentityError, User};
 use crate::db::sessions::{self, PendingLogin};
 use crate::ids::UserId;
@@ -50,6 +49,14 @@ pub struct OidcConfig {
     pub session_hours: u32,
     /// cloudctl's client id at the provider (a public client: device code).
     pub cli_client_id: String,
+}
+
+impl OidcConfig {
+    /// How long a console session (however it was signed in), and a token cloudctl gets by
+    /// signing in, last.
+    pub fn session_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.session_hours.max(1)) * 3600)
+    }
 }
 
 impl Default for OidcConfig {
@@ -99,8 +106,6 @@ type Client =
 pub struct Oidc {
     config: OidcConfig,
     redirect: String,
-    /// Cookies get `Secure` when the API is served over HTTPS.
-    pub secure_cookies: bool,
     http: reqwest::Client,
     client: OnceCell<Clients>,
 }
@@ -116,9 +121,8 @@ struct Clients {
 #[derive(Debug)]
 pub struct SignedIn {
     pub user: User,
-    pub cookie_value: String,
+    pub session: crate::auth::OpenedSession,
     pub next_path: String,
-    pub max_age_secs: i64,
 }
 
 impl Oidc {
@@ -141,7 +145,6 @@ impl Oidc {
         Ok(Some(Self {
             config: config.clone(),
             redirect: format!("{base}/auth/callback"),
-            secure_cookies: base.starts_with("https://"),
             http,
             client: OnceCell::new(),
         }))
@@ -222,18 +225,13 @@ impl Oidc {
             .map_err(|e| OidcError::BadToken(e.to_string()))?;
         let who = self.identity_of(client, claims, tokens.access_token()).await;
         let user = user_for(pool, &who).await?;
-        let secret = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
-        let csrf = TokenSecret::generate().map_err(|e| OidcError::Config(format!("randomness: {e}")))?;
-        let lifetime = self.session_lifetime();
+        let lifetime = self.config.session_lifetime();
         let expires_at = Utc::now() + Duration::seconds(lifetime.as_secs() as i64);
-        sessions::session_create(pool, Uuid::new_v4(), &secret.hash(), user.id, csrf.expose(), expires_at).await?;
+        let session = crate::auth::session_open(pool, user.id, expires_at, None)
+            .await
+            .map_err(|e| OidcError::Config(format!("cannot open a session: {}", crate::error_chain::ErrorChain(&e))))?;
         tracing::info!(user = %user.id, issuer = %who.issuer, "signed in through the identity provider");
-        Ok(SignedIn {
-            user,
-            cookie_value: secret.expose().to_owned(),
-            next_path: login.next_path,
-            max_age_secs: lifetime.as_secs() as i64,
-        })
+        Ok(SignedIn { user, session, next_path: login.next_path })
     }
 }
 
@@ -285,11 +283,6 @@ impl Oidc {
         ProviderIdentity { issuer, subject, email, name }
     }
 
-    /// How long a console session, and a token cloudctl gets by signing in, last.
-    fn session_lifetime(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(u64::from(self.config.session_hours.max(1)) * 3600)
-    }
-
     /// What cloudctl needs to sign in: the provider and its client id there.
     pub fn cli_info(&self) -> (String, String) {
         (self.config.issuer.clone().unwrap_or_default(), self.config.cli_client_id.clone())
@@ -318,7 +311,7 @@ impl Oidc {
         let who = self.identity_of(&clients.cli, claims, &access).await;
         let user = user_for(pool, &who).await?;
         tracing::info!(user = %user.id, issuer = %who.issuer, "cloudctl signed in through the identity provider");
-        Ok((user, self.session_lifetime()))
+        Ok((user, self.config.session_lifetime()))
     }
 }
 

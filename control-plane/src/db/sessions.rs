@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::ids::UserId;
+use crate::ids::{TokenId, UserId};
 
 /// A sign-in under way: what the provider's answer is checked against.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -62,32 +62,43 @@ pub struct SessionLookup {
     pub dead: bool,
 }
 
-/// Opens a session for `user` until `expires_at`.
-pub async fn session_create(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    hash: &[u8; 32],
-    user: UserId,
-    csrf_token: &str,
-    expires_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO sessions (id, secret_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(&hash[..])
-        .bind(user)
-        .bind(csrf_token)
-        .bind(expires_at)
-        .execute(db)
-        .await
-        .map(drop)
+/// A session to open.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub hash: &'a [u8; 32],
+    pub user: UserId,
+    pub csrf_token: &'a str,
+    pub expires_at: DateTime<Utc>,
+    /// The API token signed in with, if any: the session ends with it.
+    pub token: Option<TokenId>,
+}
+
+/// Opens a session.
+pub async fn session_create(db: impl PgExecutor<'_>, new: &NewSession<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sessions (id, secret_hash, user_id, csrf_token, expires_at, token_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(new.id)
+    .bind(&new.hash[..])
+    .bind(new.user)
+    .bind(new.csrf_token)
+    .bind(new.expires_at)
+    .bind(new.token)
+    .execute(db)
+    .await
+    .map(drop)
 }
 
 /// The session whose secret hashes to `hash` (the database's clock judges expiry).
 pub async fn session_find(db: impl PgExecutor<'_>, hash: &[u8; 32]) -> Result<Option<SessionLookup>, sqlx::Error> {
     sqlx::query_as(
         "SELECT s.id, s.user_id, s.csrf_token, s.expires_at, u.is_operator,
-                (s.expires_at <= now() OR s.revoked_at IS NOT NULL OR u.disabled_at IS NOT NULL) AS dead
-         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.secret_hash = $1",
+                (s.expires_at <= now() OR s.revoked_at IS NOT NULL OR u.disabled_at IS NOT NULL
+                 OR t.revoked_at IS NOT NULL OR coalesce(t.expires_at <= now(), false)) AS dead
+         FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN api_tokens t ON t.id = s.token_id
+         WHERE s.secret_hash = $1",
     )
     .bind(&hash[..])
     .fetch_optional(db)

@@ -34,7 +34,11 @@ impl From<&AuthenticationError> for ApiError {
             AuthenticationError::Unknown
             | AuthenticationError::Revoked { .. }
             | AuthenticationError::UserDisabled { .. } => ApiError::unauthenticated("invalid or expired token"),
+            AuthenticationError::LimitedToken | AuthenticationError::CrossOrigin => {
+                ApiError::forbidden(err.to_string())
+            }
             AuthenticationError::Store(err) => ApiError::internal(err),
+            AuthenticationError::Session(err) => ApiError::internal(err),
         }
     }
 }
@@ -61,7 +65,9 @@ impl FromRequestParts<Arc<App>> for Caller {
                 parts.extensions.insert(caller);
                 Ok(caller)
             }
-            Err(err @ AuthenticationError::Store(_)) => Err(ApiError::from(&err).into_response()),
+            Err(err @ (AuthenticationError::Store(_) | AuthenticationError::Session(_))) => {
+                Err(ApiError::from(&err).into_response())
+            }
             Err(err) => {
                 tracing::debug!(reason = %ErrorChain(&err), "request not authenticated");
                 let challenge = [(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cloud\""))];

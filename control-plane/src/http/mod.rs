@@ -18,6 +18,7 @@ pub mod session;
 pub mod snapshots;
 pub mod ssh_keys;
 pub mod tls;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,7 +31,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::app::App;
-use error::{ApiError, REQUEST_ID};
+use error::REQUEST_ID;
 
 /// The request/response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -59,7 +60,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(snapshots::routes())
         .merge(operations::routes())
         .merge(console::routes())
-        .fallback(|| async { ApiError::route_not_found() })
+        .fallback(web::fallback)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }

@@ -63,6 +63,8 @@ use super::auth::BearerAuth;
         super::operations::operation_wait,
         super::operations::operation_list,
         super::session::session,
+        super::session::session_create,
+        super::session::session_delete,
         super::session::oidc_info,
         super::session::oidc_token,
         super::members::member_list,
@@ -120,6 +122,7 @@ use super::auth::BearerAuth;
         crate::db::identity::User,
         super::members::MemberList,
         super::session::SessionView,
+        super::session::SessionCreateParams,
         super::session::OidcInfo,
         super::session::OidcTokenParams,
     )),
@@ -142,7 +145,17 @@ pub struct ApiDoc;
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "service",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(full())
+}
+
+/// The document with this build's version.
+fn full() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = crate::VERSION.to_owned();
-    Json(doc)
+    doc
+}
+
+/// The document as pretty JSON, for `control-plane openapi`.
+pub fn document_json() -> Result<String, serde_json::Error> {
+    full().to_pretty_json()
 }

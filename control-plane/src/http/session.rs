@@ -2,10 +2,11 @@
 //! [`crate::auth::oidc`]).
 //!
 //! ```text
-//! GET  /auth/login?next=/path   303 to the provider (404 when no provider is configured)
-//! GET  /auth/callback           the provider sends the browser back: Set-Cookie, 303 to next
-//! POST /auth/logout             ends the session (with its X-CSRF-Token), clears the cookie
-//! GET  /v1/auth/session         the session's user, CSRF token and end (cookie only)
+//! GET    /auth/login?next=/path  303 to the provider (404 when no provider is configured)
+//! GET    /auth/callback          the provider sends the browser back: Set-Cookie, 303 to next
+//! POST   /v1/auth/session        signs in with an API token instead (no provider needed)
+//! GET    /v1/auth/session        the session's user, CSRF token and end (cookie only)
+//! DELETE /v1/auth/session        ends the session (with its X-CSRF-Token), clears the cookie
 //! GET  /v1/auth/oidc            the provider and cloudctl's client id there (public)
 //! POST /v1/auth/oidc/token      cloudctl's fresh ID token (device code) for an API token
 //! ```
@@ -37,8 +38,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/auth/login", get(login))
         .route("/auth/callback", get(callback))
-        .route("/auth/logout", post(logout))
-        .route("/v1/auth/session", get(session))
+        .route("/v1/auth/session", get(session).post(session_create).delete(session_delete))
         .route("/v1/auth/oidc", get(oidc_info))
         .route("/v1/auth/oidc/token", post(oidc_token))
 }
@@ -98,25 +98,68 @@ pub async fn callback(State(app): State<Arc<App>>, Query(q): Query<CallbackQuery
         return Err(ApiError::invalid("the identity provider sent no code and state"));
     };
     let signed_in = oidc.finish(&app.pool, &code, &state).await?;
-    let cookie = set_session_cookie(&signed_in.cookie_value, signed_in.max_age_secs, oidc.secure_cookies);
-    let headers = [
-        (SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal(&e))?),
-        (LOCATION, HeaderValue::from_str(&signed_in.next_path).map_err(|e| ApiError::internal(&e))?),
-    ];
-    Ok((StatusCode::SEE_OTHER, headers).into_response())
+    let cookie = session_cookie_header(&app, signed_in.session.secret.expose(), signed_in.session.max_age_secs())?;
+    let location = HeaderValue::from_str(&signed_in.next_path).map_err(|e| ApiError::internal(&e))?;
+    Ok((StatusCode::SEE_OTHER, [(SET_COOKIE, cookie), (LOCATION, location)]).into_response())
+}
+
+/// The `Set-Cookie` header carrying a session's secret (an empty one and 0 clear it).
+fn session_cookie_header(app: &App, value: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(&set_session_cookie(value, max_age_secs, app.secure_cookies))
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// Signing in to the console with an API token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCreateParams {
+    /// An API token (`cloud_…`) not limited to a project, e.g. the administrator's token file.
+    pub token: String,
+}
+
+/// Signs in to the console with an API token (the quickstart has no identity provider): opens a
+/// session lasting `oidc.session_hours`, or until the token ends if sooner, and ending when the
+/// token is revoked.
+#[utoipa::path(post, path = "/v1/auth/session", tag = "auth", request_body = SessionCreateParams,
+    responses((status = 200, body = SessionView, description = "Signed in: the session cookie is set"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn session_create(
+    State(app): State<Arc<App>>,
+    Json(params): Json<SessionCreateParams>,
+) -> Result<Response, ApiError> {
+    let secret = crate::auth::TokenSecret::parse(params.token.trim()).map_err(|_| {
+        ApiError::unauthenticated(format!("that is not an API token: tokens start with {}", crate::auth::TOKEN_PREFIX))
+    })?;
+    let (user_id, opened) = crate::auth::session_open_with_token(&app.pool, &secret, app.session_lifetime)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
+    tracing::info!(user = %user_id, "signed in to the console with an API token");
+    let cookie = session_cookie_header(&app, opened.secret.expose(), opened.max_age_secs())?;
+    let (csrf_token, expires_at) = session_csrf(&app, opened.id).await?;
+    let view = SessionView { user_id, csrf_token, expires_at };
+    Ok(([(SET_COOKIE, cookie)], axum::Json(view)).into_response())
 }
 
 /// Ends the caller's session and clears its cookie (a change: it needs the CSRF token).
-pub async fn logout(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
+#[utoipa::path(delete, path = "/v1/auth/session", tag = "auth",
+    responses((status = 204, description = "Signed out: the session cookie is cleared"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn session_delete(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     let Some(session) = caller.session_id else {
         return Err(ApiError::invalid("this request came with an API token, not a session: revoke the token instead"));
     };
     crate::db::sessions::session_revoke(&app.pool, session).await.map_err(|e| ApiError::internal(&e))?;
     tracing::info!(user = %caller.user_id, "signed out");
-    let cookie = set_session_cookie("", 0, app.oidc.as_ref().is_some_and(|o| o.secure_cookies));
     let mut headers = HeaderMap::new();
-    headers.insert(SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| ApiError::internal(&e))?);
+    headers.insert(SET_COOKIE, session_cookie_header(&app, "", 0)?);
     Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+async fn session_csrf(app: &App, id: uuid::Uuid) -> Result<(String, DateTime<Utc>), ApiError> {
+    crate::db::sessions::session_csrf(&app.pool, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::unauthenticated("your session ended: sign in again"))
 }
 
 /// The caller's console session.
@@ -135,10 +178,7 @@ pub async fn session(State(app): State<Arc<App>>, caller: Caller) -> Result<Json
     let Some(id) = caller.session_id else {
         return Err(ApiError::invalid("this request came with an API token, not a session"));
     };
-    let (csrf_token, expires_at) = crate::db::sessions::session_csrf(&app.pool, id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::unauthenticated("your session ended: sign in again"))?;
+    let (csrf_token, expires_at) = session_csrf(&app, id).await?;
     Ok(Json(SessionView { user_id: caller.user_id, csrf_token, expires_at }))
 }
 

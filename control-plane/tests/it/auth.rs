@@ -520,3 +520,161 @@ fn the_auth_endpoints_are_described_for_openapi() {
     assert_eq!((id["type"].clone(), id["format"].clone()), (json!("string"), json!("uuid")));
     assert_eq!(doc["components"]["schemas"]["Role"]["enum"], json!(["viewer", "member", "admin"]));
 }
+
+/// The console's sign-in without an identity provider: an API token opens a session (cookie
+/// HttpOnly, SameSite, no longer than the token, ended with it); changes need the CSRF token;
+/// a WebSocket may use the cookie only from the console's own origin; bad tokens open nothing.
+/// The console's files are served at `/`, its pages fall back to `index.html`, the API's misses
+/// stay JSON.
+#[tokio::test]
+async fn a_token_signs_in_to_the_console_and_the_console_is_served() {
+    use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE, UPGRADE};
+
+    let db = TestDatabase::create().await.unwrap();
+    let pool = db.migrated_pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    auth::bootstrap(&pool, dir.path()).await.unwrap();
+    let admin = read_token_file(&dir.path().join(auth::ADMIN_TOKEN_FILE)).expose().to_owned();
+    let console = dir.path().join("console");
+    std::fs::create_dir_all(console.join("assets")).unwrap();
+    std::fs::write(console.join("index.html"), "<!doctype html><title>console</title>").unwrap();
+    std::fs::write(console.join("assets/app.abc123.js"), "console.log(1)").unwrap();
+    let config = control_plane::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        console_dir: Some(console),
+        store: cloud_store::StoreConfig { dir: dir.path().join("store"), ..Default::default() },
+        ..Default::default()
+    };
+    let app = Arc::new(control_plane::testing::app_with(pool.clone(), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, control_plane::http::router(app)).await.unwrap() });
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{base}{path}");
+    let sign_in = |token: String| client.post(url("/v1/auth/session")).json(&json!({ "token": token })).send();
+
+    // Bad tokens: refused, no session.
+    let limited: Value = client
+        .post(url("/v1/auth/tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "limited", "project": "default", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limited = limited["secret"].as_str().unwrap_or_else(|| panic!("{limited}")).to_owned();
+    for (token, status, says) in [
+        ("not-a-token".to_owned(), 401, "not an API token"),
+        (TokenSecret::generate().unwrap().expose().to_owned(), 401, "invalid or expired"),
+        (limited, 403, "limited to one project"),
+    ] {
+        let resp = sign_in(token).await.unwrap();
+        assert_eq!(resp.status(), status);
+        assert!(resp.headers().get(SET_COOKIE).is_none());
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{body}");
+    }
+    assert_eq!(count(&pool, "sessions").await, 0);
+
+    // A token that ends in a minute: the session ends with it.
+    let short: Value = client
+        .post(url("/v1/auth/tokens"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "short", "expires_in_secs": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = sign_in(short["secret"].as_str().unwrap().to_owned()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let set_cookie = resp.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax") && !set_cookie.contains("Secure"));
+    let max_age: i64 = set_cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&max_age), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let session: Value = resp.json().await.unwrap();
+    let csrf = session["csrf_token"].as_str().unwrap().to_owned();
+    let whoami = client.get(url("/v1/auth/whoami")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(whoami.status(), 200);
+
+    // Changes need the CSRF token.
+    let make = |csrf: Option<&str>| {
+        let req = client.post(url("/v1/auth/tokens")).header(COOKIE, &cookie).json(&json!({"name": "from-console"}));
+        match csrf {
+            Some(c) => req.header("x-csrf-token", c).send(),
+            None => req.send(),
+        }
+    };
+    assert_eq!(make(None).await.unwrap().status(), 403);
+    assert_eq!(make(Some("wrong")).await.unwrap().status(), 403);
+    assert_eq!(make(Some(&csrf)).await.unwrap().status(), 201);
+
+    // A WebSocket with the cookie: only from this origin.
+    let ws = |origin: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(HOST, HeaderValue::from_str(base.trim_start_matches("http://")).unwrap());
+        if !origin.is_empty() {
+            h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        h
+    };
+    let get = axum::http::Method::GET;
+    assert!(auth::authenticate_request(&pool, &get, &ws(&base)).await.is_ok());
+    for origin in ["http://evil.example", "", "http://127.0.0.1:1"] {
+        let err = auth::authenticate_request(&pool, &get, &ws(origin)).await.unwrap_err();
+        assert!(matches!(err, AuthenticationError::CrossOrigin), "{origin}: {err:?}");
+    }
+
+    // Revoking the token ends the session.
+    let short_id = short["token"]["id"].as_str().unwrap();
+    let resp = client.delete(url(&format!("/v1/auth/tokens/{short_id}"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let whoami = client.get(url("/v1/auth/whoami")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(whoami.status(), 401);
+
+    // Signing out: with the CSRF token; the cookie is cleared and stops working.
+    let resp = sign_in(admin.clone()).await.unwrap();
+    let cookie = resp.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let csrf = resp.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+    let out = client.delete(url("/v1/auth/session")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(out.status(), 403);
+    let out = client
+        .delete(url("/v1/auth/session"))
+        .header(COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let whoami = client.get(url("/v1/auth/whoami")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(whoami.status(), 401);
+
+    // The console's files and pages.
+    for path in ["/", "/projects/default/instances", "/index.html"] {
+        let resp = client.get(url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(resp.headers()["cache-control"], "no-cache");
+        assert!(resp.text().await.unwrap().contains("<title>console</title>"), "{path}");
+    }
+    let asset = client.get(url("/assets/app.abc123.js")).send().await.unwrap();
+    assert_eq!(asset.status(), 200);
+    assert!(asset.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(asset.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    for path in ["/assets/missing.js", "/.env", "/assets/..%2f..%2fadmin-token"] {
+        assert_eq!(client.get(url(path)).send().await.unwrap().status(), 404, "{path}");
+    }
+    let api_miss = client.get(url("/v1/no-such-thing")).send().await.unwrap();
+    assert_eq!(api_miss.status(), 404);
+    let body: Value = api_miss.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(client.post(url("/projects/x")).send().await.unwrap().status(), 404);
+}

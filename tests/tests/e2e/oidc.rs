@@ -91,7 +91,7 @@ async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     // Signing out (a change: with the CSRF token) ends the session.
     let old = alice.cookie_header();
     let out = reqwest::Client::new()
-        .post(format!("{base}/auth/logout"))
+        .delete(format!("{base}/v1/auth/session"))
         .header(COOKIE, &old)
         .header("x-csrf-token", &csrf)
         .send()
