@@ -107,10 +107,18 @@ pub struct ProfileCredentials {
     /// An API token (`Authorization: Bearer …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// The token came from `auth login --device-code`: `auth logout` revokes it at the API
-    /// (a token given by hand is only forgotten: it may be used elsewhere).
+    /// The token came from signing in at the identity provider (`auth login --device-code` or
+    /// `--browser`): `auth logout` revokes it at the API (a token given by hand is only
+    /// forgotten: it may be used elsewhere).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub signed_in: bool,
+    /// When the token ends (`None`: never, or not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The identity provider's refresh token from the sign-in: when the API token is about to
+    /// end, cloudctl gets a fresh ID token with it and trades that for a new API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// The directory of the CLI's files: `$XDG_CONFIG_HOME/cloudctl`, else `$HOME/.config/cloudctl`.
@@ -214,7 +222,7 @@ mod tests {
         assert!(text.contains("default-profile = \"lab\""), "{text}");
 
         let mut creds = Credentials::default();
-        creds.profile.insert("lab".into(), ProfileCredentials { token: Some("secret".into()), signed_in: false });
+        creds.profile.insert("lab".into(), ProfileCredentials { token: Some("secret".into()), ..Default::default() });
         store.save_credentials(&creds).unwrap();
         assert_eq!(store.load_credentials().unwrap(), creds);
         let mode = std::fs::metadata(store.credentials_path()).unwrap().permissions().mode();

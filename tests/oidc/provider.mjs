@@ -27,7 +27,9 @@ const provider = new Provider(issuer, {
       response_types: ['code'],
     },
     {
+      // A native app (RFC 8252): its loopback redirect may use any port.
       client_id: 'cloudctl',
+      application_type: 'native',
       token_endpoint_auth_method: 'none',
       grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', 'authorization_code'],
       response_types: ['code'],

@@ -188,7 +188,17 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Context::resolve(cli.global)?;
+    let mut ctx = Context::resolve(cli.global)?;
+    let renews = !matches!(
+        cli.command,
+        Command::Auth(auth::AuthCommand::Login { .. } | auth::AuthCommand::Logout { .. })
+            | Command::Config(_)
+            | Command::Completion(_)
+    );
+    if renews {
+        auth::refresh_if_due(&mut ctx).await;
+    }
+    let ctx = ctx;
     match cli.command {
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,

@@ -104,36 +104,114 @@ async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     // cloudctl signs in with the device code: it shows a URL and a code, the user approves in
     // a browser, and cloudctl gets an API token of that user (the same alice).
     let home = dir.path().join("alice-cli");
-    let mut login = admin.with_token("", &home).command();
-    login
-        .args(["-o", "json", "auth", "login", "--device-code"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = login.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut stderr = std::io::BufReader::new(stderr);
-    let mut shown = String::new();
-    stderr.read_line(&mut shown).unwrap();
-    let url =
-        shown.split_whitespace().find(|w| w.starts_with("http")).unwrap_or_else(|| panic!("no URL shown: {shown}"));
-    let mut browser = Browser::default();
-    browser.walk(url, "alice", "").await;
-    let (out, rest) = tokio::task::spawn_blocking(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        (child.wait_with_output().unwrap(), rest)
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}: {shown}{rest}");
-    let who: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let login = Login::start(&admin.with_token("", &home), "--device-code");
+    Browser::default().walk(&login.url, "alice", "").await;
+    let who = login.finish().await;
     assert_eq!(who["user"]["name"], "alice", "{who}");
     let creds = std::fs::read_to_string(home.join("cloudctl/credentials.toml")).unwrap();
     let secret = creds.split('"').find(|part| part.starts_with("cloud_")).expect("the token is kept for the profile");
     let signed_in = admin.with_token(secret, &dir.path().join("check"));
     signed_in.line("auth status").await.ok("the token works");
+    assert!(creds.contains("refresh_token = ") && creds.contains("expires_at = "), "{creds}");
+
+    // When the token is about to end, any command renews it with the provider's refresh token
+    // first: a new API token replaces it in the file and the old one is revoked.
+    let creds_file = home.join("cloudctl/credentials.toml");
+    let due: String = creds
+        .lines()
+        .map(|l| {
+            if l.starts_with("expires_at = ") {
+                "expires_at = \"2000-01-01T00:00:00Z\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&creds_file, due).unwrap();
+    let renewed = admin.with_token("", &home).line("auth status").await.ok("auth status with a renewal");
+    assert_eq!(renewed.out["user"]["name"], "alice");
+    assert!(!renewed.err.contains("warning"), "{}", renewed.err);
+    let creds = std::fs::read_to_string(&creds_file).unwrap();
+    let fresh = creds.split('"').find(|part| part.starts_with("cloud_")).expect("a renewed token").to_owned();
+    assert_ne!(fresh, secret, "the token was renewed");
+    assert!(!creds.contains("2000-01-01"), "{creds}");
+    assert_eq!(signed_in.line("auth status").await.code, 4, "the replaced token is revoked");
+    let signed_in = admin.with_token(&fresh, &dir.path().join("check"));
     // Signing out revokes what signing in got (a token given by hand would only be forgotten).
     admin.with_token("", &home).line("auth logout").await.ok("auth logout");
     assert_eq!(signed_in.line("auth status").await.code, 4, "the signed-in token is revoked");
     assert!(!std::fs::read_to_string(home.join("cloudctl/credentials.toml")).unwrap_or_default().contains("cloud_"));
+
+    // cloudctl signs in through a browser on this machine: the provider sends the browser back
+    // to cloudctl's loopback port with a code only it can trade (PKCE).
+    let home = dir.path().join("bob-cli");
+    let login = Login::start(&admin.with_token("", &home), "--browser");
+    let redirect = login.redirect_uri();
+    assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
+    let back = Browser::default().walk(&login.url, "bob", &redirect).await.expect("sent back to cloudctl");
+    let page = reqwest::get(&back).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Signed in to cloudctl"), "{page}");
+    let who = login.finish().await;
+    assert_eq!(who["user"]["email"], "bob@example.com", "{who}");
+    let bob = admin.with_token("", &home);
+    let projects = bob.line("project list").await.ok("project list as bob");
+    assert!(projects.out.to_string().contains("team"), "{}", projects.out);
+
+    // A code sent to cloudctl's port by anyone but the provider's redirect (a wrong state) is
+    // refused, and nothing is stored.
+    let home = dir.path().join("mallory-cli");
+    let login = Login::start(&admin.with_token("", &home), "--browser");
+    let forged = format!("{}?code=stolen&state=forged", login.redirect_uri());
+    let page = reqwest::get(forged).await.unwrap().text().await.unwrap();
+    assert!(page.contains("could not sign in"), "{page}");
+    let (out, rest) = login.wait().await;
+    assert!(!out.status.success() && rest.contains("another sign-in's state"), "{rest}");
+    assert!(!home.join("cloudctl/credentials.toml").exists());
+}
+
+/// `cloudctl -o json auth login <how>` under way: the URL it showed the user.
+struct Login {
+    child: std::process::Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    url: String,
+}
+
+impl Login {
+    fn start(cli: &Cloudctl, how: &str) -> Self {
+        let mut cmd = cli.command();
+        cmd.args(["-o", "json", "auth", "login", how]);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut shown = String::new();
+        stderr.read_line(&mut shown).unwrap();
+        let url = shown.split_whitespace().find(|w| w.starts_with("http")).unwrap_or_else(|| panic!("no URL: {shown}"));
+        Self { url: url.to_owned(), child, stderr }
+    }
+
+    /// The loopback address the provider is to send the browser back to (`--browser`).
+    fn redirect_uri(&self) -> String {
+        let url = reqwest::Url::parse(&self.url).unwrap();
+        url.query_pairs().find(|(k, _)| k == "redirect_uri").map(|(_, v)| v.into_owned()).expect("a redirect URI")
+    }
+
+    /// Its exit and the rest of its standard error.
+    async fn wait(self) -> (std::process::Output, String) {
+        let Self { child, mut stderr, .. } = self;
+        tokio::task::spawn_blocking(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+            (child.wait_with_output().unwrap(), rest)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// It succeeds: the `whoami` it prints.
+    async fn finish(self) -> Value {
+        let (out, rest) = self.wait().await;
+        assert!(out.status.success(), "{out:?}: {rest}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
 }
