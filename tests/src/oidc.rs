@@ -34,6 +34,18 @@ pub fn provider_port() -> u16 {
     crate::process::free_port(std::net::Ipv4Addr::LOCALHOST)
 }
 
+/// The control plane's flags for signing in at a provider on `port` (the console's client,
+/// its secret written to a file in `dir`).
+pub fn control_plane_flags(dir: &std::path::Path, port: u16) -> Vec<String> {
+    let secret = dir.join("oidc-secret");
+    std::fs::write(&secret, format!("{CONSOLE_SECRET}\n")).expect("the client secret file");
+    let secret = secret.to_str().expect("UTF-8 path").to_owned();
+    let issuer = format!("http://127.0.0.1:{port}");
+    ["--oidc-issuer", &issuer, "--oidc-client-id", "console", "--oidc-client-secret-file", &secret]
+        .map(str::to_owned)
+        .to_vec()
+}
+
 /// Starts the provider on `port`, accepting the console's `redirect_uri`.
 pub fn start_provider(port: u16, redirect_uri: &str) -> Provider {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc");

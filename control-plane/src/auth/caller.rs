@@ -135,7 +135,7 @@ pub async fn authenticate_request(
     let found = crate::db::sessions::session_find(pool, &secret.hash())
         .await
         .map_err(|e| AuthenticationError::Store(IdentityError::Query(e)))?
-        .ok_or(AuthenticationError::Unknown)?;
+        .ok_or(AuthenticationError::SessionEnded)?;
     if found.dead {
         return Err(AuthenticationError::SessionEnded);
     }

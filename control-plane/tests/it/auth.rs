@@ -638,6 +638,21 @@ async fn a_token_signs_in_to_the_console_and_the_console_is_served() {
     let whoami = client.get(url("/v1/auth/whoami")).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(whoami.status(), 401);
 
+    // A session past its end: refused, saying to sign in again.
+    let admin_user = auth::whoami(&pool, &auth::authenticate(&pool, &bearer(&admin)).await.unwrap()).await.unwrap();
+    let ended = auth::session_open(&pool, admin_user.user.id, chrono::Utc::now() - chrono::Duration::seconds(1), None)
+        .await
+        .unwrap();
+    let resp = client
+        .get(url("/v1/auth/whoami"))
+        .header(COOKIE, format!("cloud_session={}", ended.secret.expose()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("sign in again"), "{body}");
+
     // Signing out: with the CSRF token; the cookie is cleared and stops working.
     let resp = sign_in(admin.clone()).await.unwrap();
     let cookie = resp.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();

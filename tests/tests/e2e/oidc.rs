@@ -1,14 +1,14 @@
 //! Sign-in through a real OpenID Connect provider (npm `oidc-provider`), against the real
 //! control plane binary: the console's authorization code flow with a session and CSRF, users
-//! made at first sign-in or matched to the member an admin added by e-mail, signing out, and
-//! `cloudctl auth login --device-code`.
+//! made at first sign-in or matched to the member an admin added by e-mail, signing out,
+//! `cloudctl auth login --device-code` and `--browser`, renewal; and bad sign-ins refused.
 
 use std::io::BufRead;
 
 use cloud_tests::cloudctl::Cloudctl;
 use cloud_tests::net::TestNetwork;
-use cloud_tests::oidc::{Browser, CONSOLE_SECRET, provider_port, start_provider};
-use cloud_tests::process::spawn_control_plane_with;
+use cloud_tests::oidc::{Browser, CONSOLE_SECRET, Provider, control_plane_flags, provider_port, start_provider};
+use cloud_tests::process::{ControlPlane, spawn_control_plane_with};
 use reqwest::header::COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -17,18 +17,8 @@ use serde_json::{Value, json};
 async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     let net = TestNetwork::create();
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("oidc-secret");
-    std::fs::write(&secret, format!("{CONSOLE_SECRET}\n")).unwrap();
-    // The provider's discovery happens at the first sign-in: it can start after the control
-    // plane, once the console's callback URL is known.
-    let port = provider_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let flags = ["--oidc-issuer", &issuer, "--oidc-client-id", "console", "--oidc-client-secret-file"];
-    let mut flags: Vec<&str> = flags.to_vec();
-    flags.push(secret.to_str().unwrap());
-    let cp = spawn_control_plane_with(&net, dir.path(), &flags).await;
+    let (cp, _provider) = with_provider(&net, dir.path()).await;
     let base = cp.api.clone();
-    let _provider = start_provider(port, &format!("{base}/auth/callback"));
     let admin = Cloudctl::new(&cp, &dir.path().join("admin"));
 
     // An admin adds bob by e-mail before he ever signs in.
@@ -168,6 +158,138 @@ async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     let (out, rest) = login.wait().await;
     assert!(!out.status.success() && rest.contains("another sign-in's state"), "{rest}");
     assert!(!home.join("cloudctl/credentials.toml").exists());
+}
+
+/// A control plane whose console signs in at a provider, and that provider. (The provider's
+/// discovery happens at the first sign-in: it can start after the control plane, once the
+/// console's callback URL is known.)
+async fn with_provider(net: &TestNetwork, dir: &std::path::Path) -> (ControlPlane, Provider) {
+    let port = provider_port();
+    let flags = control_plane_flags(dir, port);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cp = spawn_control_plane_with(net, dir, &flags).await;
+    let provider = start_provider(port, &format!("{}/auth/callback", cp.api));
+    (cp, provider)
+}
+
+/// Bad sign-ins are refused with a clear message and open nothing: a tampered session cookie,
+/// a code injected into another sign-in's callback (its PKCE verifier does not match), an ID
+/// token of another provider, and one of the right provider for another client.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_sign_ins_are_refused_and_open_nothing() {
+    let net = TestNetwork::create();
+    let dir = tempfile::tempdir().unwrap();
+    let (cp, provider) = with_provider(&net, dir.path()).await;
+    let base = cp.api.clone();
+    let callback = format!("{base}/auth/callback");
+    let whoami =
+        |cookie: String| reqwest::Client::new().get(format!("{base}/v1/auth/whoami")).header(COOKIE, cookie).send();
+
+    // A signed-in browser whose cookie is changed by one character.
+    let mut alice = Browser::default();
+    let back = alice.walk(&format!("{base}/auth/login"), "alice", &callback).await.unwrap();
+    assert_eq!(alice.send(Method::GET, &back, None).await.status(), StatusCode::SEE_OTHER);
+    let cookie = alice.cookie_header();
+    assert_eq!(whoami(cookie.clone()).await.unwrap().status(), StatusCode::OK);
+    let value = cookie.split("cloud_session=").nth(1).unwrap().split(';').next().unwrap();
+    let last = value.chars().last().unwrap();
+    let tampered = format!("cloud_session={}{}", &value[..value.len() - 1], if last == 'A' { 'B' } else { 'A' });
+    let resp = whoami(tampered).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("sign in again"), "{body}");
+
+    // Two sign-ins under way in two browsers; the code of the second, sent back with the first's
+    // state (a code injected into a victim's callback): the control plane trades it with the
+    // first's PKCE verifier, the provider refuses, no session.
+    let mut first = Browser::default();
+    let first_back = first.walk(&format!("{base}/auth/login"), "alice", &callback).await.unwrap();
+    let mut second = Browser::default();
+    let second_back = second.walk(&format!("{base}/auth/login"), "bob", &callback).await.unwrap();
+    let param = |url: &str, name: &str| {
+        reqwest::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap()
+    };
+    let injected = format!("{callback}?code={}&state={}", param(&second_back, "code"), param(&first_back, "state"));
+    let resp = first.send(Method::GET, &injected, None).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("set-cookie").is_none());
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("refused"), "{body}");
+    // The state was used up: the real callback of that sign-in cannot be replayed either.
+    let resp = first.send(Method::GET, &first_back, None).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // An ID token of another provider (same client ids, same users) for an API token: refused.
+    let port = provider_port();
+    let other = start_provider(port, &callback);
+    let foreign = id_token_from(&other.issuer, "cloudctl", "alice", "http://127.0.0.1/callback").await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/oidc/token"))
+        .json(&json!({"id_token": foreign.0, "access_token": foreign.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().to_lowercase().contains("issuer"), "{body}");
+    // The right provider, but a token issued to the console's client, not cloudctl's.
+    let console_token = id_token_from(&provider.issuer, "console", "alice", &callback).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/auth/oidc/token"))
+        .json(&json!({"id_token": console_token.0, "access_token": console_token.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let admin = Cloudctl::new(&cp, &dir.path().join("admin"));
+    let tokens = admin.line("token list").await.ok("token list");
+    assert_eq!(tokens.out.as_array().map(Vec::len), Some(1), "only the bootstrap token: {}", tokens.out);
+}
+
+/// An ID token and access token of `user` from the provider at `issuer`, issued to `client`
+/// (authorization code with PKCE, by hand, to the client's registered redirect URI).
+async fn id_token_from(issuer: &str, client: &str, user: &str, redirect: &str) -> (String, String) {
+    let secret = (client == "console").then_some(CONSOLE_SECRET);
+    let discovery: Value =
+        reqwest::get(format!("{issuer}/.well-known/openid-configuration")).await.unwrap().json().await.unwrap();
+    let verifier = "a".repeat(43);
+    let challenge = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let mut url = reqwest::Url::parse(discovery["authorization_endpoint"].as_str().unwrap()).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid email profile")
+        .append_pair("state", "s")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let back = Browser::default().walk(url.as_str(), user, redirect).await.expect("sent back with a code");
+    let code = reqwest::Url::parse(&back).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let mut form = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code),
+        ("redirect_uri", redirect.to_owned()),
+        ("client_id", client.to_owned()),
+        ("code_verifier", verifier),
+    ];
+    if let Some(secret) = secret {
+        form.push(("client_secret", secret.to_owned()));
+    }
+    let tokens: Value = reqwest::Client::new()
+        .post(discovery["token_endpoint"].as_str().unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let get = |k: &str| tokens[k].as_str().unwrap_or_else(|| panic!("no {k}: {tokens}")).to_owned();
+    (get("id_token"), get("access_token"))
 }
 
 /// `cloudctl -o json auth login <how>` under way: the URL it showed the user.
