@@ -19,6 +19,14 @@ pub fn no_delay(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
+/// Acknowledges what `stream` receives at once, until its next read: Linux leaves quick-ack
+/// mode by itself, so call it again after every read. A peer that sends a handshake as several
+/// small writes with Nagle's algorithm on (dropbear in a guest) holds each back until the last
+/// one is acknowledged, which a delayed ACK makes wait up to 40 ms.
+pub fn quick_ack(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -32,5 +40,15 @@ mod tests {
         let _client = TcpStream::connect(addr).await.unwrap();
         let server = accepted.next().await.unwrap().unwrap();
         assert!(server.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn quick_ack_turns_delayed_acks_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let sock = socket2::SockRef::from(&client);
+        sock.set_tcp_quickack(false).unwrap();
+        quick_ack(&client);
+        assert!(sock.tcp_quickack().unwrap());
     }
 }

@@ -268,6 +268,7 @@ impl HostAgent for AgentService {
             .filter(|p| *p != 0)
             .ok_or_else(|| Status::invalid_argument("port must be 1-65535"))?;
         let stream = self.manager.tunnel(convert::instance_id(&open.instance_id)?, port).await.map_err(status_of)?;
+        cloud_common::tcp::quick_ack(&stream);
         let (mut read, mut write) = stream.into_split();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = input.next().await {
@@ -286,6 +287,7 @@ impl HostAgent for AgentService {
                 match read.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
+                        cloud_common::tcp::quick_ack(read.as_ref());
                         let msg = pb::TunnelData { kind: Some(pb::tunnel_data::Kind::Data(buf[..n].to_vec())) };
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
