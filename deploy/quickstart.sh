@@ -18,12 +18,17 @@ cd "$(dirname "$0")/.."
 source deploy/common.sh
 
 [ "$(id -u)" -eq 0 ] || { say "run this as root: the host agent manages bridges, taps and VMs"; exit 1; }
-ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config curl python3
+ensure_packages "${RUNTIME_PACKAGES[@]}" build-essential pkg-config curl python3 nodejs
+command -v npm >/dev/null || ensure_packages npm
 
 profile="${CLOUD_BUILD_PROFILE:-dev}"
 say "building the control plane and the host agent (profile $profile, target dir $CARGO_TARGET_DIR)"
 cargo build --profile "$profile" -p control-plane -p host-agent -p cloudctl --bins
 bin_dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+
+say "the web console (web-console/build.sh; served by the control plane at /)"
+web-console/build.sh "$bin_dir/control-plane"
+export CLOUD_CONSOLE_DIR="${CLOUD_CONSOLE_DIR:-$PWD/web-console/dist}"
 
 say "guest image: minimal (cached; rebuilt when its inputs change)"
 deploy/images/build-minimal.sh
@@ -88,6 +93,7 @@ cat >&2 <<EOF
 
   The cloud is running.
     API:          $api   (OpenAPI document: $api/v1/openapi.json)
+    Web console:  $api/   (sign in with the admin token: the contents of $token_file)
     Admin token:  $token_file
     Try:          curl -s -H "Authorization: Bearer \$(cat $token_file)" $api/v1/hosts
     cloudctl:     export PATH=$bin_dir:\$PATH CLOUDCTL_ENDPOINT=$api CLOUDCTL_TOKEN=\$(cat $token_file)

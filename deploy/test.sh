@@ -15,13 +15,15 @@ say "the test identity provider (tests/oidc)"
 ensure_packages nodejs
 command -v npm >/dev/null || ensure_packages npm
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+# The browser the console's tests drive: Debian's Chromium, through playwright-core (no download).
+ensure_packages chromium
 
 # The S3 server the store's tests run against (a real one: it checks SigV4 signatures).
 ensure_cargo_tool s3s-fs s3s-fs 0.14.1 --features binary
 export CLOUD_TEST_S3S_FS="$TOOLS_ROOT/bin/s3s-fs"
 
 say "shellcheck: the deploy scripts and the minimal guest's scripts"
-shellcheck -x deploy/*.sh deploy/images/*.sh .ci/run
+shellcheck -x deploy/*.sh deploy/images/*.sh web-console/build.sh .ci/run
 (cd deploy/images/minimal/rootfs && shellcheck -s sh init usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script,guest-agent} etc/acpi/PWRF/00000080)
 
 say "cargo fmt --check"
@@ -37,6 +39,8 @@ deploy/images/build-debian12.sh
 
 say "building the tests"
 cargo build --workspace --bins
+say "the web console: its API client generated from this build's OpenAPI document, type-checked, bundled"
+web-console/build.sh "$CARGO_TARGET_DIR/debug/control-plane"
 cargo nextest run --workspace --no-run
 
 # One throwaway PostgreSQL cluster for the whole run; each test creates its own database on it.

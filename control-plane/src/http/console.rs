@@ -111,6 +111,7 @@ pub async fn console(
 
 /// Which guest port to tunnel to.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelQuery {
     /// TCP port on the guest (default 22).

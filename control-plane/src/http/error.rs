@@ -56,6 +56,15 @@ impl ApiError {
         Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "no_capacity", message: reasons.to_string() }
     }
 
+    /// 405 for a method a known path does not take.
+    pub fn method_not_allowed() -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: "this path does not take that method".to_owned(),
+        }
+    }
+
     /// 404 for any path the API does not know.
     pub fn route_not_found() -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such API route".to_owned() }

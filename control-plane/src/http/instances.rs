@@ -78,6 +78,7 @@ pub struct InstanceList {
 
 /// List filters and paging.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceListQuery {
     /// Only instances in this state.
@@ -160,6 +161,7 @@ pub async fn instance_get(
 
 /// How long and for what to wait.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceWaitQuery {
     /// `ready` (default: running and its guest reachable) or `running`.

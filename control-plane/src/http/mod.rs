@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(operations::routes())
         .merge(console::routes())
         .fallback(web::fallback)
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }

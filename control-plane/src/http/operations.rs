@@ -38,6 +38,7 @@ pub async fn operation_get(
 
 /// How long to wait.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Seconds to wait at most (1 to 60, default 30); the operation is returned as it is then.
@@ -66,6 +67,7 @@ pub struct OperationList {
 
 /// Paging.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OperationListQuery {
     pub limit: Option<i64>,

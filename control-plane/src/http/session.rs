@@ -127,9 +127,8 @@ pub async fn session_create(
     State(app): State<Arc<App>>,
     Json(params): Json<SessionCreateParams>,
 ) -> Result<Response, ApiError> {
-    let secret = crate::auth::TokenSecret::parse(params.token.trim()).map_err(|_| {
-        ApiError::unauthenticated(format!("that is not an API token: tokens start with {}", crate::auth::TOKEN_PREFIX))
-    })?;
+    let secret = crate::auth::TokenSecret::parse(params.token.trim())
+        .map_err(|e| ApiError::unauthenticated(format!("that is not an API token: {e}")))?;
     let (user_id, opened) = crate::auth::session_open_with_token(&app.pool, &secret, app.session_lifetime)
         .await
         .map_err(|e| ApiError::from(&e))?;

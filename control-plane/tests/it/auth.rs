@@ -566,7 +566,8 @@ async fn a_token_signs_in_to_the_console_and_the_console_is_served() {
         .unwrap();
     let limited = limited["secret"].as_str().unwrap_or_else(|| panic!("{limited}")).to_owned();
     for (token, status, says) in [
-        ("not-a-token".to_owned(), 401, "not an API token"),
+        ("not-a-token".to_owned(), 401, "does not start with `cloud_`"),
+        ("cloud_nope".to_owned(), 401, "must have 43 characters"),
         (TokenSecret::generate().unwrap().expose().to_owned(), 401, "invalid or expired"),
         (limited, 403, "limited to one project"),
     ] {

@@ -46,6 +46,21 @@ async fn healthz_metrics_and_openapi_answer() {
     for path in ["/healthz", "/metrics", "/v1/openapi.json"] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
+    // Every parameter is where the server reads it: a path parameter names a `{segment}` of its
+    // path, anything else is a query parameter (a generated client sends what the doc says).
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                if param["in"] == "header" {
+                    continue;
+                }
+                let in_path = path.contains(&format!("{{{name}}}"));
+                let want = if in_path { "path" } else { "query" };
+                assert_eq!(param["in"], want, "{method} {path}: parameter {name}");
+            }
+        }
+    }
 
     let metrics = client.get(format!("{}/metrics", served.base)).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
@@ -70,6 +85,12 @@ async fn unknown_routes_get_the_error_body_with_the_callers_request_id() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(body["error"]["request_id"], "req-123");
+
+    // A known path with a method it does not take: 405 with the same body.
+    let resp = reqwest::Client::new().put(format!("{}/healthz", served.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod api;
 mod api_types;
 mod cli;
 mod confinement;
+mod console;
 mod database;
 mod disaster_recovery;
 mod fleet;

@@ -1,0 +1,48 @@
+// The loading, error and empty states every page shows the same way.
+import type { ReactNode } from 'react';
+import { ErrorBanner } from './Dialog';
+
+export function Loading({ what }: { what: string }) {
+  return (
+    <div className="state-box" role="status" aria-live="polite">
+      <span className="spinner" aria-hidden="true" /> Loading {what}…
+    </div>
+  );
+}
+
+export function Empty({ children }: { children: ReactNode }) {
+  return <div className="state-box state-empty">{children}</div>;
+}
+
+interface LoadStateProps<T> {
+  what: string;
+  data: T | undefined;
+  error: string | null;
+  loading: boolean;
+  retry: () => void;
+  children: (data: T) => ReactNode;
+}
+
+/** Loading until the first data; an error with a retry when there is none; the data after. */
+export function LoadState<T>({ what, data, error, loading, retry, children }: LoadStateProps<T>) {
+  if (data === undefined) {
+    if (error !== null) {
+      return (
+        <div className="state-box">
+          <ErrorBanner message={`Cannot load ${what}: ${error}`} />
+          <button type="button" className="btn" onClick={retry}>
+            Try again
+          </button>
+        </div>
+      );
+    }
+    if (loading) return <Loading what={what} />;
+    return null;
+  }
+  return (
+    <>
+      {error !== null && <ErrorBanner message={`Cannot refresh ${what}: ${error}`} />}
+      {children(data)}
+    </>
+  );
+}
