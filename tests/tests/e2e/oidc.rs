@@ -121,6 +121,8 @@ async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     std::fs::write(&creds_file, due).unwrap();
     let renewed = admin.with_token("", &home).line("auth status").await.ok("auth status with a renewal");
     assert_eq!(renewed.out["user"]["name"], "alice");
+    let listed = admin.with_token("", &home).line("--project alices instance list").await.ok("instance list");
+    assert_eq!(listed.out.as_array().map(Vec::len), Some(0), "{}", listed.out);
     assert!(!renewed.err.contains("warning"), "{}", renewed.err);
     let creds = std::fs::read_to_string(&creds_file).unwrap();
     let fresh = creds.split('"').find(|part| part.starts_with("cloud_")).expect("a renewed token").to_owned();
@@ -147,6 +149,23 @@ async fn users_sign_in_through_the_provider_in_the_console_and_with_cloudctl() {
     let bob = admin.with_token("", &home);
     let projects = bob.line("project list").await.ok("project list as bob");
     assert!(projects.out.to_string().contains("team"), "{}", projects.out);
+    // Alice's project does not exist for bob, in cloudctl and in the API; in his own project,
+    // where he is a viewer, he lists but cannot create.
+    assert_eq!(bob.line("--project alices instance list").await.code, 2, "alice's project is not found");
+    let creds = std::fs::read_to_string(home.join("cloudctl/credentials.toml")).unwrap();
+    let bobs = creds.split('"').find(|part| part.starts_with("cloud_")).unwrap().to_owned();
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/projects/alices/instances"))
+        .bearer_auth(&bobs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    bob.line("--project team instance list").await.ok("a viewer lists");
+    let (_, key) = cloud_tests::guest::ssh_keygen(dir.path(), "bob-key");
+    let refused = bob.run(&["--project", "team", "ssh-key", "create", "k", "--public-key", &key]).await;
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.err.contains("your role in this project is viewer"), "{}", refused.err);
 
     // A code sent to cloudctl's port by anyone but the provider's redirect (a wrong state) is
     // refused, and nothing is stored.
