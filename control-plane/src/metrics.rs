@@ -102,8 +102,12 @@ impl Metrics {
         self.embedded_db_restarts.inc();
     }
 
-    /// Records one served request.
+    /// Records one served request. `route` is the matched route template (never the raw path);
+    /// a method outside the standard ones counts as `other`: whatever a client sends, the
+    /// series stay a bounded set.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        let method = if KNOWN.contains(&method) { method } else { "other" };
         let (method, route) = (method.to_owned(), route.to_owned());
         self.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
         self.durations.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use control_plane::http;
 use control_plane::testing::TestDatabase;
+use futures::StreamExt;
 use serde_json::Value;
 
 struct Served {
@@ -68,6 +69,33 @@ async fn healthz_metrics_and_openapi_answer() {
     assert!(text.contains(r#"cloud_http_requests_total{method="GET",route="/healthz",status="200"} 1"#), "{text}");
     assert!(text.contains("cloud_db_pool_connections"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"));
+}
+
+/// Made-up methods and paths from anyone add a handful of series to `/metrics`, not one each.
+#[tokio::test]
+async fn metrics_stay_bounded_whatever_methods_and_paths_clients_send() {
+    let db = TestDatabase::create().await.unwrap();
+    let served = serve_app(db.migrated_pool().await.unwrap()).await;
+    let client = reqwest::Client::new();
+    // One line per series: the counter's, and each histogram's `_count`.
+    let series = |text: &str| {
+        let lines = text.lines();
+        lines.filter(|l| l.starts_with("cloud_http_requests_total{") || l.contains("_seconds_count{")).count()
+    };
+    let before = series(&client.get(format!("{}/metrics", served.base)).send().await.unwrap().text().await.unwrap());
+    let requests = (0..10_000u32).map(|i| {
+        let method = reqwest::Method::from_bytes(format!("M{}", i % 997).as_bytes()).unwrap();
+        let method = if i % 3 == 0 { reqwest::Method::GET } else { method };
+        client.request(method, format!("{}/v1/x{i}/y{}", served.base, i * 7919)).send()
+    });
+    let statuses: Vec<u16> =
+        futures::stream::iter(requests).buffer_unordered(32).map(|r| r.unwrap().status().as_u16()).collect().await;
+    assert!(statuses.iter().all(|s| *s == 404 || *s == 405), "{:?}", &statuses[..10]);
+    let text = client.get(format!("{}/metrics", served.base)).send().await.unwrap().text().await.unwrap();
+    // GET and `other` on the unmatched route, and the scrape itself: a counter and a histogram each.
+    let added = series(&text) - before;
+    assert!(added <= 6, "10,000 made-up requests added {added} series:\n{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
 }
 
 #[tokio::test]
