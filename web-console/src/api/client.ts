@@ -6,7 +6,6 @@ import type { components, paths } from './schema';
 
 export type Schemas = components['schemas'];
 export type Instance = Schemas['InstanceRow'];
-export type InstanceState = Schemas['InstanceState'];
 export type Operation = Schemas['OperationRow'];
 export type Image = Schemas['ImageView'];
 export type SshKey = Schemas['SshKeyView'];
@@ -16,7 +15,6 @@ export type Role = Schemas['Role'];
 export type Host = Schemas['HostRow'];
 export type WhoAmI = Schemas['WhoAmI'];
 export type Session = Schemas['SessionView'];
-export type Project = Schemas['ProjectView'];
 
 let csrfToken: string | null = null;
 let onUnauthenticated: (() => void) | null = null;

@@ -50,15 +50,19 @@ interface ConfirmProps {
   onCancel: () => void;
   onConfirm: () => void | Promise<void>;
   confirmLabel: string;
+  /** The confirm button's words while busy (default "Working…"). */
+  busyLabel?: string;
   danger?: boolean;
   busy?: boolean;
+  /** The confirm button only (a field of the dialog is not filled in yet). */
+  disabled?: boolean;
   error?: string | null;
   children: ReactNode;
 }
 
-/** "Are you sure?" with the action named on its button. */
+/** "Are you sure?" with the action named on its button; or a few fields and the one button that uses them. */
 export function ConfirmDialog(props: ConfirmProps) {
-  const { title, open, onCancel, onConfirm, confirmLabel, danger, busy, error, children } = props;
+  const { title, open, onCancel, onConfirm, confirmLabel, busyLabel = 'Working…', danger, busy, disabled, error, children } = props;
   return (
     <Dialog
       title={title}
@@ -66,12 +70,17 @@ export function ConfirmDialog(props: ConfirmProps) {
       onClose={onCancel}
       actions={
         <>
-          {/* Cancel has the focus: Enter on a destructive dialog changes nothing. */}
+          {/* Cancel has the focus (when no field comes first): Enter on a destructive dialog changes nothing. */}
           <button type="button" className="btn" onClick={onCancel} disabled={busy} data-autofocus>
             Cancel
           </button>
-          <button type="button" className={danger ? 'btn btn-danger' : 'btn btn-primary'} onClick={() => void onConfirm()} disabled={busy}>
-            {busy ? 'Working…' : confirmLabel}
+          <button
+            type="button"
+            className={danger ? 'btn btn-danger' : 'btn btn-primary'}
+            onClick={() => void onConfirm()}
+            disabled={busy || disabled}
+          >
+            {busy ? busyLabel : confirmLabel}
           </button>
         </>
       }

@@ -19,18 +19,23 @@ interface LoadStateProps<T> {
   data: T | undefined;
   error: string | null;
   loading: boolean;
-  retry: () => void;
+  reload: () => void;
+  /** For a list: what to say when it is empty (the children then see at least one item). */
+  empty?: ReactNode;
   children: (data: T) => ReactNode;
 }
 
-/** Loading until the first data; an error with a retry when there is none; the data after. */
-export function LoadState<T>({ what, data, error, loading, retry, children }: LoadStateProps<T>) {
+/**
+ * Loading until the first data; an error with a retry when there is none; the data after (or
+ * `empty` for an empty list). Takes what useLoad returns: `<LoadState what="…" {...loaded}>`.
+ */
+export function LoadState<T>({ what, data, error, loading, reload, empty, children }: LoadStateProps<T>) {
   if (data === undefined) {
     if (error !== null) {
       return (
         <div className="state-box">
           <ErrorBanner message={`Cannot load ${what}: ${error}`} />
-          <button type="button" className="btn" onClick={retry}>
+          <button type="button" className="btn" onClick={reload}>
             Try again
           </button>
         </div>
@@ -42,7 +47,7 @@ export function LoadState<T>({ what, data, error, loading, retry, children }: Lo
   return (
     <>
       {error !== null && <ErrorBanner message={`Cannot refresh ${what}: ${error}`} />}
-      {children(data)}
+      {empty !== undefined && Array.isArray(data) && data.length === 0 ? <Empty>{empty}</Empty> : children(data)}
     </>
   );
 }

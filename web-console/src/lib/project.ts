@@ -2,6 +2,7 @@
 // for the next visit.
 import { useParams } from 'react-router-dom';
 import type { WhoAmI } from '../api/client';
+import { useWhoami } from '../auth';
 
 const KEY = 'cloud-console.project';
 
@@ -39,4 +40,21 @@ export function useProject(): string {
 export function canChange(whoami: WhoAmI, project: string): boolean {
   const role = whoami.projects.find((p) => p.name === project || p.id === project)?.role;
   return role === 'member' || role === 'admin';
+}
+
+export interface ProjectPage {
+  /** The :project of the route. */
+  project: string;
+  whoami: WhoAmI;
+  /** Whether the user may change the project's resources (see canChange). */
+  writable: boolean;
+  /** The URL of the project's pages: `${base}/instances`. */
+  base: string;
+}
+
+/** What every page of a project starts with. */
+export function useProjectPage(): ProjectPage {
+  const project = useProject();
+  const whoami = useWhoami();
+  return { project, whoami, writable: canChange(whoami, project), base: `/projects/${encodeURIComponent(project)}` };
 }

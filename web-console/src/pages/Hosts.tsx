@@ -1,14 +1,17 @@
 // The fleet, for operators: hosts with their capacity in use, drain/undrain, join tokens.
 import { useState } from 'react';
-import { api, messageOf, unwrap, type Host, type Schemas } from '../api/client';
+import { api, unwrap, type Host, type Schemas } from '../api/client';
 import { useWhoami } from '../auth';
 import { Badge } from '../components/Badge';
 import { CopyButton } from '../components/CopyButton';
 import { ConfirmDialog, Dialog, ErrorBanner } from '../components/Dialog';
+import { Field } from '../components/Form';
 import { PageHeader } from '../components/PageHeader';
 import { Empty, LoadState } from '../components/States';
+import { Table } from '../components/Table';
 import { ago, bytes, time } from '../lib/format';
 import { useLoad } from '../lib/useLoad';
+import { useAction, useConfirmedAction } from '../lib/useAction';
 
 export function Hosts() {
   const whoami = useWhoami();
@@ -26,27 +29,12 @@ export function Hosts() {
 function Fleet() {
   const hosts = useLoad(() => unwrap(api.GET('/v1/hosts')), [], 5000);
   const liveness = useLoad(() => unwrap(api.GET('/v1/fleet/liveness')), [], 5000);
-  const [changing, setChanging] = useState<{ host: Host; drain: boolean } | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const changing = useConfirmedAction(({ host, drain }: { host: Host; drain: boolean }) => {
+    const params = { params: { path: { id: host.id } } };
+    return drain ? unwrap(api.POST('/v1/hosts/{id}/drain', params)) : unwrap(api.POST('/v1/hosts/{id}/undrain', params));
+  }, hosts.reload);
   const [tokenOpen, setTokenOpen] = useState(false);
-
-  const change = async () => {
-    if (!changing) return;
-    setBusy(true);
-    setError(null);
-    const params = { params: { path: { id: changing.host.id } } };
-    try {
-      if (changing.drain) await unwrap(api.POST('/v1/hosts/{id}/drain', params));
-      else await unwrap(api.POST('/v1/hosts/{id}/undrain', params));
-      setChanging(null);
-      hosts.reload();
-    } catch (err) {
-      setError(messageOf(err));
-    } finally {
-      setBusy(false);
-    }
-  };
+  const target = changing.target;
 
   return (
     <>
@@ -55,101 +43,58 @@ function Fleet() {
           Create join token
         </button>
       </PageHeader>
-      <LoadState what="hosts" {...hosts} retry={hosts.reload}>
-        {(all) =>
-          all.length === 0 ? (
-            <Empty>No hosts yet. Create a join token and run the command it comes with on a new host.</Empty>
-          ) : (
-            <div className="table-wrap">
-              <table className="table" aria-label="Hosts">
-                <thead>
-                  <tr>
-                    <th scope="col">Host</th>
-                    <th scope="col">State</th>
-                    <th scope="col">vCPUs</th>
-                    <th scope="col">Memory</th>
-                    <th scope="col">Disk</th>
-                    <th scope="col">Last report</th>
-                    <th scope="col">
-                      <span className="visually-hidden">Actions</span>
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {all.map((h) => (
-                    <tr key={h.id}>
-                      <td>
-                        <div>{h.hostname}</div>
-                        <div className="mono muted small">
-                          {h.instance_subnet} · {h.accelerator}
-                        </div>
-                      </td>
-                      <td>
-                        <Badge state={h.state} />
-                        {h.draining && h.state !== 'draining' && <span className="badge badge-warn">draining</span>}
-                      </td>
-                      <td>
-                        <Capacity
-                          used={h.reserved_vcpus}
-                          total={h.total_vcpus}
-                          label={`${h.reserved_vcpus} / ${h.total_vcpus}`}
-                          name="vCPUs"
-                        />
-                      </td>
-                      <td>
-                        <Capacity
-                          used={h.reserved_memory_bytes}
-                          total={h.total_memory_bytes}
-                          label={`${bytes(h.reserved_memory_bytes)} / ${bytes(h.total_memory_bytes)}`}
-                          name="Memory"
-                        />
-                      </td>
-                      <td>
-                        <Capacity
-                          used={h.reserved_disk_bytes}
-                          total={h.total_disk_bytes}
-                          label={`${bytes(h.reserved_disk_bytes)} / ${bytes(h.total_disk_bytes)}`}
-                          name="Disk"
-                        />
-                      </td>
-                      <td title={time(h.last_report_at)}>{ago(h.last_report_at)}</td>
-                      <td className="actions">
-                        {h.draining ? (
-                          <button type="button" className="btn btn-small" onClick={() => setChanging({ host: h, drain: false })}>
-                            Undrain
-                          </button>
-                        ) : (
-                          <button
-                            type="button"
-                            className="btn btn-small"
-                            onClick={() => setChanging({ host: h, drain: true })}
-                            disabled={h.state === 'dead'}
-                          >
-                            Drain
-                          </button>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )
-        }
+      <LoadState what="hosts" {...hosts} empty="No hosts yet. Create a join token and run the command it comes with on a new host.">
+        {(all) => (
+          <Table label="Hosts" columns={['Host', 'State', 'vCPUs', 'Memory', 'Disk', 'Last report']} actions>
+            {all.map((h) => (
+              <tr key={h.id}>
+                <td>
+                  <div>{h.hostname}</div>
+                  <div className="mono muted small">
+                    {h.instance_subnet} · {h.accelerator}
+                  </div>
+                </td>
+                <td>
+                  <Badge state={h.state} />
+                  {h.draining && h.state !== 'draining' && <span className="badge badge-warn">draining</span>}
+                </td>
+                <td>
+                  <Capacity used={h.reserved_vcpus} total={h.total_vcpus} name="vCPUs" />
+                </td>
+                <td>
+                  <Capacity used={h.reserved_memory_bytes} total={h.total_memory_bytes} format={bytes} name="Memory" />
+                </td>
+                <td>
+                  <Capacity used={h.reserved_disk_bytes} total={h.total_disk_bytes} format={bytes} name="Disk" />
+                </td>
+                <td title={time(h.last_report_at)}>{ago(h.last_report_at)}</td>
+                <td className="actions">
+                  {h.draining ? (
+                    <button type="button" className="btn btn-small" onClick={() => changing.ask({ host: h, drain: false })}>
+                      Undrain
+                    </button>
+                  ) : (
+                    <button
+                      type="button"
+                      className="btn btn-small"
+                      onClick={() => changing.ask({ host: h, drain: true })}
+                      disabled={h.state === 'dead'}
+                    >
+                      Drain
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </Table>
+        )}
       </LoadState>
       <ConfirmDialog
-        open={changing !== null}
-        title={changing ? `${changing.drain ? 'Drain' : 'Undrain'} ${changing.host.hostname}?` : ''}
-        confirmLabel={changing?.drain ? 'Drain' : 'Undrain'}
-        busy={busy}
-        error={error}
-        onCancel={() => {
-          setChanging(null);
-          setError(null);
-        }}
-        onConfirm={change}
+        {...changing.dialog}
+        title={target ? `${target.drain ? 'Drain' : 'Undrain'} ${target.host.hostname}?` : ''}
+        confirmLabel={target?.drain ? 'Drain' : 'Undrain'}
       >
-        <p>{changing?.drain ? 'It takes no new instances; those running on it stay.' : 'It takes new instances again.'}</p>
+        <p>{target?.drain ? 'It takes no new instances; those running on it stay.' : 'It takes new instances again.'}</p>
       </ConfirmDialog>
       {tokenOpen && <JoinTokenDialog onClose={() => setTokenOpen(false)} />}
     </>
@@ -165,7 +110,19 @@ function Liveness({ value }: { value: Schemas['FleetLiveness'] }) {
   );
 }
 
-function Capacity({ used, total, label, name }: { used: number; total: number; label: string; name: string }) {
+/** A bar of `used` out of `total`, labelled "used / total" (each `format`ted). */
+function Capacity({
+  used,
+  total,
+  format = String,
+  name,
+}: {
+  used: number;
+  total: number;
+  format?: (value: number) => string;
+  name: string;
+}) {
+  const label = `${format(used)} / ${format(total)}`;
   const pct = total > 0 ? Math.min(100, Math.round((used / total) * 100)) : 0;
   const tone = pct >= 90 ? 'bad' : pct >= 70 ? 'warn' : 'ok';
   return (
@@ -189,19 +146,11 @@ function Capacity({ used, total, label, name }: { used: number; total: number; l
 function JoinTokenDialog({ onClose }: { onClose: () => void }) {
   const [created, setCreated] = useState<Schemas['JoinTokenCreated'] | null>(null);
   const [ttlHours, setTtlHours] = useState(1);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const create = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+  const { busy, error, run } = useAction();
+  const create = () =>
+    run(async () => {
       setCreated(await unwrap(api.POST('/v1/hosts/join-tokens', { body: { ttl_secs: Math.round(ttlHours * 3600) } })));
-    } catch (err) {
-      setError(messageOf(err));
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <Dialog
       title="Join token"
@@ -228,36 +177,30 @@ function JoinTokenDialog({ onClose }: { onClose: () => void }) {
       {created ? (
         <>
           <div className="banner banner-warn">This token is shown only now. Copy it before closing.</div>
-          <div className="field">
-            <span className="label">Token (expires {time(created.expires_at)})</span>
-            <div className="secret">
-              <code className="mono">{created.token}</code>
-              <CopyButton text={created.token} />
-            </div>
-          </div>
-          <div className="field">
-            <span className="label">On the new host</span>
-            <div className="secret">
-              <code className="mono">{created.command}</code>
-              <CopyButton text={created.command} />
-            </div>
-          </div>
+          <Secret label={`Token (expires ${time(created.expires_at)})`} value={created.token} />
+          <Secret label="On the new host" value={created.command} />
         </>
       ) : (
-        <div className="field">
-          <label htmlFor="join-ttl">Valid for (hours)</label>
-          <input
-            id="join-ttl"
-            type="number"
-            min={0.1}
-            max={168}
-            step={0.5}
-            value={ttlHours}
-            onChange={(e) => setTtlHours(Number(e.target.value))}
-          />
-        </div>
+        <Field label="Valid for (hours)">
+          {(id) => (
+            <input id={id} type="number" min={0.1} max={168} step={0.5} value={ttlHours} onChange={(e) => setTtlHours(Number(e.target.value))} />
+          )}
+        </Field>
       )}
       {error && <ErrorBanner message={error} />}
     </Dialog>
+  );
+}
+
+/** Text shown once, with a copy button. */
+function Secret({ label, value }: { label: string; value: string }) {
+  return (
+    <div className="field">
+      <span className="label">{label}</span>
+      <div className="secret">
+        <code className="mono">{value}</code>
+        <CopyButton text={value} />
+      </div>
+    </div>
   );
 }

@@ -1,23 +1,24 @@
 // The create form, with the equivalent cloudctl command kept up to date under it.
-import { useId, useState, type FormEvent } from 'react';
+import { useState, type InputHTMLAttributes } from 'react';
 import { Link, useNavigate } from 'react-router-dom';
 import { api, messageOf, newIdempotencyKey, unwrap } from '../api/client';
 import { CopyButton } from '../components/CopyButton';
 import { ErrorBanner } from '../components/Dialog';
+import { Checkbox, Field, FormCard, SubmitButton } from '../components/Form';
 import { PageHeader } from '../components/PageHeader';
 import { Loading } from '../components/States';
 import { instanceCreateCommand } from '../lib/cloudctl';
 import { bytes } from '../lib/format';
 import { useLoad } from '../lib/useLoad';
-import { useProject } from '../lib/project';
+import { useAction } from '../lib/useAction';
+import { useProjectPage } from '../lib/project';
 import { listImages, listSshKeys } from '../lib/resources';
 
 const NAME_PATTERN = String.raw`[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?`;
 
 export function InstanceCreate() {
-  const project = useProject();
+  const { project, base } = useProjectPage();
   const navigate = useNavigate();
-  const base = `/projects/${encodeURIComponent(project)}`;
   const images = useLoad(() => listImages(project), [project]);
   const keys = useLoad(() => listSshKeys(project), [project]);
 
@@ -31,28 +32,13 @@ export function InstanceCreate() {
   const [group, setGroup] = useState('');
   const [drEnabled, setDrEnabled] = useState(false);
   const [drPriority, setDrPriority] = useState(100);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const ids = {
-    name: useId(),
-    image: useId(),
-    vcpus: useId(),
-    memory: useId(),
-    disk: useId(),
-    userData: useId(),
-    group: useId(),
-    dr: useId(),
-    priority: useId(),
-  };
+  const { busy, error, run } = useAction();
 
   const available = (images.data ?? []).filter((i) => i.state === 'available');
   const chosenImage = image || available[0]?.name || '';
 
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+  const submit = () =>
+    run(async () => {
       const accepted = await unwrap(
         api.POST('/v1/projects/{project}/instances', {
           params: { path: { project }, header: { 'Idempotency-Key': newIdempotencyKey() } },
@@ -83,11 +69,7 @@ export function InstanceCreate() {
         }
       }
       navigate(`${base}/instances/${encodeURIComponent(accepted.instance.name)}`, { state: { notice } });
-    } catch (err) {
-      setError(messageOf(err));
-      setBusy(false);
-    }
-  };
+    });
 
   const toggleKey = (key: string, on: boolean) => setSshKeys((ks) => (on ? [...ks, key] : ks.filter((k) => k !== key)));
   const command = instanceCreateCommand({
@@ -109,75 +91,61 @@ export function InstanceCreate() {
         <Link to={`${base}/instances`}>Instances</Link> <span aria-hidden="true">/</span> New
       </nav>
       <PageHeader title="Create instance" />
-      <form className="form card" onSubmit={(e) => void submit(e)} aria-label="Create instance">
+      <FormCard
+        label="Create instance"
+        onSubmit={submit}
+        error={error}
+        actions={
+          <>
+            <Link className="btn" to={`${base}/instances`}>
+              Cancel
+            </Link>
+            <SubmitButton busy={busy} busyLabel="Creating…" disabled={chosenImage === ''}>
+              Create instance
+            </SubmitButton>
+          </>
+        }
+      >
         <div className="form-grid">
-          <div className="field">
-            <label htmlFor={ids.name}>Name</label>
-            <input
-              id={ids.name}
-              value={name}
-              onChange={(e) => setName(e.target.value)}
-              required
-              pattern={NAME_PATTERN}
-              autoComplete="off"
-            />
-            <p className="hint">A DNS label, also the guest's hostname.</p>
-          </div>
-          <div className="field">
-            <label htmlFor={ids.image}>Image</label>
-            {images.data === undefined ? (
-              images.error ? (
-                <ErrorBanner message={`Cannot load images: ${images.error}`} />
-              ) : (
-                <Loading what="images" />
-              )
-            ) : available.length === 0 ? (
-              <p className="muted">No available image. An operator registers images.</p>
-            ) : (
-              <select id={ids.image} value={chosenImage} onChange={(e) => setImage(e.target.value)} required>
-                {available.map((i) => (
-                  <option key={i.id} value={i.name}>
-                    {i.name} ({i.boot_mode === 'firmware' ? `whole disk, ${i.firmware ?? 'uefi'}` : 'kernel'}
-                    {i.disk_virtual_bytes ? `, ${bytes(i.disk_virtual_bytes)}` : ''}){i.public ? '' : ' — project'}
-                  </option>
-                ))}
-              </select>
+          <Field label="Name" hint="A DNS label, also the guest's hostname.">
+            {(id) => (
+              <input id={id} value={name} onChange={(e) => setName(e.target.value)} required pattern={NAME_PATTERN} autoComplete="off" />
             )}
-          </div>
-          <div className="field">
-            <label htmlFor={ids.vcpus}>vCPUs</label>
-            <input
-              id={ids.vcpus}
-              type="number"
-              min={1}
-              max={64}
-              value={vcpus}
-              onChange={(e) => setVcpus(Number(e.target.value))}
-              required
-            />
-          </div>
-          <div className="field">
-            <label htmlFor={ids.memory}>Memory (MiB)</label>
-            <input
-              id={ids.memory}
-              type="number"
-              min={64}
-              step={64}
-              value={memoryMib}
-              onChange={(e) => setMemoryMib(Number(e.target.value))}
-              required
-            />
-          </div>
-          <div className="field">
-            <label htmlFor={ids.disk}>Disk (GiB)</label>
-            <input id={ids.disk} type="number" min={0} value={diskGib} onChange={(e) => setDiskGib(Number(e.target.value))} />
-            <p className="hint">0: the image's size (a 1 GiB data disk for a kernel image without one).</p>
-          </div>
-          <div className="field">
-            <label htmlFor={ids.group}>Anti-affinity group (optional)</label>
-            <input id={ids.group} value={group} onChange={(e) => setGroup(e.target.value)} autoComplete="off" />
-            <p className="hint">Instances of one group are placed on different hosts.</p>
-          </div>
+          </Field>
+          <Field label="Image">
+            {(id) =>
+              images.data === undefined ? (
+                images.error ? (
+                  <ErrorBanner message={`Cannot load images: ${images.error}`} />
+                ) : (
+                  <Loading what="images" />
+                )
+              ) : available.length === 0 ? (
+                <p className="muted">No available image. An operator registers images.</p>
+              ) : (
+                <select id={id} value={chosenImage} onChange={(e) => setImage(e.target.value)} required>
+                  {available.map((i) => (
+                    <option key={i.id} value={i.name}>
+                      {i.name} ({i.boot_mode === 'firmware' ? `whole disk, ${i.firmware ?? 'uefi'}` : 'kernel'}
+                      {i.disk_virtual_bytes ? `, ${bytes(i.disk_virtual_bytes)}` : ''}){i.public ? '' : ' — project'}
+                    </option>
+                  ))}
+                </select>
+              )
+            }
+          </Field>
+          <Field label="vCPUs">
+            {(id) => <NumberInput id={id} min={1} max={64} value={vcpus} onChange={setVcpus} required />}
+          </Field>
+          <Field label="Memory (MiB)">
+            {(id) => <NumberInput id={id} min={64} step={64} value={memoryMib} onChange={setMemoryMib} required />}
+          </Field>
+          <Field label="Disk (GiB)" hint="0: the image's size (a 1 GiB data disk for a kernel image without one).">
+            {(id) => <NumberInput id={id} min={0} value={diskGib} onChange={setDiskGib} />}
+          </Field>
+          <Field label="Anti-affinity group (optional)" hint="Instances of one group are placed on different hosts.">
+            {(id) => <input id={id} value={group} onChange={(e) => setGroup(e.target.value)} autoComplete="off" />}
+          </Field>
         </div>
         <fieldset className="field">
           <legend>SSH keys</legend>
@@ -194,64 +162,38 @@ export function InstanceCreate() {
           ) : (
             <div className="checks">
               {keys.data.map((k) => (
-                <div className="check" key={k.id}>
-                  <input
-                    id={`key-${k.id}`}
-                    type="checkbox"
-                    checked={sshKeys.includes(k.name)}
-                    onChange={(e) => toggleKey(k.name, e.target.checked)}
-                  />
-                  <label htmlFor={`key-${k.id}`}>
-                    {k.name} <span className="mono muted">{k.fingerprint}</span>
-                  </label>
-                </div>
+                <Checkbox key={k.id} checked={sshKeys.includes(k.name)} onChange={(on) => toggleKey(k.name, on)}>
+                  {k.name} <span className="mono muted">{k.fingerprint}</span>
+                </Checkbox>
               ))}
             </div>
           )}
         </fieldset>
-        <div className="field">
-          <label htmlFor={ids.userData}>User-data (optional)</label>
-          <textarea
-            id={ids.userData}
-            rows={5}
-            value={userData}
-            onChange={(e) => setUserData(e.target.value)}
-            spellCheck={false}
-            className="mono"
-            placeholder="#cloud-config"
-          />
-        </div>
+        <Field label="User-data (optional)">
+          {(id) => (
+            <textarea
+              id={id}
+              rows={5}
+              value={userData}
+              onChange={(e) => setUserData(e.target.value)}
+              spellCheck={false}
+              className="mono"
+              placeholder="#cloud-config"
+            />
+          )}
+        </Field>
         <fieldset className="field">
           <legend>Disaster recovery</legend>
           <div className="inline-form">
-            <div className="check">
-              <input id={ids.dr} type="checkbox" checked={drEnabled} onChange={(e) => setDrEnabled(e.target.checked)} />
-              <label htmlFor={ids.dr}>Restore on a healthy host from its latest snapshot when its host dies</label>
-            </div>
-            <div className="field field-inline">
-              <label htmlFor={ids.priority}>Priority</label>
-              <input
-                id={ids.priority}
-                type="number"
-                min={0}
-                max={1000}
-                value={drPriority}
-                onChange={(e) => setDrPriority(Number(e.target.value))}
-                disabled={!drEnabled}
-              />
-            </div>
+            <Checkbox checked={drEnabled} onChange={setDrEnabled}>
+              Restore on a healthy host from its latest snapshot when its host dies
+            </Checkbox>
+            <Field label="Priority" inline>
+              {(id) => <NumberInput id={id} min={0} max={1000} value={drPriority} onChange={setDrPriority} disabled={!drEnabled} />}
+            </Field>
           </div>
         </fieldset>
-        {error && <ErrorBanner message={error} />}
-        <div className="form-actions">
-          <Link className="btn" to={`${base}/instances`}>
-            Cancel
-          </Link>
-          <button type="submit" className="btn btn-primary" disabled={busy || chosenImage === ''}>
-            {busy ? 'Creating…' : 'Create instance'}
-          </button>
-        </div>
-      </form>
+      </FormCard>
       <section className="card command-box" aria-labelledby="cli">
         <div className="command-head">
           <h2 id="cli">Equivalent cloudctl command</h2>
@@ -272,4 +214,14 @@ export function InstanceCreate() {
       </section>
     </>
   );
+}
+
+type NumberInputProps = Omit<InputHTMLAttributes<HTMLInputElement>, 'type' | 'value' | 'onChange'> & {
+  value: number;
+  onChange: (value: number) => void;
+};
+
+/** An `<input type="number">` whose value is a number. */
+function NumberInput({ value, onChange, ...rest }: NumberInputProps) {
+  return <input {...rest} type="number" value={value} onChange={(e) => onChange(Number(e.target.value))} />;
 }

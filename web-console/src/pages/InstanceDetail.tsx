@@ -1,22 +1,32 @@
 // One instance: its state (refreshed every 2 s), facts, operations, lifecycle buttons (each
 // confirmed), a snapshot and its DR policy.
-import { useId, useState, type ReactNode } from 'react';
+import { useState, type ReactNode } from 'react';
 import { Link, useLocation, useNavigate, useParams } from 'react-router-dom';
-import { api, messageOf, unwrap, type Instance } from '../api/client';
-import { useWhoami } from '../auth';
+import { api, unwrap, type Instance } from '../api/client';
 import { Badge } from '../components/Badge';
-import { ConfirmDialog, Dialog, ErrorBanner } from '../components/Dialog';
+import { ConfirmDialog, ErrorBanner } from '../components/Dialog';
+import { Checkbox, Field } from '../components/Form';
 import { PageHeader } from '../components/PageHeader';
 import { Empty, LoadState } from '../components/States';
 import { OperationsTable } from './Operations';
 import { bytes, time } from '../lib/format';
 import { useLoad } from '../lib/useLoad';
-import { canChange, useProject } from '../lib/project';
-import { listImages } from '../lib/resources';
+import { useAction, useConfirmedAction } from '../lib/useAction';
+import { useProjectPage } from '../lib/project';
+import { listImages, takeSnapshot } from '../lib/resources';
 
 type Action = 'start' | 'stop' | 'reboot' | 'suspend' | 'delete';
 
-const ACTIONS: { action: Action; label: string; when: (s: Instance['state']) => boolean; explain: string }[] = [
+interface ActionButton {
+  action: Action;
+  label: string;
+  /** In which states it is offered. */
+  when: (s: Instance['state']) => boolean;
+  /** What it does, for its confirmation. */
+  explain: string;
+}
+
+const ACTIONS: ActionButton[] = [
   {
     action: 'start',
     label: 'Start',
@@ -39,35 +49,25 @@ const ACTIONS: { action: Action; label: string; when: (s: Instance['state']) => 
   },
 ];
 
+/** The API's path of each action but delete (a DELETE of the instance itself). */
+const ACTION_PATHS = {
+  start: '/v1/projects/{project}/instances/{instance}/start',
+  stop: '/v1/projects/{project}/instances/{instance}/stop',
+  reboot: '/v1/projects/{project}/instances/{instance}/reboot',
+  suspend: '/v1/projects/{project}/instances/{instance}/suspend',
+} as const;
+
 async function runAction(project: string, instance: string, action: Action): Promise<void> {
   const params = { params: { path: { project, instance } } };
-  switch (action) {
-    case 'start':
-      await unwrap(api.POST('/v1/projects/{project}/instances/{instance}/start', params));
-      return;
-    case 'stop':
-      await unwrap(api.POST('/v1/projects/{project}/instances/{instance}/stop', params));
-      return;
-    case 'reboot':
-      await unwrap(api.POST('/v1/projects/{project}/instances/{instance}/reboot', params));
-      return;
-    case 'suspend':
-      await unwrap(api.POST('/v1/projects/{project}/instances/{instance}/suspend', params));
-      return;
-    case 'delete':
-      await unwrap(api.DELETE('/v1/projects/{project}/instances/{instance}', params));
-      return;
-  }
+  if (action === 'delete') await unwrap(api.DELETE('/v1/projects/{project}/instances/{instance}', params));
+  else await unwrap(api.POST(ACTION_PATHS[action], params));
 }
 
 export function InstanceDetail() {
-  const project = useProject();
+  const { project, whoami, writable, base } = useProjectPage();
   const { instance: instanceParam = '' } = useParams();
-  const whoami = useWhoami();
-  const writable = canChange(whoami, project);
   const navigate = useNavigate();
   const notice = noticeOf(useLocation().state);
-  const base = `/projects/${encodeURIComponent(project)}`;
   const instance = useLoad(
     () => unwrap(api.GET('/v1/projects/{project}/instances/{instance}', { params: { path: { project, instance: instanceParam } } })),
     [project, instanceParam],
@@ -86,31 +86,13 @@ export function InstanceDetail() {
     [project, instanceId],
     2000,
   );
-  const [pending, setPending] = useState<Action | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [actionError, setActionError] = useState<string | null>(null);
+  const pending = useConfirmedAction(
+    ({ action, id }: { action: ActionButton; id: string }) => runAction(project, id, action.action),
+    ({ action }) => (action.action === 'delete' ? navigate(`${base}/instances`) : instance.reload()),
+  );
   const [snapshotOpen, setSnapshotOpen] = useState(false);
 
-  const gone = instance.errorStatus === 404;
-
-  const confirm = async () => {
-    if (!pending || !instance.data) return;
-    setBusy(true);
-    setActionError(null);
-    try {
-      await runAction(project, instance.data.id, pending);
-      const done = pending;
-      setPending(null);
-      if (done === 'delete') navigate(`${base}/instances`);
-      else instance.reload();
-    } catch (err) {
-      setActionError(messageOf(err));
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  if (gone) {
+  if (instance.errorStatus === 404) {
     return (
       <>
         <PageHeader title={instanceParam} />
@@ -123,7 +105,7 @@ export function InstanceDetail() {
   }
 
   const data = instance.data;
-  const action = ACTIONS.find((a) => a.action === pending);
+  const action = pending.target?.action;
   return (
     <>
       <nav className="breadcrumbs" aria-label="Breadcrumbs">
@@ -159,10 +141,7 @@ export function InstanceDetail() {
                   type="button"
                   className={a.action === 'delete' ? 'btn btn-danger' : 'btn'}
                   disabled={!a.when(data.state)}
-                  onClick={() => {
-                    setActionError(null);
-                    setPending(a.action);
-                  }}
+                  onClick={() => pending.ask({ action: a, id: data.id })}
                 >
                   {a.label}
                 </button>
@@ -171,7 +150,7 @@ export function InstanceDetail() {
         )}
       </PageHeader>
       {notice && <ErrorBanner message={notice} />}
-      <LoadState what="the instance" {...instance} retry={instance.reload}>
+      <LoadState what="the instance" {...instance}>
         {(i) => (
           <>
             <section className="card" aria-labelledby="facts">
@@ -221,14 +200,8 @@ export function InstanceDetail() {
             </section>
             <section aria-labelledby="ops">
               <h2 id="ops">Operations</h2>
-              <LoadState what="operations" {...operations} retry={operations.reload}>
-                {(ops) =>
-                  ops.length === 0 ? (
-                    <Empty>No operations among the project's latest 200.</Empty>
-                  ) : (
-                    <OperationsTable operations={ops} project={project} hideTarget />
-                  )
-                }
+              <LoadState what="operations" {...operations} empty="No operations among the project's latest 200.">
+                {(ops) => <OperationsTable operations={ops} project={project} hideTarget />}
               </LoadState>
             </section>
           </>
@@ -236,14 +209,10 @@ export function InstanceDetail() {
       </LoadState>
       {action && data && (
         <ConfirmDialog
-          open
+          {...pending.dialog}
           title={`${action.label} ${data.name}?`}
           confirmLabel={action.label}
           danger={action.action === 'delete' || action.action === 'stop'}
-          busy={busy}
-          error={actionError}
-          onCancel={() => setPending(null)}
-          onConfirm={confirm}
         >
           <p>
             {action.label} <strong>{data.name}</strong>: {action.explain}
@@ -291,92 +260,48 @@ function SnapshotDialog({
 }) {
   const [name, setName] = useState('');
   const [memory, setMemory] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const nameId = useId();
-  const memId = useId();
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      await unwrap(
-        api.POST('/v1/projects/{project}/snapshots', {
-          params: { path: { project } },
-          body: { instance: instance.id, name: name.trim() === '' ? null : name.trim(), memory },
-        }),
-      );
+  const { busy, error, run } = useAction();
+  const submit = () =>
+    run(async () => {
+      await takeSnapshot(project, instance.id, name, memory);
       onDone();
-    } catch (err) {
-      setError(messageOf(err));
-      setBusy(false);
-    }
-  };
+    });
   return (
-    <Dialog
+    <ConfirmDialog
       title={`Snapshot ${instance.name}`}
       open
-      onClose={onClose}
-      actions={
-        <>
-          <button type="button" className="btn" onClick={onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="button" className="btn btn-primary" onClick={() => void submit()} disabled={busy}>
-            {busy ? 'Taking…' : 'Take snapshot'}
-          </button>
-        </>
-      }
+      onCancel={onClose}
+      onConfirm={submit}
+      confirmLabel="Take snapshot"
+      busyLabel="Taking…"
+      busy={busy}
+      error={error}
     >
-      <div className="field">
-        <label htmlFor={nameId}>Name (optional)</label>
-        <input id={nameId} value={name} onChange={(e) => setName(e.target.value)} placeholder={`${instance.name}-<time>`} />
-      </div>
-      <div className="check">
-        <input
-          id={memId}
-          type="checkbox"
-          checked={memory}
-          onChange={(e) => setMemory(e.target.checked)}
-          disabled={instance.state !== 'running'}
-        />
-        <label htmlFor={memId}>Also save memory (the instance must be running; a restore resumes where it was)</label>
-      </div>
-      {error && <ErrorBanner message={error} />}
-    </Dialog>
+      <Field label="Name (optional)">
+        {(id) => <input id={id} value={name} onChange={(e) => setName(e.target.value)} placeholder={`${instance.name}-<time>`} />}
+      </Field>
+      <Checkbox checked={memory} onChange={setMemory} disabled={instance.state !== 'running'}>
+        Also save memory (the instance must be running; a restore resumes where it was)
+      </Checkbox>
+    </ConfirmDialog>
   );
 }
 
 function DrPolicy({ project, instance, onChange }: { project: string; instance: Instance; onChange: () => void }) {
   const enabled = instance.dr_priority !== null && instance.dr_priority !== undefined;
   const [priority, setPriority] = useState(String(instance.dr_priority ?? 100));
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const id = useId();
+  const { busy, error, run } = useAction();
   const path = { params: { path: { project, instance: instance.id } } };
-  const set = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+  const set = () =>
+    run(async () => {
       await unwrap(api.PUT('/v1/projects/{project}/instances/{instance}/dr-policy', { ...path, body: { priority: Number(priority) } }));
       onChange();
-    } catch (err) {
-      setError(messageOf(err));
-    } finally {
-      setBusy(false);
-    }
-  };
-  const clear = async () => {
-    setBusy(true);
-    setError(null);
-    try {
+    });
+  const clear = () =>
+    run(async () => {
       await unwrap(api.DELETE('/v1/projects/{project}/instances/{instance}/dr-policy', path));
       onChange();
-    } catch (err) {
-      setError(messageOf(err));
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
     <section className="card" aria-labelledby="dr">
       <h2 id="dr">Disaster recovery</h2>
@@ -384,10 +309,9 @@ function DrPolicy({ project, instance, onChange }: { project: string; instance: 
         When its host dies, an instance with a DR policy comes back on a healthy host from its latest snapshot, highest priority first.
       </p>
       <div className="inline-form">
-        <div className="field field-inline">
-          <label htmlFor={id}>Priority (0–1000)</label>
-          <input id={id} type="number" min={0} max={1000} value={priority} onChange={(e) => setPriority(e.target.value)} />
-        </div>
+        <Field label="Priority (0–1000)" inline>
+          {(id) => <input id={id} type="number" min={0} max={1000} value={priority} onChange={(e) => setPriority(e.target.value)} />}
+        </Field>
         <button type="button" className="btn" onClick={() => void set()} disabled={busy}>
           {enabled ? 'Update policy' : 'Enable DR'}
         </button>

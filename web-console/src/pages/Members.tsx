@@ -1,13 +1,16 @@
 // The project's members: add by name or e-mail with a role, change a role, remove.
-import { useId, useState, type FormEvent } from 'react';
+import { useState } from 'react';
 import { api, messageOf, unwrap, type Member, type Role } from '../api/client';
-import { useAuth, useWhoami } from '../auth';
+import { useAuth } from '../auth';
 import { ConfirmDialog, ErrorBanner } from '../components/Dialog';
+import { Field, FormCard, SubmitButton } from '../components/Form';
 import { PageHeader } from '../components/PageHeader';
-import { Empty, LoadState } from '../components/States';
+import { LoadState } from '../components/States';
+import { Table } from '../components/Table';
 import { time } from '../lib/format';
 import { useLoad } from '../lib/useLoad';
-import { useProject } from '../lib/project';
+import { useAction, useConfirmedAction } from '../lib/useAction';
+import { useProjectPage } from '../lib/project';
 
 const ROLES: Role[] = ['viewer', 'member', 'admin'];
 
@@ -15,9 +18,14 @@ function asRole(value: string): Role {
   return ROLES.find((r) => r === value) ?? 'viewer';
 }
 
+const roleOptions = ROLES.map((r) => (
+  <option key={r} value={r}>
+    {r}
+  </option>
+));
+
 export function Members() {
-  const project = useProject();
-  const whoami = useWhoami();
+  const { project, whoami } = useProjectPage();
   const { reloadWhoami } = useAuth();
   const members = useLoad(
     () => unwrap(api.GET('/v1/projects/{project}/members', { params: { path: { project } } })).then((l) => l.items),
@@ -25,9 +33,14 @@ export function Members() {
   );
   const myRole = whoami.projects.find((p) => p.name === project)?.role;
   const isAdmin = myRole === 'admin';
-  const [removing, setRemoving] = useState<Member | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const isMe = (m: Member | null) => m?.user_id === whoami.user.id;
+  const removing = useConfirmedAction(
+    (m: Member) => unwrap(api.DELETE('/v1/projects/{project}/members/{user}', { params: { path: { project, user: m.user_id } } })),
+    async (m) => {
+      members.reload();
+      if (isMe(m)) await reloadWhoami();
+    },
+  );
   const [rowError, setRowError] = useState<string | null>(null);
 
   const setRole = async (m: Member, role: Role) => {
@@ -35,25 +48,9 @@ export function Members() {
     try {
       await unwrap(api.PATCH('/v1/projects/{project}/members/{user}', { params: { path: { project, user: m.user_id } }, body: { role } }));
       members.reload();
-      if (m.user_id === whoami.user.id) await reloadWhoami();
+      if (isMe(m)) await reloadWhoami();
     } catch (err) {
       setRowError(`Cannot change ${m.name}'s role: ${messageOf(err)}`);
-    }
-  };
-  const remove = async () => {
-    if (!removing) return;
-    setBusy(true);
-    setError(null);
-    try {
-      await unwrap(api.DELETE('/v1/projects/{project}/members/{user}', { params: { path: { project, user: removing.user_id } } }));
-      const self = removing.user_id === whoami.user.id;
-      setRemoving(null);
-      members.reload();
-      if (self) await reloadWhoami();
-    } catch (err) {
-      setError(messageOf(err));
-    } finally {
-      setBusy(false);
     }
   };
 
@@ -65,73 +62,43 @@ export function Members() {
       />
       {isAdmin && <AddMember project={project} onAdded={members.reload} />}
       {rowError && <ErrorBanner message={rowError} />}
-      <LoadState what="members" {...members} retry={members.reload}>
-        {(all) =>
-          all.length === 0 ? (
-            <Empty>No members.</Empty>
-          ) : (
-            <div className="table-wrap">
-              <table className="table" aria-label="Members">
-                <thead>
-                  <tr>
-                    <th scope="col">Name</th>
-                    <th scope="col">E-mail</th>
-                    <th scope="col">Role</th>
-                    <th scope="col">Since</th>
-                    <th scope="col">
-                      <span className="visually-hidden">Actions</span>
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {all.map((m) => (
-                    <tr key={m.user_id}>
-                      <td>
-                        {m.name}
-                        {m.user_id === whoami.user.id && <span className="muted"> (you)</span>}
-                      </td>
-                      <td>{m.email ?? '—'}</td>
-                      <td>
-                        {isAdmin ? (
-                          <select aria-label={`Role of ${m.name}`} value={m.role} onChange={(e) => void setRole(m, asRole(e.target.value))}>
-                            {ROLES.map((r) => (
-                              <option key={r} value={r}>
-                                {r}
-                              </option>
-                            ))}
-                          </select>
-                        ) : (
-                          m.role
-                        )}
-                      </td>
-                      <td>{time(m.created_at)}</td>
-                      <td className="actions">
-                        {(isAdmin || m.user_id === whoami.user.id) && (
-                          <button type="button" className="btn btn-small btn-danger" onClick={() => setRemoving(m)}>
-                            {m.user_id === whoami.user.id ? 'Leave' : 'Remove'}
-                          </button>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )
-        }
+      <LoadState what="members" {...members} empty="No members.">
+        {(all) => (
+          <Table label="Members" columns={['Name', 'E-mail', 'Role', 'Since']} actions>
+            {all.map((m) => (
+              <tr key={m.user_id}>
+                <td>
+                  {m.name}
+                  {isMe(m) && <span className="muted"> (you)</span>}
+                </td>
+                <td>{m.email ?? '—'}</td>
+                <td>
+                  {isAdmin ? (
+                    <select aria-label={`Role of ${m.name}`} value={m.role} onChange={(e) => void setRole(m, asRole(e.target.value))}>
+                      {roleOptions}
+                    </select>
+                  ) : (
+                    m.role
+                  )}
+                </td>
+                <td>{time(m.created_at)}</td>
+                <td className="actions">
+                  {(isAdmin || isMe(m)) && (
+                    <button type="button" className="btn btn-small btn-danger" onClick={() => removing.ask(m)}>
+                      {isMe(m) ? 'Leave' : 'Remove'}
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </Table>
+        )}
       </LoadState>
       <ConfirmDialog
-        open={removing !== null}
-        title={removing?.user_id === whoami.user.id ? `Leave ${project}?` : `Remove ${removing?.name ?? ''}?`}
-        confirmLabel={removing?.user_id === whoami.user.id ? 'Leave' : 'Remove'}
+        {...removing.dialog}
+        title={isMe(removing.target) ? `Leave ${project}?` : `Remove ${removing.target?.name ?? ''}?`}
+        confirmLabel={isMe(removing.target) ? 'Leave' : 'Remove'}
         danger
-        busy={busy}
-        error={error}
-        onCancel={() => {
-          setRemoving(null);
-          setError(null);
-        }}
-        onConfirm={remove}
       >
         <p>They lose access to the project's resources at once.</p>
       </ConfirmDialog>
@@ -142,48 +109,31 @@ export function Members() {
 function AddMember({ project, onAdded }: { project: string; onAdded: () => void }) {
   const [user, setUser] = useState('');
   const [role, setRole] = useState<Role>('member');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const userId = useId();
-  const roleId = useId();
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+  const { busy, error, run } = useAction();
+  const submit = () =>
+    run(async () => {
       await unwrap(api.POST('/v1/projects/{project}/members', { params: { path: { project } }, body: { user: user.trim(), role } }));
       setUser('');
       onAdded();
-    } catch (err) {
-      setError(messageOf(err));
-    } finally {
-      setBusy(false);
-    }
-  };
+    });
   return (
-    <form className="form card" onSubmit={(e) => void submit(e)} aria-label="Add member">
-      <h2>Add a member</h2>
+    <FormCard label="Add member" title="Add a member" onSubmit={submit} error={error}>
       <div className="inline-form">
-        <div className="field field-inline grow">
-          <label htmlFor={userId}>Name or e-mail</label>
-          <input id={userId} value={user} onChange={(e) => setUser(e.target.value)} required autoComplete="off" />
-        </div>
-        <div className="field field-inline">
-          <label htmlFor={roleId}>Role</label>
-          <select id={roleId} value={role} onChange={(e) => setRole(asRole(e.target.value))}>
-            {ROLES.map((r) => (
-              <option key={r} value={r}>
-                {r}
-              </option>
-            ))}
-          </select>
-        </div>
-        <button type="submit" className="btn btn-primary" disabled={busy}>
-          {busy ? 'Adding…' : 'Add'}
-        </button>
+        <Field label="Name or e-mail" inline className="grow">
+          {(id) => <input id={id} value={user} onChange={(e) => setUser(e.target.value)} required autoComplete="off" />}
+        </Field>
+        <Field label="Role" inline>
+          {(id) => (
+            <select id={id} value={role} onChange={(e) => setRole(asRole(e.target.value))}>
+              {roleOptions}
+            </select>
+          )}
+        </Field>
+        <SubmitButton busy={busy} busyLabel="Adding…">
+          Add
+        </SubmitButton>
       </div>
       <p className="hint">An e-mail address nobody has yet adds whoever signs in with it later.</p>
-      {error && <ErrorBanner message={error} />}
-    </form>
+    </FormCard>
   );
 }

@@ -4,14 +4,15 @@ import { Link } from 'react-router-dom';
 import { api, listAll, type Operation } from '../api/client';
 import { Badge } from '../components/Badge';
 import { PageHeader } from '../components/PageHeader';
-import { Empty, LoadState } from '../components/States';
+import { LoadState } from '../components/States';
+import { Table } from '../components/Table';
 import { shortTime, time, words } from '../lib/format';
 import { useLoad } from '../lib/useLoad';
-import { useProject } from '../lib/project';
+import { useProjectPage } from '../lib/project';
 import { listInstances } from '../lib/resources';
 
 export function Operations() {
-  const project = useProject();
+  const { project } = useProjectPage();
   const operations = useLoad(
     () =>
       listAll(
@@ -26,69 +27,50 @@ export function Operations() {
   return (
     <>
       <PageHeader title="Operations" sub="Durable changes to the project's resources, newest first (the latest 100)" />
-      <LoadState what="operations" {...operations} retry={operations.reload}>
-        {(ops) =>
-          ops.length === 0 ? (
-            <Empty>No operations yet.</Empty>
-          ) : (
-            <OperationsTable operations={ops} project={project} instanceNames={names} />
-          )
-        }
+      <LoadState what="operations" {...operations} empty="No operations yet.">
+        {(ops) => <OperationsTable operations={ops} project={project} instanceNames={names} />}
       </LoadState>
     </>
   );
 }
 
-interface TableProps {
+interface OperationsTableProps {
   operations: Operation[];
   project: string;
   instanceNames?: Map<string, string>;
   hideTarget?: boolean;
 }
 
-export function OperationsTable({ operations, project, instanceNames, hideTarget }: TableProps) {
+const COLUMNS = ['Kind', 'State', 'Target', 'Step', 'Started', 'Finished', 'Error'];
+
+export function OperationsTable({ operations, project, instanceNames, hideTarget }: OperationsTableProps) {
   return (
-    <div className="table-wrap">
-      <table className="table" aria-label="Operations">
-        <thead>
-          <tr>
-            <th scope="col">Kind</th>
-            <th scope="col">State</th>
-            {!hideTarget && <th scope="col">Target</th>}
-            <th scope="col">Step</th>
-            <th scope="col">Started</th>
-            <th scope="col">Finished</th>
-            <th scope="col">Error</th>
-          </tr>
-        </thead>
-        <tbody>
-          {operations.map((op) => (
-            <tr key={op.id}>
-              <td>
-                <span title={op.id}>{words(op.kind)}</span>
-                {op.attempts > 1 && <span className="muted"> ({op.attempts} attempts)</span>}
-              </td>
-              <td>
-                <Badge state={op.state} kind="operation" />
-              </td>
-              {!hideTarget && (
-                <td>
-                  <Target op={op} project={project} instanceNames={instanceNames} />
-                </td>
-              )}
-              <td>{op.current_step ? words(op.current_step) : '—'}</td>
-              <td className="nowrap" title={time(op.created_at)}>
-                {shortTime(op.created_at)}
-              </td>
-              <td className="nowrap" title={time(op.finished_at)}>
-                {shortTime(op.finished_at)}
-              </td>
-              <td className="error-cell">{op.error_message ? `${op.error_message}${op.error_code ? ` (${op.error_code})` : ''}` : ''}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <Table label="Operations" columns={hideTarget ? COLUMNS.filter((c) => c !== 'Target') : COLUMNS}>
+      {operations.map((op) => (
+        <tr key={op.id}>
+          <td>
+            <span title={op.id}>{words(op.kind)}</span>
+            {op.attempts > 1 && <span className="muted"> ({op.attempts} attempts)</span>}
+          </td>
+          <td>
+            <Badge state={op.state} kind="operation" />
+          </td>
+          {!hideTarget && (
+            <td>
+              <Target op={op} project={project} instanceNames={instanceNames} />
+            </td>
+          )}
+          <td>{op.current_step ? words(op.current_step) : '—'}</td>
+          <td className="nowrap" title={time(op.created_at)}>
+            {shortTime(op.created_at)}
+          </td>
+          <td className="nowrap" title={time(op.finished_at)}>
+            {shortTime(op.finished_at)}
+          </td>
+          <td className="error-cell">{op.error_message ? `${op.error_message}${op.error_code ? ` (${op.error_code})` : ''}` : ''}</td>
+        </tr>
+      ))}
+    </Table>
   );
 }
 
