@@ -24,6 +24,25 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    kind: &'static str,
+    step: &'static str,
+    /// `done`, `retry` or `failed`.
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
 /// The registry and the handles the service updates.
 #[derive(Debug)]
 pub struct Metrics {
@@ -35,6 +54,10 @@ pub struct Metrics {
     fleet_degraded: Gauge,
     fleet_silent_hosts: Gauge,
     embedded_db_restarts: Counter,
+    operations: Family<OperationLabels, Counter>,
+    steps: Family<StepLabels, Histogram>,
+    instances: Family<StateLabels, Gauge>,
+    hosts: Family<StateLabels, Gauge>,
 }
 
 /// Encoding the text format failed (only on a formatter error).
@@ -76,6 +99,20 @@ impl Metrics {
             "Times the embedded PostgreSQL exited and was started again",
             embedded_db_restarts.clone(),
         );
+        let operations = Family::<OperationLabels, Counter>::default();
+        registry.register("operations", "Operations this replica finished, by kind and outcome", operations.clone());
+        let steps = Family::<StepLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 18))
+        });
+        registry.register(
+            "operation_step_duration_seconds",
+            "Time of each attempt at an operation step, by kind, step and outcome (done, retry, failed)",
+            steps.clone(),
+        );
+        let instances = Family::<StateLabels, Gauge>::default();
+        registry.register("instances", "Instances by state (read at each scrape)", instances.clone());
+        let hosts = Family::<StateLabels, Gauge>::default();
+        registry.register("hosts", "Hosts by state (read at each scrape)", hosts.clone());
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())]).set(1);
         registry.register("build_info", "Version of the running control plane", build);
@@ -88,7 +125,37 @@ impl Metrics {
             fleet_degraded,
             fleet_silent_hosts,
             embedded_db_restarts,
+            operations,
+            steps,
+            instances,
+            hosts,
         }
+    }
+
+    /// Counts an operation that ended (`succeeded`, `failed`, `cancelled`).
+    pub fn operation_finished(&self, kind: &'static str, outcome: &'static str) {
+        self.operations.get_or_create(&OperationLabels { kind, outcome }).inc();
+    }
+
+    /// Records one attempt at a step.
+    pub fn step_attempted(&self, kind: &'static str, step: &'static str, outcome: &'static str, took: Duration) {
+        self.steps.get_or_create(&StepLabels { kind, step, outcome }).observe(took.as_secs_f64());
+    }
+
+    /// Reads how many instances and hosts are in each state, for the next encoding (states no
+    /// longer held by any row are dropped).
+    pub async fn read_states(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let instances: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state::text, count(*) FROM instances GROUP BY state").fetch_all(pool).await?;
+        let hosts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state::text, count(*) FROM hosts GROUP BY state").fetch_all(pool).await?;
+        for (family, rows) in [(&self.instances, instances), (&self.hosts, hosts)] {
+            family.clear();
+            for (state, n) in rows {
+                family.get_or_create(&StateLabels { state }).set(n);
+            }
+        }
+        Ok(())
     }
 
     /// Records the fleet's liveness after a pass.

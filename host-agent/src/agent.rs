@@ -139,6 +139,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
             "VMs were left paused by a fence: they resume once a report is accepted"
         );
     }
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
+        tracing::info!(listen = %addr, "serving metrics");
+        let metrics = crate::metrics::serve(listener, manager.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = metrics.await {
+                tracing::warn!(error = %e, "the metrics server stopped");
+            }
+        });
+    }
     let state = Arc::new(ManagerState { manager, total, fenced: std::sync::Mutex::new(paused) });
     let reports = report::run(identity, channel, state, settings, stopped(stop_rx.clone()));
     let served = crate::grpc::serve(service, listener, stopped(stop_rx));

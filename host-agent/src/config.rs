@@ -5,6 +5,7 @@
 //! state_dir = "/var/lib/cloud-agent"   # CLOUD_AGENT_STATE_DIR: identity, instances, image cache
 //! listen = "0.0.0.0:7444"              # CLOUD_AGENT_LISTEN: the agent's gRPC server (mTLS)
 //! advertise_url = "https://10.0.0.5:7444"  # CLOUD_AGENT_ADVERTISE_URL: how the control plane reaches it
+//! metrics_listen = "127.0.0.1:9464"    # CLOUD_AGENT_METRICS_LISTEN: GET /metrics (plain HTTP); unset: off
 //! report_interval_ms = 2000            # CLOUD_AGENT_REPORT_INTERVAL_MS
 //! driver = "qemu"                      # CLOUD_AGENT_DRIVER: qemu | simulated (scale tests only)
 //! bridge = "cloudbr0"                  # CLOUD_AGENT_BRIDGE
@@ -44,6 +45,9 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_url: Option<String>,
+    /// Where `GET /metrics` is served (plain HTTP); unset: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     pub report_interval_ms: u64,
     pub driver: Driver,
     pub bridge: String,
@@ -85,6 +89,7 @@ impl Default for AgentConfig {
             state_dir: PathBuf::from("/var/lib/cloud-agent"),
             listen: SocketAddr::from(([0, 0, 0, 0], 7444)),
             advertise_url: None,
+            metrics_listen: None,
             report_interval_ms: 2000,
             driver: Driver::Qemu,
             bridge: "cloudbr0".to_owned(),
@@ -115,6 +120,9 @@ pub struct Overrides {
     /// URL the control plane uses to reach this agent [default: https://ADDR, ADDR being --listen, unless it is 0.0.0.0].
     #[arg(long, env = "CLOUD_AGENT_ADVERTISE_URL", value_name = "URL", global = true)]
     pub advertise_url: Option<String>,
+    /// Address of the agent's Prometheus metrics (plain HTTP `GET /metrics`) [default: not served].
+    #[arg(long, env = "CLOUD_AGENT_METRICS_LISTEN", value_name = "ADDR", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Milliseconds between reports to the control plane [default: 2000].
     #[arg(long, env = "CLOUD_AGENT_REPORT_INTERVAL_MS", value_name = "MS", global = true)]
     pub report_interval_ms: Option<u64>,
@@ -164,6 +172,9 @@ impl AgentConfig {
         let mut config: Self = cloud_common::config::read_file(o.config.as_deref())?;
         set(&mut config.state_dir, &o.state_dir);
         set(&mut config.listen, &o.listen);
+        if o.metrics_listen.is_some() {
+            config.metrics_listen = o.metrics_listen;
+        }
         if o.advertise_url.is_some() {
             config.advertise_url = o.advertise_url.clone();
         }

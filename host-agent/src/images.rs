@@ -152,6 +152,7 @@ impl ImageCache {
         sha256: &str,
         expected_size: Option<u64>,
         source: &dyn BlobSource,
+        metrics: &crate::metrics::AgentMetrics,
     ) -> Result<PathBuf, ImageError> {
         if !is_sha256_hex(sha256) {
             return Err(ImageError::InvalidDigest { sha256: sha256.to_owned() });
@@ -177,7 +178,12 @@ impl ImageCache {
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(path);
         }
+        let started = std::time::Instant::now();
         let result = self.download(sha256, expected_size, source, &path).await;
+        if result.is_ok() {
+            let bytes = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+            metrics.image_fetched(bytes, started.elapsed());
+        }
         {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             if Arc::strong_count(&lock) <= 2 {
@@ -436,10 +442,11 @@ mod tests {
         std::fs::write(src.path().join(&d), &data).unwrap();
         let cache = Arc::new(ImageCache::new(cache_dir.path(), DEFAULT_MAX_BLOB_BYTES));
         let source = Arc::new(DirBlobSource::new(src.path()));
+        let metrics = Arc::new(crate::metrics::AgentMetrics::new());
         let mut tasks = Vec::new();
         for _ in 0..4 {
-            let (cache, source, d) = (cache.clone(), source.clone(), d.clone());
-            tasks.push(tokio::spawn(async move { cache.ensure(&d, Some(600_000), source.as_ref()).await }));
+            let (cache, source, d, metrics) = (cache.clone(), source.clone(), d.clone(), metrics.clone());
+            tasks.push(tokio::spawn(async move { cache.ensure(&d, Some(600_000), source.as_ref(), &metrics).await }));
         }
         for t in tasks {
             let p = t.await.unwrap().unwrap();
@@ -447,8 +454,12 @@ mod tests {
         }
         // Served from the cache even when the source is gone.
         std::fs::remove_file(src.path().join(&d)).unwrap();
-        cache.ensure(&d, None, source.as_ref()).await.unwrap();
+        cache.ensure(&d, None, source.as_ref(), &metrics).await.unwrap();
         assert_eq!(std::fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
+        // One fetch of four asks, counted once.
+        let text = metrics.encode([]).unwrap();
+        assert!(text.contains("cloud_agent_image_fetched_bytes_total 600000"), "{text}");
+        assert!(text.contains("cloud_agent_image_fetch_seconds_count 1"), "{text}");
     }
 
     #[tokio::test]
@@ -456,9 +467,10 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let cache = ImageCache::new(src.path().join("cache"), 10);
         let source = DirBlobSource::new(src.path());
-        let err = cache.ensure("ABC", None, &source).await.unwrap_err();
+        let metrics = crate::metrics::AgentMetrics::new();
+        let err = cache.ensure("ABC", None, &source, &metrics).await.unwrap_err();
         assert!(matches!(err, ImageError::InvalidDigest { .. }));
-        let err = cache.ensure(&digest(b"x"), None, &source).await.unwrap_err();
+        let err = cache.ensure(&digest(b"x"), None, &source, &metrics).await.unwrap_err();
         assert!(matches!(err, ImageError::Fetch { source: BlobSourceError::NotFound { .. }, .. }));
     }
 }

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod images;
 pub mod instances;
 pub mod join;
+pub mod metrics;
 pub mod network;
 pub mod report;
 pub mod spec;

@@ -41,6 +41,10 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErr
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
+    if let Err(e) = app.metrics.read_states(&app.pool).await {
+        // The rest of the metrics say more than nothing, the database's trouble included.
+        tracing::warn!(error = %crate::error_chain::ErrorChain(&e), "cannot count instances and hosts by state");
+    }
     let text = app.metrics.encode(&app.pool).map_err(|e| ApiError::internal(&e))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }

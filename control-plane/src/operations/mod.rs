@@ -164,6 +164,7 @@ impl Executor {
                 db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Running, None, None).await?;
                 tracing::info!(step = %step.name, "step");
                 let limit = self.config.step_timeout(step.name);
+                let attempt = std::time::Instant::now();
                 let outcome = match run_step(app, op, step.name).await {
                     Err(StepError::Retry { reason, .. })
                         if step.running_secs.is_some_and(|secs| secs >= limit.as_secs_f64()) =>
@@ -179,6 +180,12 @@ impl Executor {
                     }
                     other => other,
                 };
+                let result = match &outcome {
+                    Ok(_) => "done",
+                    Err(StepError::Retry { .. }) => "retry",
+                    Err(StepError::Fail { .. }) => "failed",
+                };
+                app.metrics.step_attempted(op.kind.as_str(), step.name.as_str(), result, attempt.elapsed());
                 match outcome {
                     Ok(output) => {
                         crate::fault::crash_point(&format!("{}/unrecorded", step.name));
@@ -220,6 +227,7 @@ impl Executor {
                 return self.later(app, op, err).await;
             }
             db::operation_finish(&mut *app.pool.acquire().await?, op.id, OperationState::Succeeded).await?;
+            app.metrics.operation_finished(op.kind.as_str(), OperationState::Succeeded.as_str());
             app.changes.notify();
             tracing::info!("operation succeeded");
             return Ok(());
@@ -262,6 +270,7 @@ impl Executor {
         }
         let end = if cancelled { OperationState::Cancelled } else { OperationState::Failed };
         db::operation_finish(&mut *app.pool.acquire().await?, op.id, end).await?;
+        app.metrics.operation_finished(op.kind.as_str(), end.as_str());
         app.changes.notify();
         tracing::info!(state = %end, "operation ended and was undone");
         Ok(())

@@ -81,7 +81,10 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 async fn run_until_signal(data_dir: &Path, signal: Signal) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let child = control_plane(&["--data-dir", data_dir.to_str().unwrap(), "--listen", &listen])
+    // Its own fleet port too: another control plane on this machine may hold the default one.
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let data = data_dir.to_str().unwrap();
+    let child = control_plane(&["--data-dir", data, "--listen", &listen, "--fleet-grpc-listen", &grpc])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -121,6 +121,8 @@ pub(crate) struct Host {
     /// One rebuild of a snapshot from the store at a time, per snapshot (two restores of one
     /// snapshot at once share the second's wait, then its result).
     pub rebuilding: std::sync::Mutex<std::collections::HashMap<super::SnapshotId, Arc<tokio::sync::Mutex<()>>>>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 /// The image files of an instance in the cache.
@@ -135,7 +137,7 @@ pub(super) async fn resolve_images(ctx: &Host, desired: &DesiredInstance) -> Res
     let img = &desired.image;
     let fetch = |sha: Option<String>, size: Option<u64>| async move {
         match sha {
-            Some(sha) => ctx.images.ensure(&sha, size, ctx.blob_source.as_ref()).await.map(Some),
+            Some(sha) => ctx.images.ensure(&sha, size, ctx.blob_source.as_ref(), &ctx.metrics).await.map(Some),
             None => Ok::<_, ImageError>(None),
         }
     };

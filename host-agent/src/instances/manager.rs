@@ -140,6 +140,7 @@ impl InstanceManager {
                 store,
                 confiner,
                 rebuilding: Default::default(),
+                metrics: Default::default(),
             },
             events,
             guest_news: Default::default(),
@@ -397,6 +398,11 @@ impl InstanceManager {
         let handles: Vec<RunnerHandle> =
             self.runners.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         handles.iter().map(|h| h.shared.status()).collect()
+    }
+
+    /// The host's metrics (served by [`crate::metrics::serve`]).
+    pub fn metrics(&self) -> &crate::metrics::AgentMetrics {
+        &self.ctx.metrics
     }
 
     /// Every state change from now on. Send [`InstanceManager::list`] first for a full picture.

@@ -87,6 +87,26 @@ pub enum InstanceState {
     Failed,
 }
 
+impl InstanceState {
+    /// Its name, as serialized (snake_case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Rebooting => "rebooting",
+            Self::Snapshotting => "snapshotting",
+            Self::Restoring => "restoring",
+            Self::Paused => "paused",
+            Self::Deleting => "deleting",
+            Self::Deleted => "deleted",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// An instance's state as last observed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceStatus {

@@ -171,6 +171,8 @@ pub(super) struct Runner {
     watch: Option<tokio::task::JoinHandle<()>>,
     /// Counts boots (launches, resets, re-attaches), so events of an earlier boot are ignored.
     boot: u64,
+    /// How and when the current boot started (for the time to ready in the metrics).
+    boot_start: Option<(guest::GuestStart, std::time::Instant)>,
     /// This runner's own request channel, for the guest watch.
     me: Option<mpsc::WeakSender<Request>>,
 }
@@ -256,6 +258,7 @@ impl Runner {
             pump: None,
             watch: None,
             boot: 0,
+            boot_start: None,
             me: None,
         }
     }
@@ -714,6 +717,12 @@ impl Runner {
             {
                 tracing::info!(id = %self.id, "the guest is reachable");
                 self.record.ready_at = Some(at);
+                // A VM found running after an agent restart started before anyone timed it.
+                match self.boot_start {
+                    Some((guest::GuestStart::Boot, since)) => self.ctx.metrics.guest_ready(false, since.elapsed()),
+                    Some((guest::GuestStart::Resumed, since)) => self.ctx.metrics.guest_ready(true, since.elapsed()),
+                    Some((guest::GuestStart::Found, _)) | None => {}
+                }
             }
             _ => return,
         }
@@ -742,6 +751,7 @@ impl Runner {
         }
         let Some(me) = self.me.clone() else { return };
         self.boot += 1;
+        self.boot_start = Some((start, std::time::Instant::now()));
         let ssh = self.record.desired.nics.first().map(|nic| SocketAddr::from((nic.address.addr, 22)));
         let (tap, console) = mpsc::channel(guest::CONSOLE_BACKLOG);
         *self.shared.console_tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);

@@ -172,7 +172,9 @@ async fn upload(ctx: &Host, dir: &Path, record: &SnapshotRecord) -> Result<(), I
         };
         sources.push(source);
     }
+    let started = std::time::Instant::now();
     let (_, stats) = store.put(&cloud_store::snapshot_name(id), sources).await.map_err(store_err(id))?;
+    ctx.metrics.snapshot_uploaded(stats.bytes_uploaded, started.elapsed());
     tracing::info!(
         snapshot = %id,
         store = store.label(),

@@ -20,18 +20,21 @@ async fn checksum_and_size_errors_are_typed_and_leave_nothing() {
     let source = DirBlobSource::new(&seed);
     let cache_dir = tmp.path().join("cache");
     let cache = ImageCache::new(&cache_dir, 1024);
+    let metrics = host_agent::metrics::AgentMetrics::new();
 
-    let err = cache.ensure(&wrong, None, &source).await.unwrap_err();
+    let err = cache.ensure(&wrong, None, &source, &metrics).await.unwrap_err();
     assert!(matches!(err, ImageError::ChecksumMismatch { .. }), "{err:?}");
-    let err = cache.ensure(&wrong, Some(3), &source).await.unwrap_err();
+    let err = cache.ensure(&wrong, Some(3), &source, &metrics).await.unwrap_err();
     assert!(matches!(err, ImageError::SizeMismatch { expected: 3, .. }), "{err:?}");
     let small = ImageCache::new(&cache_dir, 10);
-    let err = small.ensure(&wrong, None, &source).await.unwrap_err();
+    let err = small.ensure(&wrong, None, &source, &metrics).await.unwrap_err();
     assert!(matches!(err, ImageError::TooLarge { limit: 10, .. }), "{err:?}");
-    let err = small.ensure(&wrong, Some(1 << 40), &source).await.unwrap_err();
+    let err = small.ensure(&wrong, Some(1 << 40), &source, &metrics).await.unwrap_err();
     assert!(matches!(err, ImageError::TooLarge { .. }), "{err:?}");
-    let err = cache.ensure(&"1".repeat(64), None, &source).await.unwrap_err();
+    let err = cache.ensure(&"1".repeat(64), None, &source, &metrics).await.unwrap_err();
     assert!(matches!(err, ImageError::Fetch { source: BlobSourceError::NotFound { .. }, .. }), "{err:?}");
+    // Nothing fetched is counted.
+    assert!(metrics.encode([]).unwrap().contains("cloud_agent_image_fetched_bytes_total 0"));
     assert!(cache_is_empty(&cache_dir));
 }
 

@@ -76,7 +76,7 @@ async fn a_customer_signs_in_launches_reaches_and_deletes_an_instance_in_the_bro
         "--console-dir",
         dist.to_str().unwrap(),
     ];
-    let cloud = OneHostCloud::start_with_flags(Store::Local, &flags).await;
+    let cloud = OneHostCloud::start_custom(Store::Local, &flags, &["--metrics-listen", "0.0.0.0:9464"]).await;
     let base = cloud.cp.api.clone();
     let _provider = start_provider(port, &format!("{base}/auth/callback"));
     cloud.cli.create_minimal_image_with(&minimal_image(), &["--public"]).await;
@@ -109,6 +109,24 @@ async fn a_customer_signs_in_launches_reaches_and_deletes_an_instance_in_the_bro
     for shot in ["signin.png", "ssh-keys.png", "create.png", "instance.png", "serial-console.png", "instances.png"] {
         assert!(shots.join(shot).is_file(), "no screenshot {shot} in {}", shots.display());
     }
+
+    // The control plane's metrics counted what the browser did, with bounded labels.
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    for kind in ["instance_create", "instance_stop", "instance_delete"] {
+        let line = format!(r#"cloud_operations_total{{kind="{kind}",outcome="succeeded"}} 1"#);
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(r#"cloud_operation_step_duration_seconds_count{kind="instance_create",step="wait_running",outcome="done"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"cloud_hosts{state="active"} 1"#), "{metrics}");
+    // And the host agent's: the guest's boot to SSH, the image files it fetched.
+    let agent = format!("http://{}:9464/metrics", cloud.agent.net.address);
+    let metrics = reqwest::get(agent).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"cloud_agent_guest_ready_seconds_count{start="boot"} 1"#), "{metrics}");
+    let fetched = metrics.lines().find_map(|l| l.strip_prefix("cloud_agent_image_fetched_bytes_total "));
+    assert!(fetched.and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 1_000_000), "{metrics}");
 
     // Bob, of another project, sees nothing of alice's: not in the switcher, and its pages say
     // there is no such project. Made a viewer of it, he can list but is offered no change.
