@@ -142,7 +142,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
         tracing::info!(listen = %addr, "serving metrics");
-        let metrics = crate::metrics::serve(listener, manager.clone(), stopped(stop_rx.clone()));
+        let metrics = serve_metrics(listener, manager.clone(), stopped(stop_rx.clone()));
         tokio::spawn(async move {
             if let Err(e) = metrics.await {
                 tracing::warn!(error = %e, "the metrics server stopped");
@@ -206,4 +206,30 @@ impl HostState for ManagerState {
             }
         }
     }
+}
+
+/// Serves the agent's `GET /metrics` ([`crate::metrics`]) on `listener` until `shutdown`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    manager: crate::instances::InstanceManager,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+
+    let route = axum::routing::get(move || {
+        let manager = manager.clone();
+        async move {
+            let states: Vec<&'static str> = manager.list().await.iter().map(|s| s.state.as_str()).collect();
+            match manager.metrics().encode(states) {
+                Ok(text) => {
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                        .into_response()
+                }
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        }
+    });
+    let app = axum::Router::new().route("/metrics", route);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -1,6 +1,7 @@
-//! Prometheus metrics of a host agent, served at `GET /metrics` on `metrics_listen` (plain HTTP;
-//! off unless set): its instances by state, how long its guests take from QEMU's start (or a
-//! resume) to answering SSH, and what snapshots and image fetches move and take.
+//! Prometheus metrics of a host agent, which `agent` serves at `GET /metrics` on
+//! `metrics_listen` (plain HTTP; off unless set): its instances by state, how long its guests
+//! take from QEMU's start (or a resume) to answering SSH, and what snapshots and image fetches
+//! move and take.
 //!
 //! Every label has a bounded set of values (states, `boot`/`resumed`): the series are as many as
 //! the host has kinds of things, whatever it runs.
@@ -114,30 +115,4 @@ impl AgentMetrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
     }
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    manager: crate::instances::InstanceManager,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-
-    let route = axum::routing::get(move || {
-        let manager = manager.clone();
-        async move {
-            let states: Vec<&'static str> = manager.list().await.iter().map(|s| s.state.as_str()).collect();
-            match manager.metrics().encode(states) {
-                Ok(text) => {
-                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-                        .into_response()
-                }
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-            }
-        }
-    });
-    let app = axum::Router::new().route("/metrics", route);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -400,7 +400,7 @@ impl InstanceManager {
         handles.iter().map(|h| h.shared.status()).collect()
     }
 
-    /// The host's metrics (served by [`crate::metrics::serve`]).
+    /// The host's metrics (the agent serves them on `metrics_listen`).
     pub fn metrics(&self) -> &crate::metrics::AgentMetrics {
         &self.ctx.metrics
     }
