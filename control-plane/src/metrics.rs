@@ -39,6 +39,16 @@ struct StepLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterLabels {
+    filter: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -58,6 +68,8 @@ pub struct Metrics {
     steps: Family<StepLabels, Histogram>,
     instances: Family<StateLabels, Gauge>,
     hosts: Family<StateLabels, Gauge>,
+    placements: Family<OutcomeLabels, Counter>,
+    filtered: Family<FilterLabels, Counter>,
 }
 
 /// Encoding the text format failed (only on a formatter error).
@@ -113,6 +125,18 @@ impl Metrics {
         registry.register("instances", "Instances by state (read at each scrape)", instances.clone());
         let hosts = Family::<StateLabels, Gauge>::default();
         registry.register("hosts", "Hosts by state (read at each scrape)", hosts.clone());
+        let placements = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "scheduler_placements",
+            "Placement decisions by outcome: placed, or why not (no_host_fits, host_full, contended, deleted, error)",
+            placements.clone(),
+        );
+        let filtered = Family::<FilterLabels, Counter>::default();
+        registry.register(
+            "scheduler_hosts_filtered",
+            "Hosts a failed placement found unfit, by the first filter that removed each",
+            filtered.clone(),
+        );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())]).set(1);
         registry.register("build_info", "Version of the running control plane", build);
@@ -129,6 +153,17 @@ impl Metrics {
             steps,
             instances,
             hosts,
+            placements,
+            filtered,
+        }
+    }
+
+    /// Counts a placement decision (`placed`, or why not); `filtered` says, for a placement no
+    /// host fitted, how many hosts each filter removed.
+    pub fn placement(&self, outcome: &'static str, filtered: &[(&'static str, usize)]) {
+        self.placements.get_or_create(&OutcomeLabels { outcome }).inc();
+        for (filter, hosts) in filtered {
+            self.filtered.get_or_create(&FilterLabels { filter }).inc_by(*hosts as u64);
         }
     }
 

@@ -277,6 +277,17 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 },
                 None => crate::scheduler::reserve::place_instance(&mut tx, id, app.scheduler.strategy).await,
             };
+            let (outcome, filtered): (_, Vec<_>) = match &placement {
+                Ok(_) => ("placed", Vec::new()),
+                Err(PlacementError::NoHostFits(why)) => {
+                    ("no_host_fits", why.removed_by.iter().map(|(f, n)| (f.as_str(), *n)).collect())
+                }
+                Err(PlacementError::HostFull { .. }) => ("host_full", Vec::new()),
+                Err(PlacementError::Contended { .. }) => ("contended", Vec::new()),
+                Err(PlacementError::InstanceDeleted { .. }) => ("deleted", Vec::new()),
+                Err(_) => ("error", Vec::new()),
+            };
+            app.metrics.placement(outcome, &filtered);
             match placement {
                 Ok(placement) => {
                     tx.commit().await.map_err(|e| StepError::db(&e))?;

@@ -207,5 +207,18 @@ async fn two_hundred_concurrent_creates_through_two_replicas_never_overcommit_th
     };
     assert_eq!(rows, expected, "one instance per accepted create, nothing twice");
     pool.close().await;
+
+    // The scheduler's metrics, summed over both replicas, say the same.
+    let mut placements = HashMap::<String, f64>::new();
+    for cp in [&a, &b] {
+        let text = reqwest::get(format!("{}/metrics", cp.api)).await.unwrap().text().await.unwrap();
+        for line in text.lines().filter(|l| l.starts_with("cloud_scheduler_placements_total{")) {
+            let (labels, value) = line.rsplit_once(' ').unwrap();
+            *placements.entry(labels.to_owned()).or_default() += value.parse::<f64>().unwrap();
+        }
+    }
+    let count = |outcome: &str| placements.get(&format!("cloud_scheduler_placements_total{{outcome=\"{outcome}\"}}"));
+    assert_eq!(count("placed").copied(), Some(12.0), "{placements:?}");
+    assert_eq!(count("no_host_fits").copied().unwrap_or(0.0), refused_later as f64, "{placements:?}");
     drop(agents);
 }
