@@ -62,7 +62,7 @@ pub async fn rotate_console_log(dir: &InstanceDir, max_bytes: u64) -> std::io::R
     if len <= max_bytes {
         return Ok(());
     }
-    tokio::fs::copy(&log, dir.root().join("console.log.1")).await?;
+    tokio::fs::copy(&log, dir.console_log_rotated()).await?;
     let f = tokio::fs::OpenOptions::new().write(true).open(&log).await?;
     f.set_len(0).await
 }

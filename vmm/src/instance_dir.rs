@@ -57,6 +57,11 @@ impl InstanceDir {
         self.root.join("console.log")
     }
 
+    /// The older part of the console's output, `console.log.1` (see `console::rotate_console_log`).
+    pub fn console_log_rotated(&self) -> PathBuf {
+        self.root.join("console.log.1")
+    }
+
     /// `vmm.log`: QEMU's own stderr.
     pub fn vmm_log(&self) -> PathBuf {
         self.root.join("vmm.log")

@@ -469,10 +469,19 @@ impl InstanceManager {
         let handle = self.handle(id).ok_or(InstanceError::NotFound { id })?;
         // Subscribe first: a byte may then appear twice, but none is lost.
         let output = handle.shared.console_out.subscribe();
-        let log = InstanceDir::new(self.ctx.config.instances_dir.join(id.to_string())).console_log();
-        let scrollback = read_tail(&log, CONSOLE_SCROLLBACK_BYTES)
+        let dir = InstanceDir::new(self.ctx.config.instances_dir.join(id.to_string()));
+        let (log, older) = (dir.console_log(), dir.console_log_rotated());
+        let mut scrollback = read_tail(&log, CONSOLE_SCROLLBACK_BYTES)
             .await
             .map_err(|source| InstanceError::Persist { path: log, source })?;
+        // Just after a rotation console.log holds little: the rest is the end of the older part.
+        let missing = CONSOLE_SCROLLBACK_BYTES.saturating_sub(scrollback.len() as u64);
+        if missing > 0 {
+            let mut before =
+                read_tail(&older, missing).await.map_err(|source| InstanceError::Persist { path: older, source })?;
+            before.append(&mut scrollback);
+            scrollback = before;
+        }
         Ok(ConsoleSession { scrollback, output, input: handle.shared.console_in.clone() })
     }
 

@@ -51,6 +51,13 @@ async fn instance_lives_survives_agent_restart_and_is_deleted_cleanly() {
     assert_eq!(hostname, "web-1");
     let second = manager.console(id).await.unwrap();
     assert!(String::from_utf8_lossy(&second.scrollback).contains("cloud-minimal: ready"));
+    // Just after console.log's bound was applied (copied to console.log.1, emptied), the
+    // scrollback is the end of the older part.
+    let dir = vmm::InstanceDir::new(host.instances_dir().join(id.to_string()));
+    std::fs::copy(dir.console_log(), dir.console_log_rotated()).unwrap();
+    std::fs::OpenOptions::new().write(true).open(dir.console_log()).unwrap().set_len(0).unwrap();
+    let third = manager.console(id).await.unwrap();
+    assert!(String::from_utf8_lossy(&third.scrollback).contains("cloud-minimal: ready"));
 
     // The record holds the tenant's user-data: only the agent reads it.
     let record = std::fs::metadata(host.instances_dir().join(id.to_string()).join("agent.json")).unwrap();

@@ -120,8 +120,8 @@ async fn each_qemu_runs_as_its_own_user_sandboxed_and_bounded_in_memory() {
 /// A guest flooding its serial port: `console.log` (and the one older part, `console.log.1`)
 /// stay within the bound while it writes, and `instance console` shows the newest output. The
 /// bound is 64 KiB here and the flood 200 KiB, three times the bound: TCG's emulated UART moves
-/// between 5 and 80 KB/s here (measured by this test), so the 200 MiB of the issue would take
-/// hours (the mechanism does not depend on the volume).
+/// ~130 KB/s here (measured by this test), so the 200 MiB of the issue would take half an hour
+/// (the mechanism does not depend on the volume).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_flooding_its_serial_port_leaves_console_log_within_its_bound() {
     const BOUND: u64 = 64 << 10;
@@ -138,8 +138,8 @@ async fn a_guest_flooding_its_serial_port_leaves_console_log_within_its_bound() 
     );
     let started = std::time::Instant::now();
     assert_eq!(cloud.ssh("noisy", &flood).await.trim(), "started");
-    // The watch applies the bound every 0.5 s: allow what the UART moves meanwhile (up to
-    // ~80 KB/s; as little as 5 KB/s on a busy machine).
+    // The watch applies the bound whenever half of it went through the console (and every
+    // 0.5 s): allow what the UART moves meanwhile.
     let slack = 64 << 10;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
     let mut largest = 0;
@@ -147,8 +147,12 @@ async fn a_guest_flooding_its_serial_port_leaves_console_log_within_its_bound() 
         let (log, older) = (size("console.log"), size("console.log.1"));
         largest = largest.max(log).max(older);
         assert!(log <= BOUND + slack && older <= BOUND + slack, "console.log {log} B, console.log.1 {older} B");
-        let text = std::fs::read(dir.join("console.log")).unwrap_or_default();
-        let done = String::from_utf8_lossy(&text).contains("FLOOD-DONE-MARK");
+        // The mark may have gone to console.log.1 with the rest if the bound was applied just
+        // after it was written.
+        let done = ["console.log", "console.log.1"].iter().any(|name| {
+            let text = std::fs::read(dir.join(name)).unwrap_or_default();
+            String::from_utf8_lossy(&text).contains("FLOOD-DONE-MARK")
+        });
         async move { done }
     })
     .await;
