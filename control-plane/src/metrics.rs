@@ -70,6 +70,8 @@ pub struct Metrics {
     hosts: Family<StateLabels, Gauge>,
     placements: Family<OutcomeLabels, Counter>,
     filtered: Family<FilterLabels, Counter>,
+    report_seconds: Histogram,
+    report_lag: Histogram,
 }
 
 /// Encoding the text format failed (only on a formatter error).
@@ -137,6 +139,14 @@ impl Metrics {
             "Hosts a failed placement found unfit, by the first filter that removed each",
             filtered.clone(),
         );
+        let report_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register("report_duration_seconds", "Time to apply one host's report", report_seconds.clone());
+        let report_lag = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "report_lag_seconds",
+            "Age of a report's freshest instance observation when it is applied (the agent's clock against this replica's)",
+            report_lag.clone(),
+        );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())]).set(1);
         registry.register("build_info", "Version of the running control plane", build);
@@ -155,6 +165,16 @@ impl Metrics {
             hosts,
             placements,
             filtered,
+            report_seconds,
+            report_lag,
+        }
+    }
+
+    /// A host's report was applied in `took`; `lag`: the age of its freshest observation.
+    pub fn report_applied(&self, took: Duration, lag: Option<Duration>) {
+        self.report_seconds.observe(took.as_secs_f64());
+        if let Some(lag) = lag {
+            self.report_lag.observe(lag.as_secs_f64());
         }
     }
 

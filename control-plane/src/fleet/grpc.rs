@@ -160,6 +160,15 @@ impl ControlPlane for ControlPlaneService {
                 report.host_id
             ))));
         }
+        let received = std::time::Instant::now();
+        // How old the freshest observation in the report is (the agent's clock against ours).
+        let lag = report
+            .instances
+            .iter()
+            .filter_map(|i| i.observed_at.as_ref())
+            .map(|t| chrono::Utc::now().timestamp_millis() - (t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
+            .min()
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
         let total = report.total.unwrap_or_default();
         // A capacity the database cannot hold is refused, never taken as "as much as fits".
         let too_large = |what: &str| fail(Status::invalid_argument(format!("the host's {what} is too large")));
@@ -185,6 +194,7 @@ impl ControlPlane for ControlPlaneService {
         }
         let owned = hosts::host_instance_ids(&mut conn, host_id).await.map_err(|e| unavailable(&e))?;
         tracing::debug!(%host_id, state = %renewal.state, "report accepted");
+        self.app.metrics.report_applied(received.elapsed(), lag);
         Ok(Response::new(pb::ReportResponse {
             lease_expires_at: Some(timestamp(renewal.lease_expires_at)),
             owned_instance_ids: owned.iter().map(Uuid::to_string).collect(),

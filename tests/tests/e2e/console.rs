@@ -121,6 +121,10 @@ async fn a_customer_signs_in_launches_reaches_and_deletes_an_instance_in_the_bro
         "{metrics}"
     );
     assert!(metrics.contains(r#"cloud_hosts{state="active"} 1"#), "{metrics}");
+    for histogram in ["cloud_report_duration_seconds_count", "cloud_report_lag_seconds_count"] {
+        let count = metrics.lines().find_map(|l| l.strip_prefix(histogram)).map(str::trim);
+        assert!(count.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "{histogram}: {metrics}");
+    }
     // And the host agent's: the guest's boot to SSH, the image files it fetched.
     let agent = format!("http://{}:9464/metrics", cloud.agent.net.address);
     let metrics = reqwest::get(agent).await.unwrap().text().await.unwrap();
