@@ -99,8 +99,9 @@ pub struct IssuedToken {
 /// A console session just opened: the cookie's secret exists nowhere else from now on.
 #[derive(Debug)]
 pub struct OpenedSession {
-    pub id: uuid::Uuid,
     pub secret: TokenSecret,
+    /// What changes made with it send in `X-CSRF-Token`.
+    pub csrf_token: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -122,9 +123,8 @@ pub async fn session_open(
 ) -> Result<OpenedSession, AuthError> {
     let secret = TokenSecret::generate().map_err(AuthError::Random)?;
     let csrf = TokenSecret::generate().map_err(AuthError::Random)?;
-    let id = uuid::Uuid::new_v4();
     let new = crate::db::sessions::NewSession {
-        id,
+        id: uuid::Uuid::new_v4(),
         hash: &secret.hash(),
         user,
         csrf_token: csrf.expose(),
@@ -132,7 +132,7 @@ pub async fn session_open(
         token,
     };
     crate::db::sessions::session_create(pool, &new).await.map_err(AuthError::Transaction)?;
-    Ok(OpenedSession { id, secret, expires_at })
+    Ok(OpenedSession { secret, csrf_token: csrf.expose().to_owned(), expires_at })
 }
 
 /// Signs in to the console with an API token: the token must be valid and not limited to a

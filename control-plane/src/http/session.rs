@@ -134,8 +134,7 @@ pub async fn session_create(
         .map_err(|e| ApiError::from(&e))?;
     tracing::info!(user = %user_id, "signed in to the console with an API token");
     let cookie = session_cookie_header(&app, opened.secret.expose(), opened.max_age_secs())?;
-    let (csrf_token, expires_at) = session_csrf(&app, opened.id).await?;
-    let view = SessionView { user_id, csrf_token, expires_at };
+    let view = SessionView { user_id, csrf_token: opened.csrf_token, expires_at: opened.expires_at };
     Ok(([(SET_COOKIE, cookie)], axum::Json(view)).into_response())
 }
 
@@ -154,13 +153,6 @@ pub async fn session_delete(State(app): State<Arc<App>>, caller: Caller) -> Resu
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }
 
-async fn session_csrf(app: &App, id: uuid::Uuid) -> Result<(String, DateTime<Utc>), ApiError> {
-    crate::db::sessions::session_csrf(&app.pool, id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::unauthenticated("your session ended: sign in again"))
-}
-
 /// The caller's console session.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
@@ -177,7 +169,10 @@ pub async fn session(State(app): State<Arc<App>>, caller: Caller) -> Result<Json
     let Some(id) = caller.session_id else {
         return Err(ApiError::invalid("this request came with an API token, not a session"));
     };
-    let (csrf_token, expires_at) = session_csrf(&app, id).await?;
+    let (csrf_token, expires_at) = crate::db::sessions::session_csrf(&app.pool, id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::unauthenticated("your session ended: sign in again"))?;
     Ok(Json(SessionView { user_id: caller.user_id, csrf_token, expires_at }))
 }
 
