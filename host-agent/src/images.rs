@@ -180,8 +180,7 @@ impl ImageCache {
         }
         let started = std::time::Instant::now();
         let result = self.download(sha256, expected_size, source, &path).await;
-        if result.is_ok() {
-            let bytes = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+        if let Ok(bytes) = result {
             metrics.image_fetched(bytes, started.elapsed());
         }
         {
@@ -190,7 +189,7 @@ impl ImageCache {
                 locks.remove(sha256);
             }
         }
-        result.map(|()| path)
+        result.map(|_| path)
     }
 
     async fn download(
@@ -199,7 +198,7 @@ impl ImageCache {
         expected_size: Option<u64>,
         source: &dyn BlobSource,
         dest: &Path,
-    ) -> Result<(), ImageError> {
+    ) -> Result<u64, ImageError> {
         let limit = expected_size.map_or(self.max_bytes, |e| e.min(self.max_bytes));
         if expected_size.is_some_and(|e| e > self.max_bytes) {
             return Err(ImageError::TooLarge { sha256: sha256.to_owned(), limit: self.max_bytes });
@@ -250,7 +249,7 @@ impl ImageCache {
             drop(file);
             tokio::fs::rename(&tmp, dest).await.map_err(io_err(dest))?;
             tracing::info!(sha256, bytes = total, "image blob cached");
-            Ok(())
+            Ok(total)
         }
         .await;
         if result.is_err() {
