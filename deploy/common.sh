@@ -27,7 +27,7 @@ ensure_packages() {
 # What the system needs at run time on a host: PostgreSQL server binaries for the embedded
 # database; QEMU and the tools the VMM uses (qemu-img, config-drive tools); networking tools.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-RUNTIME_PACKAGES=(postgresql qemu-system-x86 ovmf qemu-utils dosfstools mtools xorriso e2fsprogs iproute2 nftables openssh-client acl)
+RUNTIME_PACKAGES=(postgresql qemu-system-x86 ovmf qemu-utils dosfstools mtools xorriso e2fsprogs iproute2 nftables openssh-client)
 
 # Tools built from crates.io, kept outside the clone so repeated runs reuse them.
 TOOLS_ROOT="${TOOLS_ROOT:-/var/cache/cloud/tools}"

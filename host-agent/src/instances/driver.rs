@@ -111,17 +111,23 @@ pub(super) fn for_kind(kind: &DriverKind) -> Box<dyn Driver> {
 /// rules. Idempotent. Both at once (a launch waits for them): the bridge table drops every
 /// frame of a tap it does not list yet, so a tap is isolated from the moment it exists.
 pub(super) async fn ensure_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
-    let net_err = |source| InstanceError::Network { id: desired.id, source };
+    let (rules, created) = tokio::join!(isolate_ports(ctx, desired), create_taps(ctx, desired));
+    rules?;
+    created
+}
+
+/// Creates `desired`'s taps (without their isolation rules: see [`isolate_ports`]).
+pub(super) async fn create_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    for tap in taps(desired) {
+        ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
+    }
+    Ok(())
+}
+
+/// Registers `desired`'s ports in the host's isolation rules; the guest must not run before.
+pub(super) async fn isolate_ports(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
     let ports = super::host::ports(desired);
-    let create = async {
-        for tap in taps(desired) {
-            ctx.network.ensure_tap(&tap).await?;
-        }
-        Ok(())
-    };
-    let (rules, created) = tokio::join!(ctx.network.add_ports(&ports), create);
-    rules.map_err(net_err)?;
-    created.map_err(net_err)
+    ctx.network.add_ports(&ports).await.map_err(|source| InstanceError::Network { id: desired.id, source })
 }
 
 /// Fetches images, creates taps, disks and the config drive: everything but the process.
@@ -306,7 +312,8 @@ impl Driver for Qemu {
         Box::pin(async move {
             match snapshot.kind {
                 SnapshotKind::Full => {
-                    ensure_taps(ctx, desired).await?;
+                    // The isolation rules are applied while QEMU loads the paused guest.
+                    create_taps(ctx, desired).await?;
                     let vm = snapshots::restore_full(ctx, &self.opts, dir, desired, snapshot, location).await?;
                     Ok(Restored::Running(Box::new(vm)))
                 }

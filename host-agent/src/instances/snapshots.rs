@@ -593,7 +593,7 @@ async fn readdress(vm: &Vm, dir: &InstanceDir, snapshot: &SnapshotRecord, desire
 }
 
 /// Restores a full snapshot into the instance directory `dir` for `desired` (its taps exist):
-/// vmm's restore, resumed.
+/// vmm's restore, resumed once the taps' isolation rules (applied meanwhile) are in place.
 pub(super) async fn restore_full(
     ctx: &Host,
     opts: &vmm::LaunchOptions,
@@ -622,8 +622,9 @@ pub(super) async fn restore_full(
     // The memory state is hashed while QEMU loads it; the guest runs only once it matched.
     let memory = location.join(MEMORY_STATE);
     let hashing = tokio::task::spawn_blocking(move || file_hash(&memory));
-    let vm =
-        vmm::snapshot::restore(location, &params, opts).await.map_err(snapshot_err(instance, snapshot.snapshot_id));
+    let (isolated, vm) =
+        tokio::join!(super::driver::isolate_ports(ctx, desired), vmm::snapshot::restore(location, &params, opts));
+    let vm = vm.map_err(snapshot_err(instance, snapshot.snapshot_id));
     let hashed = hashing.await.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
     // A corrupt memory state is said as such, even when QEMU choked on it first.
     if snapshot.files.get(MEMORY_STATE).is_some_and(|expected| *expected != hashed) {
@@ -633,6 +634,10 @@ pub(super) async fn restore_full(
         return Err(InstanceError::CorruptSnapshot { snapshot: snapshot.snapshot_id, file: MEMORY_STATE.to_owned() });
     }
     let vm = vm?;
+    if let Err(e) = isolated {
+        let _ = vm.kill().await;
+        return Err(e);
+    }
     vm.resume().await.map_err(|source| InstanceError::Vmm { id: instance, operation: "resume", source })?;
     if readdress {
         self::readdress(&vm, dir, snapshot, desired).await;

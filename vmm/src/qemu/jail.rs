@@ -9,8 +9,9 @@
 //!                                        setgroups([]) setgid setuid     (the VM's user)
 //!                                        PR_SET_NO_NEW_PRIVS
 //! ```
-//! This is the one module of the crate with `unsafe`: an `ioctl` the standard library does not
-//! wrap, and a `pre_exec` hook. Each block says what keeps it sound.
+//! This is the one module of the crate with `unsafe`: what the standard library does not wrap
+//! (an `ioctl`, the ACL's `getxattr` and `setxattr`) and a `pre_exec` hook. Each block says what
+//! keeps it sound.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
@@ -141,44 +142,178 @@ pub fn prepare(command: &mut tokio::process::Command, taps: &[OwnedFd], procs: &
     }
 }
 
-/// Lets user `uid` read `files` (shared image files), by an ACL entry of its own on each
-/// (`setfacl`, Debian package `acl`, one process for all: a launch waits for it): the files'
-/// modes stay the agent's alone.
+/// Lets user `uid` read `files` (shared image files), by an ACL entry of its own on each: the
+/// files' modes stay the agent's alone. The ACL is written directly (`system.posix_acl_access`),
+/// as `setfacl -m u:UID:r` would, without a process a launch would wait for.
 pub async fn grant_read(files: &[&Path], uid: u32) -> io::Result<()> {
-    setfacl(&["-m", &format!("u:{uid}:r")], files).await
+    edit_acls(files, uid, Some(ACL_READ)).await
 }
 
 /// Removes user `uid`'s ACL entry from `files` (missing files or entries are fine).
 pub async fn revoke(files: &[&Path], uid: u32) -> io::Result<()> {
-    let mut there = Vec::with_capacity(files.len());
-    for file in files {
-        if tokio::fs::try_exists(file).await.unwrap_or(false) {
-            there.push(*file);
-        }
-    }
-    setfacl(&["-x", &format!("u:{uid}")], &there).await
+    edit_acls(files, uid, None).await
 }
 
-async fn setfacl(args: &[&str], files: &[&Path]) -> io::Result<()> {
-    if files.is_empty() {
+async fn edit_acls(files: &[&Path], uid: u32, perm: Option<u16>) -> io::Result<()> {
+    let files: Vec<std::path::PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    tokio::task::spawn_blocking(move || {
+        for file in &files {
+            match edit_acl(file, uid, perm) {
+                Err(e) if perm.is_none() && e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("ACL of {}: {e}", file.display()))),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+// The POSIX ACL extended attribute (linux/posix_acl_xattr.h): a version, then entries of a
+// tag, permissions and an id, sorted by tag (and id among named users).
+const ACL_XATTR: &std::ffi::CStr = c"system.posix_acl_access";
+const ACL_XATTR_VERSION: u32 = 2;
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+const ACL_READ: u16 = 0x04;
+
+/// One ACL entry: tag, permissions, id.
+type AclEntry = (u16, u16, u32);
+
+/// Sets (`Some(perm)`) or removes (`None`) user `uid`'s entry in `file`'s access ACL, keeping
+/// every other entry and recomputing the mask as `setfacl` does (the union of the group
+/// class); an ACL left without named entries goes back to plain mode bits.
+fn edit_acl(file: &Path, uid: u32, perm: Option<u16>) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::ffi::CString::new(file.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    let mut entries = match read_acl(&path)? {
+        Some(entries) => entries,
+        None => {
+            let mode = std::fs::metadata(file)?.permissions().mode();
+            let bits = |shift: u32| ((mode >> shift) & 7) as u16;
+            vec![
+                (ACL_USER_OBJ, bits(6), ACL_UNDEFINED_ID),
+                (ACL_GROUP_OBJ, bits(3), ACL_UNDEFINED_ID),
+                (ACL_OTHER, bits(0), ACL_UNDEFINED_ID),
+            ]
+        }
+    };
+    let before = entries.clone();
+    entries.retain(|&(tag, _, id)| tag != ACL_MASK && !(tag == ACL_USER && id == uid));
+    if let Some(perm) = perm {
+        entries.push((ACL_USER, perm, uid));
+    }
+    if entries.iter().any(|&(tag, ..)| tag == ACL_USER || tag == ACL_GROUP) {
+        let class = entries.iter().filter(|&&(tag, ..)| matches!(tag, ACL_USER | ACL_GROUP_OBJ | ACL_GROUP));
+        let mask = class.fold(0, |m, &(_, p, _)| m | p);
+        entries.push((ACL_MASK, mask, ACL_UNDEFINED_ID));
+    }
+    entries.sort_by_key(|&(tag, _, id)| (tag, id));
+    let mut sorted_before = before;
+    sorted_before.sort_by_key(|&(tag, _, id)| (tag, id));
+    if entries == sorted_before {
         return Ok(());
     }
-    let out =
-        tokio::process::Command::new("setfacl").args(args).args(files).output().await.map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => io::Error::new(e.kind(), "setfacl not found (install the Debian package acl)"),
-            _ => e,
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(io::Error::other(format!("setfacl {} failed: {}", args.join(" "), stderr.trim())));
+    let mut value = ACL_XATTR_VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in &entries {
+        value.extend_from_slice(&tag.to_le_bytes());
+        value.extend_from_slice(&perm.to_le_bytes());
+        value.extend_from_slice(&id.to_le_bytes());
+    }
+    // SAFETY: both strings are NUL-terminated and outlive the call; `value` is a live buffer
+    // of the length passed.
+    let rc = unsafe { libc::setxattr(path.as_ptr(), ACL_XATTR.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `file`'s access ACL entries, or `None` when it has none (its mode bits say it all).
+fn read_acl(path: &std::ffi::CStr) -> io::Result<Option<Vec<AclEntry>>> {
+    let mut buf = vec![0u8; 4 + 8 * 64];
+    loop {
+        // SAFETY: both strings are NUL-terminated and outlive the call; the kernel writes at
+        // most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::getxattr(path.as_ptr(), ACL_XATTR.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return parse_acl(&buf[..n as usize]).map(Some);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(e),
+        }
+    }
+}
+
+fn parse_acl(value: &[u8]) -> io::Result<Vec<AclEntry>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "a malformed POSIX ACL");
+    let (version, rest) = value.split_first_chunk::<4>().ok_or_else(bad)?;
+    if u32::from_le_bytes(*version) != ACL_XATTR_VERSION || rest.len() % 8 != 0 {
+        return Err(bad());
+    }
+    Ok(rest
+        .chunks_exact(8)
+        .map(|e| {
+            let u16_at = |i: usize| u16::from_le_bytes([e[i], e[i + 1]]);
+            (u16_at(0), u16_at(2), u32::from_le_bytes([e[4], e[5], e[6], e[7]]))
+        })
+        .collect())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Whether user `uid` can read `file` (`setpriv`, util-linux, drops to that user).
+    fn readable_by(file: &Path, uid: u32) -> bool {
+        let uid = uid.to_string();
+        std::process::Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "cat"])
+            .arg(file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    #[tokio::test]
+    async fn a_grant_lets_that_user_alone_read_and_a_revoke_takes_only_its_own_entry_back() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(nix::unistd::geteuid().is_root(), "this test reads as other users: run it as root");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("image");
+        std::fs::write(&file, b"kernel").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (a, b) = (1_000_000_101, 1_000_000_102);
+        assert!(!readable_by(&file, a));
+        grant_read(&[&file], a).await.unwrap();
+        grant_read(&[&file], a).await.unwrap();
+        grant_read(&[&file], b).await.unwrap();
+        assert!(readable_by(&file, a) && readable_by(&file, b));
+        assert!(!readable_by(&file, 1_000_000_103), "a user without an entry reads nothing");
+        revoke(&[&file], a).await.unwrap();
+        assert!(!readable_by(&file, a) && readable_by(&file, b), "b keeps its entry");
+        revoke(&[&file], b).await.unwrap();
+        assert!(read_acl(&std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap()).unwrap().is_none());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the last revoke restores the plain mode");
+        revoke(&[&dir.path().join("gone")], a).await.unwrap();
+        assert!(grant_read(&[&dir.path().join("gone")], a).await.is_err(), "a missing file to grant is an error");
+    }
 
     #[test]
     fn ifreq_is_the_kernels_size() {
