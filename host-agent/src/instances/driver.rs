@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use vmm::spec::{Accel, BootSpec, NicSpec};
 use vmm::{InstanceDir, LaunchOptions, Vm, VmError, VmSpec};
 
-use super::host::{DriverKind, Host, resolve_images, taps, vm_name};
+use super::host::{DriverKind, Host, create_taps, ensure_taps, resolve_images, taps, vm_name};
 use super::snapshots::{self, SnapshotId, SnapshotRecord};
 use super::{BootMode, DesiredInstance, InstanceError, InstanceId, SnapshotKind};
 use crate::network::tap_name;
@@ -105,29 +105,6 @@ pub(super) fn for_kind(kind: &DriverKind) -> Box<dyn Driver> {
         DriverKind::Qemu(opts) => Box::new(Qemu { opts: (**opts).clone() }),
         DriverKind::Simulated => Box::new(Simulated),
     }
-}
-
-/// Creates the taps of `desired` on the bridge (before QEMU opens them) and their isolation
-/// rules. Idempotent. Both at once (a launch waits for them): the bridge table drops every
-/// frame of a tap it does not list yet, so a tap is isolated from the moment it exists.
-pub(super) async fn ensure_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
-    let (rules, created) = tokio::join!(isolate_ports(ctx, desired), create_taps(ctx, desired));
-    rules?;
-    created
-}
-
-/// Creates `desired`'s taps (without their isolation rules: see [`isolate_ports`]).
-pub(super) async fn create_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
-    for tap in taps(desired) {
-        ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
-    }
-    Ok(())
-}
-
-/// Registers `desired`'s ports in the host's isolation rules; the guest must not run before.
-pub(super) async fn isolate_ports(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
-    let ports = super::host::ports(desired);
-    ctx.network.add_ports(&ports).await.map_err(|source| InstanceError::Network { id: desired.id, source })
 }
 
 /// Fetches images, creates taps, disks and the config drive: everything but the process.

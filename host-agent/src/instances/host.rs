@@ -183,6 +183,29 @@ pub(super) async fn confinement(
     Ok(Some(confined.map_err(|source| InstanceError::Confine { id: desired.id, source })?))
 }
 
+/// Creates the taps of `desired` on the bridge (before QEMU opens them) and their isolation
+/// rules. Idempotent. Both at once (a launch waits for them): the bridge table drops every
+/// frame of a tap it does not list yet, so a tap is isolated from the moment it exists.
+pub(super) async fn ensure_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    let (rules, created) = tokio::join!(isolate_ports(ctx, desired), create_taps(ctx, desired));
+    rules?;
+    created
+}
+
+/// Creates `desired`'s taps (without their isolation rules: see [`isolate_ports`]).
+pub(super) async fn create_taps(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    for tap in taps(desired) {
+        ctx.network.ensure_tap(&tap).await.map_err(|source| InstanceError::Network { id: desired.id, source })?;
+    }
+    Ok(())
+}
+
+/// Registers `desired`'s ports in the host's isolation rules; the guest must not run before.
+pub(super) async fn isolate_ports(ctx: &Host, desired: &DesiredInstance) -> Result<(), InstanceError> {
+    let ports = ports(desired);
+    ctx.network.add_ports(&ports).await.map_err(|source| InstanceError::Network { id: desired.id, source })
+}
+
 /// The VM name on QEMU's command line: `i-<uuid without dashes>`.
 pub(super) fn vm_name(id: InstanceId) -> String {
     format!("i-{}", id.0.simple())

@@ -623,7 +623,7 @@ pub(super) async fn restore_full(
     let memory = location.join(MEMORY_STATE);
     let hashing = tokio::task::spawn_blocking(move || file_hash(&memory));
     let (isolated, vm) =
-        tokio::join!(super::driver::isolate_ports(ctx, desired), vmm::snapshot::restore(location, &params, opts));
+        tokio::join!(super::host::isolate_ports(ctx, desired), vmm::snapshot::restore(location, &params, opts));
     let vm = vm.map_err(snapshot_err(instance, snapshot.snapshot_id));
     let hashed = hashing.await.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
     // A corrupt memory state is said as such, even when QEMU choked on it first.
