@@ -45,18 +45,23 @@ pub fn set<T: Clone>(target: &mut T, value: &Option<T>) {
     }
 }
 
-/// `[log]`.
+/// `[log]`: log lines, and the traces of the same spans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `info,control_plane::http=debug`.
+    /// A `tracing` filter, e.g. `info` or `info,control_plane::http=debug`. It selects the spans
+    /// traced as well as the lines logged.
     pub filter: String,
+    /// An OpenTelemetry collector's OTLP/gRPC endpoint (`http://collector:4317`) the spans are
+    /// exported to; absent (the default), no trace leaves the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".to_owned() }
+        Self { format: LogFormat::Text, filter: "info".to_owned(), otlp_endpoint: None }
     }
 }
 
@@ -75,7 +80,19 @@ impl LogConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         tracing_subscriber::EnvFilter::try_new(&self.filter)
             .map(drop)
-            .map_err(|e| ConfigError::Invalid { key: "log.filter", problem: e.to_string() })
+            .map_err(|e| ConfigError::Invalid { key: "log.filter", problem: e.to_string() })?;
+        match &self.otlp_endpoint {
+            Some(url)
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url.contains(char::is_whitespace) =>
+            {
+                Err(ConfigError::Invalid {
+                    key: "log.otlp_endpoint",
+                    problem: format!("{url:?} is not an http:// or https:// URL"),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -106,6 +123,9 @@ mod tests {
         assert!(matches!(read_file::<Sample>(Some(&dir.join("missing"))), Err(ConfigError::Read { .. })));
         assert!(read_file::<Sample>(None).is_ok());
         assert!(LogConfig { filter: "info,[".to_owned(), ..LogConfig::default() }.validate().is_err());
+        let otlp = |url: &str| LogConfig { otlp_endpoint: Some(url.to_owned()), ..LogConfig::default() }.validate();
+        assert!(otlp("http://127.0.0.1:4317").is_ok());
+        assert!(matches!(otlp("127.0.0.1:4317"), Err(ConfigError::Invalid { key: "log.otlp_endpoint", .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -29,16 +29,26 @@ fn fail(program: &str, err: &anyhow::Error) -> ExitCode {
 /// Installs the global `tracing` subscriber: stderr, text (coloured on a terminal) or JSON
 /// lines. The filter was validated with the configuration ([`LogConfig::validate`]).
 pub fn init_logging(log: &LogConfig) {
+    install(log, None::<tracing_subscriber::layer::Identity>);
+}
+
+/// [`init_logging`] with one more layer (the trace exporter) beside the log lines.
+pub(crate) fn install<L>(log: &LogConfig, extra: Option<L>)
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync,
+{
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let lines = match log.format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
+    let _ = tracing_subscriber::registry().with(extra).with(lines).with(filter).try_init();
 }
 
 /// Resolves on SIGINT or SIGTERM (on SIGINT only, when SIGTERM cannot be listened for).

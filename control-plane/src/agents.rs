@@ -10,13 +10,31 @@ use std::time::Duration;
 
 use cloud_proto::agent::v1::host_agent_client::HostAgentClient;
 use cloud_proto::identity::PeerIdentity;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Status};
 
 use crate::fleet::Fleet;
 use crate::ids::HostId;
 
-/// A client of one agent.
-pub type AgentClient = HostAgentClient<Channel>;
+/// A client of one agent; each call carries the caller's trace context.
+pub type AgentClient = HostAgentClient<InterceptedService<Channel, fn(Request<()>) -> Result<Request<()>, Status>>>;
+
+/// Puts the current span's W3C trace context into a call's metadata.
+fn with_trace_context(mut request: Request<()>) -> Result<Request<()>, Status> {
+    let metadata = request.metadata_mut();
+    cloud_common::telemetry::inject(|name, value| {
+        if let (Ok(key), Ok(value)) = (MetadataKey::from_bytes(name.as_bytes()), MetadataValue::try_from(&value)) {
+            metadata.insert(key, value);
+        }
+    });
+    Ok(request)
+}
+
+fn client(channel: Channel) -> AgentClient {
+    HostAgentClient::with_interceptor(channel, with_trace_context as fn(_) -> _)
+}
 
 /// Why an agent cannot be called.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +60,7 @@ impl Agents {
         if let Some((known, channel)) = channels.get(&host)
             && known == endpoint
         {
-            return Ok(HostAgentClient::new(channel.clone()));
+            return Ok(client(channel.clone()));
         }
         let err = |source| AgentError::Endpoint { endpoint: endpoint.to_owned(), source };
         let tls = ClientTlsConfig::new()
@@ -57,6 +75,6 @@ impl Agents {
             .timeout(Duration::from_secs(120))
             .connect_lazy();
         channels.insert(host, (endpoint.to_owned(), channel.clone()));
-        Ok(HostAgentClient::new(channel))
+        Ok(client(channel))
     }
 }

@@ -45,6 +45,7 @@
 //! [log]
 //! format = "text"                # CLOUD_LOG_FORMAT: text | json
 //! filter = "info"                # CLOUD_LOG_FILTER: tracing EnvFilter directives
+//! otlp_endpoint = "http://…:4317" # CLOUD_LOG_OTLP_ENDPOINT: export traces (OTLP/gRPC); default: none
 //! ```
 //!
 //! Unknown keys are errors, and every error names the key and what is wrong with it.
@@ -240,6 +241,9 @@ pub struct Overrides {
     /// Log filter, e.g. `info,control_plane=debug` [default: info].
     #[arg(long, env = "CLOUD_LOG_FILTER", value_name = "FILTER")]
     pub log_filter: Option<String>,
+    /// Export traces to this OpenTelemetry collector (OTLP over gRPC) [default: none].
+    #[arg(long, env = "CLOUD_LOG_OTLP_ENDPOINT", value_name = "URL")]
+    pub log_otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -306,6 +310,9 @@ impl Config {
         set(&mut self.oidc.cli_client_id, &o.oidc_cli_client_id);
         set(&mut self.log.format, &o.log_format);
         set(&mut self.log.filter, &o.log_filter);
+        if o.log_otlp_endpoint.is_some() {
+            self.log.otlp_endpoint.clone_from(&o.log_otlp_endpoint);
+        }
     }
 
     /// The API's URL as clients see it.

@@ -56,7 +56,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return print_openapi();
     }
     let config = Config::load(&cli.overrides)?;
-    cloud_common::startup::init_logging(&config.log);
+    let telemetry = cloud_common::telemetry::init(&config.log, "control-plane")?;
+    let result = command_run(command, config).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn command_run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => control_plane::serve(config, cloud_common::startup::shutdown_signal()).await?,
         Command::Openapi => print_openapi()?,

@@ -27,6 +27,7 @@
 //! [log]
 //! format = "text"                      # CLOUD_AGENT_LOG_FORMAT: text | json
 //! filter = "info"                      # CLOUD_AGENT_LOG_FILTER
+//! otlp_endpoint = "http://…:4317"       # CLOUD_AGENT_LOG_OTLP_ENDPOINT: export traces (OTLP/gRPC); default: none
 //! ```
 
 use std::net::SocketAddr;
@@ -164,6 +165,9 @@ pub struct Overrides {
     /// Log filter [default: info].
     #[arg(long, env = "CLOUD_AGENT_LOG_FILTER", value_name = "FILTER", global = true)]
     pub log_filter: Option<String>,
+    /// Export traces to this OpenTelemetry collector (OTLP over gRPC) [default: none].
+    #[arg(long, env = "CLOUD_AGENT_LOG_OTLP_ENDPOINT", value_name = "URL", global = true)]
+    pub log_otlp_endpoint: Option<String>,
 }
 
 impl AgentConfig {
@@ -198,6 +202,9 @@ impl AgentConfig {
         o.store.apply(&mut config.store);
         set(&mut config.log.format, &o.log_format);
         set(&mut config.log.filter, &o.log_filter);
+        if o.log_otlp_endpoint.is_some() {
+            config.log.otlp_endpoint.clone_from(&o.log_otlp_endpoint);
+        }
         config.validate()?;
         Ok(config)
     }

@@ -42,8 +42,14 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = AgentConfig::load(&cli.overrides)?;
-    cloud_common::startup::init_logging(&config.log);
-    match cli.command {
+    let telemetry = cloud_common::telemetry::init(&config.log, "host-agent")?;
+    let result = command_run(cli.command, config).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn command_run(command: Command, config: AgentConfig) -> anyhow::Result<()> {
+    match command {
         Command::Join { control_plane, token } => {
             let capacity = host_agent::capacity::total(&config.capacity, &config.state_dir);
             let accelerator = host_agent::agent::accelerator(&config);

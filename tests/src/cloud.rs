@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::cloudctl::Cloudctl;
 use crate::guest::ssh_keygen;
 use crate::net::TestNetwork;
+use crate::otlp::OtlpReceiver;
 use crate::process::{Agent, ControlPlane, shared_store, spawn_agent_with, spawn_control_plane_with};
 use crate::s3::S3Server;
 
@@ -34,6 +35,8 @@ pub struct OneHostCloud {
     flags: Vec<String>,
     /// The S3 server of [`Store::S3`].
     pub s3: Option<S3Server>,
+    /// The trace receiver both services export to ([`OneHostCloud::start_traced`]).
+    pub otlp: Option<OtlpReceiver>,
     net: TestNetwork,
     pub dir: tempfile::TempDir,
 }
@@ -56,13 +59,26 @@ impl OneHostCloud {
 
     /// [`OneHostCloud::start_with_flags`], with extra flags for every agent too.
     pub async fn start_custom(store: Store, cp_flags: &[&str], agent_flags: &[&str]) -> OneHostCloud {
+        Self::start_inner(store, cp_flags, agent_flags, false).await
+    }
+
+    /// [`OneHostCloud::start`] with both services exporting their traces to [`OneHostCloud::otlp`].
+    pub async fn start_traced() -> OneHostCloud {
+        Self::start_inner(Store::Local, &[], &[], true).await
+    }
+
+    async fn start_inner(store: Store, cp_flags: &[&str], agent_flags: &[&str], traced: bool) -> OneHostCloud {
         let mut net = TestNetwork::create();
         let dir = tempfile::tempdir().expect("temporary directory");
         let s3 = match store {
             Store::Local => None,
             Store::S3 => Some(S3Server::start_on(dir.path(), net.gateway()).await),
         };
+        let otlp = if traced { Some(OtlpReceiver::start_on(net.gateway()).await) } else { None };
         let mut flags = s3.as_ref().map(S3Server::flags).unwrap_or_default();
+        if let Some(otlp) = &otlp {
+            flags.extend(["--log-otlp-endpoint".to_owned(), otlp.endpoint()]);
+        }
         let cp_refs: Vec<String> = flags.iter().cloned().chain(cp_flags.iter().map(|f| (*f).to_owned())).collect();
         flags.extend(agent_flags.iter().map(|f| (*f).to_owned()));
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -74,7 +90,7 @@ impl OneHostCloud {
         let (key, _) = ssh_keygen(dir.path(), "alice");
         let key = key.to_str().expect("UTF-8 path").to_owned();
         cli.run(&["ssh-key", "create", "alice", "--public-key", &format!("@{key}.pub")]).await.ok("ssh-key create");
-        OneHostCloud { cli, key, agent, more: Vec::new(), cp, flags, s3, net, dir }
+        OneHostCloud { cli, key, agent, more: Vec::new(), cp, flags, s3, otlp, net, dir }
     }
 
     /// The snapshot store as the services see it, opened with a chunk cache of the test's own.

@@ -17,6 +17,7 @@ pub mod guest;
 pub mod layering;
 pub mod net;
 pub mod oidc;
+pub mod otlp;
 pub mod packages;
 pub mod process;
 pub mod s3;

@@ -154,6 +154,7 @@ pub struct RestoreParams {
 
 impl Vm {
     /// Takes a disk snapshot into `dest` (pausing the VM while the disks are copied).
+    #[tracing::instrument(name = "vmm.snapshot_disks", skip_all)]
     pub async fn snapshot_disks(&self, dest: &Path, opts: &LaunchOptions) -> Result<SnapshotManifest, SnapshotError> {
         let was_running = self.pause_for_snapshot().await?;
         let result = copy_state(self.spec(), dest, opts, SnapshotKind::Disk, None).await;
@@ -165,6 +166,7 @@ impl Vm {
 
     /// Takes a full snapshot (memory, devices, disks) into `dest`; the VM resumes afterwards if
     /// it was running.
+    #[tracing::instrument(name = "vmm.snapshot_full", skip_all)]
     pub async fn snapshot_full(&self, dest: &Path, opts: &LaunchOptions) -> Result<SnapshotManifest, SnapshotError> {
         let was_running = self.pause_for_snapshot().await?;
         let result = async {
@@ -205,6 +207,7 @@ impl Vm {
 }
 
 /// Takes a disk snapshot of a VM that is not running, from its spec.
+#[tracing::instrument(name = "vmm.snapshot_stopped", skip_all)]
 pub async fn snapshot_stopped(
     spec: &VmSpec,
     dest: &Path,
@@ -380,6 +383,7 @@ pub fn restore_spec(manifest: &SnapshotManifest, params: &RestoreParams) -> Resu
 
 /// Restores a snapshot into `params.dir` and returns the running (or, for a full snapshot with
 /// `resume: false`, paused) VM.
+#[tracing::instrument(name = "vmm.restore", skip_all)]
 pub async fn restore(snapshot: &Path, params: &RestoreParams, opts: &LaunchOptions) -> Result<Vm, SnapshotError> {
     let manifest = read_manifest(snapshot).await?;
     let spec = restore_spec(&manifest, params)?;

@@ -125,6 +125,9 @@ pub struct Operation {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The trace of the operation (W3C trace id) when the control plane exports traces.
+    #[serde(default)]
+    pub trace_id: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -32,11 +32,18 @@ pub struct OperationRow {
     #[serde(skip)]
     #[schema(ignore)]
     pub request_hash: Option<Vec<u8>>,
+    /// The trace this operation belongs to (W3C trace id, 32 hex digits), when the control
+    /// plane exports traces: its request, steps and the host agents' work are spans of it.
+    pub trace_id: Option<String>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub traceparent: Option<String>,
 }
 
 const COLUMNS: &str = "o.id, o.project_id, o.kind, o.target_kind, o.target_id, o.state, \
     (SELECT s.name FROM operation_steps s WHERE s.operation_id = o.id AND s.state <> 'pending' ORDER BY s.idx DESC LIMIT 1) AS current_step, \
-    o.error_code, o.error_message, o.attempts, o.created_at, o.updated_at, o.finished_at, o.params, o.request_hash";
+    o.error_code, o.error_message, o.attempts, o.created_at, o.updated_at, o.finished_at, o.params, o.request_hash, \
+    NULLIF(split_part(o.traceparent, '-', 2), '') AS trace_id, o.traceparent";
 
 /// A new operation.
 #[derive(Debug, Clone)]
@@ -57,8 +64,8 @@ pub struct NewOperation<'a> {
 pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -> Result<OperationId, sqlx::Error> {
     let id = OperationId::new();
     sqlx::query(
-        "INSERT INTO operations (id, project_id, kind, target_kind, target_id, params, created_by, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO operations (id, project_id, kind, target_kind, target_id, params, created_by, idempotency_key, request_hash, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id)
     .bind(new.project_id)
@@ -69,6 +76,8 @@ pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -
     .bind(new.created_by)
     .bind(new.idempotency_key)
     .bind(&new.request_hash)
+    // The span creating it (a request's, a reconciler's): the operation continues its trace.
+    .bind(cloud_common::telemetry::traceparent())
     .execute(&mut *conn)
     .await?;
     for (idx, name) in new.steps.iter().enumerate() {

@@ -80,6 +80,10 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let span = tracing::info_span!("request", %method, path = %req.uri().path(), request_id = %request_id);
+    // A caller's W3C trace context makes this request a span of its trace.
+    cloud_common::telemetry::set_parent(&span, |name| {
+        req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    });
     let mut response =
         REQUEST_ID.scope(request_id.clone(), tracing::Instrument::instrument(next.run(req), span.clone())).await;
     let elapsed = started.elapsed();

@@ -91,6 +91,9 @@ impl Executor {
                 Ok(Some(op)) => {
                     let (this, app) = (self.clone(), app.clone());
                     let span = tracing::info_span!("operation", id = %op.id, kind = %op.kind);
+                    if let Some(parent) = &op.traceparent {
+                        cloud_common::telemetry::set_parent_traceparent(&span, parent);
+                    }
                     running.spawn(
                         async move {
                             this.drive(&app, op).await;
@@ -165,7 +168,8 @@ impl Executor {
                 tracing::info!(step = %step.name, "step");
                 let limit = self.config.step_timeout(step.name);
                 let attempt = std::time::Instant::now();
-                let outcome = match run_step(app, op, step.name).await {
+                let span = tracing::info_span!("step", step = %step.name);
+                let outcome = match run_step(app, op, step.name).instrument(span).await {
                     Err(StepError::Retry { reason, .. })
                         if step.running_secs.is_some_and(|secs| secs >= limit.as_secs_f64()) =>
                     {

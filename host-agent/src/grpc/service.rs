@@ -41,6 +41,14 @@ pub async fn serve(
     let tls = service.identity.server_tls();
     let incoming = cloud_common::tcp::incoming(listener);
     Server::builder()
+        .trace_fn(|request| {
+            // Each call is a span of the control plane's trace (W3C context in its metadata).
+            let span = tracing::info_span!("grpc", method = %request.uri().path());
+            cloud_common::telemetry::set_parent(&span, |name| {
+                request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            });
+            span
+        })
         .tls_config(tls)?
         .add_service(HostAgentServer::with_interceptor(service, only_the_control_plane))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -218,7 +218,8 @@ impl InstanceManager {
         make: impl FnOnce(runner::Reply<T>) -> Request,
     ) -> Result<T, InstanceError> {
         let (reply, rx) = oneshot::channel();
-        handle.tx.send(make(reply)).await.map_err(|_| InstanceError::RunnerGone { id })?;
+        let request = Request::Traced { request: Box::new(make(reply)), caller: tracing::Span::current() };
+        handle.tx.send(request).await.map_err(|_| InstanceError::RunnerGone { id })?;
         rx.await.map_err(|_| InstanceError::RunnerGone { id })?
     }
 

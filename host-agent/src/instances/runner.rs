@@ -98,6 +98,29 @@ pub(super) enum Request {
         boot: u64,
         event: GuestEvent,
     },
+    /// `request`, served in a span of the caller's (a gRPC call's, and so of its trace).
+    Traced {
+        request: Box<Request>,
+        caller: tracing::Span,
+    },
+}
+
+impl Request {
+    /// The request's name, for spans.
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Ensure { .. } => "ensure",
+            Request::Stop { .. } => "stop",
+            Request::Reboot { .. } => "reboot",
+            Request::Delete { .. } => "delete",
+            Request::Pause { .. } => "pause",
+            Request::Resume { .. } => "resume",
+            Request::Snapshot { .. } => "snapshot",
+            Request::Restore { .. } => "restore",
+            Request::Guest { .. } => "guest",
+            Request::Traced { request, .. } => request.name(),
+        }
+    }
 }
 
 /// State readable without a round trip to the runner.
@@ -293,7 +316,14 @@ impl Runner {
             tokio::select! {
                 req = rx.recv() => {
                     let Some(req) = req else { break };
-                    if self.handle(req).await {
+                    let (req, span) = match req {
+                        Request::Traced { request, caller } => {
+                            let span = tracing::info_span!(parent: &caller, "instance", id = %self.id, request = request.name());
+                            (*request, span)
+                        }
+                        other => (other, tracing::Span::none()),
+                    };
+                    if tracing::Instrument::instrument(self.handle(req), span).await {
                         break;
                     }
                 }
@@ -345,6 +375,8 @@ impl Runner {
             }
             Request::Guest { boot, event } if boot == self.boot => self.on_guest(event).await,
             Request::Guest { .. } => {}
+            // Unwrapped by `run`; one nested in another is served as it is.
+            Request::Traced { request, .. } => return Box::pin(self.handle(*request)).await,
         }
         false
     }
@@ -769,7 +801,8 @@ impl Runner {
             start,
             runner: me,
         };
-        let span = tracing::info_span!("guest", id = %self.id, boot = self.boot);
+        // A root: it lives as long as the boot, and would hold a request's span open as long.
+        let span = tracing::info_span!(parent: None, "guest", id = %self.id, boot = self.boot);
         self.watch = Some(tokio::spawn(tracing::Instrument::instrument(guest::watch(w), span)));
     }
 

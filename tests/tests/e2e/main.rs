@@ -21,3 +21,4 @@ mod readme;
 mod recovery;
 mod snapshots;
 mod store;
+mod traces;

@@ -176,6 +176,7 @@ pub fn find_program(program: &Path) -> Option<PathBuf> {
 }
 
 /// Validates, prepares the directory and starts QEMU daemonized; returns its pid.
+#[tracing::instrument(name = "vmm.launch", skip_all, fields(incoming = incoming))]
 pub async fn launch(
     spec: &VmSpec,
     dir: &InstanceDir,
