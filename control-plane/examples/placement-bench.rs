@@ -4,8 +4,14 @@
 //! placement transaction (`BEGIN; place_instance; COMMIT`). Figures only, no assertions.
 //!
 //! ```text
-//! cargo run --release -p control-plane --example placement-bench -- [--hosts 1000] [--placements 2000] [--workers 8]
+//! cargo run --release -p control-plane --example placement-bench -- [--hosts 1000] [--placements 2000] [--workers 8] [--preplaced 0]
 //! ```
+//!
+//! `--preplaced N` puts N more instances on the hosts before any run (spread evenly, their
+//! capacity reserved), as a fleet that is already busy; the issue's scale is `--hosts 10000
+//! --preplaced 100000`. After each run the reservations are checked against the instances
+//! placed: `overcommitted_hosts` (more placed than a host holds) and `inconsistent_hosts` (a
+//! reservation that is not the sum of its instances) must both be 0.
 //!
 //! The database is created on `CLOUD_TEST_DATABASE_URL`'s cluster when set, else on a private
 //! throwaway cluster (fsync off) started by this process. Between runs every reservation is
@@ -36,6 +42,9 @@ struct Args {
     /// Concurrent placement tasks, and connections, per replica.
     #[arg(long, default_value_t = 8)]
     workers: u32,
+    /// Instances already placed before the runs (spread evenly over the hosts).
+    #[arg(long, default_value_t = 0)]
+    preplaced: u32,
 }
 
 /// What one run measured.
@@ -55,8 +64,12 @@ async fn main() -> anyhow::Result<()> {
     db.migrated_pool().await.context("cannot migrate the benchmark database")?.close().await;
     let setup = PgPoolOptions::new().max_connections(2).connect_with(db.options()).await?;
     insert_hosts(&setup, args.hosts).await?;
-    let instances = Arc::new(insert_instances(&setup, args.placements).await?);
-    tracing::info!(database = %db.name, hosts = args.hosts, instances = instances.len(), "fleet ready");
+    if args.preplaced > 0 {
+        insert_instances(&setup, "pre", args.preplaced).await?;
+        preplace(&setup).await?;
+    }
+    let instances = Arc::new(insert_instances(&setup, "bench", args.placements).await?);
+    tracing::info!(database = %db.name, hosts = args.hosts, preplaced = args.preplaced, instances = instances.len(), "fleet ready");
 
     let mut out = std::io::stdout().lock();
     for strategy in [Strategy::Spread, Strategy::Binpack] {
@@ -72,12 +85,14 @@ async fn main() -> anyhow::Result<()> {
             for pool in pools {
                 pool.close().await;
             }
+            let (overcommitted, inconsistent) = check_reservations(&setup).await?;
             let line = serde_json::json!({
                 "bench": "placement",
                 "strategy": strategy.as_str(),
                 "replicas": replicas,
                 "workers_per_replica": args.workers,
                 "hosts": args.hosts,
+                "preplaced": args.preplaced,
                 "placements": instances.len(),
                 "placed": run.placed,
                 "refused": run.refused,
@@ -85,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
                 "placements_per_s": round3(instances.len() as f64 / elapsed.as_secs_f64()),
                 "p50_ms": round3(percentile_ms(&run.latencies, 0.50)),
                 "p99_ms": round3(percentile_ms(&run.latencies, 0.99)),
+                "overcommitted_hosts": overcommitted,
+                "inconsistent_hosts": inconsistent,
             });
             writeln!(out, "{line}")?;
         }
@@ -150,39 +167,91 @@ async fn insert_hosts(pool: &PgPool, hosts: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A project, an image and `count` instances of mixed sizes; one in ten is in one of 50
-/// anti-affinity groups.
-async fn insert_instances(pool: &PgPool, count: u32) -> anyhow::Result<Vec<InstanceId>> {
+/// A project named `name`, an image and `count` instances of mixed sizes; one in ten is in one
+/// of 50 anti-affinity groups.
+async fn insert_instances(pool: &PgPool, name: &str, count: u32) -> anyhow::Result<Vec<InstanceId>> {
     let project = ProjectId::new();
-    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, 'bench')").bind(project).execute(pool).await?;
+    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, $2)").bind(project).bind(name).execute(pool).await?;
     let image = uuid::Uuid::new_v4();
-    sqlx::query("INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, 'bench', 'available', 'firmware', 'uefi')")
+    sqlx::query("INSERT INTO images (id, project_id, name, state, boot_mode, firmware) VALUES ($1, $2, 'bench', 'available', 'firmware', 'uefi')")
         .bind(image)
+        .bind(project)
         .execute(pool)
         .await?;
     let ids: Vec<InstanceId> = sqlx::query_scalar(
         "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, anti_affinity_group)
-         SELECT gen_random_uuid(), $1, 'bench-' || n, $2, 1 + n % 4, (1::bigint << 30) * (1 + n % 8),
+         SELECT gen_random_uuid(), $1, 'vm-' || n, $2, 1 + n % 4, (1::bigint << 30) * (1 + n % 8),
                 (10::bigint << 30) * (1 + n % 5), CASE WHEN n % 10 = 0 THEN 'group-' || (n / 10) % 50 END
          FROM generate_series(0, $3 - 1) AS n
          RETURNING id",
     )
     .bind(project)
     .bind(image)
-    .bind(i32::try_from(count).context("too many placements")?)
+    .bind(i32::try_from(count).context("too many instances")?)
     .fetch_all(pool)
     .await
     .context("cannot insert the instances")?;
     Ok(ids)
 }
 
-async fn clear_reservations(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::query("UPDATE instances SET host_id = NULL WHERE host_id IS NOT NULL").execute(pool).await?;
-    sqlx::query("UPDATE hosts SET reserved_vcpus = 0, reserved_memory_bytes = 0, reserved_disk_bytes = 0")
-        .execute(pool)
-        .await?;
+/// Places the `pre` project's instances round-robin over the hosts and reserves their capacity.
+async fn preplace(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "WITH h AS (SELECT array_agg(id ORDER BY id) AS ids FROM hosts),
+              i AS (SELECT i.id, row_number() OVER (ORDER BY i.id) - 1 AS k FROM instances i
+                    JOIN projects p ON p.id = i.project_id WHERE p.name = 'pre')
+         UPDATE instances SET host_id = h.ids[i.k % cardinality(h.ids) + 1] FROM i, h WHERE instances.id = i.id",
+    )
+    .execute(pool)
+    .await
+    .context("cannot place the preplaced instances")?;
+    reserve_from_instances(pool).await
+}
+
+/// Sets every host's reservations to the sum of the instances placed on it.
+async fn reserve_from_instances(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(&format!(
+        "UPDATE hosts h SET reserved_vcpus = s.vcpus, reserved_memory_bytes = s.memory,
+                            reserved_disk_bytes = s.disk, reserved_addresses = s.n
+         FROM ({PLACED}) s WHERE s.id = h.id"
+    ))
+    .execute(pool)
+    .await
+    .context("cannot set the reservations")?;
     sqlx::query("VACUUM ANALYZE hosts, instances").execute(pool).await?;
     Ok(())
+}
+
+/// Per host: the sums of the instances placed on it.
+const PLACED: &str =
+    "SELECT h.id, coalesce(sum(i.vcpus), 0)::int AS vcpus, coalesce(sum(i.memory_bytes), 0)::bigint AS memory,
+           coalesce(sum(i.disk_bytes), 0)::bigint AS disk, count(i.id)::int AS n
+    FROM hosts h LEFT JOIN instances i ON i.host_id = h.id AND i.deleted_at IS NULL GROUP BY h.id";
+
+/// (hosts holding more than their capacity, hosts whose reservation is not what they hold).
+async fn check_reservations(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    let counts: (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE s.vcpus > h.total_vcpus OR s.memory > h.total_memory_bytes
+                                   OR s.disk > h.total_disk_bytes),
+                count(*) FILTER (WHERE s.vcpus <> h.reserved_vcpus OR s.memory <> h.reserved_memory_bytes
+                                   OR s.disk <> h.reserved_disk_bytes OR s.n <> h.reserved_addresses)
+         FROM hosts h JOIN ({PLACED}) s ON s.id = h.id"
+    ))
+    .fetch_one(pool)
+    .await
+    .context("cannot check the reservations")?;
+    Ok(counts)
+}
+
+/// Takes the benchmark's own instances off their hosts; the preplaced ones stay.
+async fn clear_reservations(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE instances SET host_id = NULL WHERE host_id IS NOT NULL
+           AND project_id = (SELECT id FROM projects WHERE name = 'bench')",
+    )
+    .execute(pool)
+    .await?;
+    reserve_from_instances(pool).await
 }
 
 fn round3(x: f64) -> f64 {

@@ -52,6 +52,8 @@ pub struct App {
     pub secure_cookies: bool,
     /// The web console's built files, served at `/` (`console_dir`; `None`: not installed).
     pub console_dir: Option<std::path::PathBuf>,
+    /// Host reports waiting to be written in the next batch.
+    pub reports: crate::fleet::reports::ReportWriter,
 }
 
 impl App {
@@ -72,6 +74,7 @@ impl App {
             session_lifetime: config.oidc.session_lifetime(),
             secure_cookies: config.public_url().starts_with("https://"),
             console_dir: config.console_dir.clone(),
+            reports: crate::fleet::reports::ReportWriter::default(),
         })
     }
 }

@@ -163,48 +163,81 @@ pub struct LeaseRenewal {
 /// Renews a host's lease from a report and updates its capacity; a joining, suspect or dead
 /// host becomes active (or draining): a host declared dead is taken back with its identity,
 /// subnet and addresses, and its lost instances return as it reports them. `None` for an
-/// unknown host.
+/// unknown host. One host of [`hosts_report`].
 pub async fn host_report(
     conn: &mut PgConnection,
     host_id: Uuid,
     capacity: (i32, i64, i64),
     lease_secs: u32,
 ) -> Result<Option<LeaseRenewal>, sqlx::Error> {
-    let row: Option<(String, String, DateTime<Utc>)> = sqlx::query_as(
-        "WITH before AS (SELECT state AS previous_state FROM hosts WHERE id = $1 FOR UPDATE)
+    let renewed = hosts_report(conn, &[HostCapacity { host_id, capacity }], lease_secs).await?;
+    Ok(renewed.into_iter().next().map(|(_, renewal)| renewal))
+}
+
+/// A host's report of its capacity (vCPUs, memory bytes, disk bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct HostCapacity {
+    pub host_id: Uuid,
+    pub capacity: (i32, i64, i64),
+}
+
+/// [`host_report`] for many hosts in one statement (a batch of reports; each host once). The
+/// rows are locked in id order, so two batches never deadlock. Returns the known hosts'
+/// renewals; unknown ones are absent.
+pub async fn hosts_report(
+    conn: &mut PgConnection,
+    reports: &[HostCapacity],
+    lease_secs: u32,
+) -> Result<Vec<(Uuid, LeaseRenewal)>, sqlx::Error> {
+    let ids: Vec<Uuid> = reports.iter().map(|r| r.host_id).collect();
+    let vcpus: Vec<i32> = reports.iter().map(|r| r.capacity.0).collect();
+    let memory: Vec<i64> = reports.iter().map(|r| r.capacity.1).collect();
+    let disk: Vec<i64> = reports.iter().map(|r| r.capacity.2).collect();
+    let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "WITH r AS (SELECT * FROM unnest($1::uuid[], $3::int[], $4::bigint[], $5::bigint[]) AS r(id, vcpus, memory, disk)),
+              before AS (SELECT h.id, h.state AS previous_state FROM hosts h
+                         WHERE h.id = ANY($1) ORDER BY h.id FOR UPDATE)
          UPDATE hosts SET
              lease_expires_at = now() + make_interval(secs => $2),
              last_report_at = now(),
              state = CASE WHEN state IN ('joining', 'suspect', 'dead') THEN (CASE WHEN draining THEN 'draining' ELSE 'active' END)
                           ELSE state END,
-             total_vcpus = GREATEST($3, reserved_vcpus),
-             total_memory_bytes = GREATEST($4, reserved_memory_bytes),
-             total_disk_bytes = GREATEST($5, reserved_disk_bytes),
+             total_vcpus = GREATEST(r.vcpus, reserved_vcpus),
+             total_memory_bytes = GREATEST(r.memory, reserved_memory_bytes),
+             total_disk_bytes = GREATEST(r.disk, reserved_disk_bytes),
              updated_at = now()
-         FROM before
-         WHERE id = $1
-         RETURNING hosts.state, before.previous_state, lease_expires_at",
+         FROM r, before
+         WHERE hosts.id = r.id AND before.id = r.id
+         RETURNING hosts.id, hosts.state, before.previous_state, lease_expires_at",
     )
-    .bind(host_id)
+    .bind(&ids)
     .bind(f64::from(lease_secs))
-    .bind(capacity.0)
-    .bind(capacity.1)
-    .bind(capacity.2)
-    .fetch_optional(conn)
+    .bind(&vcpus)
+    .bind(&memory)
+    .bind(&disk)
+    .fetch_all(conn)
     .await?;
-    row.map(|(state, previous_state, lease_expires_at)| {
-        let parse = |s: String| s.parse::<HostState>().map_err(|e| sqlx::Error::Decode(Box::new(e)));
-        Ok(LeaseRenewal { state: parse(state)?, previous_state: parse(previous_state)?, lease_expires_at })
-    })
-    .transpose()
+    let parse = |s: String| s.parse::<HostState>().map_err(|e| sqlx::Error::Decode(Box::new(e)));
+    rows.into_iter()
+        .map(|(id, state, previous_state, lease_expires_at)| {
+            Ok((id, LeaseRenewal { state: parse(state)?, previous_state: parse(previous_state)?, lease_expires_at }))
+        })
+        .collect()
 }
 
-/// Ids of the live instances placed on a host.
-pub async fn host_instance_ids(conn: &mut PgConnection, host_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM instances WHERE host_id = $1 AND deleted_at IS NULL ORDER BY id")
-        .bind(host_id)
-        .fetch_all(conn)
-        .await
+/// The ids of the live instances placed on each of `hosts` (hosts without any are absent).
+pub async fn hosts_instance_ids(
+    conn: &mut PgConnection,
+    hosts: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<Uuid>>, sqlx::Error> {
+    let rows: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(
+        "SELECT host_id, array_agg(id ORDER BY id) FROM instances
+         WHERE host_id = ANY($1) AND deleted_at IS NULL GROUP BY host_id",
+    )
+    .bind(hosts)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Every host, oldest first.

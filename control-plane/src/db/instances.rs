@@ -372,64 +372,78 @@ pub async fn nic_release(conn: &mut PgConnection, id: InstanceId) -> Result<(), 
     Ok(())
 }
 
-/// Applies an agent's report about one instance: only for an instance on that host, only when
-/// the agent has applied the current generation, and only when no operation is working on the
-/// instance (operations own the transitional states). Returns whether anything changed.
-pub async fn instance_apply_report(
-    conn: &mut PgConnection,
-    host: HostId,
-    id: InstanceId,
-    state: InstanceState,
-    generation: i64,
-    reason: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE instances i SET state = $3, state_reason = $5, reported_generation = $4, updated_at = now(),
-                ready_at = CASE WHEN $3 = 'running' THEN i.ready_at END
-         WHERE i.id = $2 AND i.host_id = $1 AND i.deleted_at IS NULL AND $4 >= i.generation
-           AND (i.state <> $3 OR i.state_reason IS DISTINCT FROM $5)
-           AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.target_id = i.id AND o.state IN ('pending', 'running', 'undoing'))",
-    )
-    .bind(host)
-    .bind(id)
-    .bind(state.as_str())
-    .bind(generation)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+/// One instance as its host reported it.
+#[derive(Debug, Clone)]
+pub struct InstanceReport {
+    pub host: HostId,
+    pub id: InstanceId,
+    pub generation: i64,
+    /// A steady state (running, stopped, failed), or `None` for one operations own.
+    pub state: Option<InstanceState>,
+    pub reason: Option<String>,
+    /// When the guest of this generation's boot became reachable.
+    pub ready_at: Option<DateTime<Utc>>,
+    /// Its SSH host keys (empty: none published yet, the recorded ones are kept).
+    pub host_keys: Vec<HostKey>,
 }
 
-/// Applies what an agent says about a guest of that host: its readiness in the boot of the
-/// current generation (a report of an older generation is about a boot that is gone) and its
-/// host keys (kept when the report has none). Operations do not own these: they apply while one
-/// runs. Returns whether anything changed.
-pub async fn instance_apply_guest_report(
-    conn: &mut PgConnection,
-    host: HostId,
-    id: InstanceId,
-    generation: i64,
-    ready_at: Option<DateTime<Utc>>,
-    host_keys: &[HostKey],
-) -> Result<bool, sqlx::Error> {
-    let keys = sqlx::types::Json(host_keys);
-    let done = sqlx::query(
-        "UPDATE instances i
-         SET ready_at = CASE WHEN $3 >= i.generation THEN $4 ELSE i.ready_at END,
-             ssh_host_keys = CASE WHEN jsonb_array_length($5) > 0 THEN $5 ELSE i.ssh_host_keys END,
-             updated_at = now()
-         WHERE i.id = $2 AND i.host_id = $1 AND i.deleted_at IS NULL
-           AND (($3 >= i.generation AND i.ready_at IS DISTINCT FROM $4)
-                OR (jsonb_array_length($5) > 0 AND i.ssh_host_keys IS DISTINCT FROM $5))",
-    )
-    .bind(host)
-    .bind(id)
-    .bind(generation)
-    .bind(ready_at)
-    .bind(keys)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+/// Applies a batch of agents' reports about their instances, in two statements (each instance
+/// once per batch): first what they say of the guests, their readiness in the boot of the
+/// current generation (a report of an older generation is about a boot that is gone) and their
+/// host keys, which apply while an operation runs; then their steady states, only for an
+/// instance on that host, only when the agent applied the current generation, and only when
+/// no operation is working on the instance (operations own the transitional states). Returns
+/// how many instances changed.
+pub async fn instances_apply_reports(conn: &mut PgConnection, reports: &[InstanceReport]) -> Result<u64, sqlx::Error> {
+    let guests: Vec<&InstanceReport> =
+        reports.iter().filter(|r| r.ready_at.is_some() || !r.host_keys.is_empty()).collect();
+    let mut changed = 0;
+    if !guests.is_empty() {
+        let keys: Vec<sqlx::types::Json<&[HostKey]>> =
+            guests.iter().map(|r| sqlx::types::Json(r.host_keys.as_slice())).collect();
+        changed += sqlx::query(
+            "UPDATE instances i
+             SET ready_at = CASE WHEN r.generation >= i.generation THEN r.ready_at ELSE i.ready_at END,
+                 ssh_host_keys = CASE WHEN jsonb_array_length(r.keys) > 0 THEN r.keys ELSE i.ssh_host_keys END,
+                 updated_at = now()
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[], $5::jsonb[])
+                  AS r(host, id, generation, ready_at, keys)
+             WHERE i.id = r.id AND i.host_id = r.host AND i.deleted_at IS NULL
+               AND ((r.generation >= i.generation AND i.ready_at IS DISTINCT FROM r.ready_at)
+                    OR (jsonb_array_length(r.keys) > 0 AND i.ssh_host_keys IS DISTINCT FROM r.keys))",
+        )
+        .bind(guests.iter().map(|r| r.host).collect::<Vec<_>>())
+        .bind(guests.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(guests.iter().map(|r| r.generation).collect::<Vec<_>>())
+        .bind(guests.iter().map(|r| r.ready_at).collect::<Vec<_>>())
+        .bind(keys)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    let states: Vec<(&InstanceReport, InstanceState)> =
+        reports.iter().filter_map(|r| r.state.map(|state| (r, state))).collect();
+    if !states.is_empty() {
+        changed += sqlx::query(
+            "UPDATE instances i SET state = r.state, state_reason = r.reason, reported_generation = r.generation,
+                    updated_at = now(), ready_at = CASE WHEN r.state = 'running' THEN i.ready_at END
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[])
+                  AS r(host, id, state, generation, reason)
+             WHERE i.id = r.id AND i.host_id = r.host AND i.deleted_at IS NULL AND r.generation >= i.generation
+               AND (i.state <> r.state OR i.state_reason IS DISTINCT FROM r.reason)
+               AND NOT EXISTS (SELECT 1 FROM operations o
+                               WHERE o.target_id = i.id AND o.state IN ('pending', 'running', 'undoing'))",
+        )
+        .bind(states.iter().map(|(r, _)| r.host).collect::<Vec<_>>())
+        .bind(states.iter().map(|(r, _)| r.id).collect::<Vec<_>>())
+        .bind(states.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>())
+        .bind(states.iter().map(|(r, _)| r.generation).collect::<Vec<_>>())
+        .bind(states.iter().map(|(r, _)| r.reason.clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(changed)
 }
 
 /// Declares the instances of dead hosts lost.

@@ -183,25 +183,25 @@ const FITS: &str = "h.state = 'active'
         SELECT 1 FROM instances i
         WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL))";
 
-/// Step 3: the `limit` fitting hosts with the most (`most_headroom_first`) or least headroom
-/// after placement, as the database scores them: a placement reads a few hosts, not the fleet.
-/// Empty when nothing fits.
+/// Step 3: the `limit` fitting hosts with the most (`most_headroom_first`) or least headroom,
+/// as the database keeps it in each row (`hosts.headroom`, indexed): a placement reads a few
+/// hosts, not the fleet, whatever its size. The headroom is the host's before the placement;
+/// the scheduler ranks the few exactly, by their headroom after it. Empty when nothing fits.
 pub async fn shortlist(
     conn: &mut PgConnection,
     need: &Need<'_>,
     most_headroom_first: bool,
     limit: i64,
 ) -> Result<Vec<CandidateRow>, sqlx::Error> {
+    // Both keys in the index's direction (or both against it): a walk of the index that stops
+    // after `limit` fitting hosts. A full host (no headroom) fits nothing.
     let order = if most_headroom_first { "DESC" } else { "ASC" };
     sqlx::query_as(&format!(
         "SELECT h.id, h.state, h.total_vcpus, h.total_memory_bytes, h.total_disk_bytes,
                 h.reserved_vcpus, h.reserved_memory_bytes, h.reserved_disk_bytes, h.reserved_addresses,
                 false AS runs_group_member
-         FROM hosts h WHERE {FITS}
-         ORDER BY LEAST((h.total_vcpus - h.reserved_vcpus - $3)::float8 / GREATEST(h.total_vcpus, 1),
-                        (h.total_memory_bytes - h.reserved_memory_bytes - $4)::float8 / GREATEST(h.total_memory_bytes, 1),
-                        (h.total_disk_bytes - h.reserved_disk_bytes - $5)::float8 / GREATEST(h.total_disk_bytes, 1)) {order},
-                  h.id
+         FROM hosts h WHERE {FITS} AND h.headroom > 0
+         ORDER BY h.headroom {order}, h.id {order}
          LIMIT $6"
     ))
     .bind(need.project_id)

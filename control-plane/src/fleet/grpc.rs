@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::db::hosts::{self, JoinError, NewHost};
+use crate::db::instances::InstanceReport;
 use crate::states::InstanceState;
 use cloud_proto::join_token::JoinToken;
 
@@ -177,22 +178,12 @@ impl ControlPlane for ControlPlaneService {
             i64::try_from(total.memory_bytes).map_err(|_| too_large("memory"))?,
             i64::try_from(total.disk_bytes).map_err(|_| too_large("disk"))?,
         );
-        let mut conn = self.app.pool.acquire().await.map_err(|e| unavailable(&e))?;
-        let renewal = hosts::host_report(&mut conn, host_id, capacity, self.app.fleet.config.lease_secs)
-            .await
-            .map_err(|e| unavailable(&e))?
+        let instances = report.instances.iter().filter_map(|status| instance_report(host_id, status)).collect();
+        let written =
+            super::reports::submit(&self.app, super::reports::HostReport { host_id, capacity, instances }).await;
+        let (renewal, owned) = written
+            .map_err(|e| unavailable(&*e))?
             .ok_or_else(|| fail(Status::permission_denied("unknown host: join with a new token")))?;
-        if renewal.previous_state == crate::states::HostState::Dead {
-            tracing::warn!(%host_id, "a host declared dead reports again: taken back with its identity and instances");
-        }
-        let mut changed = false;
-        for status in &report.instances {
-            changed |= apply_instance_report(&mut conn, host_id, status).await.map_err(|e| unavailable(&e))?;
-        }
-        if changed {
-            self.app.changes.notify();
-        }
-        let owned = hosts::host_instance_ids(&mut conn, host_id).await.map_err(|e| unavailable(&e))?;
         tracing::debug!(%host_id, state = %renewal.state, "report accepted");
         self.app.metrics.report_applied(received.elapsed(), lag);
         Ok(Response::new(pb::ReportResponse {
@@ -202,47 +193,35 @@ impl ControlPlane for ControlPlaneService {
     }
 }
 
-/// Records what an agent says about one of its instances: its guest's readiness and host keys,
-/// and its state (steady states only: operations own the transitional ones, and the generation
-/// guard drops reports older than the last request). Returns whether anything changed.
-async fn apply_instance_report(
-    conn: &mut sqlx::PgConnection,
-    host: Uuid,
-    status: &pb::InstanceStatus,
-) -> Result<bool, sqlx::Error> {
-    let Ok(id) = Uuid::parse_str(&status.instance_id) else { return Ok(false) };
+/// What an agent says about one of its instances, as the database takes it: its guest's
+/// readiness and host keys, and its state when steady (operations own the transitional ones).
+/// `None` for a status that names no instance.
+fn instance_report(host: Uuid, status: &pb::InstanceStatus) -> Option<InstanceReport> {
+    let id = Uuid::parse_str(&status.instance_id).ok()?;
     let Ok(generation) = i64::try_from(status.generation) else {
         tracing::warn!(%host, instance = %id, generation = status.generation, "a report's generation is out of range: ignored");
-        return Ok(false);
+        return None;
     };
     // PostgreSQL keeps microseconds: compare at that precision, or every report would "change" it.
     let ready_at = status
         .ready_at
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0) / 1000 * 1000));
-    let host_keys = crate::openssh::HostKey::parse_all(status.ssh_host_keys.iter().map(String::as_str));
-    let mut changed = false;
-    if ready_at.is_some() || !host_keys.is_empty() {
-        changed = crate::db::instances::instance_apply_guest_report(
-            conn,
-            host.into(),
-            id.into(),
-            generation,
-            ready_at,
-            &host_keys,
-        )
-        .await?;
-    }
     let state = match pb::InstanceState::try_from(status.state) {
-        Ok(pb::InstanceState::Running) => InstanceState::Running,
-        Ok(pb::InstanceState::Stopped) => InstanceState::Stopped,
-        Ok(pb::InstanceState::Failed) => InstanceState::Failed,
-        _ => return Ok(changed),
+        Ok(pb::InstanceState::Running) => Some(InstanceState::Running),
+        Ok(pb::InstanceState::Stopped) => Some(InstanceState::Stopped),
+        Ok(pb::InstanceState::Failed) => Some(InstanceState::Failed),
+        _ => None,
     };
-    let reason = (!status.reason.is_empty()).then_some(status.reason.as_str());
-    let applied =
-        crate::db::instances::instance_apply_report(conn, host.into(), id.into(), state, generation, reason).await?;
-    Ok(changed || applied)
+    Some(InstanceReport {
+        host: host.into(),
+        id: id.into(),
+        generation,
+        state,
+        reason: (!status.reason.is_empty()).then(|| status.reason.clone()),
+        ready_at,
+        host_keys: crate::openssh::HostKey::parse_all(status.ssh_host_keys.iter().map(String::as_str)),
+    })
 }
 
 fn validate_join(req: &pb::JoinRequest) -> Result<NewHost, String> {

@@ -13,6 +13,7 @@
 
 pub mod grpc;
 pub mod pki;
+pub mod reports;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -92,3 +92,95 @@ async fn forty_hosts_joining_at_once_all_join_with_distinct_subnets() {
     }
     assert_eq!(subnets.len(), 40);
 }
+
+/// Reports written in batches: 200 hosts reporting at once (some twice, one unknown) each get
+/// their own lease and instances, and what one says of its instance is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_hosts_reporting_at_once_each_get_their_own_answer() {
+    use control_plane::db::instances::InstanceReport;
+    use control_plane::fleet::reports::{HostReport, submit};
+    use control_plane::states::InstanceState;
+    let db = control_plane::testing::TestDatabase::create().await.unwrap();
+    let pool = db.migrated_pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = std::sync::Arc::new(control_plane::testing::app(pool.clone(), dir.path()));
+    let mut hosts = Vec::new();
+    for n in 0..200 {
+        hosts.push(control_plane::testing::add_host(&pool, &format!("hv-{n}"), 8, 8, 100).await.unwrap());
+    }
+    sqlx::query("UPDATE hosts SET state = 'suspect', lease_expires_at = now()").execute(&pool).await.unwrap();
+    // One instance on the first host, stopped in the database and running by the report.
+    let project = control_plane::ids::ProjectId::new();
+    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, 'p')").bind(project).execute(&pool).await.unwrap();
+    let image = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, 'i', 'available', 'firmware', 'uefi')",
+    )
+    .bind(image)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let instance: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, host_id, state)
+         VALUES (gen_random_uuid(), $1, 'vm', $2, 1, 1 << 30, 1 << 30, $3, 'stopped') RETURNING id",
+    )
+    .bind(project)
+    .bind(image)
+    .bind(hosts[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    let report = |host: uuid::Uuid, vcpus: i32| HostReport {
+        host_id: host,
+        capacity: (vcpus, 8 << 30, 100 << 30),
+        instances: vec![],
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for (n, host) in hosts.iter().enumerate() {
+        let mut r = report(host.0, 8 + i32::try_from(n % 3).unwrap());
+        if n == 0 {
+            r.instances.push(InstanceReport {
+                host: *host,
+                id: instance.into(),
+                generation: 1,
+                state: Some(InstanceState::Running),
+                reason: None,
+                ready_at: None,
+                host_keys: vec![],
+            });
+        }
+        for _ in 0..(1 + n % 2) {
+            let (app, r) = (app.clone(), r.clone());
+            calls.spawn(async move { (r.host_id, submit(&app, r).await) });
+        }
+    }
+    let unknown = uuid::Uuid::new_v4();
+    let (app2, r) = (app.clone(), report(unknown, 8));
+    calls.spawn(async move { (r.host_id, submit(&app2, r).await) });
+    let mut answered = 0;
+    while let Some(joined) = calls.join_next().await {
+        let (host, answer) = joined.unwrap();
+        let reported = answer.unwrap();
+        answered += 1;
+        if host == unknown {
+            assert!(reported.is_none(), "an unknown host is refused");
+            continue;
+        }
+        let (renewal, owned) = reported.unwrap_or_else(|| panic!("host {host} got no answer"));
+        assert_eq!((renewal.previous_state.as_str(), renewal.state.as_str()), ("suspect", "active"));
+        assert!(renewal.lease_expires_at > chrono::Utc::now(), "{renewal:?}");
+        let expected = if host == hosts[0].0 { vec![instance] } else { vec![] };
+        assert_eq!(owned, expected, "host {host}");
+    }
+    assert_eq!(answered, 301);
+    let totals: Vec<(uuid::Uuid, i32)> =
+        sqlx::query_as("SELECT id, total_vcpus FROM hosts").fetch_all(&pool).await.unwrap();
+    for (id, vcpus) in totals {
+        let n = hosts.iter().position(|h| h.0 == id).unwrap();
+        assert_eq!(vcpus, 8 + i32::try_from(n % 3).unwrap(), "host {n}'s capacity is its report's");
+    }
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM instances WHERE id = $1").bind(instance).fetch_one(&pool).await.unwrap();
+    assert_eq!(state, "running");
+}
