@@ -53,12 +53,16 @@ pub struct App {
     /// The web console's built files, served at `/` (`console_dir`; `None`: not installed).
     pub console_dir: Option<std::path::PathBuf>,
     /// Host reports waiting to be written in the next batch.
-    pub reports: crate::fleet::reports::ReportWriter,
+    pub reports: std::sync::Arc<crate::fleet::reports::ReportWriter>,
 }
 
 impl App {
     /// The state shared by every request.
     pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Result<Self, crate::StartError> {
+        let changes = changes::Changes::default();
+        let notify = changes.clone();
+        let reports =
+            crate::fleet::reports::ReportWriter::new(pool.clone(), fleet.config.lease_secs, move || notify.notify());
         Ok(Self {
             pool,
             metrics: crate::metrics::Metrics::new(),
@@ -69,12 +73,12 @@ impl App {
             scheduler: config.scheduler.clone(),
             executor: crate::operations::executor::Executor::new(&config.operations),
             store: cloud_store::Store::open(&config.store, &config.data_dir.join("chunks"))?,
-            changes: changes::Changes::default(),
+            changes,
             oidc: crate::auth::oidc::Oidc::new(&config.oidc, &config.public_url())?,
             session_lifetime: config.oidc.session_lifetime(),
             secure_cookies: config.public_url().starts_with("https://"),
             console_dir: config.console_dir.clone(),
-            reports: crate::fleet::reports::ReportWriter::default(),
+            reports: std::sync::Arc::new(reports),
         })
     }
 }

@@ -180,7 +180,8 @@ impl ControlPlane for ControlPlaneService {
         );
         let instances = report.instances.iter().filter_map(|status| instance_report(host_id, status)).collect();
         let written =
-            super::reports::submit(&self.app, super::reports::HostReport { host_id, capacity, instances }).await;
+            super::reports::submit(&self.app.reports, super::reports::HostReport { host_id, capacity, instances })
+                .await;
         let (renewal, owned) = written
             .map_err(|e| unavailable(&*e))?
             .ok_or_else(|| fail(Status::permission_denied("unknown host: join with a new token")))?;

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::app::App;
 use crate::db::hosts::{self, HostCapacity, LeaseRenewal};
 use crate::db::instances::{self, InstanceReport};
 
@@ -48,28 +47,43 @@ struct Pending {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The queue of reports waiting to be written, and whether a writer runs.
-#[derive(Debug, Default)]
+/// The queue of reports waiting to be written, whether a writer runs, and what it writes with.
 pub struct ReportWriter {
     queue: Mutex<Vec<Pending>>,
     writing: AtomicBool,
+    pool: sqlx::PgPool,
+    /// How long a report keeps a host's lease.
+    lease_secs: u32,
+    /// Called when a report changed an instance (wakes the requests waiting for one).
+    changed: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReportWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportWriter").field("writing", &self.writing).field("lease_secs", &self.lease_secs).finish()
+    }
+}
+
+impl ReportWriter {
+    pub fn new(pool: sqlx::PgPool, lease_secs: u32, changed: impl Fn() + Send + Sync + 'static) -> Self {
+        let changed = Box::new(changed);
+        Self { queue: Mutex::default(), writing: AtomicBool::new(false), pool, lease_secs, changed }
+    }
 }
 
 /// Writes `report` with the others queued now; its outcome once written.
-pub async fn submit(app: &Arc<App>, report: HostReport) -> Answer {
+pub async fn submit(writer: &Arc<ReportWriter>, report: HostReport) -> Answer {
     let (reply, answer) = oneshot::channel();
-    let writer = &app.reports;
     writer.queue.lock().unwrap_or_else(|e| e.into_inner()).push(Pending { report, reply });
     if !writer.writing.swap(true, Ordering::SeqCst) {
-        let app = app.clone();
-        tokio::spawn(async move { write_queued(&app).await });
+        let writer = writer.clone();
+        tokio::spawn(async move { write_queued(&writer).await });
     }
     answer.await.unwrap_or_else(|_| Err(Arc::new(sqlx::Error::PoolClosed)))
 }
 
 /// Writes batches until the queue is empty, then lets the next report start a writer.
-async fn write_queued(app: &Arc<App>) {
-    let writer = &app.reports;
+async fn write_queued(writer: &ReportWriter) {
     loop {
         let batch: Vec<Pending> = {
             let mut queue = writer.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -86,17 +100,17 @@ async fn write_queued(app: &Arc<App>) {
             }
             return;
         }
-        write_batch(app, batch).await;
+        write_batch(writer, batch).await;
     }
 }
 
-async fn write_batch(app: &App, batch: Vec<Pending>) {
+async fn write_batch(writer: &ReportWriter, batch: Vec<Pending>) {
     // One report per host (the latest): a statement must not update a row twice.
     let mut latest: HashMap<Uuid, &HostReport> = HashMap::with_capacity(batch.len());
     for pending in &batch {
         latest.insert(pending.report.host_id, &pending.report);
     }
-    let result = write(app, &latest).await.map_err(Arc::new);
+    let result = write(writer, &latest).await.map_err(Arc::new);
     for pending in batch {
         let answer = match &result {
             Ok(reported) => Ok(reported.get(&pending.report.host_id).cloned()),
@@ -107,19 +121,19 @@ async fn write_batch(app: &App, batch: Vec<Pending>) {
 }
 
 async fn write(
-    app: &App,
+    writer: &ReportWriter,
     reports: &HashMap<Uuid, &HostReport>,
 ) -> Result<HashMap<Uuid, (LeaseRenewal, Vec<Uuid>)>, sqlx::Error> {
-    let mut conn = app.pool.acquire().await?;
+    let mut conn = writer.pool.acquire().await?;
     let capacities: Vec<HostCapacity> =
         reports.values().map(|r| HostCapacity { host_id: r.host_id, capacity: r.capacity }).collect();
-    let renewed = hosts::hosts_report(&mut conn, &capacities, app.fleet.config.lease_secs).await?;
+    let renewed = hosts::hosts_report(&mut conn, &capacities, writer.lease_secs).await?;
     // Only the known hosts' instances: an unknown host's report changes nothing.
     let known: Vec<Uuid> = renewed.iter().map(|(id, _)| *id).collect();
     let statuses: Vec<InstanceReport> =
         known.iter().filter_map(|id| reports.get(id)).flat_map(|r| r.instances.iter().cloned()).collect();
     if instances::instances_apply_reports(&mut conn, &statuses).await? > 0 {
-        app.changes.notify();
+        (writer.changed)();
     }
     let mut owned = hosts::hosts_instance_ids(&mut conn, &known).await?;
     Ok(renewed

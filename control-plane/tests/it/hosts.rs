@@ -152,12 +152,12 @@ async fn two_hundred_hosts_reporting_at_once_each_get_their_own_answer() {
         }
         for _ in 0..(1 + n % 2) {
             let (app, r) = (app.clone(), r.clone());
-            calls.spawn(async move { (r.host_id, submit(&app, r).await) });
+            calls.spawn(async move { (r.host_id, submit(&app.reports, r).await) });
         }
     }
     let unknown = uuid::Uuid::new_v4();
     let (app2, r) = (app.clone(), report(unknown, 8));
-    calls.spawn(async move { (r.host_id, submit(&app2, r).await) });
+    calls.spawn(async move { (r.host_id, submit(&app2.reports, r).await) });
     let mut answered = 0;
     while let Some(joined) = calls.join_next().await {
         let (host, answer) = joined.unwrap();
