@@ -69,3 +69,9 @@ export CLOUD_TEST_DATABASE_URL
 
 say "cargo nextest run --workspace"
 cargo nextest run --workspace --no-fail-fast "$@"
+
+if [ "$#" -eq 0 ]; then
+  deploy/bench-smoke.sh
+else
+  say "benchmarks not run: the tests were filtered ($*)"
+fi

@@ -1,10 +1,12 @@
 //! Load benchmark of the API: `POST /v1/projects/default/instances` against a fleet of simulated
 //! hosts served by two control-plane replicas sharing one database. Prints JSON lines: latency
 //! (p50/p99) and throughput of the POST, then how fast the accepted creates were placed and
-//! reached `running`. Figures only, no assertions.
+//! reached `running`, then reads under the same load (every page of the instance list, first
+//! pages and single gets with `--concurrency` in flight), at the creates' count and again at
+//! `--list-instances` (the rest inserted directly). Figures only, no assertions.
 //!
 //! ```text
-//! cargo run --release -p cloud-tests --example api-load-bench -- [--hosts 1000] [--creates 2000] [--concurrency 32]
+//! cargo run --release -p cloud-tests --example api-load-bench -- [--hosts 1000] [--creates 2000] [--concurrency 32] [--list-instances 100000]
 //! ```
 //!
 //! Everything runs on this machine and in this process except PostgreSQL: the two replicas
@@ -40,6 +42,10 @@ struct Args {
     /// How often each simulated agent reports (renews its lease), in milliseconds.
     #[arg(long, default_value_t = 5000)]
     report_interval_ms: u64,
+    /// After the creates, read again once the project holds this many instances (the rest
+    /// inserted directly, stopped and unplaced); 0: only at the creates' count.
+    #[arg(long, default_value_t = 0)]
+    list_instances: u32,
 }
 
 type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -259,8 +265,97 @@ async fn main() -> anyhow::Result<()> {
             "wall_s": finished.as_secs_f64(),
         })
     )?;
+    out.flush()?;
+
+    // Reads under the same load (the hosts keep reporting): at the creates' count, then at
+    // `--list-instances`.
+    let reads = Reads { http: &http, token: &token, replicas: &replicas, concurrency: args.concurrency };
+    writeln!(out, "{}", reads.measure(i64::from(args.creates)).await?)?;
+    out.flush()?;
+    if args.list_instances > args.creates {
+        sqlx::query(
+            "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, state)
+             SELECT gen_random_uuid(), i.project_id, 'bulk-' || n, i.image_id, 1, 512 << 20, 1 << 30, 'stopped'
+             FROM (SELECT project_id, image_id FROM instances LIMIT 1) i, generate_series(1, $1) AS n",
+        )
+        .bind(i64::from(args.list_instances - args.creates))
+        .execute(&pool)
+        .await?;
+        sqlx::query("VACUUM ANALYZE instances").execute(&pool).await?;
+        writeln!(out, "{}", reads.measure(i64::from(args.list_instances)).await?)?;
+    }
     pool.close().await;
     let _ = stop_tx.send(true);
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(())
+}
+
+/// Reads of the instance list and of single instances, alternating replicas.
+struct Reads<'a> {
+    http: &'a reqwest::Client,
+    token: &'a str,
+    replicas: &'a [String; 2],
+    concurrency: usize,
+}
+
+impl Reads<'_> {
+    /// Every page of the list in turn (100 a page), then 1,000 first pages and 1,000 gets with
+    /// `concurrency` in flight: p50/p99 of each, as one JSON line.
+    async fn measure(&self, instances: i64) -> anyhow::Result<Value> {
+        let list = |i: usize| format!("{}/v1/projects/default/instances?limit=100", self.replicas[i % 2]);
+        let mut pages = Vec::new();
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{}&cursor={c}", list(pages.len())),
+                None => list(pages.len()),
+            };
+            let t = Instant::now();
+            let (status, page) = call(self.http, self.token, reqwest::Method::GET, &url, Value::Null).await;
+            pages.push(t.elapsed());
+            if status != 200 {
+                bail!("list: {status} {page}");
+            }
+            let items = page["items"].as_array().context("no items")?;
+            names.extend(items.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        if i64::try_from(names.len())? < instances {
+            bail!("the list walked {} instances of {instances}", names.len());
+        }
+        let timed = |urls: Vec<String>| async move {
+            let latencies: Vec<Duration> = futures::stream::iter(urls)
+                .map(|url| async move {
+                    let t = Instant::now();
+                    let (status, body) = call(self.http, self.token, reqwest::Method::GET, &url, Value::Null).await;
+                    anyhow::ensure!(status == 200, "{url}: {status} {body}");
+                    Ok(t.elapsed())
+                })
+                .buffer_unordered(self.concurrency)
+                .collect::<Vec<anyhow::Result<Duration>>>()
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<_>>()?;
+            anyhow::Ok(latencies)
+        };
+        let first = timed((0..1000).map(list).collect()).await?;
+        let step = (names.len() / 1000).max(1);
+        let gets = (0..1000)
+            .map(|i| {
+                format!("{}/v1/projects/default/instances/{}", self.replicas[i % 2], names[(i * step) % names.len()])
+            })
+            .collect();
+        let gets = timed(gets).await?;
+        Ok(json!({
+            "bench": "reads", "instances": instances, "concurrency": self.concurrency,
+            "list_pages": pages.len(),
+            "list_page_p50_ms": percentile_ms(&pages, 0.50), "list_page_p99_ms": percentile_ms(&pages, 0.99),
+            "list_first_page_p50_ms": percentile_ms(&first, 0.50), "list_first_page_p99_ms": percentile_ms(&first, 0.99),
+            "get_p50_ms": percentile_ms(&gets, 0.50), "get_p99_ms": percentile_ms(&gets, 0.99),
+        }))
+    }
 }

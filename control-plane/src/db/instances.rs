@@ -127,10 +127,10 @@ pub async fn instance_list(
     limit: i64,
 ) -> Result<Vec<InstanceRow>, sqlx::Error> {
     let (at, id) = after.map_or((None, None), |(a, i)| (Some(a), Some(i)));
+    let from = super::page_from(after.is_some(), "i.created_at, i.id", ">", 3);
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM instances i
-         WHERE i.project_id = $1 AND i.deleted_at IS NULL AND ($2::text IS NULL OR i.state = $2)
-           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) > ($3, $4))
+         WHERE i.project_id = $1 AND i.deleted_at IS NULL AND ($2::text IS NULL OR i.state = $2) {from}
          ORDER BY i.created_at, i.id LIMIT $5"
     ))
     .bind(project)

@@ -77,6 +77,17 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
 }
+/// The keyset condition of a list page: with a cursor, `(created_at, id) <op> ($n, $n+1)` on
+/// `columns` (e.g. `i.created_at, i.id`), a range the project's list index is scanned from, so a
+/// page costs the same however far in it is; without one, a no-op on those (NULL) parameters.
+pub(crate) fn page_from(has_cursor: bool, columns: &str, op: &str, n: u8) -> String {
+    if has_cursor {
+        format!("AND ({columns}) {op} (${n}, ${})", n + 1)
+    } else {
+        format!("AND ${n}::timestamptz IS NULL AND ${}::uuid IS NULL", n + 1)
+    }
+}
+
 pub mod hosts;
 pub mod identity;
 pub mod images;

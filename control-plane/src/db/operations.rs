@@ -80,14 +80,16 @@ pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -
     .bind(cloud_common::telemetry::traceparent())
     .execute(&mut *conn)
     .await?;
-    for (idx, name) in new.steps.iter().enumerate() {
-        sqlx::query("INSERT INTO operation_steps (operation_id, idx, name) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(i16::try_from(idx).unwrap_or(i16::MAX))
-            .bind(name.as_str())
-            .execute(&mut *conn)
-            .await?;
-    }
+    // Every step in one statement (one round trip), numbered from 0 in order.
+    let names: Vec<&str> = new.steps.iter().map(|step| step.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO operation_steps (operation_id, idx, name)
+         SELECT $1, n - 1, name FROM unnest($2::text[]) WITH ORDINALITY AS s(name, n)",
+    )
+    .bind(id)
+    .bind(&names)
+    .execute(&mut *conn)
+    .await?;
     Ok(id)
 }
 
@@ -117,9 +119,9 @@ pub async fn operation_list(
     limit: i64,
 ) -> Result<Vec<OperationRow>, sqlx::Error> {
     let (at, id) = after.map_or((None, None), |(a, i)| (Some(a), Some(i)));
+    let from = super::page_from(after.is_some(), "o.created_at, o.id", "<", 2);
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM operations o WHERE o.project_id = $1
-           AND ($2::timestamptz IS NULL OR (o.created_at, o.id) < ($2, $3))
+        "SELECT {COLUMNS} FROM operations o WHERE o.project_id = $1 {from}
          ORDER BY o.created_at DESC, o.id DESC LIMIT $4"
     ))
     .bind(project)

@@ -129,10 +129,10 @@ pub async fn snapshot_list(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<SnapshotRow>, sqlx::Error> {
+    let from = super::page_from(after.is_some(), "created_at, id", ">", 3);
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM snapshots
-         WHERE project_id = $1 AND state <> 'deleted' AND ($2::uuid IS NULL OR instance_id = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+         WHERE project_id = $1 AND state <> 'deleted' AND ($2::uuid IS NULL OR instance_id = $2) {from}
          ORDER BY created_at, id LIMIT $5"
     ))
     .bind(project)

@@ -77,9 +77,9 @@ pub async fn ssh_key_list(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<SshKeyRow>, SshKeyStoreError> {
+    let from = super::page_from(after.is_some(), "created_at, id", ">", 2);
     Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM ssh_keys
-         WHERE project_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+        "SELECT {COLUMNS} FROM ssh_keys WHERE project_id = $1 {from}
          ORDER BY created_at, id LIMIT $4"
     ))
     .bind(project)

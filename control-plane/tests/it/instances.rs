@@ -178,3 +178,58 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     assert_eq!(status, 409, "stopping an instance that is still being created: {err}");
     assert_eq!(api.instances().await, 1);
 }
+
+/// Pages of instances (oldest first) and of operations (newest first) walked with their cursors
+/// give every item once, in order, and the query plans read the list indexes.
+#[tokio::test]
+async fn instance_and_operation_lists_page_through_everything_once_in_order() {
+    let api = serve_api().await;
+    let a = project(&api.pool, "team-a").await;
+    let alice = user_with_token(&api.pool, "alice", false, &[(a, Role::Admin)]).await;
+    let mut names = Vec::new();
+    for n in 0..5 {
+        let name = format!("web-{n}");
+        let body = json!({"name": name, "image": "img", "vcpus": 1, "memory_mib": 256});
+        let (status, created) = api.call(Method::POST, "/v1/projects/team-a/instances", Some(&alice), Some(body)).await;
+        assert_eq!(status, 202, "{created}");
+        names.push(name);
+    }
+    let walk = |first: String| {
+        let (api, alice) = (&api, &alice);
+        async move {
+            let (mut seen, mut path) = (Vec::new(), first.clone());
+            loop {
+                let (status, page) = api.call(Method::GET, &path, Some(alice), None).await;
+                assert_eq!(status, 200, "{page}");
+                let items = page["items"].as_array().unwrap();
+                assert!(items.len() <= 2, "{page}");
+                seen.extend(items.iter().cloned());
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => path = format!("{first}&cursor={cursor}"),
+                    None => return seen,
+                }
+            }
+        }
+    };
+    let instances = walk("/v1/projects/team-a/instances?limit=2".to_owned()).await;
+    let listed: Vec<&str> = instances.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, names, "oldest first, each once");
+    let operations = walk(format!("/v1/projects/{a}/operations?limit=2")).await;
+    let targets: Vec<&str> = operations.iter().map(|o| o["target_id"].as_str().unwrap()).collect();
+    let mut ids: Vec<&str> = instances.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    ids.reverse();
+    assert_eq!(targets, ids, "newest first, each once");
+
+    // With many rows the pages are read through the list indexes, from the cursor.
+    let mut conn = api.pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM instances i WHERE i.project_id = $1 AND i.deleted_at IS NULL
+           AND (i.created_at, i.id) > (now(), gen_random_uuid()) ORDER BY i.created_at, i.id LIMIT 100",
+    )
+    .bind(a)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(plan.join("\n").contains("instances_project_list_idx"), "{plan:#?}");
+}
