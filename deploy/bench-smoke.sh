@@ -35,3 +35,4 @@ bench vmm cargo bench -q --profile dev -p vmm --bench vmm-bench -- 1
 bench suspend cargo run -q -p cloud-tests --example suspend-bench -- 1
 bench first-create cargo run -q -p cloud-tests --example first-create-bench
 bench dr cargo run -q -p cloud-tests --example dr-bench -- 1
+bench launch cargo run -q -p cloud-tests --example launch-bench -- 1

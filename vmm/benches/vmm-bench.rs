@@ -17,84 +17,19 @@
 // The figures on stdout are this program's output.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use vmm::config_drive::{self, ConfigDriveFormat, ConfigDriveParams, NicNetwork};
+use anyhow::Result;
+use vmm::bare::{self, BareGuest, BareNet};
 use vmm::console::Console;
 use vmm::snapshot::{self, RestoreParams};
-use vmm::spec::{Accel, BootSpec, MacAddr, NicSpec};
+use vmm::spec::{Accel, BootSpec, NicSpec};
 use vmm::{InstanceDir, LaunchOptions, Vm, VmSpec};
 
-const GUEST_IP: &str = "10.201.0.2";
-const HOST_IP: &str = "10.201.0.1";
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-struct Net {
-    netns: String,
-    tap: String,
-}
-
-impl Net {
-    fn create() -> Result<Net> {
-        let id = std::process::id();
-        let net = Net { netns: format!("vmmbench{id}"), tap: format!("vb{id}") };
-        let ns = net.netns.clone();
-        sh("ip", &["netns", "add", &ns])?;
-        sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-        sh("ip", &["-n", &ns, "tuntap", "add", "dev", &net.tap, "mode", "tap"])?;
-        sh("ip", &["-n", &ns, "addr", "add", &format!("{HOST_IP}/24"), "dev", &net.tap])?;
-        sh("ip", &["-n", &ns, "link", "set", &net.tap, "up"])?;
-        Ok(net)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.netns]).status();
-    }
-}
-
-fn sh(program: &str, args: &[&str]) -> Result<()> {
-    let st =
-        std::process::Command::new(program).args(args).status().with_context(|| format!("cannot run {program}"))?;
-    ensure!(st.success(), "{program} {args:?} failed");
-    Ok(())
-}
-
-async fn ssh_ok(net: &Net, key: &Path) -> bool {
-    tokio::process::Command::new("ip")
-        .args(["netns", "exec", &net.netns, "ssh", "-i"])
-        .arg(key)
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=2"])
-        .args(["-o", "LogLevel=ERROR", &format!("root@{GUEST_IP}"), "true"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-async fn wait_for_ssh(net: &Net, key: &Path) -> Result<()> {
-    let deadline = Instant::now() + TIMEOUT;
-    while !ssh_ok(net, key).await {
-        ensure!(Instant::now() < deadline, "SSH did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn rss_kib(pid: i32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn stats(name: &str, unit: &str, mut v: Vec<f64>) -> f64 {
@@ -135,59 +70,35 @@ struct Samples {
 struct Setup {
     tmp: PathBuf,
     spec: VmSpec,
-    key: PathBuf,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    cmdline: String,
-    cidata: PathBuf,
-    mac: MacAddr,
+    guest: BareGuest,
 }
 
-async fn setup(net: &Net, tmp: &Path) -> Result<Setup> {
+async fn setup(net: &BareNet, tmp: &Path) -> Result<Setup> {
     let image = PathBuf::from(
         std::env::var("CLOUD_MINIMAL_IMAGE").unwrap_or_else(|_| "/var/cache/cloud/images/minimal".into()),
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(image.join("manifest.json")).context("no minimal image: run deploy/images/build-minimal.sh")?,
-    )?;
-    let cmdline = manifest["boot"]["cmdline"].as_str().unwrap_or("console=ttyS0").to_owned();
-    let key = tmp.join("id");
-    sh("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &key.display().to_string()])?;
-    let public = std::fs::read_to_string(key.with_extension("pub"))?;
-    let mac: MacAddr = "52:54:00:be:0c:01".parse()?;
-    let cidata = tmp.join("cidata.img");
-    let params = ConfigDriveParams {
-        instance_id: "i-bench".into(),
-        hostname: "bench".into(),
-        ssh_authorized_keys: vec![public.trim().to_owned()],
-        user_data: None,
-        network: vec![NicNetwork {
-            mac,
-            addresses: vec![format!("{GUEST_IP}/24").parse()?],
-            gateway: Some(HOST_IP.parse()?),
-            nameservers: vec![],
-        }],
-    };
-    config_drive::build(&params, ConfigDriveFormat::Vfat, &cidata).await?;
-    let kernel = image.join("vmlinuz");
-    let initrd = image.join("initrd.img");
+    let guest = BareGuest::prepare(&image, tmp).await?;
     let spec = VmSpec {
         name: "bench".into(),
         vcpus: 1,
         memory_mib: 256,
-        boot: BootSpec::DirectKernel { kernel: kernel.clone(), initrd: Some(initrd.clone()), cmdline: cmdline.clone() },
+        boot: BootSpec::DirectKernel {
+            kernel: guest.kernel.clone(),
+            initrd: Some(guest.initrd.clone()),
+            cmdline: guest.cmdline.clone(),
+        },
         disks: vec![],
-        nics: vec![NicSpec { tap: net.tap.clone(), mac }],
-        config_drive: Some(cidata.clone()),
+        nics: vec![NicSpec { tap: net.tap.clone(), mac: guest.mac }],
+        config_drive: Some(guest.cidata.clone()),
         accel: Accel::Auto,
         netns: Some(net.netns.clone()),
         confinement: None,
         guest_agent: false,
     };
-    Ok(Setup { tmp: tmp.to_owned(), spec, key, kernel, initrd, cmdline, cidata, mac })
+    Ok(Setup { tmp: tmp.to_owned(), spec, guest })
 }
 
-async fn run_ours(s: &Setup, net: &Net, run: usize, out: &mut Samples) -> Result<()> {
+async fn run_ours(s: &Setup, net: &BareNet, run: usize, out: &mut Samples) -> Result<()> {
     let dir = InstanceDir::new(s.tmp.join(format!("vm-{run}")));
     let opts = LaunchOptions { start_paused: true, ..LaunchOptions::default() };
     let t0 = Instant::now();
@@ -195,11 +106,11 @@ async fn run_ours(s: &Setup, net: &Net, run: usize, out: &mut Samples) -> Result
     out.qmp.push(ms(t0.elapsed()));
     let mut console = Console::connect(&dir).await?;
     vm.resume().await?;
-    console.wait_for("cloud-minimal: init start", TIMEOUT).await?;
+    console.wait_for(bare::FIRST_CONSOLE_LINE, TIMEOUT).await?;
     out.console.push(ms(t0.elapsed()));
-    wait_for_ssh(net, &s.key).await?;
+    bare::wait_for_ssh(net, &s.guest.key, TIMEOUT).await?;
     out.ssh.push(ms(t0.elapsed()));
-    out.rss.extend(rss_kib(vm.pid()));
+    out.rss.extend(bare::rss_kib(vm.pid()));
 
     let snap = s.tmp.join(format!("snap-{run}"));
     let t = Instant::now();
@@ -219,65 +130,17 @@ async fn run_ours(s: &Setup, net: &Net, run: usize, out: &mut Samples) -> Result
     };
     let restored = snapshot::restore(&snap, &params, &opts).await?;
     out.restore.push(ms(t.elapsed()));
-    wait_for_ssh(net, &s.key).await?;
+    bare::wait_for_ssh(net, &s.guest.key, TIMEOUT).await?;
     out.restore_ssh.push(ms(t.elapsed()));
     restored.force_stop().await?;
     Ok(())
 }
 
-async fn run_bare(s: &Setup, net: &Net, out: &mut Samples) -> Result<()> {
-    let tsc = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| vmm::qemu::host::tsc_khz(&c));
-    let append = match tsc {
-        Some(khz) => format!("{} tsc_early_khz={khz}", s.cmdline),
-        None => s.cmdline.clone(),
-    };
-    let t0 = Instant::now();
-    let mut child = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &net.netns, "qemu-system-x86_64"])
-        .args(["-machine", "microvm,acpi=on", "-accel", "tcg", "-m", "256M", "-smp", "1"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&s.kernel)
-        .arg("-initrd")
-        .arg(&s.initrd)
-        .args(["-append", &append])
-        .arg("-drive")
-        .arg(format!("if=none,id=c,format=raw,readonly=on,file={}", s.cidata.display()))
-        .args(["-device", "virtio-blk-device,drive=c"])
-        .args(["-netdev", &format!("tap,id=n,ifname={},script=no,downscript=no", net.tap)])
-        .args(["-device", &format!("virtio-net-device,netdev=n,mac={}", s.mac)])
-        .args(["-object", "rng-random,id=r,filename=/dev/urandom"])
-        .args(["-device", "virtio-rng-device,rng=r"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let found = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("cloud-minimal: init start") {
-                return Ok::<bool, std::io::Error>(true);
-            }
-        }
-        Ok(false)
-    })
-    .await??;
-    if !found {
-        bail!("bare QEMU exited before the first console line");
-    }
-    out.bare_console.push(ms(t0.elapsed()));
-    // Keep draining the console so the guest never blocks on a full pipe.
-    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    wait_for_ssh(net, &s.key).await?;
-    out.bare_ssh.push(ms(t0.elapsed()));
-    if let Some(pid) = child.id() {
-        // `ip netns exec` execs QEMU, so the child's pid is QEMU's.
-        out.bare_rss.extend(rss_kib(i32::try_from(pid)?));
-    }
-    child.kill().await?;
-    drain.abort();
+async fn run_bare(s: &Setup, net: &BareNet, out: &mut Samples) -> Result<()> {
+    let boot = bare::boot(&s.guest, net, TIMEOUT).await?;
+    out.bare_console.push(ms(boot.first_console_line));
+    out.bare_ssh.push(ms(boot.ssh));
+    out.bare_rss.extend(boot.rss_kib);
     Ok(())
 }
 
@@ -287,7 +150,7 @@ async fn main() -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("vmm-bench").tempdir()?;
     // QEMU runs as a user of its own: let it through to its instance directories.
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
-    let net = Net::create()?;
+    let net = BareNet::create("vmmbench")?;
     let mut s = setup(&net, tmp.path()).await?;
     let cgroup = MemoryCgroup::create(448 << 20)?;
     let id = 1_900_000_000 + std::process::id() % 1_000_000;

@@ -13,6 +13,7 @@
 // Denied everywhere but `qemu::jail` (an ioctl and a pre-exec hook), which says why it is sound.
 #![deny(unsafe_code)]
 
+pub mod bare;
 pub mod config_drive;
 pub mod console;
 pub mod guest_agent;

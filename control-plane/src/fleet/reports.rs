@@ -84,6 +84,16 @@ pub async fn submit(writer: &Arc<ReportWriter>, report: HostReport) -> Answer {
 
 /// Writes batches until the queue is empty, then lets the next report start a writer.
 async fn write_queued(writer: &ReportWriter) {
+    // Should this task die (a panic), the next report must still find no writer running.
+    struct Stopped<'a>(&'a AtomicBool);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+    let _stopped = Stopped(&writer.writing);
     loop {
         let batch: Vec<Pending> = {
             let mut queue = writer.queue.lock().unwrap_or_else(|e| e.into_inner());
