@@ -25,6 +25,18 @@ pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()>
     replace(path, contents, mode, false)
 }
 
+/// Writes `contents` over `path` in place (created with `mode` if missing): no new file, no
+/// rename, no sync. For a small value rewritten every few seconds whose every version has the
+/// same length (a host's lease expiry): a process that dies leaves the old value or the new one
+/// (one `write` of a few bytes); only a power cut, which makes the value moot, could tear it,
+/// and a torn value that does not parse reads as none.
+pub fn overwrite_in_place(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new().write(true).create(true).truncate(false).mode(mode).open(path)?;
+    file.write_all_at(contents, 0)?;
+    file.set_len(contents.len() as u64)
+}
+
 /// The permission bits of `path` when its group or others may do anything with it (a secret
 /// that should be its owner's alone); `None` when it is private or does not exist.
 pub fn open_to_others(path: &Path) -> io::Result<Option<u32>> {
@@ -138,6 +150,13 @@ mod tests {
         assert_eq!(names, ["secret"]);
         // A directory that does not exist fails, and leaves nothing behind.
         assert!(write_atomic(&dir.join("missing/file"), b"x", 0o644).is_err());
+        // In place: the same file, the new contents whole, a longer old value cut off.
+        let lease = dir.join("lease");
+        overwrite_in_place(&lease, b"old value, longer", 0o644).unwrap();
+        let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&lease).unwrap());
+        overwrite_in_place(&lease, b"new value", 0o644).unwrap();
+        assert_eq!(fs::read(&lease).unwrap(), b"new value");
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&fs::metadata(&lease).unwrap()), inode);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -149,9 +149,10 @@ pub fn lease_left(lease_file: &std::path::Path) -> Option<Duration> {
 fn persist_expiry(settings: &ReportSettings, expiry: SystemTime) {
     let ms = expiry.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let text = serde_json::json!({ "expires_at_unix_ms": ms }).to_string();
-    // Not synced: written every report, and only needed across agent restarts (after a power
-    // cut the VMs it protects are gone too).
-    if let Err(err) = cloud_common::fs::replace_atomic(&settings.lease_file, text.as_bytes(), 0o644) {
+    // Written in place, not synced: every report, and only needed across agent restarts (after
+    // a power cut the VMs it protects are gone too). Always 13 digits of milliseconds, so every
+    // version has the same length.
+    if let Err(err) = cloud_common::fs::overwrite_in_place(&settings.lease_file, text.as_bytes(), 0o644) {
         tracing::warn!(error = %err, file = %settings.lease_file.display(), "cannot record the lease expiry");
     }
 }
