@@ -64,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
         .bind(op)
         .fetch_one(&pool)
         .await?;
+        // Each boots alone: ours is gone before the bare one starts.
+        let line = format!("instance delete {name} --wait");
+        cloud.cli.line(&line).await.ok(&line);
         let boot = vmm::bare::boot(&guest, &net, Duration::from_secs(120)).await?;
         let steps: serde_json::Map<String, Value> = steps.into_iter().map(|(n, t)| (n, json!(t))).collect();
         writeln!(
@@ -80,8 +83,6 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
         ours.push(ms(ssh));
         bare.push(ms(boot.ssh));
-        let line = format!("instance delete {name} --wait");
-        cloud.cli.line(&line).await.ok(&line);
     }
     let (ours, bare) = (median(ours), median(bare));
     writeln!(

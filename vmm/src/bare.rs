@@ -194,9 +194,29 @@ pub async fn ssh_ok(net: &BareNet, key: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Polls [`ssh_ok`] every 50 ms until it works, for at most `timeout`.
+/// True when `GUEST_IP:22` accepts a connection within 250 ms (a SYN the guest's network does
+/// not answer yet is given up at once, not retried for a second as `ssh` would).
+async fn port_open(net: &BareNet) -> bool {
+    tokio::process::Command::new("timeout")
+        .args(["0.25", "ip", "netns", "exec", &net.netns, "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{GUEST_IP}/22"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// Waits until the guest's port 22 accepts (probed every 20 ms, as the host agent does), then
+/// polls [`ssh_ok`] every 50 ms until it works; for at most `timeout` in all.
 pub async fn wait_for_ssh(net: &BareNet, key: &Path, timeout: Duration) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
+    while !port_open(net).await {
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the guest's port 22 did not open"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     while !ssh_ok(net, key).await {
         if Instant::now() >= deadline {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "SSH did not come up"));
