@@ -34,6 +34,7 @@
 //! [operations]
 //! lease_secs = 30                # CLOUD_OPERATIONS_LEASE_SECS: a dead replica's work resumes after this
 //! concurrency = 32               # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
+//! max_connections = 4            # CLOUD_OPERATIONS_MAX_CONNECTIONS: the executor's own, apart from the API's
 //! step_timeout_secs = 600        # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may keep retrying
 //! step_timeouts = { wait_running = 900 }   # per step name (no variable)
 //!
@@ -215,6 +216,9 @@ pub struct Overrides {
     /// Operations one replica drives at once [default: 32].
     #[arg(long, env = "CLOUD_OPERATIONS_CONCURRENCY", value_name = "N")]
     pub operations_concurrency: Option<u32>,
+    /// Database connections of the operation executor, apart from the API's [default: 4].
+    #[arg(long, env = "CLOUD_OPERATIONS_MAX_CONNECTIONS", value_name = "N")]
+    pub operations_max_connections: Option<u32>,
     /// How long a step may keep retrying before its operation fails [default: 600].
     #[arg(long, env = "CLOUD_OPERATIONS_STEP_TIMEOUT_SECS", value_name = "SECS")]
     pub operations_step_timeout_secs: Option<u32>,
@@ -297,6 +301,7 @@ impl Config {
         set(&mut self.scheduler.strategy, &o.scheduler_strategy);
         set(&mut self.operations.lease_secs, &o.operations_lease_secs);
         set(&mut self.operations.concurrency, &o.operations_concurrency);
+        set(&mut self.operations.max_connections, &o.operations_max_connections);
         set(&mut self.operations.step_timeout_secs, &o.operations_step_timeout_secs);
         o.store.apply(&mut self.store);
         if let Some(issuer) = o.oidc_issuer.as_ref().filter(|u| !u.is_empty()) {
@@ -396,6 +401,9 @@ impl Config {
         if !(1..=1024).contains(&self.operations.concurrency) {
             return invalid("operations.concurrency", "must be between 1 and 1024");
         }
+        if !(1..=1024).contains(&self.operations.max_connections) {
+            return invalid("operations.max_connections", "must be between 1 and 1024");
+        }
         if self.operations.step_timeout_secs == 0 || self.operations.step_timeouts.values().any(|s| *s == 0) {
             return invalid("operations.step_timeout_secs", "step time limits must be at least 1 second");
         }
@@ -471,6 +479,8 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid { key: "operations.lease_secs", .. }));
         let err = parse("[operations]\nconcurrency = 0\n").expect_err("no concurrency");
         assert!(matches!(err, ConfigError::Invalid { key: "operations.concurrency", .. }));
+        let err = parse("[operations]\nmax_connections = 0\n").expect_err("no connections");
+        assert!(matches!(err, ConfigError::Invalid { key: "operations.max_connections", .. }));
         let err = parse("[log]\nfilter = \"=[\"\n").expect_err("bad filter");
         assert!(matches!(err, ConfigError::Invalid { key: "log.filter", .. }));
     }

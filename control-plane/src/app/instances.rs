@@ -15,7 +15,7 @@ use crate::agents::AgentClient;
 use crate::auth::{Caller, Role};
 use crate::db::instances::{self as db, InstanceRow, NewInstance};
 use crate::db::operations::{self as ops, NewOperation, OperationRow};
-use crate::ids::{InstanceId, OperationId, ProjectId, SnapshotId, SshKeyId};
+use crate::ids::{InstanceId, ProjectId, SnapshotId, SshKeyId};
 use crate::operations::instances::InstanceParams;
 use crate::scheduler::placement::{Request, Resources};
 use crate::scheduler::reserve::{self, PlacementError};
@@ -226,12 +226,12 @@ pub async fn create(
         anti_affinity_group: params.anti_affinity_group.clone(),
         ssh_keys: keys,
     };
-    db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
-    let op =
+    let instance = db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
+    let operation =
         create_operation(&mut tx, caller, project, OperationKind::InstanceCreate, id, 1, None, idempotency_key, hash)
             .await?;
-    let accepted = accepted(&mut tx, op, id).await?;
     tx.commit().await?;
+    let accepted = InstanceAccepted { operation, instance };
     app.executor.wake();
     tracing::info!(instance = %id, name = %params.name, "instance create accepted");
     Ok(accepted)
@@ -315,11 +315,12 @@ pub async fn restore(
         anti_affinity_group: None,
         ssh_keys: keys,
     };
-    db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
+    let instance = db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
     let kind = OperationKind::InstanceRestore;
-    let op = create_operation(&mut tx, caller, project, kind, id, 1, Some(snap.id), idempotency_key, hash).await?;
-    let accepted = accepted(&mut tx, op, id).await?;
+    let operation =
+        create_operation(&mut tx, caller, project, kind, id, 1, Some(snap.id), idempotency_key, hash).await?;
     tx.commit().await?;
+    let accepted = InstanceAccepted { operation, instance };
     app.executor.wake();
     tracing::info!(instance = %id, name = %params.name, snapshot = %snap.id, "instance restore accepted");
     Ok(accepted)
@@ -351,7 +352,7 @@ async fn create_operation(
     snapshot_id: Option<SnapshotId>,
     key: Option<&str>,
     hash: Vec<u8>,
-) -> Result<OperationId, AppError> {
+) -> Result<OperationRow, AppError> {
     let on = Target { project, id, generation, snapshot_id };
     instance_operation(conn, Some(caller.user_id), kind, on, key, Some(hash)).await
 }
@@ -373,7 +374,7 @@ pub(super) async fn instance_operation(
     on: Target,
     key: Option<&str>,
     hash: Option<Vec<u8>>,
-) -> Result<OperationId, AppError> {
+) -> Result<OperationRow, AppError> {
     let params = InstanceParams { instance_id: on.id, generation: on.generation, snapshot_id: on.snapshot_id };
     let new = NewOperation {
         project_id: Some(on.project),
@@ -387,18 +388,6 @@ pub(super) async fn instance_operation(
         steps: crate::operations::steps(kind),
     };
     super::operations::record(conn, &new).await
-}
-
-async fn accepted(
-    conn: &mut sqlx::PgConnection,
-    op: OperationId,
-    id: InstanceId,
-) -> Result<InstanceAccepted, AppError> {
-    let operation =
-        ops::operation_get(conn, op).await?.ok_or_else(|| AppError::NotFound("no such operation".to_owned()))?;
-    let instance =
-        db::instance_get_unchecked(conn, id).await?.ok_or_else(|| AppError::NotFound("no such instance".to_owned()))?;
-    Ok(InstanceAccepted { operation, instance })
 }
 
 /// The project's live instances in `window`, only those in `state` if given.
@@ -503,8 +492,12 @@ pub async fn change(
             from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
         ))
     })?;
-    let op = create_operation(&mut tx, caller, project, kind, row.id, generation, None, idempotency_key, hash).await?;
-    let accepted = accepted(&mut tx, op, row.id).await?;
+    let operation =
+        create_operation(&mut tx, caller, project, kind, row.id, generation, None, idempotency_key, hash).await?;
+    let instance = db::instance_get_unchecked(&mut tx, row.id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such instance".to_owned()))?;
+    let accepted = InstanceAccepted { operation, instance };
     tx.commit().await?;
     app.executor.wake();
     Ok(accepted)

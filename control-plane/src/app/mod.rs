@@ -28,7 +28,12 @@ pub use error::AppError;
 /// Shared state of the HTTP handlers and gRPC services (`State<Arc<App>>`).
 #[derive(Debug)]
 pub struct App {
+    /// The API's connections.
     pub pool: PgPool,
+    /// The operation executor's own connections (`operations.max_connections`): background
+    /// work never queues ahead of a request for a connection, and is bounded in how much of
+    /// the database it keeps busy.
+    pub work_pool: PgPool,
     pub metrics: crate::metrics::Metrics,
     pub fleet: crate::fleet::Fleet,
     /// The API's URL as clients see it.
@@ -63,8 +68,10 @@ impl App {
         let notify = changes.clone();
         let reports =
             crate::fleet::reports::ReportWriter::new(pool.clone(), fleet.config.lease_secs, move || notify.notify());
+        let work_pool = crate::db::pool_of(pool.connect_options().as_ref().clone(), config.operations.max_connections);
         Ok(Self {
             pool,
+            work_pool,
             metrics: crate::metrics::Metrics::new(),
             fleet,
             public_url: config.public_url(),

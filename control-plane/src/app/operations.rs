@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{App, AppError, Window, projects};
 use crate::auth::{Caller, Role};
+use crate::db::identity::ProjectKey;
 use crate::db::operations::{self as db, NewOperation, OperationRow};
 use crate::ids::OperationId;
 
@@ -20,7 +21,7 @@ pub async fn get(app: &App, caller: &Caller, id: OperationId) -> Result<Operatio
     let op = db::operation_get(&mut *app.pool.acquire().await?, id).await?.ok_or_else(not_found)?;
     match op.project_id {
         Some(project) => {
-            caller.require_role(&app.pool, project, Role::Viewer).await.map_err(|_| not_found())?;
+            caller.require_role(&app.pool, ProjectKey::Id(project), Role::Viewer).await.map_err(|_| not_found())?;
         }
         None => caller.require_operator().map_err(|_| not_found())?,
     }
@@ -48,7 +49,7 @@ pub async fn list(app: &App, caller: &Caller, project: &str, window: Window) -> 
 
 /// Records an operation and its steps inside the caller's transaction; an idempotency key
 /// that a concurrent request is using is a conflict.
-pub(super) async fn record(conn: &mut sqlx::PgConnection, new: &NewOperation<'_>) -> Result<OperationId, AppError> {
+pub(super) async fn record(conn: &mut sqlx::PgConnection, new: &NewOperation<'_>) -> Result<OperationRow, AppError> {
     db::operation_create(conn, new).await.map_err(|err| {
         if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
             AppError::Conflict("this Idempotency-Key is being used by a concurrent request; retry".to_owned())

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{App, AppError, Window, validate};
 use crate::auth::{Caller, Role};
-use crate::db::identity::{self, IdentityError, Project};
+use crate::db::identity::{self, IdentityError, Project, ProjectKey};
 use crate::db::projects as db;
 use crate::ids::ProjectId;
 
@@ -74,14 +74,11 @@ pub async fn resolve_with_role(
     key: &str,
     min: Role,
 ) -> Result<(ProjectId, Role), AppError> {
-    let id = match Uuid::parse_str(key) {
-        Ok(id) => ProjectId(id),
-        Err(_) => db::project_id_by_name(&app.pool, key)
-            .await?
-            .ok_or_else(|| AppError::NotFound("no such project".to_owned()))?,
+    let key = match Uuid::parse_str(key) {
+        Ok(id) => ProjectKey::Id(ProjectId(id)),
+        Err(_) => ProjectKey::Name(key),
     };
-    let role = caller.require_role(&app.pool, id, min).await?;
-    Ok((id, role))
+    Ok(caller.require_role(&app.pool, key, min).await?)
 }
 
 /// The caller's projects in `window`.

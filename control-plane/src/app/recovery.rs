@@ -87,7 +87,7 @@ pub async fn run_recovery(app: &App, concurrency: i64) -> Result<usize, AppError
             continue;
         };
         let on = Target { project: candidate.project_id, id, generation, snapshot_id: Some(snapshot) };
-        let op = instance_operation(&mut tx, None, OperationKind::InstanceRecover, on, None, None).await?;
+        let op = instance_operation(&mut tx, None, OperationKind::InstanceRecover, on, None, None).await?.id;
         tracing::warn!(instance = %id, %snapshot, priority = candidate.dr_priority, operation = %op,
             "recovering an instance of a dead host from its latest snapshot");
         started += 1;

@@ -163,7 +163,7 @@ async fn record(
         request_hash: None,
         steps: crate::operations::steps(kind),
     };
-    super::operations::record(conn, &new).await
+    Ok(super::operations::record(conn, &new).await?.id)
 }
 
 async fn accepted(

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use super::Role;
 use super::token::{MalformedToken, TokenSecret};
-use crate::db::identity::{self, IdentityError};
+use crate::db::identity::{self, IdentityError, ProjectKey};
 use crate::error_chain::ErrorChain;
 use crate::ids::{ProjectId, TokenId, UserId};
 
@@ -232,25 +232,31 @@ impl Caller {
         if self.is_operator { Ok(()) } else { Err(AuthzError::NotOperator) }
     }
 
-    /// The caller's role in `project`; [`AuthzError::NoSuchProject`] when the caller is not a
-    /// member, exactly as when the project does not exist.
-    pub async fn project_role(&self, pool: &PgPool, project: ProjectId) -> Result<Role, AuthzError> {
-        let cap = match self.scope {
-            Some((only, _)) if only != project => return Err(AuthzError::NoSuchProject),
-            Some((_, cap)) => cap,
-            None => Role::Admin,
+    /// The project's id and the caller's role in it; [`AuthzError::NoSuchProject`] when the
+    /// caller is not a member, exactly as when the project does not exist.
+    pub async fn project_role(&self, pool: &PgPool, project: ProjectKey<'_>) -> Result<(ProjectId, Role), AuthzError> {
+        let (id, role) = match identity::project_member_role(pool, project, self.user_id).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Err(AuthzError::NoSuchProject),
+            Err(err) => return Err(AuthzError::Store(err)),
         };
-        match identity::project_member_role(pool, project, self.user_id).await {
-            Ok(Some(role)) => Ok(role.min(cap)),
-            Ok(None) => Err(AuthzError::NoSuchProject),
-            Err(err) => Err(AuthzError::Store(err)),
+        match self.scope {
+            Some((only, _)) if only != id => Err(AuthzError::NoSuchProject),
+            Some((_, cap)) => Ok((id, role.min(cap))),
+            None => Ok((id, role)),
         }
     }
 
-    /// The caller's role in `project` if it is at least `min` (see [`Caller::project_role`]).
-    pub async fn require_role(&self, pool: &PgPool, project: ProjectId, min: Role) -> Result<Role, AuthzError> {
-        let role = self.project_role(pool, project).await?;
-        if role.allows(min) { Ok(role) } else { Err(AuthzError::RoleTooLow { role, min }) }
+    /// The project's id and the caller's role in it, if that is at least `min` (see
+    /// [`Caller::project_role`]).
+    pub async fn require_role(
+        &self,
+        pool: &PgPool,
+        project: ProjectKey<'_>,
+        min: Role,
+    ) -> Result<(ProjectId, Role), AuthzError> {
+        let (id, role) = self.project_role(pool, project).await?;
+        if role.allows(min) { Ok((id, role)) } else { Err(AuthzError::RoleTooLow { role, min }) }
     }
 }
 

@@ -407,20 +407,33 @@ pub async fn project_member_add(
     Ok(())
 }
 
-/// The user's role in the project; `None` when the user is not a member (or the project does
-/// not exist: the two are deliberately indistinguishable).
+/// A project as a request names it: by id, or by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectKey<'a> {
+    Id(ProjectId),
+    Name(&'a str),
+}
+
+/// The project's id and the user's role in it, in one statement; `None` when the user is not
+/// a member (or the project does not exist: the two are deliberately indistinguishable).
 pub async fn project_member_role(
     db: impl PgExecutor<'_>,
-    project: ProjectId,
+    project: ProjectKey<'_>,
     user: UserId,
-) -> Result<Option<Role>, IdentityError> {
-    let role: Option<String> =
-        sqlx::query_scalar("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
-            .bind(project)
-            .bind(user)
-            .fetch_optional(db)
-            .await?;
-    role.map(|r| parse_role(&r)).transpose()
+) -> Result<Option<(ProjectId, Role)>, IdentityError> {
+    let query = match project {
+        ProjectKey::Id(id) => {
+            sqlx::query_as("SELECT project_id, role FROM project_members WHERE project_id = $1 AND user_id = $2")
+                .bind(id)
+        }
+        ProjectKey::Name(name) => sqlx::query_as(
+            "SELECT m.project_id, m.role FROM project_members m JOIN projects p ON p.id = m.project_id
+             WHERE p.name = $1 AND m.user_id = $2",
+        )
+        .bind(name),
+    };
+    let row: Option<(ProjectId, String)> = query.bind(user).fetch_optional(db).await?;
+    row.map(|(id, role)| Ok((id, parse_role(&role)?))).transpose()
 }
 
 /// The projects the user belongs to, by name.

@@ -65,12 +65,14 @@ pub struct NewInstance {
     pub ssh_keys: Vec<SshKeyId>,
 }
 
-/// Inserts an instance (state `creating`, generation 1) and its key links.
-pub async fn instance_insert(conn: &mut PgConnection, new: &NewInstance) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, user_data, anti_affinity_group)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
+/// Inserts an instance (state `creating`, generation 1) and its key links; the instance as
+/// inserted.
+pub async fn instance_insert(conn: &mut PgConnection, new: &NewInstance) -> Result<InstanceRow, sqlx::Error> {
+    let row = sqlx::query_as(&format!(
+        "INSERT INTO instances AS i (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, user_data, anti_affinity_group)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING {COLUMNS}"
+    ))
     .bind(new.id)
     .bind(new.project_id)
     .bind(&new.name)
@@ -80,16 +82,19 @@ pub async fn instance_insert(conn: &mut PgConnection, new: &NewInstance) -> Resu
     .bind(new.disk_bytes)
     .bind(&new.user_data)
     .bind(&new.anti_affinity_group)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    for key in &new.ssh_keys {
-        sqlx::query("INSERT INTO instance_ssh_keys (instance_id, ssh_key_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(new.id)
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
+    if !new.ssh_keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO instance_ssh_keys (instance_id, ssh_key_id) SELECT $1, k FROM unnest($2::uuid[]) AS k
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(new.id)
+        .bind(&new.ssh_keys)
+        .execute(&mut *conn)
+        .await?;
     }
-    Ok(())
+    Ok(row)
 }
 
 /// A live instance of `project` by name or id.
@@ -204,6 +209,8 @@ pub struct AgentSpecRow {
     pub project_id: ProjectId,
     pub name: String,
     pub generation: i64,
+    #[sqlx(try_from = "String")]
+    pub state: InstanceState,
     pub host_id: Option<HostId>,
     pub agent_endpoint: Option<String>,
     /// The host's state (`dead`: its agent is not called; it cleans up when it returns).
@@ -230,7 +237,7 @@ pub struct AgentSpecRow {
 /// The spec of instance `id` as the agent will receive it.
 pub async fn instance_agent_spec(conn: &mut PgConnection, id: InstanceId) -> Result<Option<AgentSpecRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT i.id, i.project_id, i.name, i.generation, i.host_id, h.agent_endpoint, h.state AS host_state, i.vcpus, i.memory_bytes, i.disk_bytes, i.user_data,
+        "SELECT i.id, i.project_id, i.name, i.generation, i.state, i.host_id, h.agent_endpoint, h.state AS host_state, i.vcpus, i.memory_bytes, i.disk_bytes, i.user_data,
                 i.image_id, im.boot_mode, im.disk_sha256, im.disk_size_bytes, im.kernel_sha256, im.initrd_sha256, im.kernel_cmdline,
                 im.firmware,
                 ARRAY(SELECT k.public_key FROM instance_ssh_keys ik JOIN ssh_keys k ON k.id = ik.ssh_key_id

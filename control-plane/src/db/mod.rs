@@ -49,10 +49,7 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32, timeout: D
         let source = match attempt.await {
             Ok(Ok(conn)) => {
                 let _ = conn.close().await;
-                return Ok(PgPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_lazy_with(options));
+                return Ok(pool_of(options, max_connections));
             }
             Ok(Err(err)) => err,
             Err(_) => sqlx::Error::PoolTimedOut,
@@ -65,6 +62,16 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32, timeout: D
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// A pool of `max_connections` to the database of `options`, opened in the background from
+/// the start, so the first requests do not wait for connections to be set up.
+pub fn pool_of(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options)
 }
 
 /// Applies every migration not yet applied (a no-op on an up-to-date database).

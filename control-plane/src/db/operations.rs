@@ -59,15 +59,24 @@ pub struct NewOperation<'a> {
     pub steps: &'a [Step],
 }
 
-/// Inserts an operation and its steps (pending). Call inside the transaction that makes the
-/// change the operation carries out, so both exist or neither does.
-pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -> Result<OperationId, sqlx::Error> {
-    let id = OperationId::new();
-    sqlx::query(
-        "INSERT INTO operations (id, project_id, kind, target_kind, target_id, params, created_by, idempotency_key, request_hash, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(id)
+/// Inserts an operation and its steps (pending), in one statement; the operation as inserted.
+/// Call inside the transaction that makes the change the operation carries out, so both exist
+/// or neither does.
+pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -> Result<OperationRow, sqlx::Error> {
+    let names: Vec<&str> = new.steps.iter().map(|step| step.as_str()).collect();
+    // The steps are numbered from 0 in order. `current_step` reads the steps as they were
+    // before this statement (none): null, as it is for an operation whose steps are all pending.
+    sqlx::query_as(&format!(
+        "WITH o AS (
+           INSERT INTO operations AS o (id, project_id, kind, target_kind, target_id, params, created_by, idempotency_key, request_hash, traceparent)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           RETURNING {COLUMNS}),
+         s AS (
+           INSERT INTO operation_steps (operation_id, idx, name)
+           SELECT $1, n - 1, name FROM unnest($11::text[]) WITH ORDINALITY AS s(name, n))
+         SELECT * FROM o"
+    ))
+    .bind(OperationId::new())
     .bind(new.project_id)
     .bind(new.kind.as_str())
     .bind(new.target_kind)
@@ -78,19 +87,9 @@ pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -
     .bind(&new.request_hash)
     // The span creating it (a request's, a reconciler's): the operation continues its trace.
     .bind(cloud_common::telemetry::traceparent())
-    .execute(&mut *conn)
-    .await?;
-    // Every step in one statement (one round trip), numbered from 0 in order.
-    let names: Vec<&str> = new.steps.iter().map(|step| step.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO operation_steps (operation_id, idx, name)
-         SELECT $1, n - 1, name FROM unnest($2::text[]) WITH ORDINALITY AS s(name, n)",
-    )
-    .bind(id)
     .bind(&names)
-    .execute(&mut *conn)
-    .await?;
-    Ok(id)
+    .fetch_one(conn)
+    .await
 }
 
 /// The operation a user created earlier with this idempotency key, if any.
@@ -139,24 +138,20 @@ pub async fn operation_claim(
     owner: &str,
     lease_secs: f64,
 ) -> Result<Option<OperationRow>, sqlx::Error> {
-    let claimed: Option<(OperationId,)> = sqlx::query_as(
-        "UPDATE operations SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
-                state = CASE WHEN state = 'pending' THEN 'running' ELSE state END,
-                attempts = attempts + 1, updated_at = now()
-         WHERE id = (SELECT id FROM operations
-                     WHERE state IN ('pending', 'running', 'undoing')
-                       AND (lease_expires_at IS NULL OR lease_expires_at < now())
-                     ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING id",
-    )
+    sqlx::query_as(&format!(
+        "UPDATE operations AS o SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
+                state = CASE WHEN o.state = 'pending' THEN 'running' ELSE o.state END,
+                attempts = o.attempts + 1, updated_at = now()
+         WHERE o.id = (SELECT id FROM operations
+                       WHERE state IN ('pending', 'running', 'undoing')
+                         AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                       ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING {COLUMNS}"
+    ))
     .bind(owner)
     .bind(lease_secs)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match claimed {
-        Some((id,)) => operation_get(conn, id).await,
-        None => Ok(None),
-    }
+    .fetch_optional(conn)
+    .await
 }
 
 /// Extends the lease while `owner` still holds it; false when it was lost.
@@ -254,6 +249,33 @@ pub async fn step_set(
     .bind(state.as_str())
     .bind(output)
     .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records step `done` of operation `id` done with its output and, in the same statement,
+/// step `next` (if any) running: one round trip between two steps.
+pub async fn step_advance(
+    conn: &mut PgConnection,
+    id: OperationId,
+    done: i16,
+    output: Option<&serde_json::Value>,
+    next: Option<i16>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operation_steps
+         SET state = CASE WHEN idx = $2 THEN 'done' ELSE 'running' END,
+             output = CASE WHEN idx = $2 THEN COALESCE($3, output) ELSE output END,
+             error = NULL,
+             started_at = COALESCE(started_at, now()),
+             finished_at = CASE WHEN idx = $2 THEN now() END
+         WHERE operation_id = $1 AND (idx = $2 OR idx = $4)",
+    )
+    .bind(id)
+    .bind(done)
+    .bind(output)
+    .bind(next)
     .execute(conn)
     .await?;
     Ok(())

@@ -19,11 +19,6 @@ pub struct ProjectWithRole {
     pub role: Role,
 }
 
-/// The id of the project named `name`; `None` when there is none.
-pub async fn project_id_by_name(db: impl PgExecutor<'_>, name: &str) -> Result<Option<ProjectId>, IdentityError> {
-    Ok(sqlx::query_scalar("SELECT id FROM projects WHERE name = $1").bind(name).fetch_optional(db).await?)
-}
-
 /// A project by id, without any authorization check.
 pub async fn project_get_unchecked(db: impl PgExecutor<'_>, id: ProjectId) -> Result<Option<Project>, IdentityError> {
     Ok(sqlx::query_as("SELECT id, name, description, created_at FROM projects WHERE id = $1")

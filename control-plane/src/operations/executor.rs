@@ -17,6 +17,8 @@ pub struct OperationsConfig {
     pub lease_secs: u32,
     /// How many operations one replica drives at once.
     pub concurrency: u32,
+    /// Database connections the executor uses, apart from the API's `database.max_connections`.
+    pub max_connections: u32,
     /// How long a step may keep asking to be retried before the operation fails.
     pub step_timeout_secs: u32,
     /// Time limits of particular steps (by step name), overriding `step_timeout_secs`.
@@ -26,7 +28,13 @@ pub struct OperationsConfig {
 
 impl Default for OperationsConfig {
     fn default() -> Self {
-        Self { lease_secs: 30, concurrency: 32, step_timeout_secs: 600, step_timeouts: Default::default() }
+        Self {
+            lease_secs: 30,
+            concurrency: 32,
+            max_connections: 4,
+            step_timeout_secs: 600,
+            step_timeouts: Default::default(),
+        }
     }
 }
 

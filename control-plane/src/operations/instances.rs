@@ -102,7 +102,7 @@ async fn preferred_host(app: &App, op: &OperationRow, p: &InstanceParams) -> Res
 
 /// Where an instance's suspended state is: its snapshot id and host.
 async fn suspend_state(app: &App, id: InstanceId) -> Result<(Option<SnapshotId>, Option<HostId>), StepError> {
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_suspend_state(&mut conn, id).await.map_err(|e| StepError::db(&e))
 }
 
@@ -116,12 +116,12 @@ async fn drop_suspend_state(app: &App, id: InstanceId) -> Result<(), StepError> 
         let now_on = spec(app, id).await.ok().and_then(|s| s.host_id);
         super::snapshots::forget(app, snapshot, &[host, now_on], super::snapshots::Store::BestEffort).await?;
     }
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_set_suspend_state(&mut conn, id, None, None).await.map_err(|e| StepError::db(&e))
 }
 
 async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> {
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_agent_spec(&mut conn, id)
         .await
         .map_err(|e| StepError::db(&e))?
@@ -217,14 +217,13 @@ async fn wait_for(
     let deadline = Instant::now() + WAIT_TIMEOUT;
     let mut delay = Duration::from_millis(200);
     loop {
-        check_not_cancelled(app, op, id).await?;
         let s = spec(app, id).await?;
+        check_not_cancelled(op, &s)?;
         let mut agent = placed_client(app, &s)?;
         match agent.get_instance(pb::GetInstanceRequest { instance_id: id.to_string() }).await {
             Ok(status) => {
                 let status = status.into_inner();
-                let current = u64::try_from(generation).unwrap_or(0);
-                if status.generation >= current && status.state == want as i32 {
+                if reached(&status, generation, want) {
                     return Ok(());
                 }
                 if status.state == pb::InstanceState::Failed as i32 {
@@ -245,29 +244,68 @@ async fn wait_for(
     }
 }
 
-/// Fails a create or start whose instance is being deleted (the delete cancels it).
-async fn check_not_cancelled(app: &App, op: &OperationRow, id: InstanceId) -> Result<(), StepError> {
-    if !matches!(op.kind, OperationKind::InstanceCreate | OperationKind::InstanceStart) {
-        return Ok(());
+/// Whether the agent's `status` is `want` at `generation` or later.
+fn reached(status: &pb::InstanceStatus, generation: i64, want: pb::InstanceState) -> bool {
+    status.generation >= u64::try_from(generation).unwrap_or(0) && status.state == want as i32
+}
+
+/// What a step that asked the agent for a change records: the instance's state as the agent's
+/// answer gave it, which the wait that follows needs not ask again.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answered {
+    state: String,
+    generation: u64,
+}
+
+impl Answered {
+    fn output(status: &pb::InstanceStatus) -> Option<serde_json::Value> {
+        let state = pb::InstanceState::try_from(status.state).ok()?.as_str_name().to_owned();
+        serde_json::to_value(Answered { state, generation: status.generation }).ok()
     }
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
-    let instance = db::instance_get_unchecked(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
-    match instance {
-        Some(i) if !i.state.is_going_away() => Ok(()),
-        _ => Err(StepError::Fail { code: "cancelled", message: "cancelled: the instance is being deleted".to_owned() }),
+
+    /// Whether `prior` (the output of the step just done) already says `want` at `generation`.
+    fn reached(prior: Option<&serde_json::Value>, generation: i64, want: pb::InstanceState) -> bool {
+        let Some(answered) = prior.and_then(|v| serde_json::from_value::<Answered>(v.clone()).ok()) else {
+            return false;
+        };
+        let status = pb::InstanceStatus {
+            state: pb::InstanceState::from_str_name(&answered.state).map_or(-1, |s| s as i32),
+            generation: answered.generation,
+            ..Default::default()
+        };
+        reached(&status, generation, want)
     }
 }
 
-/// Runs one step; `Ok(output)` is recorded with the step.
-pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<Option<serde_json::Value>, StepError> {
+/// Fails a create or start whose instance is being deleted (the delete cancels it).
+fn check_not_cancelled(op: &OperationRow, s: &db::AgentSpecRow) -> Result<(), StepError> {
+    if matches!(op.kind, OperationKind::InstanceCreate | OperationKind::InstanceStart) && s.state.is_going_away() {
+        return Err(StepError::Fail {
+            code: "cancelled",
+            message: "cancelled: the instance is being deleted".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs one step; `Ok(output)` is recorded with the step. `prior` is the output of the step
+/// done just before in the same run, if any. A create or start whose instance is being deleted
+/// fails `cancelled` at its next step (placement and addressing refuse such an instance too).
+pub async fn run_step(
+    app: &Arc<App>,
+    op: &OperationRow,
+    step: Step,
+    prior: Option<&serde_json::Value>,
+) -> Result<Option<serde_json::Value>, StepError> {
     let p = params(op)?;
     let id = p.instance_id;
     let generation = u64::try_from(p.generation).unwrap_or(0);
-    check_not_cancelled(app, op, id).await?;
     match step {
         Step::Place => {
-            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
-            let placement = match preferred_host(app, op, &p).await? {
+            // Read before the transaction: it holds a connection, and the pool may have no other.
+            let preferred = preferred_host(app, op, &p).await?;
+            let mut tx = app.work_pool.begin().await.map_err(|e| StepError::db(&e))?;
+            let placement = match preferred {
                 Some(host) => match crate::scheduler::reserve::place_instance_on(&mut tx, id, host).await {
                     Err(PlacementError::HostFull { .. } | PlacementError::NoHostFits(_)) => {
                         tracing::info!(instance = %id, %host, "the saved state's host has no room: resuming elsewhere");
@@ -317,7 +355,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             let host = s
                 .host_id
                 .ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })?;
-            let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
             let (mac, address) = match db::nic_allocate(&mut conn, id, host).await {
                 Err(sqlx::Error::RowNotFound) => {
                     return Err(StepError::Fail {
@@ -331,15 +369,16 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
         }
         Step::EnsureOnHost => {
             let s = spec(app, id).await?;
+            check_not_cancelled(op, &s)?;
             let mut agent = placed_client(app, &s)?;
             let request = pb::EnsureInstanceRequest {
                 spec: Some(agent_spec(&s)?),
                 desired_power_state: pb::PowerState::Running as i32,
                 generation,
             };
-            agent.ensure_instance(request).await.map_err(|e| agent_error(&e))?;
+            let status = agent.ensure_instance(request).await.map_err(|e| agent_error(&e))?.into_inner();
             set_state(app, id, InstanceState::Starting).await?;
-            Ok(None)
+            Ok(Answered::output(&status))
         }
         Step::RestoreOnHost => {
             // A resume or a restore continues the guest from its memory when the snapshot has
@@ -361,10 +400,12 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 generation,
                 fresh_boot,
             };
-            agent.restore_instance(request).await.map_err(|e| agent_error(&e))?;
+            let status = agent.restore_instance(request).await.map_err(|e| agent_error(&e))?.into_inner();
             set_state(app, id, InstanceState::Starting).await?;
-            Ok(None)
+            Ok(Answered::output(&status))
         }
+        // The agent's answer to the step before said so already: nothing to ask.
+        Step::WaitRunning if Answered::reached(prior, p.generation, pb::InstanceState::Running) => Ok(None),
         Step::WaitRunning => wait_for(app, op, id, p.generation, pb::InstanceState::Running).await.map(|()| None),
         Step::StopOnHost => {
             let s = spec(app, id).await?;
@@ -395,7 +436,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 Some(snapshot) => snapshot,
                 None => {
                     let snapshot = SnapshotId::new();
-                    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+                    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
                     db::instance_set_suspend_state(&mut conn, id, Some(snapshot), Some(host))
                         .await
                         .map_err(|e| StepError::db(&e))?;
@@ -422,7 +463,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             // operation's generation, so the delete needs a newer one.
             let generation = match op.kind {
                 OperationKind::InstanceSuspend => {
-                    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+                    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
                     let g = db::instance_bump_generation(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
                     u64::try_from(g).map_err(|_| StepError::Fail {
                         code: "internal",
@@ -442,12 +483,12 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
             Ok(None)
         }
         Step::ReleaseAddress => {
-            let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))?;
             Ok(None)
         }
         Step::ReleaseCapacity => {
-            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            let mut tx = app.work_pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))?;
             Ok(None)
@@ -472,7 +513,7 @@ pub async fn undo_step(
             OperationKind::InstanceCreate | OperationKind::InstanceRestore | OperationKind::InstanceRecover,
             Step::Place,
         ) => {
-            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            let mut tx = app.work_pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))
         }
@@ -480,12 +521,12 @@ pub async fn undo_step(
             OperationKind::InstanceCreate | OperationKind::InstanceRestore | OperationKind::InstanceRecover,
             Step::AllocateAddress,
         ) => {
-            let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
             db::nic_release(&mut conn, id).await.map_err(|e| StepError::db(&e))
         }
         (OperationKind::InstanceSuspend, Step::SuspendOnHost) => drop_suspend_state(app, id).await,
         (OperationKind::InstanceResume, Step::Place) => {
-            let mut tx = app.pool.begin().await.map_err(|e| StepError::db(&e))?;
+            let mut tx = app.work_pool.begin().await.map_err(|e| StepError::db(&e))?;
             release(&mut tx, id).await?;
             tx.commit().await.map_err(|e| StepError::db(&e))
         }
@@ -522,14 +563,14 @@ async fn release(conn: &mut sqlx::PgConnection, id: InstanceId) -> Result<(), St
 }
 
 async fn set_state(app: &App, id: InstanceId, state: InstanceState) -> Result<(), StepError> {
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     db::instance_set_state(&mut conn, id, state, None).await.map_err(|e| StepError::db(&e))
 }
 
 /// Records the outcome of a successful operation on the instance.
 pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind {
         OperationKind::InstanceSuspend => db::instance_set_state(&mut conn, id, InstanceState::Suspended, None).await,
         OperationKind::InstanceCreate
@@ -550,7 +591,7 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
 /// recovery that failed leaves it `lost`, to be tried again later or restored by hand.
 pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind {
         OperationKind::InstanceRestore => db::instance_mark_deleted(&mut conn, id).await,
         OperationKind::InstanceRecover => {

@@ -17,6 +17,10 @@
 //!   the lease is released with a delay so the operation is picked up again.
 //! - A replica drives up to `operations.concurrency` operations at once, so one slow boot does
 //!   not hold up every other change; on a clean shutdown it hands its leases back at once.
+//! - The executor has its own database connections (`operations.max_connections`, apart from
+//!   the API's): requests never queue behind background work for a connection, and a burst of
+//!   operations keeps at most that many statements running, so the API keeps its share of the
+//!   database while creates pour in.
 //!
 //! - Retries are bounded: a step that still asks to be retried after its time limit
 //!   (`step_timeout_secs`, or its own in `step_timeouts`) fails the operation with code
@@ -28,6 +32,7 @@
 //! [operations]
 //! lease_secs = 30      # CLOUD_OPERATIONS_LEASE_SECS: how long a claim lasts without renewal
 //! concurrency = 32     # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
+//! max_connections = 4  # CLOUD_OPERATIONS_MAX_CONNECTIONS: the executor's own database connections
 //! step_timeout_secs = 600    # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may retry
 //! step_timeouts = { ensure_on_host = 900 }   # per step name, overriding step_timeout_secs
 //! ```
@@ -83,7 +88,7 @@ impl Executor {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                 () = &mut stop => break,
             };
-            let claimed = match app.pool.acquire().await {
+            let claimed = match app.work_pool.acquire().await {
                 Ok(mut conn) => db::operation_claim(&mut conn, &self.owner, self.lease.as_secs_f64()).await,
                 Err(err) => Err(err),
             };
@@ -116,7 +121,7 @@ impl Executor {
             }
         }
         running.shutdown().await;
-        let released = match app.pool.acquire().await {
+        let released = match app.work_pool.acquire().await {
             Ok(mut conn) => db::operation_release_owned(&mut conn, &self.owner).await,
             Err(err) => Err(err),
         };
@@ -134,7 +139,7 @@ impl Executor {
         let renew = async {
             loop {
                 tokio::time::sleep(self.lease / 3).await;
-                let renewed = match app.pool.acquire().await {
+                let renewed = match app.work_pool.acquire().await {
                     Ok(mut conn) => db::operation_renew(&mut conn, op.id, &self.owner, self.lease.as_secs_f64()).await,
                     Err(err) => Err(err),
                 };
@@ -148,7 +153,7 @@ impl Executor {
             result = self.steps(app, &op) => {
                 if let Err(err) = result {
                     tracing::warn!(error = %ErrorChain(&err), "operation interrupted by a database error; will resume");
-                    if let Ok(mut conn) = app.pool.acquire().await {
+                    if let Ok(mut conn) = app.work_pool.acquire().await {
                         let _ = db::operation_retry_later(&mut conn, op.id, &self.owner, 1.0).await;
                     }
                 }
@@ -158,18 +163,26 @@ impl Executor {
     }
 
     async fn steps(&self, app: &Arc<App>, op: &OperationRow) -> Result<(), sqlx::Error> {
-        let mut conn = app.pool.acquire().await?;
+        let mut conn = app.work_pool.acquire().await?;
         let steps = db::operation_steps(&mut conn, op.id).await?;
         drop(conn);
         let mut undoing = op.state == OperationState::Undoing;
         if !undoing {
-            for step in steps.iter().filter(|s| s.state != StepState::Done) {
-                db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Running, None, None).await?;
+            let todo: Vec<_> = steps.iter().filter(|s| s.state != StepState::Done).collect();
+            // The output of the step done just before in this run, and whether the step about
+            // to run is recorded running already (with the previous one's done, in one statement).
+            let mut prior: Option<serde_json::Value> = None;
+            let mut recorded_running = false;
+            for (n, step) in todo.iter().enumerate() {
+                if !recorded_running {
+                    db::step_set(&mut *app.work_pool.acquire().await?, op.id, step.idx, StepState::Running, None, None)
+                        .await?;
+                }
                 tracing::info!(step = %step.name, "step");
                 let limit = self.config.step_timeout(step.name);
                 let attempt = std::time::Instant::now();
                 let span = tracing::info_span!("step", step = %step.name);
-                let outcome = match run_step(app, op, step.name).instrument(span).await {
+                let outcome = match run_step(app, op, step.name, prior.take().as_ref()).instrument(span).await {
                     Err(StepError::Retry { reason, .. })
                         if step.running_secs.is_some_and(|secs| secs >= limit.as_secs_f64()) =>
                     {
@@ -193,21 +206,17 @@ impl Executor {
                 match outcome {
                     Ok(output) => {
                         crate::fault::crash_point(&format!("{}/unrecorded", step.name));
-                        db::step_set(
-                            &mut *app.pool.acquire().await?,
-                            op.id,
-                            step.idx,
-                            StepState::Done,
-                            output.as_ref(),
-                            None,
-                        )
-                        .await?;
+                        let next = todo.get(n + 1).map(|s| s.idx);
+                        db::step_advance(&mut *app.work_pool.acquire().await?, op.id, step.idx, output.as_ref(), next)
+                            .await?;
+                        recorded_running = next.is_some();
                         crate::fault::crash_point(step.name.as_str());
+                        prior = output;
                     }
                     Err(StepError::Retry { reason, after }) => {
                         tracing::info!(step = %step.name, %reason, retry_in = ?after, "step will be retried");
                         db::operation_retry_later(
-                            &mut *app.pool.acquire().await?,
+                            &mut *app.work_pool.acquire().await?,
                             op.id,
                             &self.owner,
                             after.as_secs_f64(),
@@ -217,7 +226,7 @@ impl Executor {
                     }
                     Err(StepError::Fail { code, message }) => {
                         tracing::warn!(step = %step.name, %message, "step failed; undoing the operation");
-                        let mut conn = app.pool.acquire().await?;
+                        let mut conn = app.work_pool.acquire().await?;
                         db::step_set(&mut conn, op.id, step.idx, StepState::Failed, None, Some(&message)).await?;
                         db::operation_start_undo(&mut conn, op.id, code, &message).await?;
                         undoing = true;
@@ -230,50 +239,50 @@ impl Executor {
             if let Err(err) = on_success(app, op).await {
                 return self.later(app, op, err).await;
             }
-            db::operation_finish(&mut *app.pool.acquire().await?, op.id, OperationState::Succeeded).await?;
+            db::operation_finish(&mut *app.work_pool.acquire().await?, op.id, OperationState::Succeeded).await?;
             app.metrics.operation_finished(op.kind.as_str(), OperationState::Succeeded.as_str());
             app.changes.notify();
             tracing::info!("operation succeeded");
             return Ok(());
         }
         // Undo every step that was done (or may have been half done), newest first.
-        let mut conn = app.pool.acquire().await?;
+        let mut conn = app.work_pool.acquire().await?;
         let steps = db::operation_steps(&mut conn, op.id).await?;
         drop(conn);
         for step in steps.iter().rev().filter(|s| {
             matches!(s.state, StepState::Done | StepState::Running | StepState::Undoing | StepState::Failed)
         }) {
-            db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undoing, None, None).await?;
+            db::step_set(&mut *app.work_pool.acquire().await?, op.id, step.idx, StepState::Undoing, None, None).await?;
             match undo_step(app, op, step.name, step.output.as_ref()).await {
                 Ok(()) => {
-                    db::step_set(&mut *app.pool.acquire().await?, op.id, step.idx, StepState::Undone, None, None)
+                    db::step_set(&mut *app.work_pool.acquire().await?, op.id, step.idx, StepState::Undone, None, None)
                         .await?
                 }
                 Err(StepError::Retry { reason, .. })
-                    if db::operation_undoing_secs(&mut *app.pool.acquire().await?, op.id).await?
+                    if db::operation_undoing_secs(&mut *app.work_pool.acquire().await?, op.id).await?
                         >= self.config.step_timeout(step.name).as_secs_f64() =>
                 {
                     // Bounded like every step: what could not be undone is said, not retried forever.
                     let note = format!("undoing step {} was abandoned: {reason}", step.name);
                     tracing::warn!(step = %step.name, %reason, "undo abandoned after its time limit");
-                    let mut conn = app.pool.acquire().await?;
+                    let mut conn = app.work_pool.acquire().await?;
                     db::step_set(&mut conn, op.id, step.idx, StepState::Failed, None, Some(&note)).await?;
                     db::operation_append_error(&mut conn, op.id, &note).await?;
                 }
                 Err(err) => return self.later(app, op, err).await,
             }
         }
-        let mut conn = app.pool.acquire().await?;
+        let mut conn = app.work_pool.acquire().await?;
         let reason = db::operation_get(&mut conn, op.id).await?.and_then(|o| o.error_message).unwrap_or_default();
         drop(conn);
-        let cancelled = db::operation_get(&mut *app.pool.acquire().await?, op.id)
+        let cancelled = db::operation_get(&mut *app.work_pool.acquire().await?, op.id)
             .await?
             .is_some_and(|o| o.error_code.as_deref() == Some("cancelled"));
         if !cancelled && let Err(err) = on_failure(app, op, &reason).await {
             return self.later(app, op, err).await;
         }
         let end = if cancelled { OperationState::Cancelled } else { OperationState::Failed };
-        db::operation_finish(&mut *app.pool.acquire().await?, op.id, end).await?;
+        db::operation_finish(&mut *app.work_pool.acquire().await?, op.id, end).await?;
         app.metrics.operation_finished(op.kind.as_str(), end.as_str());
         app.changes.notify();
         tracing::info!(state = %end, "operation ended and was undone");
@@ -287,7 +296,7 @@ impl Executor {
             StepError::Fail { message, .. } => (message, Duration::from_secs(5)),
         };
         tracing::warn!(%reason, retry_in = ?after, "operation will be resumed later");
-        db::operation_retry_later(&mut *app.pool.acquire().await?, op.id, &self.owner, after.as_secs_f64()).await
+        db::operation_retry_later(&mut *app.work_pool.acquire().await?, op.id, &self.owner, after.as_secs_f64()).await
     }
 }
 
@@ -296,11 +305,16 @@ pub fn steps(kind: OperationKind) -> &'static [Step] {
     if kind.is_snapshot() { snapshots::steps(kind) } else { instances::steps(kind) }
 }
 
-async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<Option<serde_json::Value>, StepError> {
+async fn run_step(
+    app: &Arc<App>,
+    op: &OperationRow,
+    step: Step,
+    prior: Option<&serde_json::Value>,
+) -> Result<Option<serde_json::Value>, StepError> {
     if op.kind.is_snapshot() {
         snapshots::run_step(app, op, step).await
     } else {
-        instances::run_step(app, op, step).await
+        instances::run_step(app, op, step, prior).await
     }
 }
 
@@ -335,7 +349,7 @@ pub(crate) async fn host_agent(
     app: &App,
     host: crate::ids::HostId,
 ) -> Result<Option<crate::agents::AgentClient>, StepError> {
-    let mut conn = app.pool.acquire().await.map_err(|e| StepError::db(&e))?;
+    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let row = crate::db::hosts::host_get(&mut conn, host.0).await.map_err(|e| StepError::db(&e))?;
     let Some(row) = row.filter(|h| h.state != crate::states::HostState::Dead) else { return Ok(None) };
     app.agents

@@ -58,7 +58,7 @@ fn db_err(e: sqlx::Error) -> StepError {
 }
 
 async fn snapshot(app: &App, id: SnapshotId) -> Result<SnapshotRow, StepError> {
-    db::snapshot_get_unchecked(&mut *app.pool.acquire().await.map_err(db_err)?, id)
+    db::snapshot_get_unchecked(&mut *app.work_pool.acquire().await.map_err(db_err)?, id)
         .await
         .map_err(db_err)?
         .ok_or(StepError::Fail { code: "not_found", message: "the snapshot no longer exists".to_owned() })
@@ -99,14 +99,13 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
                 code: "not_found",
                 message: "the instance was deleted before it could be snapshotted".to_owned(),
             })?;
-            let row =
-                crate::db::instances::instance_get_unchecked(&mut *app.pool.acquire().await.map_err(db_err)?, instance)
-                    .await
-                    .map_err(db_err)?
-                    .ok_or(StepError::Fail {
-                        code: "not_found",
-                        message: "the instance no longer exists".to_owned(),
-                    })?;
+            let row = crate::db::instances::instance_get_unchecked(
+                &mut *app.work_pool.acquire().await.map_err(db_err)?,
+                instance,
+            )
+            .await
+            .map_err(db_err)?
+            .ok_or(StepError::Fail { code: "not_found", message: "the instance no longer exists".to_owned() })?;
             let mut agent = host_client(app, &s).await?.ok_or(StepError::Fail {
                 code: "unavailable",
                 message: "the instance's host cannot be reached to take the snapshot".to_owned(),
@@ -133,7 +132,7 @@ pub async fn run_step(app: &Arc<App>, op: &OperationRow, step: Step) -> Result<O
         }
         Step::DeleteSnapshotOnHost => {
             // The host that took it, and every host that rebuilt it from the store to restore it.
-            let mut conn = app.pool.acquire().await.map_err(db_err)?;
+            let mut conn = app.work_pool.acquire().await.map_err(db_err)?;
             let mut hosts: Vec<_> = db::snapshot_restore_hosts(&mut conn, s.id).await.map_err(db_err)?;
             drop(conn);
             hosts.insert(0, s.host_id);
@@ -198,7 +197,7 @@ pub(super) async fn forget(
 /// Records the outcome of a successful operation on the snapshot.
 pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
     let id = params(op)?.snapshot_id;
-    let mut conn = app.pool.acquire().await.map_err(db_err)?;
+    let mut conn = app.work_pool.acquire().await.map_err(db_err)?;
     match op.kind {
         OperationKind::SnapshotCreate => {
             let steps = crate::db::operations::operation_steps(&mut conn, op.id).await.map_err(db_err)?;
@@ -226,7 +225,7 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
 /// Records a failed (and undone) operation on the snapshot, with the reason.
 pub async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {
     let id = params(op)?.snapshot_id;
-    let mut conn = app.pool.acquire().await.map_err(db_err)?;
+    let mut conn = app.work_pool.acquire().await.map_err(db_err)?;
     let from = [SnapshotState::Creating, SnapshotState::Deleting];
     db::snapshot_transition(&mut conn, id, &from, SnapshotState::Failed, Some(reason)).await.map(drop).map_err(db_err)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header::AUTHORIZATION};
 use axum::routing::get;
 use control_plane::auth::{self, AuthenticationError, BootstrapOutcome, Caller, Role, TokenSecret};
-use control_plane::db::identity::{self, NewToken};
+use control_plane::db::identity::{self, NewToken, ProjectKey};
 use control_plane::http::error::ApiError;
 use control_plane::ids::{ProjectId, TokenId, UserId};
 use control_plane::testing::TestDatabase;
@@ -73,7 +73,7 @@ async fn bootstrap_creates_the_admin_project_and_a_private_token_file_that_authe
         Caller { user_id, is_operator: true, token_id, session_id: None, token_expires_at: None, scope: None }
     );
     assert!(caller.require_operator().is_ok());
-    assert_eq!(caller.project_role(&pool, project_id).await.unwrap(), Role::Admin);
+    assert_eq!(caller.project_role(&pool, ProjectKey::Id(project_id)).await.unwrap(), (project_id, Role::Admin));
     let admin = identity::user_get(&pool, user_id).await.unwrap().unwrap();
     assert_eq!(admin.name, auth::BOOTSTRAP_USER);
     let projects = identity::project_list_for_user(&pool, user_id).await.unwrap();
@@ -314,31 +314,44 @@ async fn non_members_get_404_and_roles_below_the_minimum_get_403() {
     let viewer = auth::authenticate(&pool, &bearer(&viewer)).await.unwrap();
     let operator = auth::authenticate(&pool, &bearer(&operator)).await.unwrap();
 
-    assert_eq!(viewer.project_role(&pool, mine.id).await.unwrap(), Role::Viewer);
-    assert_eq!(viewer.require_role(&pool, mine.id, Role::Viewer).await.unwrap(), Role::Viewer);
+    let (mine_id, theirs_id) = (ProjectKey::Id(mine.id), ProjectKey::Id(theirs.id));
+    assert_eq!(viewer.project_role(&pool, mine_id).await.unwrap(), (mine.id, Role::Viewer));
+    // By name, one statement finds the project and the role.
+    assert_eq!(viewer.project_role(&pool, ProjectKey::Name("mine")).await.unwrap(), (mine.id, Role::Viewer));
+    assert_eq!(viewer.require_role(&pool, mine_id, Role::Viewer).await.unwrap(), (mine.id, Role::Viewer));
     assert_api_error(
-        viewer.require_role(&pool, mine.id, Role::Member).await.map_err(ApiError::from),
+        viewer.require_role(&pool, mine_id, Role::Member).await.map_err(ApiError::from),
         StatusCode::FORBIDDEN,
         "forbidden",
     );
     // Another tenant's project and a project that does not exist look the same.
     assert_api_error(
-        viewer.project_role(&pool, theirs.id).await.map_err(ApiError::from),
+        viewer.project_role(&pool, theirs_id).await.map_err(ApiError::from),
         StatusCode::NOT_FOUND,
         "not_found",
     );
     assert_api_error(
-        viewer.project_role(&pool, ProjectId::new()).await.map_err(ApiError::from),
+        viewer.project_role(&pool, ProjectKey::Name("theirs")).await.map_err(ApiError::from),
         StatusCode::NOT_FOUND,
         "not_found",
     );
     assert_api_error(
-        viewer.require_role(&pool, theirs.id, Role::Viewer).await.map_err(ApiError::from),
+        viewer.project_role(&pool, ProjectKey::Id(ProjectId::new())).await.map_err(ApiError::from),
         StatusCode::NOT_FOUND,
         "not_found",
     );
     assert_api_error(
-        operator.project_role(&pool, mine.id).await.map_err(ApiError::from),
+        viewer.project_role(&pool, ProjectKey::Name("nowhere")).await.map_err(ApiError::from),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_api_error(
+        viewer.require_role(&pool, theirs_id, Role::Viewer).await.map_err(ApiError::from),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_api_error(
+        operator.project_role(&pool, mine_id).await.map_err(ApiError::from),
         StatusCode::NOT_FOUND,
         "not_found",
     );
