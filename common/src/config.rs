@@ -129,3 +129,124 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// What `check-config` prints for a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Keys whose values are secrets wherever they appear.
+const SECRET_KEYS: &[&str] = &["password", "secret", "secret_access_key", "client_secret", "token"];
+
+/// The effective configuration as TOML, with every secret replaced by [`REDACTED`]: values of
+/// secret keys, and the password of any URL (`scheme://user:password@host`, `?password=…`).
+/// Paths to files holding secrets are printed as they are: they are not the secrets.
+pub fn printable<T: Serialize>(config: &T) -> Result<String, toml::ser::Error> {
+    let mut value = toml::Value::try_from(config)?;
+    redact(&mut value);
+    toml::to_string(&value)
+}
+
+fn redact(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table.iter_mut() {
+                match value {
+                    toml::Value::String(text) if SECRET_KEYS.contains(&key.as_str()) && !text.is_empty() => {
+                        *text = REDACTED.to_owned();
+                    }
+                    toml::Value::String(text) => *text = redact_url(text),
+                    other => redact(other),
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact),
+        toml::Value::String(text) => *text = redact_url(text),
+        _ => {}
+    }
+}
+
+/// `text` with the password of a URL in it redacted (unchanged when it is no URL or has none).
+fn redact_url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else { return text.to_owned() };
+    let rest = &text[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut out = text[..scheme_end + 3].to_owned();
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:{REDACTED}{}", &rest[at..authority_end])),
+            None => out.push_str(&rest[..authority_end]),
+        },
+        None => out.push_str(&rest[..authority_end]),
+    }
+    let tail = &rest[authority_end..];
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if SECRET_KEYS.contains(&key.to_ascii_lowercase().as_str()) => {
+                        format!("{key}={REDACTED}")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", params.join("&")));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Db {
+        url: String,
+        password: String,
+        password_file: String,
+    }
+
+    #[derive(Serialize)]
+    struct S3 {
+        secret_access_key: String,
+        access_key_id: String,
+    }
+
+    #[derive(Serialize)]
+    struct Sample {
+        database: Db,
+        s3: S3,
+        endpoints: Vec<String>,
+        empty_secret: S3,
+    }
+
+    #[test]
+    fn secrets_and_url_passwords_are_redacted_and_nothing_else() {
+        let sample = Sample {
+            database: Db {
+                url: "postgres://cloud:hunter2@db.example:5432/cloud?sslmode=require&password=alsosecret".into(),
+                password: "hunter3".into(),
+                password_file: "/etc/cloud/db-password".into(),
+            },
+            s3: S3 { secret_access_key: "wJalrXUtnFEMI".into(), access_key_id: "AKIAEXAMPLE".into() },
+            endpoints: vec!["https://user:pw@store.example/".into(), "http://127.0.0.1:9000".into()],
+            empty_secret: S3 { secret_access_key: String::new(), access_key_id: String::new() },
+        };
+        let text = printable(&sample).expect("the sample serializes");
+        for secret in ["hunter2", "hunter3", "alsosecret", "wJalrXUtnFEMI", ":pw@"] {
+            assert!(!text.contains(secret), "{secret} printed in:\n{text}");
+        }
+        let value: toml::Value = toml::from_str(&text).expect("what is printed is TOML");
+        assert_eq!(
+            value["database"]["url"].as_str(),
+            Some("postgres://cloud:<redacted>@db.example:5432/cloud?sslmode=require&password=<redacted>")
+        );
+        assert_eq!(value["database"]["password_file"].as_str(), Some("/etc/cloud/db-password"));
+        assert_eq!(value["s3"]["access_key_id"].as_str(), Some("AKIAEXAMPLE"));
+        assert_eq!(value["endpoints"][0].as_str(), Some("https://user:<redacted>@store.example/"));
+        assert_eq!(value["endpoints"][1].as_str(), Some("http://127.0.0.1:9000"));
+        // An unset secret stays visibly unset.
+        assert_eq!(value["empty_secret"]["secret_access_key"].as_str(), Some(""));
+    }
+}

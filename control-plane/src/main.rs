@@ -67,7 +67,7 @@ async fn command_run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => control_plane::serve(config, cloud_common::startup::shutdown_signal()).await?,
         Command::Openapi => print_openapi()?,
         Command::CheckConfig => {
-            let text = toml::to_string(&config).context("cannot print the configuration")?;
+            let text = cloud_common::config::printable(&config).context("cannot print the configuration")?;
             std::io::stdout().write_all(text.as_bytes())?;
         }
         Command::IssueAdminToken => {

@@ -62,7 +62,7 @@ async fn command_run(command: Command, config: AgentConfig) -> anyhow::Result<()
             )?;
         }
         Command::Run => host_agent::agent::run(config, cloud_common::startup::shutdown_signal()).await?,
-        Command::CheckConfig => std::io::stdout().write_all(toml::to_string(&config)?.as_bytes())?,
+        Command::CheckConfig => std::io::stdout().write_all(cloud_common::config::printable(&config)?.as_bytes())?,
     }
     Ok(())
 }

@@ -47,10 +47,17 @@ pub enum PkiError {
 }
 
 /// A certificate with its private key, both PEM.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedIdentity {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+/// Never prints the key (an `App` or a `Fleet` printed with `{:?}` would carry it into a log).
+impl std::fmt::Debug for IssuedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedIdentity").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+    }
 }
 
 /// The loaded fleet CA.

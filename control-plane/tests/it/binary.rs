@@ -127,6 +127,28 @@ fn an_invalid_config_file_names_the_key_and_the_problem() {
 }
 
 #[test]
+fn check_config_never_prints_a_password_or_a_secret_key() {
+    let out = control_plane(&["check-config"])
+        .env("CLOUD_DATABASE_URL", "postgres://cloud:db-hunter2@127.0.0.1:5432/cloud")
+        .env("CLOUD_STORE_BACKEND", "s3")
+        .env("CLOUD_STORE_S3_BUCKET", "snapshots")
+        .env("CLOUD_STORE_S3_REGION", "us-east-1")
+        .env("CLOUD_STORE_S3_ACCESS_KEY_ID", "AKIAEXAMPLE")
+        .env("CLOUD_STORE_S3_SECRET_ACCESS_KEY", "s3-hunter2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for secret in ["db-hunter2", "s3-hunter2"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}\n{stderr}");
+    }
+    let effective: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(effective["database"]["url"].as_str(), Some("postgres://cloud:<redacted>@127.0.0.1:5432/cloud"));
+    assert_eq!(effective["store"]["s3"]["secret_access_key"].as_str(), Some("<redacted>"));
+    assert_eq!(effective["store"]["s3"]["access_key_id"].as_str(), Some("AKIAEXAMPLE"));
+}
+
+#[test]
 fn an_invalid_environment_value_is_refused() {
     let out = control_plane(&["check-config"]).env("CLOUD_LISTEN", "not-an-address").output().unwrap();
     assert!(!out.status.success());
