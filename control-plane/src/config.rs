@@ -38,6 +38,10 @@
 //! step_timeout_secs = 600        # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may keep retrying
 //! step_timeouts = { wait_running = 900 }   # per step name (no variable)
 //!
+//! [limits]
+//! requests_per_second = 100      # CLOUD_LIMITS_REQUESTS_PER_SECOND: per API token or session; 0: none
+//! burst = 1000                   # CLOUD_LIMITS_BURST: requests at once before the rate applies
+//!
 //! [store]                        # the shared snapshot store (see cloud_store::config)
 //! backend = "local"              # CLOUD_STORE_BACKEND: local | s3
 //! dir = "/var/lib/cloud/store"   # CLOUD_STORE_DIR: shared with the host agents of this machine
@@ -82,6 +86,7 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub operations: crate::operations::executor::OperationsConfig,
+    pub limits: crate::limits::LimitsConfig,
     pub store: cloud_store::StoreConfig,
     pub oidc: crate::auth::oidc::OidcConfig,
     pub log: LogConfig,
@@ -121,6 +126,7 @@ impl Default for Config {
             fleet: FleetConfig::default(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
             operations: crate::operations::executor::OperationsConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
             store: cloud_store::StoreConfig::default(),
             oidc: crate::auth::oidc::OidcConfig::default(),
             log: LogConfig::default(),
@@ -219,6 +225,12 @@ pub struct Overrides {
     /// Database connections of the operation executor, apart from the API's [default: 4].
     #[arg(long, env = "CLOUD_OPERATIONS_MAX_CONNECTIONS", value_name = "N")]
     pub operations_max_connections: Option<u32>,
+    /// Sustained requests per second per API token or console session; 0: no limit [default: 100].
+    #[arg(long, env = "CLOUD_LIMITS_REQUESTS_PER_SECOND", value_name = "N")]
+    pub limits_requests_per_second: Option<u32>,
+    /// Requests a quiet token or session may make at once [default: 1000].
+    #[arg(long, env = "CLOUD_LIMITS_BURST", value_name = "N")]
+    pub limits_burst: Option<u32>,
     /// How long a step may keep retrying before its operation fails [default: 600].
     #[arg(long, env = "CLOUD_OPERATIONS_STEP_TIMEOUT_SECS", value_name = "SECS")]
     pub operations_step_timeout_secs: Option<u32>,
@@ -302,6 +314,8 @@ impl Config {
         set(&mut self.operations.lease_secs, &o.operations_lease_secs);
         set(&mut self.operations.concurrency, &o.operations_concurrency);
         set(&mut self.operations.max_connections, &o.operations_max_connections);
+        set(&mut self.limits.requests_per_second, &o.limits_requests_per_second);
+        set(&mut self.limits.burst, &o.limits_burst);
         set(&mut self.operations.step_timeout_secs, &o.operations_step_timeout_secs);
         o.store.apply(&mut self.store);
         if let Some(issuer) = o.oidc_issuer.as_ref().filter(|u| !u.is_empty()) {
@@ -400,6 +414,9 @@ impl Config {
         }
         if !(1..=1024).contains(&self.operations.concurrency) {
             return invalid("operations.concurrency", "must be between 1 and 1024");
+        }
+        if self.limits.burst == 0 {
+            return invalid("limits.burst", "must be at least 1");
         }
         if !(1..=1024).contains(&self.operations.max_connections) {
             return invalid("operations.max_connections", "must be between 1 and 1024");

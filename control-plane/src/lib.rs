@@ -18,6 +18,7 @@ pub mod fault;
 pub mod fleet;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod openssh;
 pub mod operations;

@@ -64,6 +64,7 @@ pub struct Metrics {
     fleet_degraded: Gauge,
     fleet_silent_hosts: Gauge,
     embedded_db_restarts: Counter,
+    rate_limited: Counter,
     operations: Family<OperationLabels, Counter>,
     steps: Family<StepLabels, Histogram>,
     instances: Family<StateLabels, Gauge>,
@@ -113,6 +114,12 @@ impl Metrics {
             "Times the embedded PostgreSQL exited and was started again",
             embedded_db_restarts.clone(),
         );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 because their token or session was over its rate",
+            rate_limited.clone(),
+        );
         let operations = Family::<OperationLabels, Counter>::default();
         registry.register("operations", "Operations this replica finished, by kind and outcome", operations.clone());
         let steps = Family::<StepLabels, Histogram>::new_with_constructor(|| {
@@ -159,6 +166,7 @@ impl Metrics {
             fleet_degraded,
             fleet_silent_hosts,
             embedded_db_restarts,
+            rate_limited,
             operations,
             steps,
             instances,
@@ -222,6 +230,11 @@ impl Metrics {
     /// Counts a restart of the embedded database.
     pub fn embedded_db_restarted(&self) {
         self.embedded_db_restarts.inc();
+    }
+
+    /// Counts a request refused for its caller's rate.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Records one served request. `route` is the matched route template (never the raw path);

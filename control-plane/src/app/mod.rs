@@ -59,6 +59,8 @@ pub struct App {
     pub console_dir: Option<std::path::PathBuf>,
     /// Host reports waiting to be written in the next batch.
     pub reports: std::sync::Arc<crate::fleet::reports::ReportWriter>,
+    /// Requests per token or session (`[limits]`).
+    pub rate_limiter: crate::limits::RateLimiter,
 }
 
 impl App {
@@ -86,6 +88,7 @@ impl App {
             secure_cookies: config.public_url().starts_with("https://"),
             console_dir: config.console_dir.clone(),
             reports: std::sync::Arc::new(reports),
+            rate_limiter: crate::limits::RateLimiter::new(&config.limits),
         })
     }
 }

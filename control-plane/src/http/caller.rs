@@ -13,6 +13,7 @@ use super::error::ApiError;
 use crate::app::App;
 use crate::auth::{AuthenticationError, AuthzError, Caller, authenticate_request};
 use crate::error_chain::ErrorChain;
+use crate::limits::CallerKey;
 
 /// The API's answer to a failed authentication: 401 `unauthenticated` naming what is wrong as
 /// far as that is safe to say, or 500 (logged) when the database failed.
@@ -62,6 +63,15 @@ impl FromRequestParts<Arc<App>> for Caller {
         }
         match authenticate_request(&app.pool, &parts.method, &parts.headers).await {
             Ok(caller) => {
+                let key = match (caller.token_id, caller.session_id) {
+                    (Some(token), _) => Some(CallerKey::Token(token.0)),
+                    (None, Some(session)) => Some(CallerKey::Session(session)),
+                    (None, None) => None,
+                };
+                if let Some(Err(wait)) = key.map(|key| app.rate_limiter.admit(key)) {
+                    app.metrics.rate_limited();
+                    return Err(super::error::rate_limited(wait));
+                }
                 parts.extensions.insert(caller);
                 Ok(caller)
             }

@@ -57,6 +57,17 @@ impl ApiError {
     }
 
     /// 405 for a method a known path does not take.
+    /// 429 `rate_limited`; the response needs `Retry-After` too ([`rate_limited`]).
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!(
+                "too many requests from this token or session: retry in {retry_after_secs}s (see limits.requests_per_second)"
+            ),
+        }
+    }
+
     pub fn method_not_allowed() -> Self {
         Self {
             status: StatusCode::METHOD_NOT_ALLOWED,
@@ -148,4 +159,12 @@ impl ApiError {
     pub fn too_large(message: impl Into<String>) -> Self {
         Self { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message: message.into() }
     }
+}
+
+/// The answer to a caller over its rate: 429 with `Retry-After` (whole seconds, at least 1).
+pub fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let retry_after = [(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs))];
+    (retry_after, ApiError::too_many_requests(secs)).into_response()
 }

@@ -707,3 +707,45 @@ async fn a_token_signs_in_to_the_console_and_the_console_is_served() {
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(client.post(url("/projects/x")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_are_not_held_back() {
+    let db = TestDatabase::create().await.unwrap();
+    let pool = db.migrated_pool().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    auth::bootstrap(&pool, dir.path()).await.unwrap();
+    let admin = read_token_file(&dir.path().join(auth::ADMIN_TOKEN_FILE)).expose().to_owned();
+    let (_, other) = user_with_token(&pool, "erin", false, None).await;
+    let mut config = control_plane::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        store: cloud_store::StoreConfig { dir: dir.path().join("store"), ..Default::default() },
+        ..Default::default()
+    };
+    config.limits = control_plane::limits::LimitsConfig { requests_per_second: 1, burst: 3 };
+    let app = Arc::new(control_plane::testing::app_with(pool.clone(), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, control_plane::http::router(app)).await.unwrap() });
+    let client = reqwest::Client::new();
+    let whoami = |token: &str| client.get(format!("{base}/v1/auth/whoami")).bearer_auth(token).send();
+
+    for _ in 0..3 {
+        assert_eq!(whoami(&admin).await.unwrap().status(), 200);
+    }
+    let refused = whoami(&admin).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 1);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["message"].as_str().unwrap().contains("retry in 1s"), "{body}");
+    // Another caller's requests are counted apart.
+    assert_eq!(whoami(&other).await.unwrap().status(), 200);
+    // Once Retry-After has passed, the token is served again.
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(whoami(&admin).await.unwrap().status(), 200);
+    // Refusals are counted (and a request without credentials is never rate limited as anyone's).
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "cloud_rate_limited_requests_total 1"), "{metrics}");
+    assert_eq!(client.get(format!("{base}/v1/auth/whoami")).send().await.unwrap().status(), 401);
+}
