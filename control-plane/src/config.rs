@@ -41,6 +41,9 @@
 //! [limits]
 //! requests_per_second = 100      # CLOUD_LIMITS_REQUESTS_PER_SECOND: per API token or session; 0: none
 //! burst = 1000                   # CLOUD_LIMITS_BURST: requests at once before the rate applies
+//! websockets_per_instance = 8    # CLOUD_LIMITS_WEBSOCKETS_PER_INSTANCE: consoles and tunnels at once
+//! websockets_per_caller = 16     # CLOUD_LIMITS_WEBSOCKETS_PER_CALLER: per token or session
+//! websocket_idle_secs = 900      # CLOUD_LIMITS_WEBSOCKET_IDLE_SECS: closed after this long quiet; 0: never
 //!
 //! [store]                        # the shared snapshot store (see cloud_store::config)
 //! backend = "local"              # CLOUD_STORE_BACKEND: local | s3
@@ -231,6 +234,15 @@ pub struct Overrides {
     /// Requests a quiet token or session may make at once [default: 1000].
     #[arg(long, env = "CLOUD_LIMITS_BURST", value_name = "N")]
     pub limits_burst: Option<u32>,
+    /// Console and tunnel WebSockets open at once to one instance [default: 8].
+    #[arg(long, env = "CLOUD_LIMITS_WEBSOCKETS_PER_INSTANCE", value_name = "N")]
+    pub limits_websockets_per_instance: Option<u32>,
+    /// Console and tunnel WebSockets open at once per token or session [default: 16].
+    #[arg(long, env = "CLOUD_LIMITS_WEBSOCKETS_PER_CALLER", value_name = "N")]
+    pub limits_websockets_per_caller: Option<u32>,
+    /// Seconds without a frame after which a console or tunnel is closed; 0: never [default: 900].
+    #[arg(long, env = "CLOUD_LIMITS_WEBSOCKET_IDLE_SECS", value_name = "SECS")]
+    pub limits_websocket_idle_secs: Option<u32>,
     /// How long a step may keep retrying before its operation fails [default: 600].
     #[arg(long, env = "CLOUD_OPERATIONS_STEP_TIMEOUT_SECS", value_name = "SECS")]
     pub operations_step_timeout_secs: Option<u32>,
@@ -316,6 +328,9 @@ impl Config {
         set(&mut self.operations.max_connections, &o.operations_max_connections);
         set(&mut self.limits.requests_per_second, &o.limits_requests_per_second);
         set(&mut self.limits.burst, &o.limits_burst);
+        set(&mut self.limits.websockets_per_instance, &o.limits_websockets_per_instance);
+        set(&mut self.limits.websockets_per_caller, &o.limits_websockets_per_caller);
+        set(&mut self.limits.websocket_idle_secs, &o.limits_websocket_idle_secs);
         set(&mut self.operations.step_timeout_secs, &o.operations_step_timeout_secs);
         o.store.apply(&mut self.store);
         if let Some(issuer) = o.oidc_issuer.as_ref().filter(|u| !u.is_empty()) {
@@ -417,6 +432,12 @@ impl Config {
         }
         if self.limits.burst == 0 {
             return invalid("limits.burst", "must be at least 1");
+        }
+        if self.limits.websockets_per_instance == 0 {
+            return invalid("limits.websockets_per_instance", "must be at least 1");
+        }
+        if self.limits.websockets_per_caller == 0 {
+            return invalid("limits.websockets_per_caller", "must be at least 1");
         }
         if !(1..=1024).contains(&self.operations.max_connections) {
             return invalid("operations.max_connections", "must be between 1 and 1024");

@@ -10,10 +10,17 @@
 //! caller gets up to N times the rate. Buckets of callers gone quiet (full again) are dropped
 //! once there are many, so memory stays bounded by the callers active in the last moments.
 //!
+//! Console and tunnel WebSockets are capped by how many are open at once, per instance and per
+//! token or session (this replica's), and each is closed after `websocket_idle_secs` without a
+//! frame either way.
+//!
 //! ```toml
 //! [limits]
 //! requests_per_second = 100   # CLOUD_LIMITS_REQUESTS_PER_SECOND: per token or session; 0: no limit
 //! burst = 1000                # CLOUD_LIMITS_BURST: requests at once before the rate applies
+//! websockets_per_instance = 8 # CLOUD_LIMITS_WEBSOCKETS_PER_INSTANCE: consoles and tunnels open at once
+//! websockets_per_caller = 16  # CLOUD_LIMITS_WEBSOCKETS_PER_CALLER: per token or session
+//! websocket_idle_secs = 900   # CLOUD_LIMITS_WEBSOCKET_IDLE_SECS: closed after this long quiet; 0: never
 //! ```
 
 use std::collections::HashMap;
@@ -30,11 +37,30 @@ pub struct LimitsConfig {
     pub requests_per_second: u32,
     /// Requests a quiet caller may make at once.
     pub burst: u32,
+    /// Console and tunnel WebSockets open at once to one instance.
+    pub websockets_per_instance: u32,
+    /// Console and tunnel WebSockets open at once for one token or session.
+    pub websockets_per_caller: u32,
+    /// Seconds without a frame either way after which a WebSocket is closed; 0: never.
+    pub websocket_idle_secs: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { requests_per_second: 100, burst: 1000 }
+        Self {
+            requests_per_second: 100,
+            burst: 1000,
+            websockets_per_instance: 8,
+            websockets_per_caller: 16,
+            websocket_idle_secs: 900,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// How long a WebSocket may stay quiet (`None`: forever).
+    pub fn websocket_idle(&self) -> Option<Duration> {
+        (self.websocket_idle_secs > 0).then(|| Duration::from_secs(u64::from(self.websocket_idle_secs)))
     }
 }
 
@@ -99,13 +125,92 @@ impl RateLimiter {
     }
 }
 
+/// Why a WebSocket was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionCap {
+    #[error("this instance already has {limit} console and tunnel connections open (limits.websockets_per_instance)")]
+    Instance { limit: u32 },
+    #[error(
+        "this token or session already has {limit} console and tunnel connections open (limits.websockets_per_caller)"
+    )]
+    Caller { limit: u32 },
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    instances: HashMap<String, u32>,
+    callers: HashMap<CallerKey, u32>,
+}
+
+/// The console and tunnel WebSockets open on this replica.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    per_instance: u32,
+    per_caller: u32,
+    open: std::sync::Arc<Mutex<Open>>,
+}
+
+/// One open WebSocket: counted until dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    open: std::sync::Arc<Mutex<Open>>,
+    instance: String,
+    caller: Option<CallerKey>,
+}
+
+impl Connections {
+    pub fn new(config: &LimitsConfig) -> Self {
+        Self {
+            per_instance: config.websockets_per_instance,
+            per_caller: config.websockets_per_caller,
+            open: std::sync::Arc::default(),
+        }
+    }
+
+    /// A slot for one more WebSocket to `instance` by `caller`, if neither is at its cap.
+    pub fn open(&self, instance: &str, caller: Option<CallerKey>) -> Result<ConnectionSlot, ConnectionCap> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.instances.get(instance).copied().unwrap_or(0) >= self.per_instance {
+            return Err(ConnectionCap::Instance { limit: self.per_instance });
+        }
+        if let Some(key) = caller
+            && open.callers.get(&key).copied().unwrap_or(0) >= self.per_caller
+        {
+            return Err(ConnectionCap::Caller { limit: self.per_caller });
+        }
+        *open.instances.entry(instance.to_owned()).or_default() += 1;
+        if let Some(key) = caller {
+            *open.callers.entry(key).or_default() += 1;
+        }
+        Ok(ConnectionSlot { open: self.open.clone(), instance: instance.to_owned(), caller })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        release(&mut open.instances, &self.instance);
+        if let Some(key) = &self.caller {
+            release(&mut open.callers, key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_burst_then_the_rate_and_each_caller_on_its_own() {
-        let limiter = RateLimiter::new(&LimitsConfig { requests_per_second: 10, burst: 3 });
+        let limiter = RateLimiter::new(&LimitsConfig { requests_per_second: 10, burst: 3, ..LimitsConfig::default() });
         let (a, b) = (CallerKey::Token(uuid::Uuid::new_v4()), CallerKey::Session(uuid::Uuid::new_v4()));
         let t0 = Instant::now();
         for _ in 0..3 {
@@ -129,19 +234,39 @@ mod tests {
 
     #[test]
     fn zero_means_no_limit() {
-        let limiter = RateLimiter::new(&LimitsConfig { requests_per_second: 0, burst: 1 });
+        let limiter = RateLimiter::new(&LimitsConfig { requests_per_second: 0, burst: 1, ..LimitsConfig::default() });
         let key = CallerKey::Token(uuid::Uuid::new_v4());
         assert!((0..10_000).all(|_| limiter.admit(key).is_ok()));
     }
 
     #[test]
     fn quiet_callers_are_swept_out() {
-        let limiter = RateLimiter::new(&LimitsConfig { requests_per_second: 1000, burst: 2 });
+        let limiter =
+            RateLimiter::new(&LimitsConfig { requests_per_second: 1000, burst: 2, ..LimitsConfig::default() });
         let t0 = Instant::now();
         for _ in 0..=SWEEP_ABOVE {
             assert_eq!(limiter.admit_at(CallerKey::Token(uuid::Uuid::new_v4()), t0), Ok(()));
         }
         assert_eq!(limiter.admit_at(CallerKey::Token(uuid::Uuid::new_v4()), t0 + Duration::from_secs(1)), Ok(()));
         assert_eq!(limiter.buckets.lock().map(|b| b.len()).unwrap_or_default(), 1);
+    }
+
+    #[test]
+    fn websockets_are_capped_per_instance_and_per_caller_until_one_closes() {
+        let config = LimitsConfig { websockets_per_instance: 2, websockets_per_caller: 3, ..LimitsConfig::default() };
+        let connections = Connections::new(&config);
+        let (alice, bob) = (Some(CallerKey::Token(uuid::Uuid::new_v4())), Some(CallerKey::Token(uuid::Uuid::new_v4())));
+        let a1 = connections.open("web-1", alice).expect("first");
+        let _a2 = connections.open("web-1", alice).expect("second");
+        assert_eq!(connections.open("web-1", bob).err(), Some(ConnectionCap::Instance { limit: 2 }));
+        let _a3 = connections.open("web-2", alice).expect("another instance");
+        assert_eq!(connections.open("web-3", alice).err(), Some(ConnectionCap::Caller { limit: 3 }));
+        // Closing one frees its place on both counts.
+        drop(a1);
+        let _b1 = connections.open("web-1", bob).expect("room again on web-1");
+        let _a4 = connections.open("web-3", alice).expect("room again for alice");
+        drop((_a2, _a3, _a4, _b1));
+        let open = connections.open.lock().map(|o| (o.instances.len(), o.callers.len())).unwrap_or_default();
+        assert_eq!(open, (0, 0), "nothing is left counted");
     }
 }

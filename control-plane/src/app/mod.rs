@@ -61,6 +61,10 @@ pub struct App {
     pub reports: std::sync::Arc<crate::fleet::reports::ReportWriter>,
     /// Requests per token or session (`[limits]`).
     pub rate_limiter: crate::limits::RateLimiter,
+    /// The console and tunnel WebSockets open here, and their caps (`[limits]`).
+    pub connections: crate::limits::Connections,
+    /// How long a console or tunnel WebSocket may stay quiet (`None`: forever).
+    pub websocket_idle: Option<std::time::Duration>,
 }
 
 impl App {
@@ -89,6 +93,8 @@ impl App {
             console_dir: config.console_dir.clone(),
             reports: std::sync::Arc::new(reports),
             rate_limiter: crate::limits::RateLimiter::new(&config.limits),
+            connections: crate::limits::Connections::new(&config.limits),
+            websocket_idle: config.limits.websocket_idle(),
         })
     }
 }

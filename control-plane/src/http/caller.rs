@@ -63,12 +63,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         }
         match authenticate_request(&app.pool, &parts.method, &parts.headers).await {
             Ok(caller) => {
-                let key = match (caller.token_id, caller.session_id) {
-                    (Some(token), _) => Some(CallerKey::Token(token.0)),
-                    (None, Some(session)) => Some(CallerKey::Session(session)),
-                    (None, None) => None,
-                };
-                if let Some(Err(wait)) = key.map(|key| app.rate_limiter.admit(key)) {
+                if let Some(Err(wait)) = limit_key(&caller).map(|key| app.rate_limiter.admit(key)) {
                     app.metrics.rate_limited();
                     return Err(super::error::rate_limited(wait));
                 }
@@ -84,5 +79,14 @@ impl FromRequestParts<Arc<App>> for Caller {
                 Err((challenge, ApiError::from(&err)).into_response())
             }
         }
+    }
+}
+
+/// Whose limits a caller's requests count against: its API token's, or its console session's.
+pub fn limit_key(caller: &Caller) -> Option<CallerKey> {
+    match (caller.token_id, caller.session_id) {
+        (Some(token), _) => Some(CallerKey::Token(token.0)),
+        (None, Some(session)) => Some(CallerKey::Session(session)),
+        (None, None) => None,
     }
 }

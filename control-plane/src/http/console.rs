@@ -29,9 +29,11 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 /// Bridges a WebSocket and a gRPC bidirectional stream: binary frames in become `input`
-/// messages, the agent's output becomes binary frames; either side closing ends both.
+/// messages, the agent's output becomes binary frames; either side closing ends both, and so
+/// does `idle` without a frame either way (closed with the reason).
 async fn bridge<In, Out>(
     socket: WebSocket,
+    idle: Option<std::time::Duration>,
     first: In,
     wrap: fn(Vec<u8>) -> In,
     start: impl AsyncFnOnce(tokio_stream::wrappers::ReceiverStream<In>) -> Result<tonic::Streaming<Out>, tonic::Status>,
@@ -57,8 +59,17 @@ async fn bridge<In, Out>(
             return;
         }
     };
+    // Milliseconds from `started` to the last frame either way.
+    let started = tokio::time::Instant::now();
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let touch = |last: &std::sync::atomic::AtomicU64| {
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (last_in, last_out) = (last.clone(), last);
     let inbound = async move {
         while let Some(Ok(msg)) = ws_rx.next().await {
+            touch(&last_in);
             let data = match msg {
                 Message::Binary(b) => b.to_vec(),
                 Message::Text(t) => t.as_bytes().to_vec(),
@@ -71,9 +82,35 @@ async fn bridge<In, Out>(
         }
     };
     let outbound = async move {
-        while let Some(Ok(out)) = output.next().await {
-            if ws_tx.send(Message::Binary(unwrap(out).into())).await.is_err() {
-                break;
+        // Resolves once `idle` has passed since the last frame (never without `idle`).
+        let quiet = async {
+            let Some(idle) = idle else { return std::future::pending().await };
+            loop {
+                let seen = last_out.load(std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep_until(started + std::time::Duration::from_millis(seen) + idle).await;
+                if last_out.load(std::sync::atomic::Ordering::Relaxed) == seen {
+                    return idle;
+                }
+            }
+        };
+        tokio::pin!(quiet);
+        loop {
+            tokio::select! {
+                out = output.next() => match out {
+                    Some(Ok(out)) => {
+                        touch(&last_out);
+                        if ws_tx.send(Message::Binary(unwrap(out).into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => break,
+                },
+                idle = &mut quiet => {
+                    let reason = format!("closed after {}s without traffic (limits.websocket_idle_secs)", idle.as_secs());
+                    let frame = axum::extract::ws::CloseFrame { code: 1000, reason: reason.into() };
+                    let _ = ws_tx.send(Message::Close(Some(frame))).await;
+                    return;
+                }
             }
         }
         let _ = ws_tx.send(Message::Close(None)).await;
@@ -88,7 +125,8 @@ async fn bridge<In, Out>(
 /// client sends is typed on the console.
 #[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/console", tag = "instances",
     params(("project" = String, Path), ("instance" = String, Path)),
-    responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody),
+        (status = 429, description = "too many consoles and tunnels open to this instance or by this caller", body = super::error::ErrorBody)))]
 pub async fn console(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -96,10 +134,14 @@ pub async fn console(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let (mut client, id) = crate::app::instances::agent_for(&app, &caller, &project, &instance).await?;
+    let slot = open_slot(&app, &caller, &id)?;
+    let idle = app.websocket_idle;
     Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
         let first = pb::ConsoleInput { kind: Some(pb::console_input::Kind::InstanceId(id)) };
         bridge(
             socket,
+            idle,
             first,
             |data| pb::ConsoleInput { kind: Some(pb::console_input::Kind::Data(data)) },
             async move |input| client.console(input).await.map(tonic::Response::into_inner),
@@ -107,6 +149,11 @@ pub async fn console(
         )
         .await;
     }))
+}
+
+/// A place for one more console or tunnel to instance `id`, or 429 naming the cap reached.
+fn open_slot(app: &App, caller: &Caller, id: &str) -> Result<crate::limits::ConnectionSlot, ApiError> {
+    app.connections.open(id, super::caller::limit_key(caller)).map_err(ApiError::too_many_connections)
 }
 
 /// Which guest port to tunnel to.
@@ -122,7 +169,8 @@ pub struct TunnelQuery {
 /// to the instance subnet is needed.
 #[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/tunnel", tag = "instances",
     params(("project" = String, Path), ("instance" = String, Path), TunnelQuery),
-    responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody),
+        (status = 429, description = "too many consoles and tunnels open to this instance or by this caller", body = super::error::ErrorBody)))]
 pub async fn tunnel(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -135,12 +183,16 @@ pub async fn tunnel(
         return Err(ApiError::invalid("port must be between 1 and 65535"));
     }
     let (mut client, id) = crate::app::instances::agent_for(&app, &caller, &project, &instance).await?;
+    let slot = open_slot(&app, &caller, &id)?;
+    let idle = app.websocket_idle;
     Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
         let first = pb::TunnelData {
             kind: Some(pb::tunnel_data::Kind::Open(pb::TunnelOpen { instance_id: id, port: u32::from(port) })),
         };
         bridge(
             socket,
+            idle,
             first,
             |data| pb::TunnelData { kind: Some(pb::tunnel_data::Kind::Data(data)) },
             async move |input| client.tunnel(input).await.map(tonic::Response::into_inner),

@@ -68,6 +68,12 @@ impl ApiError {
         }
     }
 
+    /// 429 `too_many_connections`: a console or tunnel over its cap (no time makes room; a
+    /// connection closing does).
+    pub fn too_many_connections(cap: crate::limits::ConnectionCap) -> Self {
+        Self { status: StatusCode::TOO_MANY_REQUESTS, code: "too_many_connections", message: cap.to_string() }
+    }
+
     pub fn method_not_allowed() -> Self {
         Self {
             status: StatusCode::METHOD_NOT_ALLOWED,

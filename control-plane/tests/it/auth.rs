@@ -721,7 +721,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_are_not_held
         store: cloud_store::StoreConfig { dir: dir.path().join("store"), ..Default::default() },
         ..Default::default()
     };
-    config.limits = control_plane::limits::LimitsConfig { requests_per_second: 1, burst: 3 };
+    config.limits = control_plane::limits::LimitsConfig { requests_per_second: 1, burst: 3, ..Default::default() };
     let app = Arc::new(control_plane::testing::app_with(pool.clone(), config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use cloud_tests::guest::{minimal_image, ssh_keygen};
 use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane};
+use cloud_tests::process::{ControlPlane, spawn_agent, spawn_control_plane_with};
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn ssh_via_tunnel(port: u16, key: &std::path::Path, command: &str) -> Result<String, String> {
     let (key, command) = (key.to_path_buf(), command.to_owned());
@@ -45,7 +48,9 @@ async fn a_customer_creates_reaches_and_deletes_an_instance_through_the_api() {
     let image = minimal_image();
     let mut net = TestNetwork::create();
     let dir = tempfile::tempdir().unwrap();
-    let cp = spawn_control_plane(&net, dir.path()).await;
+    // At most 3 consoles and tunnels to an instance, each closed after 5 s without traffic.
+    let limits = ["--limits-websockets-per-instance", "3", "--limits-websocket-idle-secs", "5"];
+    let cp = spawn_control_plane_with(&net, dir.path(), &limits).await;
     let _agent = spawn_agent(&mut net, 1, &cp, dir.path()).await;
     cp.wait_active_hosts(1).await;
 
@@ -93,6 +98,7 @@ async fn a_customer_creates_reaches_and_deletes_an_instance_through_the_api() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(uname.as_deref().map(str::trim), Ok("web-1"));
+    websockets_are_capped_and_closed_when_quiet(&cp).await;
 
     lifecycle(&cp, "web-1", "stop", "stopped").await;
     assert!(ssh_via_tunnel(port, &key, "true").await.is_err(), "a stopped instance answered");
@@ -124,4 +130,52 @@ async fn a_customer_creates_reaches_and_deletes_an_instance_through_the_api() {
     assert_eq!(op["state"], "succeeded", "{op}");
     let (_, inst2) = cp.call(Method::GET, "/v1/projects/default/instances/web-1", None, None).await;
     assert_eq!(inst2["address"], inst["address"]);
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn console(cp: &ControlPlane) -> Result<Socket, tungstenite::Error> {
+    let url = format!("{}/v1/projects/default/instances/web-1/console", cp.api.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", cp.admin_token).parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+}
+
+/// The control plane was started with `websockets_per_instance` 3 and `websocket_idle_secs` 5.
+async fn websockets_are_capped_and_closed_when_quiet(cp: &ControlPlane) {
+    let mut open = Vec::new();
+    for n in 0..3 {
+        open.push(console(cp).await.unwrap_or_else(|e| panic!("console {n}, under the cap: {e}")));
+    }
+    let refused = console(cp).await.expect_err("a fourth console");
+    let tungstenite::Error::Http(response) = refused else { panic!("a fourth console: {refused}") };
+    assert_eq!(response.status(), 429);
+    let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+    assert!(body.contains("too_many_connections") && body.contains("limits.websockets_per_instance"), "{body}");
+    // A console closed frees its place.
+    drop(open.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(ws) = console(cp).await {
+            reopened = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    open.push(reopened.expect("a place once a console closed"));
+    // Left quiet (the guest prints nothing once booted), a console is closed, saying why.
+    let mut quiet = open.pop().unwrap();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(msg) = quiet.next().await {
+            if let Ok(tungstenite::Message::Close(frame)) = msg {
+                return frame.map(|f| f.reason.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .expect("a quiet console is closed within 30 s");
+    assert!(closed.as_deref().is_some_and(|r| r.contains("websocket_idle_secs")), "{closed:?}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "closed after {:?}", started.elapsed());
 }
