@@ -19,6 +19,7 @@ mod oidc;
 mod packages;
 mod readme;
 mod recovery;
+mod secrets;
 mod snapshots;
 mod store;
 mod traces;
