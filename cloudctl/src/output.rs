@@ -18,8 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::client::{
-    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Member, Operation, Project, Snapshot,
-    SnapshotAccepted, SnapshotPolicy, SshKey, Token, TokenCreated, UserAccount, WhoAmI,
+    FleetLiveness, Host, Image, Instance, InstanceAccepted, JoinToken, Member, Operation, Project, ProjectQuotas,
+    Snapshot, SnapshotAccepted, SnapshotPolicy, SshKey, Token, TokenCreated, UserAccount, WhoAmI,
 };
 
 /// An output format.
@@ -616,6 +616,36 @@ impl Resource for FleetLiveness {
     }
     fn id(&self) -> String {
         self.state.clone()
+    }
+}
+
+/// One line per quota: `QUOTA  USAGE  LIMIT` (0: no limit).
+impl Resource for ProjectQuotas {
+    fn columns() -> &'static [&'static str] {
+        &["QUOTA", "USAGE", "LIMIT"]
+    }
+    fn row(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn name(&self) -> String {
+        String::new()
+    }
+    fn id(&self) -> String {
+        String::new()
+    }
+    fn details(&self) -> Vec<(String, String)> {
+        let (l, u) = (self.limits, self.usage);
+        let limit = |n: i64| if n == 0 { "no limit".to_owned() } else { n.to_string() };
+        [
+            ("instances", u.instances, l.instances),
+            ("vcpus", u.vcpus, l.vcpus),
+            ("memory_bytes", u.memory_bytes, l.memory_bytes),
+            ("disk_bytes", u.disk_bytes, l.disk_bytes),
+            ("snapshots", u.snapshots, l.snapshots),
+        ]
+        .into_iter()
+        .map(|(what, used, max)| (what.to_owned(), format!("{used} of {}", limit(max))))
+        .collect()
     }
 }
 

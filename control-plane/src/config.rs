@@ -45,6 +45,13 @@
 //! websockets_per_caller = 16     # CLOUD_LIMITS_WEBSOCKETS_PER_CALLER: per token or session
 //! websocket_idle_secs = 900      # CLOUD_LIMITS_WEBSOCKET_IDLE_SECS: closed after this long quiet; 0: never
 //!
+//! [quotas]                       # each project's, unless an operator set its own; 0: no limit
+//! instances = 1000               # CLOUD_QUOTAS_INSTANCES
+//! vcpus = 4096                   # CLOUD_QUOTAS_VCPUS
+//! memory_gib = 16384             # CLOUD_QUOTAS_MEMORY_GIB
+//! disk_gib = 262144              # CLOUD_QUOTAS_DISK_GIB
+//! snapshots = 10000              # CLOUD_QUOTAS_SNAPSHOTS
+//!
 //! [store]                        # the shared snapshot store (see cloud_store::config)
 //! backend = "local"              # CLOUD_STORE_BACKEND: local | s3
 //! dir = "/var/lib/cloud/store"   # CLOUD_STORE_DIR: shared with the host agents of this machine
@@ -90,6 +97,7 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub operations: crate::operations::executor::OperationsConfig,
     pub limits: crate::limits::LimitsConfig,
+    pub quotas: crate::quotas::QuotasConfig,
     pub store: cloud_store::StoreConfig,
     pub oidc: crate::auth::oidc::OidcConfig,
     pub log: LogConfig,
@@ -130,6 +138,7 @@ impl Default for Config {
             scheduler: crate::scheduler::SchedulerConfig::default(),
             operations: crate::operations::executor::OperationsConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            quotas: crate::quotas::QuotasConfig::default(),
             store: cloud_store::StoreConfig::default(),
             oidc: crate::auth::oidc::OidcConfig::default(),
             log: LogConfig::default(),
@@ -243,6 +252,21 @@ pub struct Overrides {
     /// Seconds without a frame after which a console or tunnel is closed; 0: never [default: 900].
     #[arg(long, env = "CLOUD_LIMITS_WEBSOCKET_IDLE_SECS", value_name = "SECS")]
     pub limits_websocket_idle_secs: Option<u32>,
+    /// Instances a project may hold, unless an operator set its own; 0: no limit [default: 1000].
+    #[arg(long, env = "CLOUD_QUOTAS_INSTANCES", value_name = "N")]
+    pub quotas_instances: Option<u32>,
+    /// vCPUs a project's instances may have in all; 0: no limit [default: 4096].
+    #[arg(long, env = "CLOUD_QUOTAS_VCPUS", value_name = "N")]
+    pub quotas_vcpus: Option<u32>,
+    /// GiB of memory a project's instances may have in all; 0: no limit [default: 16384].
+    #[arg(long, env = "CLOUD_QUOTAS_MEMORY_GIB", value_name = "GIB")]
+    pub quotas_memory_gib: Option<u64>,
+    /// GiB of disk a project's instances may have in all; 0: no limit [default: 262144].
+    #[arg(long, env = "CLOUD_QUOTAS_DISK_GIB", value_name = "GIB")]
+    pub quotas_disk_gib: Option<u64>,
+    /// Snapshots a project may hold; 0: no limit [default: 10000].
+    #[arg(long, env = "CLOUD_QUOTAS_SNAPSHOTS", value_name = "N")]
+    pub quotas_snapshots: Option<u32>,
     /// How long a step may keep retrying before its operation fails [default: 600].
     #[arg(long, env = "CLOUD_OPERATIONS_STEP_TIMEOUT_SECS", value_name = "SECS")]
     pub operations_step_timeout_secs: Option<u32>,
@@ -328,6 +352,11 @@ impl Config {
         set(&mut self.operations.max_connections, &o.operations_max_connections);
         set(&mut self.limits.requests_per_second, &o.limits_requests_per_second);
         set(&mut self.limits.burst, &o.limits_burst);
+        set(&mut self.quotas.instances, &o.quotas_instances);
+        set(&mut self.quotas.vcpus, &o.quotas_vcpus);
+        set(&mut self.quotas.memory_gib, &o.quotas_memory_gib);
+        set(&mut self.quotas.disk_gib, &o.quotas_disk_gib);
+        set(&mut self.quotas.snapshots, &o.quotas_snapshots);
         set(&mut self.limits.websockets_per_instance, &o.limits_websockets_per_instance);
         set(&mut self.limits.websockets_per_caller, &o.limits_websockets_per_caller);
         set(&mut self.limits.websocket_idle_secs, &o.limits_websocket_idle_secs);

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openssh;
 pub mod operations;
+pub mod quotas;
 pub mod reconcilers;
 pub mod scheduler;
 pub mod states;

@@ -78,6 +78,9 @@ async fn replica(
     config.database.max_connections = 16;
     // One token drives the whole load: the per-token rate limit is not what is measured.
     config.limits.requests_per_second = 0;
+    // Every create lands in one project: no limit on its instance count (the vCPU, memory and
+    // disk quotas stay, and are checked on every create).
+    config.quotas.instances = 0;
     if let Some(n) = executor_connections {
         config.operations.max_connections = n;
     }

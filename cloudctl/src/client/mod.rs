@@ -377,6 +377,20 @@ impl Client {
         self.post(self.url(&["v1", "projects"]), Some(params), None).await
     }
 
+    /// A project's quotas and usage.
+    pub async fn project_quotas(&self, project: &str) -> Result<ProjectQuotas, ClientError> {
+        self.get(self.url(&["v1", "projects", project, "quotas"])).await
+    }
+
+    /// Sets a project's own quotas (operators).
+    pub async fn project_quotas_set(
+        &self,
+        project: &str,
+        params: &QuotaSetParams,
+    ) -> Result<ProjectQuotas, ClientError> {
+        self.put(self.url(&["v1", "projects", project, "quotas"]), params).await
+    }
+
     /// The identity provider to sign in with, and cloudctl's client id there (public).
     pub async fn oidc_info(&self) -> Result<OidcInfo, ClientError> {
         self.get(self.url(&["v1", "auth", "oidc"])).await

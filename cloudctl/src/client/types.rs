@@ -342,6 +342,40 @@ pub struct Project {
     pub extra: Extra,
 }
 
+/// A project's quotas (0: no limit) and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectQuotas {
+    pub limits: QuotaAmounts,
+    pub usage: QuotaAmounts,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Instances, vCPUs, bytes of memory and disk, snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaAmounts {
+    pub instances: i64,
+    pub vcpus: i64,
+    pub memory_bytes: i64,
+    pub disk_bytes: i64,
+    pub snapshots: i64,
+}
+
+/// `PUT /v1/projects/{project}/quotas`: each one left out takes the default again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaSetParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<i32>,
+}
+
 /// `POST /v1/projects`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectCreateParams {
@@ -617,6 +651,7 @@ macro_rules! unknown_fields {
 }
 
 unknown_fields!(
+    ProjectQuotas,
     OidcInfo,
     Member,
     UserAccount,

@@ -25,6 +25,9 @@ pub enum AppError {
     /// Over a size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// Over one of the project's quotas (the message names it).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// No host can take the request now; the message says what each filter removed.
     #[error("{0}")]
     NoCapacity(String),
@@ -45,7 +48,17 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        Self::internal(err)
+        // A quota the database refused at commit (a concurrent request took the last room).
+        match crate::quotas::from_database(&err) {
+            Some(message) => Self::QuotaExceeded(message),
+            None => Self::internal(err),
+        }
+    }
+}
+
+impl From<crate::quotas::QuotaExceeded> for AppError {
+    fn from(err: crate::quotas::QuotaExceeded) -> Self {
+        Self::QuotaExceeded(err.to_string())
     }
 }
 

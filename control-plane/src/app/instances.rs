@@ -226,6 +226,7 @@ pub async fn create(
         anti_affinity_group: params.anti_affinity_group.clone(),
         ssh_keys: keys,
     };
+    within_quota(&mut tx, app, &new).await?;
     let instance = db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
     let operation =
         create_operation(&mut tx, caller, project, OperationKind::InstanceCreate, id, 1, None, idempotency_key, hash)
@@ -315,6 +316,7 @@ pub async fn restore(
         anti_affinity_group: None,
         ssh_keys: keys,
     };
+    within_quota(&mut tx, app, &new).await?;
     let instance = db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
     let kind = OperationKind::InstanceRestore;
     let operation =
@@ -355,6 +357,19 @@ async fn create_operation(
 ) -> Result<OperationRow, AppError> {
     let on = Target { project, id, generation, snapshot_id };
     instance_operation(conn, Some(caller.user_id), kind, on, key, Some(hash)).await
+}
+
+/// Refuses an instance that would take its project over a quota (locking the project's row
+/// until the transaction ends, so concurrent creates cannot both take the last room).
+async fn within_quota(conn: &mut sqlx::PgConnection, app: &App, new: &NewInstance) -> Result<(), AppError> {
+    let ask = crate::quotas::Ask {
+        instances: 1,
+        vcpus: i64::from(new.vcpus),
+        memory_bytes: new.memory_bytes,
+        disk_bytes: new.disk_bytes,
+        snapshots: 0,
+    };
+    Ok(crate::quotas::check(conn, new.project_id, &app.quotas, &ask).await??)
 }
 
 /// What an instance operation acts on.

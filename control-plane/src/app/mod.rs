@@ -65,6 +65,8 @@ pub struct App {
     pub connections: crate::limits::Connections,
     /// How long a console or tunnel WebSocket may stay quiet (`None`: forever).
     pub websocket_idle: Option<std::time::Duration>,
+    /// Every project's quotas unless an operator set its own (`[quotas]`; 0: no limit).
+    pub quotas: crate::quotas::Amounts,
 }
 
 impl App {
@@ -95,6 +97,7 @@ impl App {
             rate_limiter: crate::limits::RateLimiter::new(&config.limits),
             connections: crate::limits::Connections::new(&config.limits),
             websocket_idle: config.limits.websocket_idle(),
+            quotas: config.quotas.amounts(),
         })
     }
 }

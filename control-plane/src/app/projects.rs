@@ -112,3 +112,64 @@ pub async fn get(app: &App, caller: &Caller, key: &str) -> Result<ProjectView, A
         .ok_or_else(|| AppError::NotFound("no such project".to_owned()))?;
     Ok(ProjectView::new(project, role))
 }
+
+/// A project's quotas (0: no limit) and what it holds now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotasView {
+    pub limits: crate::quotas::Amounts,
+    pub usage: crate::quotas::Amounts,
+}
+
+async fn quotas_of(app: &App, project: ProjectId) -> Result<QuotasView, AppError> {
+    let mut conn = app.pool.acquire().await?;
+    let limits = crate::quotas::limits(&mut conn, project, &app.quotas).await?;
+    let usage = crate::quotas::usage(&mut conn, project).await?;
+    Ok(QuotasView { limits, usage })
+}
+
+/// A project's quotas and usage (any member; an operator for any project).
+pub async fn quotas_get(app: &App, caller: &Caller, key: &str) -> Result<QuotasView, AppError> {
+    let project = match caller.require_operator() {
+        Ok(()) => project_unchecked(app, key).await?,
+        Err(_) => resolve(app, caller, key, Role::Viewer).await?,
+    };
+    quotas_of(app, project).await
+}
+
+/// Sets a project's own quotas; each one left out takes the `[quotas]` default again
+/// (operators only).
+pub async fn quotas_set(
+    app: &App,
+    caller: &Caller,
+    key: &str,
+    quotas: crate::quotas::Settable,
+) -> Result<QuotasView, AppError> {
+    caller.require_operator()?;
+    let fields = [
+        ("instances", quotas.instances.map(i64::from)),
+        ("vcpus", quotas.vcpus.map(i64::from)),
+        ("memory_bytes", quotas.memory_bytes),
+        ("disk_bytes", quotas.disk_bytes),
+        ("snapshots", quotas.snapshots.map(i64::from)),
+    ];
+    if let Some((field, _)) = fields.iter().find(|(_, v)| v.is_some_and(|v| v < 0)) {
+        return Err(AppError::Invalid(format!("{field}: must be at least 0 (0: no limit)")));
+    }
+    let project = project_unchecked(app, key).await?;
+    crate::quotas::set(&mut *app.pool.acquire().await?, project, &quotas).await?;
+    tracing::info!(project_id = %project, ?quotas, user_id = %caller.user_id, "project quotas set");
+    quotas_of(app, project).await
+}
+
+/// Any project by name or id, without a membership check (for operators).
+async fn project_unchecked(app: &App, key: &str) -> Result<ProjectId, AppError> {
+    let found: Option<ProjectId> = match Uuid::parse_str(key) {
+        Ok(id) => {
+            sqlx::query_scalar("SELECT id FROM projects WHERE id = $1").bind(id).fetch_optional(&app.pool).await?
+        }
+        Err(_) => {
+            sqlx::query_scalar("SELECT id FROM projects WHERE name = $1").bind(key).fetch_optional(&app.pool).await?
+        }
+    };
+    found.ok_or_else(|| AppError::NotFound("no such project".to_owned()))
+}

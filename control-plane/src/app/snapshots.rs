@@ -69,7 +69,7 @@ pub async fn create(
     })?;
     let kind = if params.memory { SnapshotKind::Full } else { SnapshotKind::Disk };
     let taking = Taking { name: params.name, kind, by: Some(caller.user_id), scheduled: false };
-    let (id, op) = take(&mut tx, &instance, taking).await?;
+    let (id, op) = take(&mut tx, &instance, taking, &app.quotas).await?;
     let accepted = accepted(&mut tx, op, id).await?;
     tx.commit().await?;
     app.executor.wake();
@@ -93,6 +93,7 @@ async fn take(
     conn: &mut sqlx::PgConnection,
     instance: &InstanceRow,
     taking: Taking,
+    quotas: &crate::quotas::Amounts,
 ) -> Result<(SnapshotId, OperationId), AppError> {
     let name = taking.name.unwrap_or_else(|| default_name(&instance.name, Utc::now()));
     validate::require_dns_label("name", &name)?;
@@ -114,6 +115,8 @@ async fn take(
     }
     let host =
         instance.host_id.ok_or_else(|| AppError::Conflict(format!("instance {} has no host yet", instance.name)))?;
+    let ask = crate::quotas::Ask { snapshots: 1, ..Default::default() };
+    crate::quotas::check(&mut *conn, instance.project_id, quotas, &ask).await??;
     let id = SnapshotId::new();
     let source = SnapshotSource {
         image_id: instance.image_id,
@@ -310,7 +313,7 @@ pub async fn run_policies(app: &App) -> Result<(usize, usize), AppError> {
         // second, whose failed insert would abort the whole transaction) is skipped this time and
         // the others go on; the next pass retries.
         let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-        match take(&mut one, &instance, taking).await {
+        match take(&mut one, &instance, taking, &app.quotas).await {
             Ok(_) => {
                 one.commit().await?;
                 taken += 1;
@@ -318,6 +321,10 @@ pub async fn run_policies(app: &App) -> Result<(usize, usize), AppError> {
             Err(AppError::Conflict(reason)) => {
                 one.rollback().await?;
                 tracing::warn!(instance = %instance.id, %reason, "scheduled snapshot skipped");
+            }
+            Err(AppError::QuotaExceeded(reason)) => {
+                one.rollback().await?;
+                tracing::warn!(instance = %instance.id, %reason, "scheduled snapshot skipped: over its project's quota");
             }
             Err(err) => return Err(err),
         }

@@ -68,6 +68,12 @@ impl ApiError {
         }
     }
 
+    /// 403 `quota_exceeded`: the request would take its project over a quota; the message names
+    /// it, its limit and the usage.
+    pub fn quota_exceeded(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "quota_exceeded", message: message.into() }
+    }
+
     /// 429 `too_many_connections`: a console or tunnel over its cap (no time makes room; a
     /// connection closing does).
     pub fn too_many_connections(cap: crate::limits::ConnectionCap) -> Self {
@@ -108,6 +114,7 @@ impl From<AppError> for ApiError {
             AppError::Forbidden(m) => Self::forbidden(m),
             AppError::Conflict(m) => Self::conflict(m),
             AppError::TooLarge(m) => Self::too_large(m),
+            AppError::QuotaExceeded(m) => Self::quota_exceeded(m),
             AppError::NoCapacity(m) => Self::no_capacity(m),
             AppError::Unavailable(m) => Self::unavailable(m),
             AppError::Internal(source) => Self::internal(&*source),

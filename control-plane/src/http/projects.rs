@@ -4,6 +4,8 @@
 //! GET  /v1/projects             the caller's projects with the caller's role (paginated)
 //! POST /v1/projects             create one; any authenticated user; the creator is its admin
 //! GET  /v1/projects/{project}   one of them, by name or id
+//! GET  /v1/projects/{project}/quotas   its quotas and usage (members; operators: any)
+//! PUT  /v1/projects/{project}/quotas   sets its own quotas (operators)
 //! ```
 //! Resources live under `/v1/projects/{project}/…`, where `{project}` is the project's name or
 //! id (a UUID is always taken as an id; names can never be UUIDs). A project the caller is not a
@@ -21,7 +23,7 @@ use super::error::{ApiError, ErrorBody};
 use super::json::Json;
 use super::pagination::{Page, PageParams, PageRequest};
 use crate::app::App;
-use crate::app::projects::{self as app, ProjectCreateParams, ProjectView};
+use crate::app::projects::{self as app, ProjectCreateParams, ProjectView, QuotasView};
 use crate::auth::Caller;
 
 /// The routes of this module, for the API router to merge.
@@ -29,6 +31,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/projects", get(project_list).post(project_create))
         .route("/v1/projects/{project}", get(project_get))
+        .route("/v1/projects/{project}/quotas", get(project_quotas_get).put(project_quotas_set))
 }
 
 /// A page of projects.
@@ -70,4 +73,31 @@ pub async fn project_get(
     Path(project): Path<String>,
 ) -> Result<Json<ProjectView>, ApiError> {
     Ok(Json(app::get(&app, &caller, &project).await?))
+}
+
+/// A project's quotas (0: no limit) and what it holds now.
+#[utoipa::path(get, path = "/v1/projects/{project}/quotas", tag = "projects", security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id")),
+    responses((status = 200, body = QuotasView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn project_quotas_get(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project): Path<String>,
+) -> Result<Json<QuotasView>, ApiError> {
+    Ok(Json(app::quotas_get(&app, &caller, &project).await?))
+}
+
+/// Sets a project's own quotas (operators); each one left out takes the default again.
+#[utoipa::path(put, path = "/v1/projects/{project}/quotas", tag = "projects", security(("bearer" = [])),
+    params(("project" = String, Path, description = "The project's name or id")),
+    request_body = crate::quotas::Settable,
+    responses((status = 200, body = QuotasView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn project_quotas_set(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Json(quotas): Json<crate::quotas::Settable>,
+) -> Result<Json<QuotasView>, ApiError> {
+    Ok(Json(app::quotas_set(&app, &caller, &project, quotas).await?))
 }

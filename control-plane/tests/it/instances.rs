@@ -233,3 +233,106 @@ async fn instance_and_operation_lists_page_through_everything_once_in_order() {
     .unwrap();
     assert!(plan.join("\n").contains("instances_project_list_idx"), "{plan:#?}");
 }
+
+#[tokio::test]
+async fn past_a_quota_a_create_is_refused_naming_it_and_changes_nothing() {
+    let api = serve_api().await;
+    let a = project(&api.pool, "team-q").await;
+    let alice = user_with_token(&api.pool, "alice", false, &[(a, Role::Admin)]).await;
+    let ops = user_with_token(&api.pool, "ops", true, &[]).await;
+    let create = |name: String, vcpus: u32| {
+        let body = json!({"name": name, "image": "img", "vcpus": vcpus, "memory_mib": 256});
+        api.call(Method::POST, "/v1/projects/team-q/instances", Some(&alice), Some(body))
+    };
+
+    // The defaults ([quotas]) until an operator sets the project's own; members may read them.
+    let (status, quotas) = api.call(Method::GET, "/v1/projects/team-q/quotas", Some(&alice), None).await;
+    assert_eq!(status, 200, "{quotas}");
+    assert_eq!(quotas["limits"]["instances"], 1000);
+    assert_eq!(quotas["usage"]["instances"], 0);
+    // Only operators set them, and never below 0.
+    let three = json!({"instances": 3, "vcpus": 4});
+    let (status, err) = api.call(Method::PUT, "/v1/projects/team-q/quotas", Some(&alice), Some(three.clone())).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (403, Some("forbidden")), "{err}");
+    let (status, err) =
+        api.call(Method::PUT, "/v1/projects/team-q/quotas", Some(&ops), Some(json!({"vcpus": -1}))).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().starts_with("vcpus:"), "{err}");
+    let (status, set) = api.call(Method::PUT, "/v1/projects/team-q/quotas", Some(&ops), Some(three)).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!((set["limits"]["instances"].as_i64(), set["limits"]["vcpus"].as_i64()), (Some(3), Some(4)));
+
+    // Ten creates at once of one vCPU against 3 instances: exactly 3 are accepted.
+    let results = futures::future::join_all((0..10).map(|i| create(format!("q-{i}"), 1))).await;
+    let accepted = results.iter().filter(|(s, _)| *s == 202).count();
+    assert_eq!(accepted, 3, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != 202) {
+        assert_eq!(*status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("quotas.instances") && message.contains("at most 3 instances"), "{message}");
+    }
+    // Room for a fourth instance, but not for its vCPUs: that quota is named.
+    let (status, _) = api
+        .call(Method::PUT, "/v1/projects/team-q/quotas", Some(&ops), Some(json!({"instances": 10, "vcpus": 4})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, err) = create("big".to_owned(), 2).await;
+    assert_eq!(status, 403, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("quotas.vcpus"), "{err}");
+    assert_eq!(api.instances().await, 3, "a refused create leaves nothing behind");
+    let (status, quotas) = api.call(Method::GET, "/v1/projects/team-q/quotas", Some(&alice), None).await;
+    assert_eq!(status, 200);
+    assert_eq!((quotas["usage"]["instances"].as_i64(), quotas["usage"]["vcpus"].as_i64()), (Some(3), Some(3)));
+    // An instance deleted (as the delete operation ends: `deleted_at` set) frees its room.
+    let first = &results.iter().find(|(s, _)| *s == 202).unwrap().1["instance"]["id"];
+    let mut conn = api.pool.acquire().await.unwrap();
+    control_plane::db::instances::instance_mark_deleted(&mut conn, first.as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    drop(conn);
+    let (_, quotas) = api.call(Method::GET, "/v1/projects/team-q/quotas", Some(&alice), None).await;
+    assert_eq!((quotas["usage"]["instances"].as_i64(), quotas["usage"]["vcpus"].as_i64()), (Some(2), Some(2)));
+    let (status, body) = create("big".to_owned(), 2).await;
+    assert_eq!(status, 202, "{body}");
+    // Two creates that both passed the check (no lock is taken there): the database refuses the
+    // one that commits second, with the same message.
+    let (status, _) =
+        api.call(Method::PUT, "/v1/projects/team-q/quotas", Some(&ops), Some(json!({"instances": 4}))).await;
+    assert_eq!(status, 200);
+    let ask = control_plane::quotas::Ask { instances: 1, vcpus: 1, ..Default::default() };
+    let defaults = control_plane::quotas::QuotasConfig::default().amounts();
+    let mut racing = Vec::new();
+    for name in ["race-1", "race-2"] {
+        let mut tx = api.pool.begin().await.unwrap();
+        let fits = control_plane::quotas::check(&mut tx, a, &defaults, &ask).await.unwrap();
+        assert_eq!(fits, Ok(()), "{name} fits when checked");
+        sqlx::query(
+            "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes)
+             SELECT $1, $2, $3, id, 1, 256 << 20, 1 << 30 FROM images WHERE name = 'img'",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(a)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        racing.push(tx);
+    }
+    let second = racing.pop().unwrap();
+    racing.pop().unwrap().commit().await.expect("the first to commit takes the last room");
+    let refused = control_plane::app::AppError::from(second.commit().await.expect_err("no room left at commit"));
+    let control_plane::app::AppError::QuotaExceeded(message) = refused else { panic!("{refused:?}") };
+    assert!(message.contains("quotas.instances") && message.contains("at most 4 instances"), "{message}");
+    let (_, quotas) = api.call(Method::GET, "/v1/projects/team-q/quotas", Some(&alice), None).await;
+    assert_eq!(quotas["usage"]["instances"], 4, "{quotas}");
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE project_id = $1 AND deleted_at IS NULL")
+        .bind(a)
+        .fetch_one(&api.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 4, "the refused commit left nothing behind");
+    // Leaving a quota out sets it back to the default.
+    let (_, reset) = api.call(Method::PUT, "/v1/projects/team-q/quotas", Some(&ops), Some(json!({}))).await;
+    assert_eq!(reset["limits"]["instances"], 1000, "{reset}");
+}

@@ -28,6 +28,7 @@ async fn migrations_apply_to_an_empty_database_and_create_every_table() {
         "operation_steps",
         "operations",
         "project_members",
+        "project_usage",
         "projects",
         "sessions",
         "snapshot_policies",

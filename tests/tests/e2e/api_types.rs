@@ -87,6 +87,7 @@ fn cloudctl_reads_every_field_the_api_serves_and_invents_none() {
     check::<cli::SnapshotPolicy>("SnapshotPolicyRow", &doc);
     check::<cli::Image>("ImageView", &doc);
     check::<cli::Project>("ProjectView", &doc);
+    check::<cli::ProjectQuotas>("QuotasView", &doc);
     check::<cli::Host>("HostRow", &doc);
     check::<cli::FleetLiveness>("FleetLiveness", &doc);
     check::<cli::JoinToken>("JoinTokenCreated", &doc);

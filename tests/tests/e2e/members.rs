@@ -23,6 +23,18 @@ async fn admins_manage_members_tokens_and_operators_with_cloudctl() {
     cli.line("project create team").await.ok("project create");
     let team = |line: &str| format!("--project team {line}");
 
+    // Quotas: the defaults until an operator (the admin is one) sets the project's own.
+    let quotas = cli.line(&team("project quota")).await.ok("project quota");
+    assert_eq!(
+        (quotas.out["limits"]["instances"].as_i64(), quotas.out["usage"]["instances"].as_i64()),
+        (Some(1000), Some(0))
+    );
+    let set = cli.line(&team("project quota set --instances 5 --memory-gib 8")).await.ok("project quota set");
+    assert_eq!(set.out["limits"]["instances"], 5);
+    assert_eq!(set.out["limits"]["memory_bytes"], 8_i64 << 30);
+    let negative = cli.line(&team("project quota set --vcpus=-1")).await;
+    assert!(negative.code != 0 && negative.err.contains("--vcpus"), "{negative:?}");
+
     // Carol has never signed in: her e-mail address makes her a member to come.
     cli.line(&team("project member add carol@example.com --role member")).await.ok("member add");
     cli.line(&team("project member add carol@example.com --role member")).await.ok("the same add again");
