@@ -74,11 +74,7 @@ pub async fn resolve_with_role(
     key: &str,
     min: Role,
 ) -> Result<(ProjectId, Role), AppError> {
-    let key = match Uuid::parse_str(key) {
-        Ok(id) => ProjectKey::Id(ProjectId(id)),
-        Err(_) => ProjectKey::Name(key),
-    };
-    Ok(caller.require_role(&app.pool, key, min).await?)
+    Ok(caller.require_role(&app.pool, project_key(key), min).await?)
 }
 
 /// The caller's projects in `window`.
@@ -163,13 +159,15 @@ pub async fn quotas_set(
 
 /// Any project by name or id, without a membership check (for operators).
 async fn project_unchecked(app: &App, key: &str) -> Result<ProjectId, AppError> {
-    let found: Option<ProjectId> = match Uuid::parse_str(key) {
-        Ok(id) => {
-            sqlx::query_scalar("SELECT id FROM projects WHERE id = $1").bind(id).fetch_optional(&app.pool).await?
-        }
-        Err(_) => {
-            sqlx::query_scalar("SELECT id FROM projects WHERE name = $1").bind(key).fetch_optional(&app.pool).await?
-        }
-    };
-    found.ok_or_else(|| AppError::NotFound("no such project".to_owned()))
+    db::project_id_unchecked(&app.pool, project_key(key))
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such project".to_owned()))
+}
+
+/// How a request names a project: a UUID is always an id, names never are.
+fn project_key(key: &str) -> ProjectKey<'_> {
+    match Uuid::parse_str(key) {
+        Ok(id) => ProjectKey::Id(ProjectId(id)),
+        Err(_) => ProjectKey::Name(key),
+    }
 }

@@ -19,6 +19,20 @@ pub struct ProjectWithRole {
     pub role: Role,
 }
 
+/// The id of the project `key` names, without any authorization check (for operators).
+pub async fn project_id_unchecked(
+    db: impl PgExecutor<'_>,
+    key: super::identity::ProjectKey<'_>,
+) -> Result<Option<ProjectId>, IdentityError> {
+    let query = match key {
+        super::identity::ProjectKey::Id(id) => sqlx::query_scalar("SELECT id FROM projects WHERE id = $1").bind(id),
+        super::identity::ProjectKey::Name(name) => {
+            sqlx::query_scalar("SELECT id FROM projects WHERE name = $1").bind(name)
+        }
+    };
+    Ok(query.fetch_optional(db).await?)
+}
+
 /// A project by id, without any authorization check.
 pub async fn project_get_unchecked(db: impl PgExecutor<'_>, id: ProjectId) -> Result<Option<Project>, IdentityError> {
     Ok(sqlx::query_as("SELECT id, name, description, created_at FROM projects WHERE id = $1")
