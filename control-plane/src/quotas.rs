@@ -85,26 +85,6 @@ pub struct QuotaExceeded {
 /// What a request adds.
 pub type Ask = Amounts;
 
-/// A project's own quotas, each falling back to `defaults` where the project has none.
-pub async fn limits(conn: &mut PgConnection, project: ProjectId, defaults: &Amounts) -> Result<Amounts, sqlx::Error> {
-    type Own = (Option<i32>, Option<i32>, Option<i64>, Option<i64>, Option<i32>);
-    let row: Option<Own> = sqlx::query_as(
-        "SELECT quota_instances, quota_vcpus, quota_memory_bytes, quota_disk_bytes, quota_snapshots
-         FROM projects WHERE id = $1",
-    )
-    .bind(project)
-    .fetch_optional(conn)
-    .await?;
-    let (i, v, m, d, s) = row.unwrap_or_default();
-    Ok(Amounts {
-        instances: i.map_or(defaults.instances, i64::from),
-        vcpus: v.map_or(defaults.vcpus, i64::from),
-        memory_bytes: m.unwrap_or(defaults.memory_bytes),
-        disk_bytes: d.unwrap_or(defaults.disk_bytes),
-        snapshots: s.map_or(defaults.snapshots, i64::from),
-    })
-}
-
 /// Sets a project's own quotas (`None`: back to the default).
 pub async fn set(conn: &mut PgConnection, project: ProjectId, quotas: &Settable) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -138,33 +118,28 @@ pub struct Settable {
     pub snapshots: Option<i32>,
 }
 
-/// What a project holds now: its live instances and its snapshots not deleted (kept in
-/// `project_usage` by triggers, so this is one row whatever the project's size).
-pub async fn usage(conn: &mut PgConnection, project: ProjectId) -> Result<Amounts, sqlx::Error> {
-    let row: Option<(i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT instances, vcpus, memory_bytes, disk_bytes, snapshots FROM project_usage WHERE project_id = $1",
-    )
-    .bind(project)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map_or_else(Amounts::default, amounts))
-}
-
 fn amounts((instances, vcpus, memory_bytes, disk_bytes, snapshots): (i64, i64, i64, i64, i64)) -> Amounts {
     Amounts { instances, vcpus, memory_bytes, disk_bytes, snapshots }
 }
 
-/// Checks that `ask` fits the project's quotas, in the caller's transaction, without a lock:
-/// `Ok(Err(_))` names the first quota it would exceed. It also hands the effective quotas to
-/// the transaction (`cloud.quotas`), so the usage triggers refuse at commit (SQLSTATE `CQ001`,
-/// [`from_database`]) what concurrent requests of the project took meanwhile.
-pub async fn check(
+/// A project as its quotas see it: its name, its quotas (its own, else `defaults`; 0: no limit)
+/// and what it holds now (kept in `project_usage` by triggers: one row whatever its size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub name: String,
+    pub limits: Amounts,
+    pub usage: Amounts,
+}
+
+/// The project's [`Standing`] in one statement, without a lock; `None` when there is no such
+/// project. Inside a transaction it also hands the effective quotas to it (`cloud.quotas`), so
+/// the usage triggers refuse at commit (SQLSTATE `CQ001`, [`from_database`]) what concurrent
+/// requests of the project took meanwhile; outside one that setting ends with the statement.
+pub async fn standing(
     conn: &mut PgConnection,
     project: ProjectId,
     defaults: &Amounts,
-    ask: &Ask,
-) -> Result<Result<(), QuotaExceeded>, sqlx::Error> {
-    let limited = [defaults.instances, defaults.vcpus, defaults.memory_bytes, defaults.disk_bytes, defaults.snapshots];
+) -> Result<Option<Standing>, sqlx::Error> {
     type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
     let row: Option<Row> = sqlx::query_as(
         "SELECT p.name, q.instances, q.vcpus, q.memory_bytes, q.disk_bytes, q.snapshots,
@@ -184,20 +159,38 @@ pub async fn check(
          WHERE p.id = $1",
     )
     .bind(project)
-    .bind(limited[0])
-    .bind(limited[1])
-    .bind(limited[2])
-    .bind(limited[3])
-    .bind(limited[4])
-    .fetch_optional(&mut *conn)
+    .bind(defaults.instances)
+    .bind(defaults.vcpus)
+    .bind(defaults.memory_bytes)
+    .bind(defaults.disk_bytes)
+    .bind(defaults.snapshots)
+    .fetch_optional(conn)
     .await?;
-    let Some((name, li, lv, lm, ld, ls, ui, uv, um, ud, us)) = row else { return Ok(Ok(())) };
+    Ok(row.map(|(name, li, lv, lm, ld, ls, ui, uv, um, ud, us)| Standing {
+        name,
+        limits: amounts((li, lv, lm, ld, ls)),
+        usage: amounts((ui, uv, um, ud, us)),
+    }))
+}
+
+/// Checks that `ask` fits the project's quotas, in the caller's transaction, without a lock
+/// (see [`standing`]: the triggers hold the line at commit). `Ok(Err(_))` names the first quota
+/// it would exceed.
+pub async fn check(
+    conn: &mut PgConnection,
+    project: ProjectId,
+    defaults: &Amounts,
+    ask: &Ask,
+) -> Result<Result<(), QuotaExceeded>, sqlx::Error> {
+    let Some(Standing { name, limits: l, usage: u }) = standing(conn, project, defaults).await? else {
+        return Ok(Ok(()));
+    };
     let checks = [
-        ("instances", "instances", li, ui, ask.instances),
-        ("vcpus", "vCPUs", lv, uv, ask.vcpus),
-        ("memory_bytes", "bytes of memory", lm, um, ask.memory_bytes),
-        ("disk_bytes", "bytes of disk", ld, ud, ask.disk_bytes),
-        ("snapshots", "snapshots", ls, us, ask.snapshots),
+        ("instances", "instances", l.instances, u.instances, ask.instances),
+        ("vcpus", "vCPUs", l.vcpus, u.vcpus, ask.vcpus),
+        ("memory_bytes", "bytes of memory", l.memory_bytes, u.memory_bytes, ask.memory_bytes),
+        ("disk_bytes", "bytes of disk", l.disk_bytes, u.disk_bytes, ask.disk_bytes),
+        ("snapshots", "snapshots", l.snapshots, u.snapshots, ask.snapshots),
     ];
     for (key, what, limit, used, asked) in checks {
         if limit > 0 && asked > 0 && used.saturating_add(asked) > limit {

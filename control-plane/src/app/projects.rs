@@ -117,10 +117,10 @@ pub struct QuotasView {
 }
 
 async fn quotas_of(app: &App, project: ProjectId) -> Result<QuotasView, AppError> {
-    let mut conn = app.pool.acquire().await?;
-    let limits = crate::quotas::limits(&mut conn, project, &app.quotas).await?;
-    let usage = crate::quotas::usage(&mut conn, project).await?;
-    Ok(QuotasView { limits, usage })
+    let standing = crate::quotas::standing(&mut *app.pool.acquire().await?, project, &app.quotas)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such project".to_owned()))?;
+    Ok(QuotasView { limits: standing.limits, usage: standing.usage })
 }
 
 /// A project's quotas and usage (any member; an operator for any project).
