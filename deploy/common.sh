@@ -46,3 +46,21 @@ ensure_cargo_tool() {
   cargo install --quiet --locked --root "$TOOLS_ROOT" "$crate" --version "$version" "$@"
   touch "$stamp"
 }
+
+# ensure_python_tool NAME REQUIREMENTS: a venv at $TOOLS_ROOT/NAME with the pinned packages of
+# REQUIREMENTS (PyPI), made again only when that file changes.
+ensure_python_tool() {
+  local name="$1" requirements="$2"
+  local venv="$TOOLS_ROOT/$name"
+  local stamp
+  stamp="$venv/.requirements-$(sha256sum "$requirements" | cut -c1-16)"
+  if [ -e "$stamp" ]; then
+    say "tool present: $name ($requirements)"
+    return 0
+  fi
+  say "installing $name from PyPI into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$requirements"
+  touch "$stamp"
+}

@@ -22,6 +22,11 @@ ensure_packages chromium
 ensure_cargo_tool s3s-fs s3s-fs 0.14.1 --features binary
 export CLOUD_TEST_S3S_FS="$TOOLS_ROOT/bin/s3s-fs"
 
+# The OpenAPI fuzzer the API's document is checked with (tests/tests/e2e/schemathesis.rs).
+ensure_packages python3-venv
+ensure_python_tool schemathesis tests/schemathesis/requirements.txt
+export CLOUD_TEST_SCHEMATHESIS="$TOOLS_ROOT/schemathesis/bin/schemathesis"
+
 say "shellcheck: the deploy scripts and the minimal guest's scripts"
 shellcheck -x deploy/*.sh deploy/images/*.sh web-console/build.sh .ci/run
 (cd deploy/images/minimal/rootfs && shellcheck -s sh init usr/lib/cloud-minimal/{ready,console,shutdown,udhcpc.script,guest-agent} etc/acpi/PWRF/00000080)

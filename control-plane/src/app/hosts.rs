@@ -30,6 +30,7 @@ pub struct JoinInfo {
 #[serde(deny_unknown_fields)]
 pub struct JoinTokenParams {
     /// Lifetime in seconds (default: the `fleet.join_token_ttl_secs` setting; at most a week).
+    #[schema(minimum = 1, maximum = 604_800)]
     pub ttl_secs: Option<u64>,
 }
 

@@ -49,8 +49,10 @@ pub const MAX_KERNEL_CMDLINE_BYTES: usize = 4096;
 /// Read and write size when importing files.
 const COPY_CHUNK: usize = 1 << 20;
 
-/// `POST /v1/projects/{project}/images`: files on the control plane host.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /v1/projects/{project}/images`: files on the control plane host. Its schema is
+/// written out (`register_schema`): which fields a boot mode requires and refuses is a
+/// `oneOf` the derive cannot state.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRegisterParams {
     /// A DNS label, unique among the project's images (or the public ones).
@@ -58,17 +60,14 @@ pub struct ImageRegisterParams {
     pub boot_mode: BootMode,
     /// Absolute path of the kernel: required for `direct_kernel`, refused for `firmware`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub kernel_path: Option<PathBuf>,
     /// Absolute path of the initramfs: optional for `direct_kernel`, refused for `firmware`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub initrd_path: Option<PathBuf>,
     /// Absolute path of the disk image (raw or qcow2): required for `firmware`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub disk_path: Option<PathBuf>,
-    /// Kernel command line for `direct_kernel`, one line of at most 4096 bytes.
+    /// Kernel command line for `direct_kernel`: printable ASCII, at most 4096 bytes.
     #[serde(default)]
     pub kernel_cmdline: String,
     /// The firmware of a `firmware` image (default `uefi`); refused for `direct_kernel`.
@@ -77,6 +76,71 @@ pub struct ImageRegisterParams {
     /// A public image belongs to no project and every project sees it.
     #[serde(default)]
     pub public: bool,
+}
+
+impl utoipa::ToSchema for ImageRegisterParams {}
+
+impl utoipa::PartialSchema for ImageRegisterParams {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        register_schema()
+    }
+}
+
+/// The schema of [`ImageRegisterParams`], with what [`check_register_params`] requires of
+/// each boot mode.
+fn register_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::Ref;
+    use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let null = || ObjectBuilder::new().schema_type(Type::Null);
+    let path = |what: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .pattern(Some("^/"))
+            .description(Some(format!("Absolute path of {what} on the control plane's host")))
+    };
+    let all = ObjectBuilder::new()
+        .property("name", validate::schema::dns_label())
+        .required("name")
+        .property("boot_mode", Ref::from_schema_name("BootMode"))
+        .required("boot_mode")
+        .property("kernel_path", path("the kernel: required for `direct_kernel`"))
+        .property("initrd_path", path("the initramfs: optional for `direct_kernel`"))
+        .property("disk_path", path("the disk image (raw or qcow2): required for `firmware`"))
+        .property(
+            "kernel_cmdline",
+            string()
+                .pattern(Some("^[ -~]*$"))
+                .max_length(Some(MAX_KERNEL_CMDLINE_BYTES))
+                .description(Some("Kernel command line for `direct_kernel`: printable ASCII")),
+        )
+        .property(
+            "firmware",
+            OneOfBuilder::new()
+                .item(null())
+                .item(Ref::from_schema_name("Firmware"))
+                .description(Some("The firmware of a `firmware` image (default `uefi`)")),
+        )
+        .property(
+            "public",
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .description(Some("A public image belongs to no project and every project sees it")),
+        )
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let direct_kernel = ObjectBuilder::new()
+        .property("boot_mode", string().enum_values(Some([BootMode::DirectKernel.as_str()])))
+        .property("kernel_path", string())
+        .required("kernel_path")
+        .property("firmware", null());
+    let firmware = ObjectBuilder::new()
+        .property("boot_mode", string().enum_values(Some([BootMode::Firmware.as_str()])))
+        .property("disk_path", string())
+        .required("disk_path")
+        .property("kernel_path", null())
+        .property("initrd_path", null())
+        .property("kernel_cmdline", string().max_length(Some(0)));
+    AllOfBuilder::new().item(all).item(OneOfBuilder::new().item(direct_kernel).item(firmware)).into()
 }
 
 /// An image, as a project sees it.
@@ -224,6 +288,7 @@ pub async fn register(
 #[serde(deny_unknown_fields)]
 pub struct ImageFromSnapshotParams {
     /// A DNS label, unique among the project's images.
+    #[schema(schema_with = crate::app::validate::schema::dns_label)]
     pub name: String,
 }
 
@@ -429,8 +494,8 @@ fn check_register_params(params: &ImageRegisterParams) -> Result<Vec<(Part, Path
     if params.kernel_cmdline.len() > MAX_KERNEL_CMDLINE_BYTES {
         return refuse("kernel_cmdline", "longer than 4096 bytes");
     }
-    if params.kernel_cmdline.chars().any(char::is_control) {
-        return refuse("kernel_cmdline", "contains control characters");
+    if !params.kernel_cmdline.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return refuse("kernel_cmdline", "must be printable ASCII (no control characters)");
     }
     let files =
         [(Part::Kernel, &params.kernel_path), (Part::Initrd, &params.initrd_path), (Part::Disk, &params.disk_path)];
@@ -482,11 +547,16 @@ enum ImportError {
     },
 }
 
-/// The caller's mistakes are unprocessable, with the reason; the store's failures internal.
+/// No file at the path is 404; the caller's other mistakes are unprocessable, with the reason;
+/// the store's failures internal.
 impl From<ImportError> for AppError {
     fn from(err: ImportError) -> Self {
-        match err {
+        match &err {
             ImportError::Store { .. } => Self::internal(err),
+            ImportError::NotRegularFile { .. } => Self::NotFound(err.to_string()),
+            ImportError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Self::NotFound(ErrorChain(&err).to_string())
+            }
             _ => Self::Unprocessable(ErrorChain(&err).to_string()),
         }
     }
@@ -562,8 +632,11 @@ mod tests {
 
         let missing = import_blob(&store, Part::Kernel, &dir.path().join("nope")).unwrap_err();
         assert!(matches!(missing, ImportError::Open { field: "kernel_path", .. }));
+        assert!(matches!(AppError::from(missing), AppError::NotFound(m) if m.starts_with("kernel_path: ")));
         let not_file = import_blob(&store, Part::Initrd, dir.path()).unwrap_err();
         assert!(matches!(not_file, ImportError::NotRegularFile { field: "initrd_path", .. }));
-        assert!(matches!(AppError::from(not_file), AppError::Unprocessable(m) if m.starts_with("initrd_path: ")));
+        assert!(matches!(AppError::from(not_file), AppError::NotFound(m) if m.starts_with("initrd_path: ")));
+        let too_large = ImportError::TooLarge { field: "disk_path", path: file };
+        assert!(matches!(AppError::from(too_large), AppError::Unprocessable(m) if m.starts_with("disk_path: ")));
     }
 }

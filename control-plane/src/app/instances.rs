@@ -35,23 +35,29 @@ const DEFAULT_DATA_DISK_GIB: u64 = 1;
 #[serde(deny_unknown_fields)]
 pub struct InstanceCreateParams {
     /// DNS label, unique among the project's live instances; also the guest's hostname.
+    #[schema(schema_with = crate::app::validate::schema::dns_label)]
     pub name: String,
     /// Image name or id (the project's or a public one).
     pub image: String,
+    #[schema(minimum = 1, maximum = 64)]
     pub vcpus: u32,
+    #[schema(minimum = 128, maximum = 1_048_576)]
     pub memory_mib: u64,
     /// Size of the instance's disk in GiB (0: the image's own size; for a kernel image without a
     /// disk, a 1 GiB data disk, formatted ext4).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 16_384)]
     pub disk_gib: u64,
     /// Names or ids of the project's SSH keys to inject.
     #[serde(default)]
     pub ssh_keys: Vec<String>,
-    /// cloud-init user-data, passed to the guest.
+    /// cloud-init user-data, passed to the guest (at most 65536 characters).
     #[serde(default)]
+    #[schema(max_length = 65_536)]
     pub user_data: Option<String>,
     /// Instances of one group are placed on different hosts.
     #[serde(default)]
+    #[schema(schema_with = crate::app::validate::schema::dns_label_or_null)]
     pub anti_affinity_group: Option<String>,
 }
 
@@ -107,8 +113,8 @@ fn validate(p: &InstanceCreateParams) -> Result<(), AppError> {
     if p.disk_gib > MAX_DISK_GIB {
         return bad("disk_gib", format!("must be at most {MAX_DISK_GIB}"));
     }
-    if p.user_data.as_ref().is_some_and(|u| u.len() > MAX_USER_DATA) {
-        return bad("user_data", format!("must be at most {MAX_USER_DATA} bytes"));
+    if p.user_data.as_ref().is_some_and(|u| u.chars().count() > MAX_USER_DATA) {
+        return bad("user_data", format!("must be at most {MAX_USER_DATA} characters"));
     }
     if let Some(group) = &p.anti_affinity_group {
         validate::require_dns_label("anti_affinity_group", group)?;
@@ -188,7 +194,7 @@ pub async fn create(
         .await?
         .filter(|image| image.state == ImageState::Available)
         .ok_or_else(|| {
-            AppError::Unprocessable(format!("image: no available image {:?} in this project or public", params.image))
+            AppError::NotFound(format!("image: no available image {:?} in this project or public", params.image))
         })?;
     // A kernel image brings no disk: its instances get a data disk of their own (the guest keeps
     // /root, /home and its host keys there), so stop/start keeps what was written. A disk image's
@@ -248,7 +254,7 @@ async fn key_ids(
     for name in names {
         let key = crate::db::ssh_keys::ssh_key_get(conn, project, name)
             .await?
-            .ok_or_else(|| AppError::Unprocessable(format!("ssh_keys: no SSH key {name:?} in this project")))?;
+            .ok_or_else(|| AppError::NotFound(format!("ssh_keys: no SSH key {name:?} in this project")))?;
         keys.push(key.id);
     }
     Ok(keys)
@@ -259,6 +265,7 @@ async fn key_ids(
 #[serde(deny_unknown_fields)]
 pub struct InstanceRestoreParams {
     /// The new instance's name: a DNS label, unique among the project's live instances.
+    #[schema(schema_with = crate::app::validate::schema::dns_label)]
     pub name: String,
     /// Names or ids of the project's SSH keys to inject (the disks keep the ones injected before).
     #[serde(default)]

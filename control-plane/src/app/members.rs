@@ -22,6 +22,7 @@ use crate::ids::UserId;
 pub struct MemberAddParams {
     /// The user: id, name, e-mail address or identity-provider subject. An e-mail address no
     /// user has yet is a new user, who signs in with it later.
+    #[schema(schema_with = user_key)]
     pub user: String,
     /// Their role in the project.
     pub role: Role,
@@ -38,10 +39,16 @@ pub struct MemberSetParams {
 /// The longest e-mail address accepted (RFC 5321's path limit).
 const MAX_EMAIL: usize = 254;
 
+/// The schema of a user's key: 1 to 254 characters, none a control character.
+fn user_key() -> utoipa::openapi::schema::Object {
+    let mut schema = crate::app::validate::schema::plain_text(MAX_EMAIL, false);
+    schema.min_length = Some(1);
+    schema
+}
+
 /// The user `key` names; for an e-mail address no user has, a new user (when `create`).
 async fn user(app: &App, key: &str, create: bool) -> Result<User, AppError> {
-    let key = key.trim();
-    if key.is_empty() || key.len() > MAX_EMAIL || key.chars().any(char::is_control) {
+    if key.is_empty() || key.chars().count() > MAX_EMAIL || key.chars().any(char::is_control) {
         return Err(AppError::Invalid(format!(
             "user must be a user's id, name, e-mail address or subject (1 to {MAX_EMAIL} printable characters)"
         )));

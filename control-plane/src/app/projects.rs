@@ -21,10 +21,17 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct ProjectCreateParams {
     /// A DNS label, unique in the whole cloud.
+    #[schema(schema_with = crate::app::validate::schema::dns_label)]
     pub name: String,
     /// Free text, at most 1024 characters, one line.
     #[serde(default)]
+    #[schema(schema_with = description)]
     pub description: String,
+}
+
+/// The schema of a project's description.
+fn description() -> utoipa::openapi::schema::Object {
+    crate::app::validate::schema::plain_text(MAX_DESCRIPTION_CHARS, false)
 }
 
 /// A project, as one of its members sees it.

@@ -30,6 +30,7 @@ pub const RETRY_AFTER_SECS: i64 = 60;
 #[serde(deny_unknown_fields)]
 pub struct DrPolicyParams {
     /// 0 to 1000: when a host dies, its instances with the highest priority come back first.
+    #[schema(minimum = 0, maximum = 1000)]
     pub priority: i64,
 }
 

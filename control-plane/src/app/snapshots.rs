@@ -28,6 +28,7 @@ pub struct SnapshotCreateParams {
     /// A DNS label, unique among the project's snapshots (default: the instance's name and the
     /// time, e.g. `web-1-20261202-061500`).
     #[serde(default)]
+    #[schema(schema_with = crate::app::validate::schema::dns_label_or_null)]
     pub name: Option<String>,
     /// Also save memory and device state (the instance must be running): a restore resumes the
     /// guest where it was instead of booting it.
@@ -64,9 +65,9 @@ pub async fn create(
 ) -> Result<SnapshotAccepted, AppError> {
     let project = projects::resolve(app, caller, project, Role::Member).await?;
     let mut tx = app.pool.begin().await?;
-    let instance = crate::db::instances::instance_get(&mut tx, project, &params.instance).await?.ok_or_else(|| {
-        AppError::Unprocessable(format!("instance: no instance {:?} in this project", params.instance))
-    })?;
+    let instance = crate::db::instances::instance_get(&mut tx, project, &params.instance)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("instance: no instance {:?} in this project", params.instance)))?;
     let kind = if params.memory { SnapshotKind::Full } else { SnapshotKind::Disk };
     let taking = Taking { name: params.name, kind, by: Some(caller.user_id), scheduled: false };
     let (id, op) = take(&mut tx, &instance, taking, &app.quotas).await?;
@@ -248,8 +249,10 @@ async fn start_delete(
 #[serde(deny_unknown_fields)]
 pub struct SnapshotPolicyParams {
     /// Seconds between two scheduled snapshots while the instance runs (10 to 604800).
+    #[schema(minimum = 10, maximum = 604_800)]
     pub every_secs: u32,
     /// How many scheduled snapshots to keep, the newest (1 to 100); older ones are deleted.
+    #[schema(minimum = 1, maximum = 100)]
     pub keep: u32,
     /// Save memory state too.
     #[serde(default)]

@@ -18,9 +18,21 @@ use crate::openssh::PublicKey;
 #[serde(deny_unknown_fields)]
 pub struct SshKeyCreateParams {
     /// A DNS label, unique in the project.
+    #[schema(schema_with = crate::app::validate::schema::dns_label)]
     pub name: String,
-    /// One OpenSSH public key line, e.g. the contents of `~/.ssh/id_ed25519.pub`.
+    /// One OpenSSH public key line of at most 16 KiB, e.g. the contents of `~/.ssh/id_ed25519.pub`.
+    #[schema(schema_with = public_key_schema)]
     pub public_key: String,
+}
+
+/// The schema of a public key: format `openssh-public-key` (`type base64-blob [comment]`, the
+/// blob's fields matching the type; `crate::openssh::PublicKey::parse` is the whole rule).
+fn public_key_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::Custom("openssh-public-key".to_owned())))
+        .build()
 }
 
 /// An SSH public key of a project.

@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -69,13 +70,15 @@ pub struct ProjectMembershipView {
 #[serde(deny_unknown_fields)]
 pub struct TokenCreateParams {
     /// A DNS label, unique among the caller's unrevoked tokens.
+    #[schema(schema_with = crate::app::validate::schema::dns_label)]
     pub name: String,
     /// Lifetime in seconds (at most five years); absent: the token does not expire (or, made
     /// with a token that does, expires with it).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 157_680_000)]
     pub expires_in_secs: Option<u64>,
     /// Limit the token to this project (name or id); absent: every project of its user (or,
-    /// made with a limited token, that token's project).
+    /// made with a limited token, that token's project). Required with `role`.
     #[serde(default)]
     pub project: Option<String>,
     /// The most the token may do in `project` (at most the caller's own role there; default:
@@ -188,6 +191,27 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// States in the document what the derive cannot: a token's `role` needs its `project`
+/// (`token_create` refuses a role alone with 400).
+#[derive(Debug)]
+pub struct TokenScopeRule;
+
+impl utoipa::Modify for TokenScopeRule {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let schemas = openapi.components.as_mut().map(|c| &mut c.schemas);
+        if let Some(RefOr::T(Schema::Object(params))) = schemas.and_then(|s| s.get_mut("TokenCreateParams")) {
+            // With a role that is not null, the project must be there and not null.
+            let rule = serde_json::json!({ "role": { "anyOf": [
+                { "properties": { "role": { "type": "null" } } },
+                { "properties": { "project": { "type": "string" } }, "required": ["project"] },
+            ] } });
+            params.extensions.get_or_insert_with(Default::default).insert("dependentSchemas".to_owned(), rule);
+        }
+    }
+}
+
 /// Who the caller is: user, operator flag, and projects with roles.
 #[utoipa::path(get, path = "/v1/auth/whoami", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
@@ -210,7 +234,8 @@ pub async fn whoami(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<
 #[utoipa::path(post, path = "/v1/auth/tokens", tag = "auth", security(("bearer" = [])),
     request_body = TokenCreateParams,
     responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "No such project"),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn token_create(
     State(app): State<Arc<App>>,
@@ -254,9 +279,8 @@ pub async fn token_list(State(app): State<Arc<App>>, caller: Caller) -> Result<J
 pub async fn token_revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
-    id: Result<Path<TokenId>, PathRejection>,
+    Path(id): Path<TokenId>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(id) = id.map_err(|_| ApiError::invalid("the token id is not a UUID"))?;
     auth::token_revoke(&app.pool, &caller, id).await?;
     tracing::info!(user_id = %caller.user_id, token_id = %id, "API token revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -9,8 +9,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket};
+
+use super::extract::{Path, Query, WebSocketHandshake, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use cloud_proto::agent::v1 as pb;
@@ -123,15 +125,15 @@ async fn bridge<In, Out>(
 
 /// The instance's serial console over a WebSocket: scrollback first, then live output; what the
 /// client sends is typed on the console.
-#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/console", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path)),
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/console", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), WebSocketHandshake),
     responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody),
         (status = 429, description = "too many consoles and tunnels open to this instance or by this caller", body = super::error::ErrorBody)))]
 pub async fn console(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((project, instance)): Path<(String, String)>,
-    ws: WebSocketUpgrade,
+    WebSocketUpgrade(ws): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let (mut client, id) = crate::app::instances::agent_for(&app, &caller, &project, &instance).await?;
     let slot = open_slot(&app, &caller, &id)?;
@@ -162,13 +164,14 @@ fn open_slot(app: &App, caller: &Caller, id: &str) -> Result<crate::limits::Conn
 #[serde(deny_unknown_fields)]
 pub struct TunnelQuery {
     /// TCP port on the guest (default 22).
+    #[param(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
 }
 
 /// A TCP stream to a port of the guest over a WebSocket (for `cloudctl instance ssh`): no route
 /// to the instance subnet is needed.
-#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/tunnel", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path), TunnelQuery),
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/tunnel", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), TunnelQuery, WebSocketHandshake),
     responses((status = 101, description = "WebSocket of binary frames"), (status = 404, body = super::error::ErrorBody),
         (status = 429, description = "too many consoles and tunnels open to this instance or by this caller", body = super::error::ErrorBody)))]
 pub async fn tunnel(
@@ -176,7 +179,7 @@ pub async fn tunnel(
     caller: Caller,
     Path((project, instance)): Path<(String, String)>,
     Query(q): Query<TunnelQuery>,
-    ws: WebSocketUpgrade,
+    WebSocketUpgrade(ws): WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let port = q.port.unwrap_or(22);
     if port == 0 {

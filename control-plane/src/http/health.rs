@@ -37,9 +37,9 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErr
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Metrics in the OpenMetrics text format (which Prometheus scrapes).
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
     if let Err(e) = app.metrics.read_states(&app.pool).await {
         // The rest of the metrics say more than nothing, the database's trouble included.

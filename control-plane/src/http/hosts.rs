@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use uuid::Uuid;
 
@@ -22,28 +24,27 @@ pub async fn join_info(State(app): State<Arc<App>>) -> Json<JoinInfo> {
     Json(app::join_info(&app))
 }
 
-/// Creates a single-use, expiring join token (operators only).
-#[utoipa::path(post, path = "/v1/hosts/join-tokens", tag = "hosts", request_body = JoinTokenParams,
+/// Creates a single-use, expiring join token (operators only); `{}` takes the default lifetime.
+#[utoipa::path(post, path = "/v1/hosts/join-tokens", tag = "hosts", security(("bearer" = [])), request_body = JoinTokenParams,
     responses((status = 201, body = JoinTokenCreated), (status = 400, body = super::error::ErrorBody),
               (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn join_token_create(
     State(app): State<Arc<App>>,
     caller: Caller,
-    body: Option<Json<JoinTokenParams>>,
+    super::json::Json(params): super::json::Json<JoinTokenParams>,
 ) -> Result<(StatusCode, Json<JoinTokenCreated>), ApiError> {
-    let params = body.map(|Json(p)| p).unwrap_or_default();
     Ok((StatusCode::CREATED, Json(app::join_token_create(&app, &caller, params).await?)))
 }
 
 /// Every host of the fleet (operators only).
-#[utoipa::path(get, path = "/v1/hosts", tag = "hosts",
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", security(("bearer" = [])),
     responses((status = 200, body = [HostRow]), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn host_list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<HostRow>>, ApiError> {
     Ok(Json(app::list(&app, &caller).await?))
 }
 
 /// One host (operators only).
-#[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = HostRow), (status = 404, body = super::error::ErrorBody)))]
 pub async fn host_get(
     State(app): State<Arc<App>>,
@@ -55,7 +56,7 @@ pub async fn host_get(
 
 /// Stops placing new instances on a host (operators only; idempotent). Instances already there
 /// keep running; the host stays draining across lease lapses until it is undrained.
-#[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "hosts", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "hosts", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = HostRow), (status = 403, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn host_drain(
@@ -67,7 +68,7 @@ pub async fn host_drain(
 }
 
 /// Lets the scheduler place instances on a drained host again (operators only; idempotent).
-#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", tag = "hosts", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/hosts/{id}/undrain", tag = "hosts", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = HostRow), (status = 403, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn host_undrain(
@@ -82,7 +83,7 @@ pub async fn host_undrain(
 /// fleet is degraded (many hosts silent together, so none is declared dead automatically) and
 /// they know a host is gone. Only a host whose lease ran out can be declared dead (409
 /// otherwise); its instances become `lost`. A dead host that reports again is taken back.
-#[utoipa::path(post, path = "/v1/hosts/{id}/declare-dead", tag = "hosts", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/hosts/{id}/declare-dead", tag = "hosts", security(("bearer" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = HostRow), (status = 403, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn host_declare_dead(
@@ -94,7 +95,7 @@ pub async fn host_declare_dead(
 }
 
 /// The fleet's liveness (operators only): `degraded` while many hosts are silent together.
-#[utoipa::path(get, path = "/v1/fleet/liveness", tag = "hosts",
+#[utoipa::path(get, path = "/v1/fleet/liveness", tag = "hosts", security(("bearer" = [])),
     responses((status = 200, body = FleetLiveness),
               (status = 403, body = super::error::ErrorBody)))]
 pub async fn fleet_liveness(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<FleetLiveness>, ApiError> {

@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+
+use super::extract::{IdempotencyKey, Path, Query};
+use super::pagination::{Page, PageParams, PageRequest};
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -76,36 +79,18 @@ pub struct InstanceList {
     pub next_cursor: Option<String>,
 }
 
-/// List filters and paging.
+/// List filters (besides paging).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceListQuery {
+pub struct InstanceFilter {
     /// Only instances in this state.
-    pub state: Option<String>,
-    /// 1 to 1000 (default 100).
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
-
-/// The idempotency key of a request, if it sent one.
-pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))?;
-            if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::invalid("Idempotency-Key must be 1 to 255 characters"));
-            }
-            Ok(Some(key.to_owned()))
-        }
-    }
+    pub state: Option<InstanceState>,
 }
 
 /// Creates an instance (202 with the `instance_create` operation).
-#[utoipa::path(post, path = "/v1/projects/{project}/instances", tag = "instances", request_body = InstanceCreateParams,
+#[utoipa::path(post, path = "/v1/projects/{project}/instances", tag = "instances", security(("bearer" = [])), request_body = InstanceCreateParams,
     params(("project" = String, Path, description = "Project name or id"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the same operation")),
+           IdempotencyKey),
     responses((status = 202, body = InstanceAccepted), (status = 404, body = super::error::ErrorBody),
               (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
               (status = 503, body = super::error::ErrorBody, description = "`no_capacity`: no host fits; the message says why")))]
@@ -113,42 +98,31 @@ pub async fn instance_create(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(project): Path<String>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     super::json::Json(params): super::json::Json<InstanceCreateParams>,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    let key = idempotency_key(&headers)?;
-    let accepted = app::create(&app, &caller, &project, params, key.as_deref()).await?;
+    let accepted = app::create(&app, &caller, &project, params, key.key.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 /// Lists the project's live instances, oldest first.
-#[utoipa::path(get, path = "/v1/projects/{project}/instances", tag = "instances",
-    params(("project" = String, Path, description = "Project name or id"), InstanceListQuery),
+#[utoipa::path(get, path = "/v1/projects/{project}/instances", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path, description = "Project name or id"), InstanceFilter, PageParams),
     responses((status = 200, body = InstanceList), (status = 404, body = super::error::ErrorBody)))]
 pub async fn instance_list(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(project): Path<String>,
-    Query(q): Query<InstanceListQuery>,
+    Query(filter): Query<InstanceFilter>,
+    page: PageRequest,
 ) -> Result<Json<InstanceList>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 1000"));
-    }
-    let after = q.cursor.as_deref().map(super::pagination::decode_cursor).transpose()?;
-    let state = q
-        .state
-        .as_deref()
-        .map(str::parse::<InstanceState>)
-        .transpose()
-        .map_err(|e| ApiError::invalid(format!("state: {e}")))?;
-    let items = app::list(&app, &caller, &project, state, crate::app::Window { after, fetch: limit + 1 }).await?;
-    let (items, next_cursor) = super::pagination::split_page(items, limit, |i| (i.created_at, i.id.0));
+    let items = app::list(&app, &caller, &project, filter.state, page.window()).await?;
+    let Page { items, next_cursor } = Page::from_rows(items, &page, |i| (i.created_at, i.id.0));
     Ok(Json(InstanceList { items, next_cursor }))
 }
 
 /// One instance, by name or id.
-#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}", tag = "instances",
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}", tag = "instances", security(("bearer" = [])),
     params(("project" = String, Path), ("instance" = String, Path, description = "Instance name or id")),
     responses((status = 200, body = InstanceRow), (status = 404, body = super::error::ErrorBody)))]
 pub async fn instance_get(
@@ -166,13 +140,14 @@ pub async fn instance_get(
 pub struct InstanceWaitQuery {
     /// `ready` (default: running and its guest reachable) or `running`.
     pub until: Option<app::WaitUntil>,
-    /// Seconds to wait at most (1 to 60, default 30); the instance is returned as it is then.
+    /// Seconds to wait at most (0 to 60, default 30); the instance is returned as it is then.
+    #[param(minimum = 0, maximum = 60)]
     pub timeout_secs: Option<u64>,
 }
 
 /// Waits until the instance runs (and its guest is ready, unless `until=running`), or is in a
 /// state it will not get there from by itself (check `state`), or the timeout passes; returns it.
-#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/wait", tag = "instances",
+#[utoipa::path(get, path = "/v1/projects/{project}/instances/{instance}/wait", tag = "instances", security(("bearer" = [])),
     params(("project" = String, Path), ("instance" = String, Path, description = "Instance name or id"),
         InstanceWaitQuery),
     responses((status = 200, body = InstanceRow), (status = 404, body = super::error::ErrorBody)))]
@@ -182,7 +157,7 @@ pub async fn instance_wait(
     Path((project, instance)): Path<(String, String)>,
     Query(q): Query<InstanceWaitQuery>,
 ) -> Result<Json<InstanceRow>, ApiError> {
-    let timeout = std::time::Duration::from_secs(q.timeout_secs.unwrap_or(30));
+    let timeout = super::operations::wait_timeout(q.timeout_secs)?;
     Ok(Json(app::wait(&app, &caller, &project, &instance, q.until.unwrap_or_default(), timeout).await?))
 }
 
@@ -190,76 +165,75 @@ async fn change(
     app: &App,
     caller: &Caller,
     (project, instance): (String, String),
-    headers: &HeaderMap,
+    key: IdempotencyKey,
     change: Change,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    let key = idempotency_key(headers)?;
-    let accepted = app::change(app, caller, &project, &instance, change, key.as_deref()).await?;
+    let accepted = app::change(app, caller, &project, &instance, change, key.key.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
 /// Starts a stopped instance, or resumes a suspended one (on the host that holds its state).
-#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/start", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path)),
+#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/start", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), IdempotencyKey),
     responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
 pub async fn instance_start(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(path): Path<(String, String)>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    change(&app, &caller, path, &headers, Change::Start).await
+    change(&app, &caller, path, key, Change::Start).await
 }
 
 /// Stops a running instance (ACPI shutdown, forced after a timeout).
-#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/stop", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path)),
+#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/stop", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), IdempotencyKey),
     responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
 pub async fn instance_stop(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(path): Path<(String, String)>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    change(&app, &caller, path, &headers, Change::Stop).await
+    change(&app, &caller, path, key, Change::Stop).await
 }
 
 /// Reboots a running instance.
-#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/reboot", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path)),
+#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/reboot", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), IdempotencyKey),
     responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
 pub async fn instance_reboot(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(path): Path<(String, String)>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    change(&app, &caller, path, &headers, Change::Reboot).await
+    change(&app, &caller, path, key, Change::Reboot).await
 }
 
 /// Suspends a running instance: its memory, devices and disks are saved on its host and its
 /// vCPUs and memory freed (it keeps its address); `start` resumes it where it was, on that host.
-#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/suspend", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path)),
+#[utoipa::path(post, path = "/v1/projects/{project}/instances/{instance}/suspend", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), IdempotencyKey),
     responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
 pub async fn instance_suspend(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(path): Path<(String, String)>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    change(&app, &caller, path, &headers, Change::Suspend).await
+    change(&app, &caller, path, key, Change::Suspend).await
 }
 
 /// Deletes an instance: its VM, address and capacity are freed.
-#[utoipa::path(delete, path = "/v1/projects/{project}/instances/{instance}", tag = "instances",
-    params(("project" = String, Path), ("instance" = String, Path)),
+#[utoipa::path(delete, path = "/v1/projects/{project}/instances/{instance}", tag = "instances", security(("bearer" = [])),
+    params(("project" = String, Path), ("instance" = String, Path), IdempotencyKey),
     responses((status = 202, body = InstanceAccepted), (status = 409, body = super::error::ErrorBody)))]
 pub async fn instance_delete(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(path): Path<(String, String)>,
-    headers: HeaderMap,
+    key: IdempotencyKey,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    change(&app, &caller, path, &headers, Change::Delete).await
+    change(&app, &caller, path, key, Change::Delete).await
 }

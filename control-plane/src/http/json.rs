@@ -7,6 +7,8 @@
 //!  not JSON, truncated, trailing garbage ───────────────▶ 400 invalid
 //!  unknown field, missing field, wrong type ────────────▶ 422 unprocessable, naming the field
 //! ```
+//! A number with no fractional part is an integer, whatever its spelling (`7`, `7.0`, `7e0`), as
+//! JSON Schema says: the document's `"type": "integer"` fields take all three.
 //! The field is named by its path in the document (`name: invalid type: integer ...`,
 //! `disks[1].size: ...`), from `serde_path_to_error` through axum's deserializer; unknown and
 //! missing fields are named by serde itself. Inputs use `#[serde(deny_unknown_fields)]`.
@@ -14,7 +16,6 @@
 //! The body is read by this extractor with its own limit rather than axum's
 //! `DefaultBodyLimit` (2 MB), so the limit holds whatever layers the router has.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -67,24 +68,57 @@ impl<T: serde::Serialize, const LIMIT: usize> IntoResponse for Json<T, LIMIT> {
 }
 
 /// Deserializes a JSON document, with the API's errors: 400 for bad JSON, 422 naming the field
-/// for a document of the wrong shape.
+/// for a document of the wrong shape or a string holding a NUL character (which no field takes:
+/// PostgreSQL text cannot hold one).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    match axum::Json::<T>::from_bytes(bytes) {
-        Ok(axum::Json(value)) => Ok(value),
-        // The rejection's source is serde's error with the field's path in front.
-        Err(JsonRejection::JsonDataError(err)) => {
-            Err(ApiError::unprocessable(format!("invalid request body: {}", source_text(&err))))
-        }
-        Err(JsonRejection::JsonSyntaxError(err)) => {
-            Err(ApiError::invalid(format!("the request body is not valid JSON: {}", source_text(&err))))
-        }
-        Err(other) => Err(ApiError::invalid(other.body_text())),
-    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::invalid(format!("the request body is not valid JSON: {err}")))?;
+    let mut path = String::new();
+    normalize(&mut value, &mut path)
+        .map_err(|at| ApiError::unprocessable(format!("invalid request body: {at}: contains a NUL character")))?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| ApiError::unprocessable(format!("invalid request body: {err}")))
 }
 
-/// The message of an error's source (the error itself when it has none).
-fn source_text(err: &(dyn std::error::Error + 'static)) -> String {
-    err.source().unwrap_or(err).to_string()
+/// Spells integral floats (`7.0`) as integers (`7`) and refuses a NUL in any string or key,
+/// returning the path to it (`disks[1].name`) in `Err`.
+fn normalize(value: &mut serde_json::Value, path: &mut String) -> Result<(), String> {
+    use serde_json::Value;
+    let nul = |path: &str| if path.is_empty() { ".".to_owned() } else { path.to_owned() };
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            // Within ±2^53 a float is an exact integer; beyond, it stays a float (and whatever
+            // range the field has refuses it).
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::String(s) if s.contains('\0') => return Err(nul(path)),
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                normalize(item, path)?;
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                if key.contains('\0') {
+                    return Err(nul(path));
+                }
+                normalize(item, path)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `application/json`, or any `application/*+json`, with or without parameters.
@@ -122,6 +156,34 @@ mod tests {
             Ok(p) => panic!("{body} parsed as {p:?}"),
             Err(err) => err,
         }
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Sizes {
+        vcpus: u32,
+        priority: i64,
+        ratio: f64,
+        nested: Vec<u64>,
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let sizes: Sizes = parse(br#"{"vcpus": 2.0, "priority": -3e0, "ratio": 1.0, "nested": [4.0, 5]}"#)
+            .expect("integral floats parse");
+        assert_eq!(sizes, Sizes { vcpus: 2, priority: -3, ratio: 1.0, nested: vec![4, 5] });
+        let err =
+            parse::<Sizes>(br#"{"vcpus": 2.5, "priority": 1, "ratio": 1, "nested": []}"#).expect_err("2.5 is no u32");
+        assert_eq!((err.status, err.code), (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"), "{}", err.message);
+        assert!(err.message.starts_with("invalid request body: vcpus: "), "{}", err.message);
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_naming_the_field() {
+        let err = rejected(r#"{"name": "a", "tags": [{"key": "x\u0000y"}]}"#);
+        assert_eq!((err.status, err.code), (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"), "{}", err.message);
+        assert_eq!(err.message, "invalid request body: tags[0].key: contains a NUL character");
+        // An escaped backslash before `u0000` is text, not a NUL.
+        assert!(parse::<Params>(br#"{"name": "a\\u0000"}"#).is_ok());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, put};
 use serde::Serialize;
@@ -72,7 +74,7 @@ pub async fn member_add(
 /// Changes a member's role (the last admin stays one: 409).
 #[utoipa::path(patch, path = "/v1/projects/{project}/members/{user}", tag = "members", security(("bearer" = [])),
     params(("project" = String, Path, description = "The project's name or id"),
-        ("user" = String, Path, description = "The member's user id, name, e-mail address or subject")),
+        ("user" = String, Path, description = "The member's user id, name, e-mail address or subject", min_length = 1, max_length = 254, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
     request_body = MemberSetParams,
     responses((status = 200, body = Member), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -89,7 +91,7 @@ pub async fn member_set(
 /// Removes a member (the last admin stays: 409); 404 when they are none.
 #[utoipa::path(delete, path = "/v1/projects/{project}/members/{user}", tag = "members", security(("bearer" = [])),
     params(("project" = String, Path, description = "The project's name or id"),
-        ("user" = String, Path, description = "The member's user id, name, e-mail address or subject")),
+        ("user" = String, Path, description = "The member's user id, name, e-mail address or subject", min_length = 1, max_length = 254, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
     responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn member_remove(
@@ -103,7 +105,7 @@ pub async fn member_remove(
 
 /// Makes a user an operator (idempotent).
 #[utoipa::path(put, path = "/v1/users/{user}/operator", tag = "members", security(("bearer" = [])),
-    params(("user" = String, Path, description = "The user's id, name, e-mail address or subject")),
+    params(("user" = String, Path, description = "The user's id, name, e-mail address or subject", min_length = 1, max_length = 254, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn operator_grant(
@@ -116,7 +118,7 @@ pub async fn operator_grant(
 
 /// Revokes a user's operator role (idempotent; the last operator stays one: 409).
 #[utoipa::path(delete, path = "/v1/users/{user}/operator", tag = "members", security(("bearer" = [])),
-    params(("user" = String, Path, description = "The user's id, name, e-mail address or subject")),
+    params(("user" = String, Path, description = "The user's id, name, e-mail address or subject", min_length = 1, max_length = 254, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn operator_revoke(

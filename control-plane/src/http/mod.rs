@@ -4,6 +4,7 @@ pub mod auth;
 pub mod caller;
 pub mod console;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod hosts;
 pub mod images;

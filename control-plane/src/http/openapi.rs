@@ -4,7 +4,7 @@ use axum::Json;
 
 use utoipa::OpenApi;
 
-use super::auth::BearerAuth;
+use super::auth::{BearerAuth, TokenScopeRule};
 
 /// The OpenAPI document of the whole API.
 #[derive(Debug, OpenApi)]
@@ -76,7 +76,7 @@ use super::auth::BearerAuth;
         super::members::operator_grant,
         super::members::operator_revoke,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses, &TokenScopeRule, &NoNul),
     components(schemas(
         super::error::ErrorBody,
         super::error::ErrorDetail,
@@ -104,6 +104,7 @@ use super::auth::BearerAuth;
         crate::app::images::ImageRegisterParams,
         crate::app::images::ImageView,
         crate::app::images::BootMode,
+        crate::app::images::Firmware,
         crate::app::instances::InstanceCreateParams,
         crate::app::instances::InstanceAccepted,
         super::instances::InstanceList,
@@ -145,6 +146,164 @@ use super::auth::BearerAuth;
     )
 )]
 pub struct ApiDoc;
+
+/// Adds to every operation the errors any handler of its kind can return, so the document
+/// lists every status the API answers with, not only those a handler's own logic produces:
+///
+/// ```text
+///  every operation ──────────────────────▶ 503 unavailable (the database cannot be reached)
+///  a path or query parameter, or a body ─▶ 400 invalid (does not parse)
+///  a path parameter ─────────────────────▶ 404 not_found
+///  a JSON body ──────────────────────────▶ 413 too_large, 422 unprocessable
+///  a bearer token required ──────────────▶ 401 unauthenticated, 403 forbidden,
+///                                          429 rate_limited with Retry-After
+/// ```
+/// A status the handler already documents keeps its own description.
+#[derive(Debug)]
+pub struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common_responses(operation);
+            }
+        }
+    }
+}
+
+fn add_common_responses(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::ParameterIn;
+    let params = operation.parameters.as_deref().unwrap_or_default();
+    let has_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
+    let has_input = !params.is_empty() || operation.request_body.is_some();
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut add = |status: &str, description: &str| {
+        operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error_response(description).into());
+    };
+    add("503", "The database cannot be reached (`unavailable`); try again");
+    if has_input {
+        add("400", "A parameter or the body is invalid (`invalid`)");
+    }
+    if has_path {
+        add("404", "No such resource (`not_found`)");
+    }
+    if operation.request_body.is_some() {
+        add("413", "The body is larger than the limit (`too_large`)");
+        add("422", "The body has the wrong shape: an unknown, missing or mistyped field (`unprocessable`)");
+    }
+    if secured {
+        add("401", "No valid API token or session (`unauthenticated`)");
+        add("403", "The caller may not do this (`forbidden`, `quota_exceeded`)");
+        let limited = error_response("Over the caller's request rate (`rate_limited`) or connection cap")
+            .header(
+                "Retry-After",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer))
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            )
+            .build();
+        operation.responses.responses.entry("429".to_owned()).or_insert_with(|| limited.into());
+    }
+}
+
+/// States that no string the API takes holds a NUL character (`http/json.rs` and
+/// `http/extract.rs` refuse one: PostgreSQL text cannot hold it): every string of a parameter
+/// or a request body without a pattern, format or enum of its own gets `^[^\u0000]*$`.
+#[derive(Debug)]
+pub struct NoNul;
+
+impl utoipa::Modify for NoNul {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        let mut bodies = std::collections::BTreeSet::new();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let Some(RefOr::T(schema)) = &mut parameter.schema {
+                        forbid_nul(schema);
+                    }
+                }
+                let contents = operation.request_body.iter_mut().flat_map(|b| b.content.values_mut());
+                for content in contents {
+                    match &mut content.schema {
+                        Some(RefOr::Ref(r)) => {
+                            bodies.insert(r.ref_location.trim_start_matches("#/components/schemas/").to_owned());
+                        }
+                        Some(RefOr::T(schema)) => forbid_nul(schema),
+                        None => {}
+                    }
+                }
+            }
+        }
+        let schemas = openapi.components.iter_mut().flat_map(|c| c.schemas.iter_mut());
+        for (_, schema) in schemas.filter(|(name, _)| bodies.contains(name.as_str())) {
+            if let RefOr::T(schema) = schema {
+                forbid_nul(schema);
+            }
+        }
+    }
+}
+
+fn forbid_nul(schema: &mut utoipa::openapi::schema::Schema) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ArrayItems, Schema, SchemaType, Type};
+    let each = |items: &mut Vec<RefOr<Schema>>| {
+        for item in items {
+            if let RefOr::T(schema) = item {
+                forbid_nul(schema);
+            }
+        }
+    };
+    match schema {
+        Schema::Object(object) => {
+            let string = match &object.schema_type {
+                SchemaType::Type(t) => *t == Type::String,
+                SchemaType::Array(types) => types.contains(&Type::String),
+                SchemaType::AnyValue => false,
+            };
+            if string && object.pattern.is_none() && object.format.is_none() && object.enum_values.is_none() {
+                object.pattern = Some("^[^\\u0000]*$".to_owned());
+            }
+            for property in object.properties.values_mut() {
+                if let RefOr::T(schema) = property {
+                    forbid_nul(schema);
+                }
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items
+                && let RefOr::T(schema) = items.as_mut()
+            {
+                forbid_nul(schema);
+            }
+        }
+        Schema::AllOf(all) => each(&mut all.items),
+        Schema::OneOf(one) => each(&mut one.items),
+        Schema::AnyOf(any) => each(&mut any.items),
+        _ => {}
+    }
+}
+
+/// A response with the API's error body.
+fn error_response(description: &str) -> utoipa::openapi::ResponseBuilder {
+    utoipa::openapi::ResponseBuilder::new().description(description).content(
+        "application/json",
+        utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))),
+    )
+}
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "service",

@@ -13,7 +13,7 @@
 //!  GET …?limit=2&cursor=key(b) → items [c],  next_cursor = null
 //! ```
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,9 +38,18 @@ pub type PageKey = (DateTime<Utc>, Uuid);
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page; absent for the first page.
+    #[param(schema_with = cursor_schema)]
     pub cursor: Option<String>,
+}
+
+/// The schema of a cursor: format `cursor`, which only this API makes (a client cannot make
+/// one up; a test fuzzer is taught it: `tests/schemathesis/hooks.py`).
+fn cursor_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::Custom("cursor".to_owned()))).build()
 }
 
 /// A checked page request: how many items, after which key.
@@ -77,9 +86,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(params) = Query::<PageParams>::from_request_parts(parts, state)
-            .await
-            .map_err(|rejection| ApiError::invalid(format!("query: {}", rejection.body_text())))?;
+        let super::extract::Query(params) =
+            super::extract::Query::<PageParams>::from_request_parts(parts, state).await?;
         Self::from_params(&params)
     }
 }

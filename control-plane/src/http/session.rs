@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::Query;
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -139,12 +141,12 @@ pub async fn session_create(
 }
 
 /// Ends the caller's session and clears its cookie (a change: it needs the CSRF token).
-#[utoipa::path(delete, path = "/v1/auth/session", tag = "auth",
+#[utoipa::path(delete, path = "/v1/auth/session", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "Signed out: the session cookie is cleared"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        (status = 404, body = ErrorBody, description = "The request came with an API token, not a session")))]
 pub async fn session_delete(State(app): State<Arc<App>>, caller: Caller) -> Result<Response, ApiError> {
     let Some(session) = caller.session_id else {
-        return Err(ApiError::invalid("this request came with an API token, not a session: revoke the token instead"));
+        return Err(ApiError::not_found("no session: this request came with an API token (revoke the token instead)"));
     };
     crate::db::sessions::session_revoke(&app.pool, session).await.map_err(|e| ApiError::internal(&e))?;
     tracing::info!(user = %caller.user_id, "signed out");
@@ -163,11 +165,12 @@ pub struct SessionView {
 }
 
 /// The session the request came with: its CSRF token, for the console's changes.
-#[utoipa::path(get, path = "/v1/auth/session", tag = "auth",
-    responses((status = 200, body = SessionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/auth/session", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionView),
+        (status = 404, body = ErrorBody, description = "The request came with an API token, not a session")))]
 pub async fn session(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<SessionView>, ApiError> {
     let Some(id) = caller.session_id else {
-        return Err(ApiError::invalid("this request came with an API token, not a session"));
+        return Err(ApiError::not_found("no session: this request came with an API token"));
     };
     let (csrf_token, expires_at) = crate::db::sessions::session_csrf(&app.pool, id)
         .await

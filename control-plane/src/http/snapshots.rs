@@ -16,8 +16,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -144,7 +145,7 @@ pub async fn snapshot_image(
     security(("bearer" = [])),
     params(("project" = String, Path, description = "The project's name or id"),
         ("snapshot" = String, Path, description = "The snapshot's name or id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the same operation")),
+        super::extract::IdempotencyKey),
     request_body = InstanceRestoreParams,
     responses((status = 202, body = InstanceAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -153,11 +154,11 @@ pub async fn snapshot_restore(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path((project, snapshot)): Path<(String, String)>,
-    headers: HeaderMap,
+    key: super::extract::IdempotencyKey,
     Json(params): Json<InstanceRestoreParams>,
 ) -> Result<(StatusCode, Json<InstanceAccepted>), ApiError> {
-    let key = super::instances::idempotency_key(&headers)?;
-    let accepted = crate::app::instances::restore(&app, &caller, &project, &snapshot, params, key.as_deref()).await?;
+    let accepted =
+        crate::app::instances::restore(&app, &caller, &project, &snapshot, params, key.key.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 

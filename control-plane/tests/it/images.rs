@@ -184,8 +184,6 @@ async fn bad_registrations_are_refused_naming_the_field_and_store_nothing() {
         (with("name", json!("Debian 12")), "name"),
         (with("kernel_path", json!("vmlinuz")), "kernel_path"),
         (with("disk_path", json!("../disk.img")), "disk_path"),
-        (with("initrd_path", json!(files.path("missing.img"))), "initrd_path"),
-        (with("disk_path", json!(files.dir.path())), "disk_path"),
         (with("kernel_cmdline", json!("quiet\ninit=/bin/sh")), "kernel_cmdline"),
         (with("kernel_cmdline", json!("x".repeat(5000))), "kernel_cmdline"),
         (without("kernel_path"), "kernel_path"),
@@ -197,6 +195,16 @@ async fn bad_registrations_are_refused_naming_the_field_and_store_nothing() {
     for (body, field) in cases {
         let message = s
             .expect_error(Method::POST, "/v1/projects/web/images", Some(&ops), Some(body.clone()), 422, "unprocessable")
+            .await;
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    // No file at a path is 404, naming the field.
+    for (body, field) in [
+        (with("initrd_path", json!(files.path("missing.img"))), "initrd_path"),
+        (with("disk_path", json!(files.dir.path())), "disk_path"),
+    ] {
+        let message = s
+            .expect_error(Method::POST, "/v1/projects/web/images", Some(&ops), Some(body.clone()), 404, "not_found")
             .await;
         assert!(message.contains(field), "{body}: {message}");
     }

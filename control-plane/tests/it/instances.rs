@@ -150,10 +150,11 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
         (json!({"name": "Web_1", "image": "img", "vcpus": 1, "memory_mib": 256}), 422, "name"),
         (json!({"name": "web-1", "image": "img", "vcpus": 0, "memory_mib": 256}), 422, "vcpus"),
         (json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 4}), 422, "memory_mib"),
-        (json!({"name": "web-1", "image": "nope", "vcpus": 1, "memory_mib": 256}), 422, "image"),
+        // What the body names and does not exist is 404, naming the field.
+        (json!({"name": "web-1", "image": "nope", "vcpus": 1, "memory_mib": 256}), 404, "image"),
         (
             json!({"name": "web-1", "image": "img", "vcpus": 1, "memory_mib": 256, "ssh_keys": ["nobody"]}),
-            422,
+            404,
             "ssh_keys",
         ),
         // Valid, but no host has 48 vCPUs: refused at once, saying which filter removed it.

@@ -19,6 +19,7 @@ mod oidc;
 mod packages;
 mod readme;
 mod recovery;
+mod schemathesis;
 mod secrets;
 mod snapshots;
 mod store;

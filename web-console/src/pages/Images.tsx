@@ -102,16 +102,18 @@ function RegisterImage({ project, onDone }: { project: string; onDone: () => voi
       await unwrap(
         api.POST('/v1/projects/{project}/images', {
           params: { path: { project } },
-          body: {
-            name: name.trim(),
-            boot_mode: bootMode,
-            kernel_path: kernelImage ? orNull(kernel) : null,
-            initrd_path: kernelImage ? orNull(initrd) : null,
-            disk_path: orNull(disk),
-            kernel_cmdline: kernelImage ? cmdline : '',
-            firmware: kernelImage ? null : firmware,
-            public: isPublic,
-          },
+          // Each boot mode takes its own fields (the document's oneOf).
+          body: kernelImage
+            ? {
+                name: name.trim(),
+                boot_mode: 'direct_kernel',
+                kernel_path: kernel.trim(),
+                initrd_path: orNull(initrd),
+                disk_path: orNull(disk),
+                kernel_cmdline: cmdline,
+                public: isPublic,
+              }
+            : { name: name.trim(), boot_mode: 'firmware', disk_path: disk.trim(), firmware, public: isPublic },
         }),
       );
       onDone();
