@@ -11,7 +11,9 @@
 //! key_file = "/etc/cloud/api.key"   # CLOUD_TLS_KEY_FILE: its private key (PEM)
 //!
 //! [database]
-//! url = "postgres://…"           # CLOUD_DATABASE_URL; absent: run the embedded PostgreSQL
+//! url = "postgres://…"           # CLOUD_DATABASE_URL; absent: run the embedded PostgreSQL;
+//!                                # several hosts (postgres://u:p@h1:5432,h2:5432/cloud): the
+//!                                # primary among them, followed when another is promoted
 //! max_connections = 16           # CLOUD_DATABASE_MAX_CONNECTIONS
 //! connect_timeout_secs = 60      # CLOUD_DATABASE_CONNECT_TIMEOUT_SECS
 //!
@@ -107,7 +109,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL; `None` runs the embedded cluster in `data_dir`.
+    /// PostgreSQL URL, of one host or of several (`h1:5432,h2:5432`: the primary among them is
+    /// used, and followed when it changes; see `db::primary`); `None` runs the embedded cluster
+    /// in `data_dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     pub max_connections: u32,

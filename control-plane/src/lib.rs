@@ -54,6 +54,8 @@ pub enum StartError {
     Bootstrap(#[from] auth::AuthError),
     #[error("fleet PKI")]
     Pki(#[from] fleet::pki::PkiError),
+    #[error("cannot load the fleet CA")]
+    Fleet(#[from] fleet::FleetLoadError),
     #[error("cannot open the snapshot store")]
     Store(#[from] cloud_store::StoreError),
     #[error("the fleet gRPC server failed")]
@@ -81,6 +83,8 @@ pub struct Database {
     pub pool: PgPool,
     /// Set when the control plane runs its own PostgreSQL; stopped after the pool is closed.
     pub embedded: Option<SharedEmbedded>,
+    /// The hosts of `database.url`; with several, the pools follow the primary among them.
+    pub hosts: Vec<sqlx::postgres::PgConnectOptions>,
 }
 
 impl Database {
@@ -88,17 +92,17 @@ impl Database {
     /// applies the migrations.
     pub async fn open(config: &Config) -> Result<Self, StartError> {
         let timeout = Duration::from_secs(config.database.connect_timeout_secs);
-        let (options, embedded) = match &config.database.url {
-            Some(url) => (db::options_from_url(url)?, None),
+        let (hosts, embedded) = match &config.database.url {
+            Some(url) => (db::primary::hosts_from_url(url)?, None),
             None => {
                 let pg = EmbeddedPostgres::start(embedded_options(config)).await?;
-                (pg.connect_options(embedded_db::DATABASE), Some(std::sync::Arc::new(std::sync::Mutex::new(pg))))
+                (vec![pg.connect_options(embedded_db::DATABASE)], Some(std::sync::Arc::new(std::sync::Mutex::new(pg))))
             }
         };
-        let pool = db::connect(options, config.database.max_connections, timeout).await?;
+        let pool = db::connect(&hosts, config.database.max_connections, timeout).await?;
         db::migrate(&pool).await?;
         tracing::info!(migrations = db::MIGRATOR.iter().count(), "database ready");
-        Ok(Self { pool, embedded })
+        Ok(Self { pool, embedded, hosts })
     }
 
     /// Closes the pool, then stops the embedded database (if any).
@@ -165,20 +169,20 @@ pub fn embedded_options(config: &Config) -> EmbeddedDbOptions {
 /// stops the embedded database.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let database = Database::open(&config).await?;
-    let served = serve_with(&config, database.pool.clone(), database.embedded.clone(), shutdown).await;
+    let served = serve_with(&config, &database, shutdown).await;
     let closed = database.close().await;
     served.and(closed)
 }
 
 async fn serve_with(
     config: &Config,
-    pool: PgPool,
-    embedded: Option<SharedEmbedded>,
+    database: &Database,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let (pool, embedded) = (database.pool.clone(), database.embedded.clone());
     let outcome = auth::bootstrap(&pool, &config.data_dir).await?;
     tracing::info!(?outcome, "bootstrap checked");
-    let fleet = fleet::Fleet::load(&config.data_dir, config.fleet.clone())?;
+    let fleet = fleet::Fleet::load(&pool, &config.data_dir, config.fleet.clone()).await?;
     let tls = match (&config.tls.cert_file, &config.tls.key_file) {
         (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
         _ => None,
@@ -221,6 +225,10 @@ async fn serve_with(
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::store_gc::run(app, stop))
     };
+    let primary = (database.hosts.len() > 1).then(|| {
+        let pools = vec![app.pool.clone(), app.work_pool.clone()];
+        tokio::spawn(db::primary::follow(database.hosts.clone(), pools, stopped(stop_rx.clone())))
+    });
     let supervisor = embedded.map(|pg| {
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(supervise_embedded_db(pg, app, stop))
@@ -243,6 +251,9 @@ async fn serve_with(
     let _ = tokio::join!(executor, liveness, policies, recovery, store_gc);
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
+    }
+    if let Some(primary) = primary {
+        let _ = primary.await;
     }
     tracing::info!("servers stopped");
     http.map_err(StartError::Serve)?;

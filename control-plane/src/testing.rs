@@ -110,7 +110,7 @@ async fn process_cluster() -> Result<Arc<TestCluster>, EmbeddedDbError> {
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }
 
-/// The control plane's shared state over `pool`, with a fleet CA in `data_dir` and default
+/// The control plane's shared state over `pool`, with a fleet CA of its own and default
 /// settings otherwise: for tests that serve the API in-process.
 pub fn app(pool: PgPool, data_dir: &std::path::Path) -> crate::app::App {
     let store = cloud_store::StoreConfig { dir: data_dir.join("store"), ..cloud_store::StoreConfig::default() };
@@ -120,12 +120,13 @@ pub fn app(pool: PgPool, data_dir: &std::path::Path) -> crate::app::App {
     )
 }
 
-/// [`app`] with a configuration of the test's own (its `data_dir` holds the fleet CA).
+/// [`app`] with a configuration of the test's own.
 pub fn app_with(pool: PgPool, config: crate::config::Config) -> crate::app::App {
-    let data_dir = config.data_dir.as_path();
-    let fleet = crate::fleet::Fleet::load(data_dir, config.fleet.clone())
-        .unwrap_or_else(|err| panic!("cannot create a test fleet CA in {}: {err}", data_dir.display()));
-    crate::app::App::new(pool, fleet, &config)
+    let ca = crate::fleet::pki::FleetCa::generate()
+        .and_then(|stored| crate::fleet::pki::FleetCa::from_stored(&stored, "a test"))
+        .and_then(|ca| crate::fleet::Fleet::new(ca, config.fleet.clone()))
+        .unwrap_or_else(|err| panic!("cannot create a test fleet CA: {err}"));
+    crate::app::App::new(pool, ca, &config)
         .unwrap_or_else(|err| panic!("cannot set up the test's app (snapshot store {:?}): {err}", config.store))
 }
 

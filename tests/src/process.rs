@@ -558,9 +558,11 @@ pub mod clients {
         Endpoint::from_shared(url.to_owned())?.tls_config(tls)?.connect().await
     }
 
-    /// The control plane's identity, issued from its CA in `data_dir/pki` (as the server does).
-    pub fn control_plane_identity(data_dir: &std::path::Path) -> (Pem, String) {
-        let ca = control_plane::fleet::pki::FleetCa::load_or_create(&data_dir.join("pki")).expect("fleet CA");
+    /// The control plane's identity, issued from its CA in its database (as the server does).
+    pub async fn control_plane_identity(cp: &super::ControlPlane) -> (Pem, String) {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&cp.db_url).await.expect("the database");
+        let stored = control_plane::db::pki::fleet_ca(&mut conn).await.expect("read").expect("a fleet CA");
+        let ca = control_plane::fleet::pki::FleetCa::from_stored(&stored, "the database").expect("fleet CA");
         let issued = ca.issue_control_plane().expect("issue");
         ((issued.cert_pem, issued.key_pem), ca.cert_pem().to_owned())
     }

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
 
 /// The schema, embedded from `migrations/` at build time (forward-only, `NNNN_verb_noun.sql`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -33,9 +33,10 @@ pub fn options_from_url(url: &str) -> Result<PgConnectOptions, DbError> {
     url.parse().map_err(DbError::InvalidUrl)
 }
 
-/// Opens a pool, retrying with exponential backoff (100 ms up to 5 s) until `timeout` has
-/// passed; each failed attempt is logged, so an operator sees why the service is waiting.
-pub async fn connect(options: PgConnectOptions, max_connections: u32, timeout: Duration) -> Result<PgPool, DbError> {
+/// Opens a pool on the primary among `hosts` (see [`primary`]), retrying with exponential
+/// backoff (100 ms up to 5 s) until `timeout` has passed; each failed attempt is logged, so an
+/// operator sees why the service is waiting.
+pub async fn connect(hosts: &[PgConnectOptions], max_connections: u32, timeout: Duration) -> Result<PgPool, DbError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     let mut attempts = 0;
@@ -44,11 +45,12 @@ pub async fn connect(options: PgConnectOptions, max_connections: u32, timeout: D
         // One plain connection per attempt: the pool's own connect would wait out its whole
         // acquire timeout before reporting anything.
         let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        let attempt =
-            tokio::time::timeout(remaining.min(Duration::from_secs(10)), PgConnection::connect_with(&options));
+        let attempt = tokio::time::timeout(remaining.min(Duration::from_secs(10)), primary::find(hosts));
         let source = match attempt.await {
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
+            Ok(Ok(options)) => {
+                if hosts.len() > 1 {
+                    tracing::info!(primary = %primary::describe(&options), "using the database primary");
+                }
                 return Ok(pool_of(options, max_connections));
             }
             Ok(Err(err)) => err,
@@ -101,7 +103,9 @@ pub mod images;
 pub mod instances;
 pub mod liveness;
 pub mod operations;
+pub mod pki;
 pub mod placement;
+pub mod primary;
 pub mod projects;
 pub mod recovery;
 pub mod sessions;

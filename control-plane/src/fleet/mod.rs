@@ -75,10 +75,41 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Loads (or creates) the CA in `<data_dir>/pki` and issues this process's certificate.
-    pub fn load(data_dir: &Path, config: FleetConfig) -> Result<Self, PkiError> {
-        let ca = FleetCa::load_or_create(&data_dir.join("pki"))?;
+    /// Loads the CA from the database — storing it first when no replica has: the one in
+    /// `<data_dir>/pki` if an older version left it there, else a new one — and issues this
+    /// process's certificate.
+    pub async fn load(pool: &sqlx::PgPool, data_dir: &Path, config: FleetConfig) -> Result<Self, FleetLoadError> {
+        let mut conn = pool.acquire().await?;
+        let stored = match crate::db::pki::fleet_ca(&mut *conn).await? {
+            Some(stored) => stored,
+            None => {
+                let dir = data_dir.join("pki");
+                let (ca, from) = match FleetCa::read_files(&dir)? {
+                    Some(ca) => (ca, format!("imported from {}", dir.display())),
+                    None => (FleetCa::generate()?, "created".to_owned()),
+                };
+                let stored = crate::db::pki::fleet_ca_insert(&mut conn, &ca).await?;
+                if stored.cert_pem == ca.cert_pem {
+                    tracing::info!(how = %from, "stored the fleet CA in the database");
+                }
+                stored
+            }
+        };
+        Ok(Self::new(FleetCa::from_stored(&stored, "the database")?, config)?)
+    }
+
+    /// The fleet of `ca`, with a certificate for this process.
+    pub fn new(ca: FleetCa, config: FleetConfig) -> Result<Self, PkiError> {
         let identity = ca.issue_control_plane()?;
         Ok(Self { config, ca, identity })
     }
+}
+
+/// Why the fleet CA could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetLoadError {
+    #[error("cannot read or store the fleet CA in the database")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
 }

@@ -1,17 +1,18 @@
 //! The fleet CA: the root of trust between the control plane and the host agents.
 //!
-//! Generated at first start into `<data_dir>/pki/` (`ca.key` 0600, `ca.pem`), then reused. The
-//! control plane issues itself a certificate for its gRPC server and for calling agents, and
+//! Kept in the database (`fleet_ca`), which every replica shares: the first replica to start
+//! generates it, or imports the one older versions kept in `<data_dir>/pki/` (`ca.key` 0600,
+//! `ca.pem`, left in place), and every replica loads it from there (see [`super::Fleet::load`]).
+//! The control plane issues itself a certificate for its gRPC server and for calling agents, and
 //! signs each joining host's CSR. Certificates carry the holder's identity as SANs (see
 //! `cloud_proto::identity`); whatever names a CSR asks for are ignored.
-//!
-//! With several control-plane replicas, `<data_dir>/pki` must be the same on each (shared
-//! storage or copied at install time); moving the CA into the database is future work (#4).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use cloud_proto::identity::{PeerIdentity, pem_sha256};
+
+pub use crate::db::pki::StoredCa;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -30,9 +31,9 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the fleet CA in {path} is unusable")]
+    #[error("the fleet CA in {origin} is unusable")]
     BadCa {
-        path: PathBuf,
+        origin: String,
         #[source]
         source: rcgen::Error,
     },
@@ -74,9 +75,22 @@ impl std::fmt::Debug for FleetCa {
 }
 
 impl FleetCa {
-    /// Loads the CA from `<dir>/ca.{pem,key}`, creating it on first use. The key file is
-    /// created with mode 0600 before anything is written to it.
-    pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
+    /// A new CA: a fresh key and a self-signed certificate valid for ten years.
+    pub fn generate() -> Result<StoredCa, PkiError> {
+        let key = KeyPair::generate().map_err(PkiError::Generate)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "cloud fleet CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut params, CA_VALIDITY_DAYS);
+        let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
+        Ok(StoredCa { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+
+    /// The CA kept in `<dir>/ca.{pem,key}` (where versions before the database kept it), if both
+    /// files are there; a key file others can read is refused.
+    pub fn read_files(dir: &Path) -> Result<Option<StoredCa>, PkiError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| PkiError::Io { path, source }
@@ -84,29 +98,23 @@ impl FleetCa {
         let cert_path = dir.join("ca.pem");
         let key_path = dir.join("ca.key");
         if !cert_path.exists() || !key_path.exists() {
-            fs::create_dir_all(dir).map_err(io(dir))?;
-            let key = KeyPair::generate().map_err(PkiError::Generate)?;
-            let mut params = CertificateParams::default();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params.distinguished_name.push(DnType::CommonName, "cloud fleet CA");
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            set_validity(&mut params, CA_VALIDITY_DAYS);
-            let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
-            write_private(&key_path, &key.serialize_pem())?;
-            write_atomic(&cert_path, &cert.pem(), 0o644)?;
-            tracing::info!(dir = %dir.display(), "created the fleet CA");
+            return Ok(None);
         }
         if let Some(mode) = cloud_common::fs::open_to_others(&key_path).map_err(io(&key_path))? {
             return Err(PkiError::KeyNotPrivate { path: key_path, mode });
         }
         let cert_pem = fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key_pem = fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let bad = |source| PkiError::BadCa { path: dir.to_path_buf(), source };
-        let key = KeyPair::from_pem(&key_pem).map_err(bad)?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(bad)?;
-        let cert_sha256 = pem_sha256(&cert_pem).ok_or_else(|| bad(rcgen::Error::CouldNotParseCertificate))?;
-        Ok(Self { cert_pem, cert_sha256, issuer })
+        Ok(Some(StoredCa { cert_pem, key_pem }))
+    }
+
+    /// The CA of `stored`; `origin` says where it came from, for the error.
+    pub fn from_stored(stored: &StoredCa, origin: &str) -> Result<Self, PkiError> {
+        let bad = |source| PkiError::BadCa { origin: origin.to_owned(), source };
+        let key = KeyPair::from_pem(&stored.key_pem).map_err(bad)?;
+        let issuer = Issuer::from_ca_cert_pem(&stored.cert_pem, key).map_err(bad)?;
+        let cert_sha256 = pem_sha256(&stored.cert_pem).ok_or_else(|| bad(rcgen::Error::CouldNotParseCertificate))?;
+        Ok(Self { cert_pem: stored.cert_pem.clone(), cert_sha256, issuer })
     }
 
     /// The CA certificate (PEM), which every member of the fleet trusts.
@@ -176,26 +184,31 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn new_ca() -> FleetCa {
+        FleetCa::from_stored(&FleetCa::generate().expect("generate"), "a test").expect("load")
+    }
+
     #[test]
-    fn the_ca_is_created_once_with_a_private_key_file() {
+    fn a_ca_kept_in_files_is_read_only_with_a_private_key_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = FleetCa::load_or_create(dir.path()).expect("create");
-        let mode = fs::metadata(dir.path().join("ca.key")).expect("key").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let again = FleetCa::load_or_create(dir.path()).expect("load");
-        assert_eq!(ca.cert_sha256(), again.cert_sha256());
+        assert!(FleetCa::read_files(dir.path()).expect("no files").is_none());
+        let stored = FleetCa::generate().expect("generate");
+        write_private(&dir.path().join("ca.key"), &stored.key_pem).expect("key");
+        write_atomic(&dir.path().join("ca.pem"), &stored.cert_pem, 0o644).expect("cert");
+        let read = FleetCa::read_files(dir.path()).expect("read").expect("files");
+        let ca = FleetCa::from_stored(&read, "files").expect("load");
+        assert_eq!(ca.cert_pem(), stored.cert_pem);
         assert_eq!(ca.cert_sha256().len(), 64);
         // A key others can read is refused, saying how to fix it.
         fs::set_permissions(dir.path().join("ca.key"), fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = FleetCa::load_or_create(dir.path()).expect_err("an open key");
+        let err = FleetCa::read_files(dir.path()).expect_err("an open key");
         assert!(matches!(err, PkiError::KeyNotPrivate { mode: 0o644, .. }), "{err:?}");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
     #[test]
     fn a_host_certificate_names_the_assigned_host_not_what_the_csr_asked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = FleetCa::load_or_create(dir.path()).expect("create");
+        let ca = new_ca();
         let key = KeyPair::generate().expect("key");
         // The CSR claims to be the control plane; the signed certificate must not.
         let mut asked = CertificateParams::new(vec![PeerIdentity::ControlPlane.dns_name()]).expect("params");
@@ -209,8 +222,7 @@ mod tests {
 
     #[test]
     fn garbage_csr_is_a_typed_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = FleetCa::load_or_create(dir.path()).expect("create");
+        let ca = new_ca();
         let err = ca.sign_host_csr("not a csr", uuid::Uuid::new_v4()).expect_err("garbage");
         assert!(matches!(err, PkiError::BadCsr(_)));
     }

@@ -5,6 +5,7 @@ mod addresses;
 mod auth;
 mod binary;
 mod embedded_db;
+mod fleet_ca;
 mod hosts;
 mod http;
 mod images;

@@ -16,6 +16,7 @@ async fn migrations_apply_to_an_empty_database_and_create_every_table() {
     let expected = [
         "api_tokens",
         "audit_log",
+        "fleet_ca",
         "fleet_liveness",
         "host_join_tokens",
         "hosts",

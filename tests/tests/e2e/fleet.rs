@@ -33,7 +33,7 @@ async fn two_hosts_join_and_report_and_strangers_are_refused() {
     assert!(stderr.contains("already used"), "{stderr}");
     assert_eq!(cp.hosts().await.len(), 2);
 
-    let ((cp_cert, cp_key), ca) = clients::control_plane_identity(&cp.data_dir);
+    let ((cp_cert, cp_key), ca) = clients::control_plane_identity(&cp).await;
 
     // The control plane's certificate gets an answer from the agent.
     let mut client = clients::agent(&a1.endpoint, &a1.host_id(), &ca, Some((cp_cert, cp_key))).await.unwrap();

@@ -60,7 +60,7 @@ async fn an_instance_boots_answers_ssh_survives_an_agent_crash_and_is_deleted() 
     let (stranger, _) = ssh_keygen(dir.path(), "mallory");
     let id = uuid::Uuid::new_v4().to_string();
     let (spec, ip) = instance_spec(&id, &subnet, &image, &public);
-    let ((cert, key_pem), ca) = clients::control_plane_identity(&cp.data_dir);
+    let ((cert, key_pem), ca) = clients::control_plane_identity(&cp).await;
     let mut client =
         clients::agent(&agent.endpoint, &host_id, &ca, Some((cert.clone(), key_pem.clone()))).await.unwrap();
 
