@@ -19,6 +19,7 @@ pub mod net;
 pub mod oidc;
 pub mod otlp;
 pub mod packages;
+pub mod patroni;
 pub mod process;
 pub mod s3;
 pub mod tunnel;

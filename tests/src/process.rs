@@ -163,6 +163,11 @@ pub async fn spawn_control_plane_with(net: &TestNetwork, dir: &Path, extra: &[&s
     launch_control_plane(net, dir, extra, false).await
 }
 
+/// [`spawn_control_plane`] on a database of the test's own at `db_url` (e.g. a Patroni cluster).
+pub async fn spawn_control_plane_on(net: &TestNetwork, dir: &Path, db_url: &str, extra: &[&str]) -> ControlPlane {
+    start(first_launch(net, dir, db_url.to_owned(), extra, false), None, &[]).await
+}
+
 /// [`spawn_control_plane`] serving the API over HTTPS, with a certificate of a test CA
 /// (`ControlPlane::ca_file`) for the gateway address.
 pub async fn spawn_control_plane_tls(net: &TestNetwork, dir: &Path) -> ControlPlane {

@@ -9,6 +9,7 @@ mod console;
 mod database;
 mod disaster_recovery;
 mod fleet;
+mod ha;
 mod images;
 mod instances;
 mod isolation;
