@@ -69,8 +69,9 @@ async fn snapshots_are_taken_listed_refused_and_deleted_through_cloudctl() {
     let taken = cli.line("snapshot create --instance web-1 --name disk-1").await;
     assert_eq!(taken.code, 1, "{taken:?}");
     assert!(taken.err.contains("already has a snapshot named \"disk-1\""), "{}", taken.err);
+    // An instance that does not exist is "not found" (exit 2), like any missing resource.
     let unknown = cli.line("snapshot create --instance nope").await;
-    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert_eq!(unknown.code, 2, "{unknown:?}");
     assert!(unknown.err.contains("no instance \"nope\""), "{}", unknown.err);
     cli.run(&["instance", "stop", "web-1", "--wait"]).await.ok("stop");
     let stopped = cli.line("snapshot create --instance web-1 --memory").await;
