@@ -81,6 +81,30 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await.map_err(DbError::Migrate)
 }
 
+/// Whether `err` says the database is away for the moment — unreachable, shutting down or
+/// starting, or no longer the primary after a failover (SQLSTATE 25006, read-only) — rather than
+/// that the statement or the data is wrong: the same request may succeed when retried.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exceptions; 57P01-03: admin or crash shutdown, starting up.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "25006")),
+        _ => false,
+    }
+}
+
+/// Whether `err`, or an error it was caused by, is a database error of [`is_unavailable`].
+pub fn unavailable_in(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source())
+        .any(|e| e.downcast_ref::<sqlx::Error>().is_some_and(is_unavailable))
+}
+
 /// `SELECT 1`: the health check's proof that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
     sqlx::query("SELECT 1").execute(pool).await?;

@@ -93,8 +93,14 @@ impl ApiError {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such API route".to_owned() }
     }
 
-    /// 500; `err` is logged with its whole chain and not shown to the caller.
+    /// 500; `err` is logged with its whole chain and not shown to the caller. Unless the cause
+    /// is the database being away (down, restarting, or a failover under way): then 503
+    /// `unavailable`, which says retrying helps, as the API's document promises.
     pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        if crate::db::unavailable_in(err) {
+            tracing::warn!(error = %ErrorChain(err), request_id = %current_request_id(), "the database is unavailable");
+            return Self::unavailable("the database is unavailable for the moment; try again");
+        }
         tracing::error!(error = %ErrorChain(err), request_id = %current_request_id(), "internal error");
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,

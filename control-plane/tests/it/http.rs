@@ -136,3 +136,46 @@ async fn healthz_is_503_when_the_database_does_not_answer() {
     assert_eq!(body["error"]["code"], "unavailable");
     assert!(!body["error"]["request_id"].as_str().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_api_call_while_the_database_is_away_or_read_only_is_503_not_500() {
+    use control_plane::db::{identity, is_unavailable};
+    let db = TestDatabase::create().await.unwrap();
+    let pool = db.migrated_pool().await.unwrap();
+    let user = identity::user_create(&pool, control_plane::ids::UserId::new(), "ops", true).await.unwrap();
+    let token = control_plane::auth::token_issue(&pool, user.id, "main", None, None, None).await.unwrap();
+    let bearer = format!("Bearer {}", token.secret.expose());
+
+    // Connections that cannot write, as to a primary demoted by a failover (SQLSTATE 25006).
+    let read_only = sqlx::postgres::PgPoolOptions::new()
+        .connect_with(db.options().options([("default_transaction_read_only", "on")]))
+        .await
+        .unwrap();
+    let err =
+        sqlx::query("INSERT INTO fleet_ca (cert_pem, key_pem) VALUES ('', '')").execute(&read_only).await.unwrap_err();
+    assert!(is_unavailable(&err), "{err}");
+    // A statement that is wrong stays a failure of the server, retrying would not help.
+    let err = sqlx::query("SELECT no_such_column").execute(&read_only).await.unwrap_err();
+    assert!(!is_unavailable(&err), "{err}");
+
+    // A database that does not answer at all.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let away = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy(&format!("postgres://nobody@127.0.0.1:{port}/none"))
+        .unwrap();
+
+    for pool in [read_only, away] {
+        let served = serve_app(pool).await;
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/projects", served.base))
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({"name": "during-a-failover"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    }
+}
