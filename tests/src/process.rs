@@ -426,6 +426,20 @@ pub fn kill_vms_under(dir: &Path) {
     }
 }
 
+/// Agent flags of a simulated host (its driver starts no VMs) with room for every small instance
+/// a test's stream of creates asks for: 256 vCPUs, 64 GiB of memory, 1000 GiB of disk (all set,
+/// so nothing depends on the machine's free disk).
+pub const SIMULATED_LARGE_HOST: [&str; 8] = [
+    "--driver",
+    "simulated",
+    "--capacity-vcpus",
+    "256",
+    "--capacity-memory-mib",
+    "65536",
+    "--capacity-disk-gib",
+    "1000",
+];
+
 /// The agent flags shared by `join` and `run`: a small host (4 vCPUs, 4 GiB, 20 GiB).
 fn agent_command(net: &HostNet, state_dir: &Path, flags: &[String], args: &[&str]) -> Command {
     let mut cmd = net.command(&crate::binary("host-agent"));

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use cloud_tests::guest::minimal_image;
 use cloud_tests::net::TestNetwork;
-use cloud_tests::process::{spawn_agent_with, spawn_control_plane_embedded, wait_until};
+use cloud_tests::process::{SIMULATED_LARGE_HOST, spawn_agent_with, spawn_control_plane_embedded, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -15,23 +15,7 @@ async fn the_embedded_database_killed_under_load_comes_back_and_nothing_acknowle
     let mut net = TestNetwork::create();
     let dir = tempfile::tempdir().unwrap();
     let cp = spawn_control_plane_embedded(&net, dir.path(), &[]).await;
-    let _agent = spawn_agent_with(
-        &mut net,
-        1,
-        &cp,
-        dir.path(),
-        &[
-            "--driver",
-            "simulated",
-            "--capacity-vcpus",
-            "256",
-            "--capacity-memory-mib",
-            "65536",
-            "--capacity-disk-gib",
-            "1000",
-        ],
-    )
-    .await;
+    let _agent = spawn_agent_with(&mut net, 1, &cp, dir.path(), &SIMULATED_LARGE_HOST).await;
     cp.wait_active_hosts(1).await;
     cp.register_minimal_image(&minimal_image()).await;
 

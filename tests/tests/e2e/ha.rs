@@ -1,23 +1,68 @@
 //! Two control-plane replicas on a highly-available PostgreSQL (Patroni with etcd, a primary and
-//! a synchronous replica): the primary's machine dies (SIGKILL to Patroni and PostgreSQL) while
-//! creates pour in. The replicas follow the promoted replica, every create they acknowledged is
-//! carried out, no instance is placed twice, and both sign with the one fleet CA in the database.
+//! a synchronous replica): the primary's machine dies (SIGKILL to Patroni and PostgreSQL) with
+//! eight creates in flight at every moment, through both replicas. The replicas follow the
+//! promoted replica; a create caught by the failover is refused with a 503 (retry), never a 500;
+//! every create they acknowledged is in the database with its operation, which succeeds; no
+//! instance is placed twice nor a host filled past its capacity; both sign with the one fleet CA
+//! in the database. It prints how long creates failed (about 7 s with Patroni's 5 s lease).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cloud_tests::guest::minimal_image;
 use cloud_tests::net::TestNetwork;
 use cloud_tests::patroni::PatroniCluster;
-use cloud_tests::process::{ControlPlane, spawn_agent_with, spawn_control_plane_on};
+use cloud_tests::process::{ControlPlane, SIMULATED_LARGE_HOST, spawn_agent_with, spawn_control_plane_on, wait_until};
 use reqwest::Method;
 use serde_json::json;
 
-/// Creates `vm-{i}` through `cp`; the instance id when the create was acknowledged (202).
-async fn create(cp: &ControlPlane, i: usize) -> Option<String> {
+/// A create the control plane acknowledged (202): its instance and its operation.
+struct Acknowledged {
+    instance: String,
+    operation: String,
+}
+
+/// What the streams of creates saw.
+#[derive(Default)]
+struct Stream {
+    sent: usize,
+    acknowledged: Vec<Acknowledged>,
+    refused: Vec<(u16, serde_json::Value)>,
+    crashed_at: Option<Instant>,
+    /// From the crash to the first acknowledgement of a create sent after it.
+    recovered_in: Option<Duration>,
+    /// Creates sent after the crash and acknowledged.
+    since_recovery: usize,
+}
+
+impl Stream {
+    fn record(&mut self, sent_at: Instant, result: Result<Acknowledged, (u16, serde_json::Value)>) {
+        match result {
+            Ok(ack) => {
+                if let Some(crashed_at) = self.crashed_at
+                    && sent_at > crashed_at
+                {
+                    self.recovered_in.get_or_insert(crashed_at.elapsed());
+                    self.since_recovery += 1;
+                }
+                self.acknowledged.push(ack);
+            }
+            Err(refusal) => self.refused.push(refusal),
+        }
+    }
+}
+
+/// Creates `vm-{i}` through `cp`: what was acknowledged, or the refusal's status and body.
+async fn create(cp: &ControlPlane, i: usize) -> Result<Acknowledged, (u16, serde_json::Value)> {
     let body = json!({"name": format!("vm-{i}"), "image": "minimal", "vcpus": 1, "memory_mib": 128});
     let (status, accepted) = cp.call(Method::POST, "/v1/projects/default/instances", Some(body), None).await;
-    (status == 202).then(|| accepted["instance"]["id"].as_str().expect("an instance id").to_owned())
+    if status != 202 {
+        return Err((status, accepted));
+    }
+    let id = |v: &serde_json::Value| v["id"].as_str().expect("an id").to_owned();
+    Ok(Acknowledged { instance: id(&accepted["instance"]), operation: id(&accepted["operation"]) })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -29,49 +74,61 @@ async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
     let mut net = TestNetwork::create();
     let a = spawn_control_plane_on(&net, dir.path(), &url, &[]).await;
     let b = a.replica(&net, "control-plane-b").await;
-    let flags = ["--driver", "simulated", "--capacity-vcpus", "256", "--capacity-memory-mib", "65536"];
     let agents = [
-        spawn_agent_with(&mut net, 1, &a, dir.path(), &flags).await,
-        spawn_agent_with(&mut net, 2, &a, dir.path(), &flags).await,
+        spawn_agent_with(&mut net, 1, &a, dir.path(), &SIMULATED_LARGE_HOST).await,
+        spawn_agent_with(&mut net, 2, &a, dir.path(), &SIMULATED_LARGE_HOST).await,
     ];
     a.wait_active_hosts(2).await;
     a.register_minimal_image(&minimal_image()).await;
 
-    // Creates through both replicas, 8 at a time; the primary dies after the second batch.
+    // Eight streams of creates through both replicas; the primary dies while they are in flight.
     let old_primary = cluster.primary().await.expect("a primary");
-    let mut acknowledged = Vec::new();
-    let (mut crashed_at, mut recovered_in) = (None, None);
-    let mut i = 0;
-    while recovered_in.is_none() || acknowledged.len() < 60 {
-        let batch = (i..i + 8).map(|n| create(if n % 2 == 0 { &a } else { &b }, n));
-        let results = futures::future::join_all(batch).await;
-        let accepted = results.iter().flatten().count();
-        acknowledged.extend(results.into_iter().flatten());
-        i += 8;
-        match crashed_at {
-            None if i >= 16 => {
-                cluster.nodes[old_primary].crash();
-                crashed_at = Some(Instant::now());
-            }
-            Some(at) if recovered_in.is_none() && accepted == 8 => recovered_in = Some(at.elapsed()),
-            Some(at) => assert!(at.elapsed() < Duration::from_secs(120), "no create succeeded for 2 minutes"),
-            None => {}
+    let stream = Mutex::new(Stream::default());
+    let done = AtomicBool::new(false);
+    let worker = || async {
+        while !done.load(Ordering::Relaxed) {
+            let n = {
+                let mut s = stream.lock().unwrap();
+                s.sent += 1;
+                s.sent
+            };
+            let sent_at = Instant::now();
+            let result = create(if n % 2 == 0 { &a } else { &b }, n).await;
+            stream.lock().unwrap().record(sent_at, result);
         }
-        if recovered_in.is_none() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let recovered_in = recovered_in.unwrap();
+    };
+    let crash_under_load = async {
+        let acknowledged = || async { stream.lock().unwrap().acknowledged.len() >= 16 };
+        wait_until(Duration::from_secs(60), "16 creates before the crash", acknowledged).await;
+        cluster.nodes[old_primary].crash();
+        stream.lock().unwrap().crashed_at = Some(Instant::now());
+        let recovered = || async { stream.lock().unwrap().since_recovery >= 16 };
+        wait_until(Duration::from_secs(120), "creates acknowledged again after the crash", recovered).await;
+        done.store(true, Ordering::Relaxed);
+    };
+    futures::join!(crash_under_load, futures::future::join_all((0..8).map(|_| worker())));
+    let Stream { sent, acknowledged, refused, recovered_in, .. } = stream.into_inner().unwrap();
+    let recovered_in = recovered_in.expect("recovered");
     let new_primary = cluster.primary().await.expect("the replica was promoted");
     assert_ne!(new_primary, old_primary);
+    let statuses: BTreeSet<u16> = refused.iter().map(|(status, _)| *status).collect();
     eprintln!(
-        "failover: creates succeed again {recovered_in:?} after the primary died; {i} tried, {} acknowledged",
-        acknowledged.len()
+        "failover: creates succeed again {recovered_in:?} after the primary died; {sent} sent, {} acknowledged, \
+         {} refused (statuses {statuses:?})",
+        acknowledged.len(),
+        refused.len(),
     );
+    // A create caught by the failover is refused as a passing outage (503), never a 500.
+    for (status, body) in &refused {
+        assert_eq!(*status, 503, "a create during the failover: {body}");
+    }
 
-    // Every acknowledged create is carried out, by whichever replica.
+    // Every acknowledged create is carried out, by whichever replica: its operation is in the
+    // database and succeeded, and its instance runs.
     let mut on_host: BTreeMap<String, String> = BTreeMap::new();
-    for id in &acknowledged {
+    for Acknowledged { instance: id, operation } in &acknowledged {
+        let op = b.wait_operation(operation).await;
+        assert_eq!(op["state"], "succeeded", "the operation of acknowledged instance {id}: {op}");
         let path = format!("/v1/projects/default/instances/{id}");
         let deadline = Instant::now() + Duration::from_secs(120);
         let row = loop {
@@ -97,7 +154,8 @@ async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
     for (id, host) in &on_host {
         assert_eq!(seen.get(id), Some(&vec![host.clone()]), "instance {id} is on {:?}, placed on {host}", seen.get(id));
     }
-    // And no host reserved more than its instances hold (a create counted twice would show).
+    // And no host reserved more than its instances hold (a create counted twice would show), nor
+    // more than it has.
     let (status, hosts) = a.call(Method::GET, "/v1/hosts", None, None).await;
     assert_eq!(status, 200);
     let (_, list) = a.call(Method::GET, "/v1/projects/default/instances?limit=1000", None, None).await;
@@ -111,8 +169,13 @@ async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
             .map(|row| row["vcpus"].as_i64().unwrap())
             .sum();
         assert_eq!(host["reserved_vcpus"].as_i64(), Some(placed), "host {id}: {host}");
+        for resource in ["vcpus", "memory_bytes", "disk_bytes"] {
+            let field = |name: String| host[&name].as_i64().unwrap_or_else(|| panic!("no {name}: {host}"));
+            let (reserved, total) = (field(format!("reserved_{resource}")), field(format!("total_{resource}")));
+            assert!(reserved <= total, "host {id} is over its {resource}: {host}");
+        }
     }
-    let ids: BTreeSet<&String> = acknowledged.iter().collect();
+    let ids: BTreeSet<&String> = acknowledged.iter().map(|ack| &ack.instance).collect();
     assert_eq!(ids.len(), acknowledged.len(), "an id was acknowledged twice");
 
     // Both replicas sign with the CA in the database.
@@ -121,6 +184,8 @@ async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
     assert!(info_a["ca_certificate_pem"].is_string(), "{info_a}");
     assert_eq!(info_a["ca_certificate_pem"], info_b["ca_certificate_pem"]);
     // The replicas said what they did.
-    let logs = [a.proc.log_tail(400), b.proc.log_tail(400)].concat();
-    assert!(logs.contains("following the new database primary"), "no replica logged the switch");
+    for cp in [&a, &b] {
+        let log = std::fs::read_to_string(&cp.proc.log).unwrap();
+        assert!(log.contains("following the new database primary"), "{} did not log the switch", cp.proc.log.display());
+    }
 }
