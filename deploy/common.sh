@@ -6,13 +6,18 @@ say() { printf '==> %s\n' "$*" >&2; }
 # The cargo target directory lives outside the clone, so repeated runs reuse builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/cloud/target}"
 
-# ensure_packages PKG...: installs the Debian packages that are missing, and only those.
-ensure_packages() {
-  local missing=()
+# missing_packages PKG...: prints those of the Debian packages PKG that are not installed.
+missing_packages() {
   local pkg
   for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
   done
+}
+
+# ensure_packages PKG...: installs the Debian packages that are missing, and only those.
+ensure_packages() {
+  local missing
+  mapfile -t missing < <(missing_packages "$@")
   if [ ${#missing[@]} -eq 0 ]; then
     say "packages present: $*"
     return 0
@@ -22,6 +27,28 @@ ensure_packages() {
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# ensure_packages_without_services PKG...: ensure_packages, then stops and disables the services
+# that those of PKG this call installed come with (Debian starts and enables a daemon's service on
+# installation): for daemons the tests start themselves, on ports of their own. Packages that
+# were there before are left as the machine's owner set them up.
+ensure_packages_without_services() {
+  local fresh service
+  mapfile -t fresh < <(missing_packages "$@")
+  ensure_packages "$@"
+  [ ${#fresh[@]} -eq 0 ] && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  for service in $(dpkg-query -L "${fresh[@]}" | sed -n 's#^/etc/init\.d/##p'); do
+    say "stopping and disabling the $service service the package installed"
+    if [ -d /run/systemd/system ]; then
+      "${sudo[@]}" systemctl disable --now --quiet "$service"
+    else
+      "${sudo[@]}" service "$service" stop >/dev/null 2>&1 || true
+      "${sudo[@]}" update-rc.d "$service" disable >/dev/null
+    fi
+  done
 }
 
 # What the system needs at run time on a host: PostgreSQL server binaries for the embedded

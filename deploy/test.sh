@@ -23,8 +23,8 @@ ensure_cargo_tool s3s-fs s3s-fs 0.14.1 --features binary
 export CLOUD_TEST_S3S_FS="$TOOLS_ROOT/bin/s3s-fs"
 
 # A highly-available PostgreSQL for the failover test (tests/tests/e2e/ha.rs): Patroni and etcd.
-# Their postinst may enable services; on a host that runs systemd nothing here needs them running.
-ensure_packages patroni etcd-server python3-etcd
+# The test runs its own on free loopback ports; the services the packages start are not wanted.
+ensure_packages_without_services patroni etcd-server python3-etcd
 
 # The OpenAPI fuzzer the API's document is checked with (tests/tests/e2e/schemathesis.rs).
 ensure_packages python3-venv
