@@ -7,6 +7,8 @@
 //!              ◀─ {"event":"SHUTDOWN",…}                   ─ broadcast to subscribers
 //! ```
 //! One reader task owns the read half; callers wait on a oneshot per command id, with a timeout.
+//! What a line is (event, reply, error, nothing) is decided by one pure function,
+//! [`QmpLine::classify`], which the unit tests and the `qmp_line` fuzz target drive directly.
 //! When QEMU closes the socket (it exited, or the socket was removed under it) every waiting
 //! and future command fails with [`QmpError::Disconnected`] and the event channel closes, which
 //! is how [`crate::vm::Vm`] learns that QEMU is gone without polling.
@@ -89,12 +91,68 @@ pub enum QmpError {
 pub struct QmpEvent {
     /// Event name, e.g. `SHUTDOWN`, `STOP`, `RESUME`, `RESET`, `POWERDOWN`, `MIGRATION`.
     pub event: String,
-    /// Event data (`{}` when absent).
+    /// Event data (`null` when absent).
     #[serde(default)]
     pub data: Value,
     /// QEMU's timestamp.
     #[serde(default)]
     pub timestamp: Value,
+}
+
+/// One line read from QEMU, classified by [`QmpLine::classify`]: what the reader task does with
+/// it depends on nothing else.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QmpLine {
+    /// Not JSON at all (logged and skipped).
+    NotJson,
+    /// An asynchronous event (`{"event": NAME, …}`), for the subscribers.
+    Event(QmpEvent),
+    /// The answer to the command with this `id`: its `return` value, or QEMU's error.
+    Reply {
+        /// The command id we sent.
+        id: u64,
+        /// `return`, or the `error` object's `class` and `desc`.
+        reply: Result<Value, QmpFailure>,
+    },
+    /// JSON that is neither: an event whose fields have the wrong types, a reply without an
+    /// integer id, the greeting repeated, any other object or value (skipped).
+    Ignored,
+}
+
+/// QEMU's `{"error": {"class": …, "desc": …}}`; a missing or non-string field is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QmpFailure {
+    /// QMP error class (e.g. `GenericError`, `CommandNotFound`).
+    pub class: String,
+    /// QEMU's description.
+    pub desc: String,
+}
+
+impl QmpLine {
+    /// Classifies one line from QEMU (pure). A line with an `event` member is an event, whatever
+    /// else it holds; otherwise a line with an integer `id` is a reply: its `return` member if it
+    /// has one, else an error (a reply with neither is an error with empty class and text, so
+    /// that its caller does not wait for an answer that will not come).
+    pub fn classify(line: &str) -> QmpLine {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return QmpLine::NotJson;
+        };
+        if v.get("event").is_some() {
+            return serde_json::from_value::<QmpEvent>(v).map_or(QmpLine::Ignored, QmpLine::Event);
+        }
+        let Some(id) = v.get("id").and_then(Value::as_u64) else {
+            return QmpLine::Ignored;
+        };
+        let reply = match v.get("return") {
+            Some(ret) => Ok(ret.clone()),
+            None => {
+                let err = v.get("error");
+                let field = |k: &str| err.and_then(|e| e.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
+                Err(QmpFailure { class: field("class"), desc: field("desc") })
+            }
+        };
+        QmpLine::Reply { id, reply }
+    }
 }
 
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Value, QmpError>>>>>>;
@@ -308,32 +366,25 @@ async fn read_loop(
                 break;
             }
         };
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            tracing::warn!(line, "ignoring non-JSON QMP line");
-            continue;
-        };
-        if v.get("event").is_some() {
-            if let Ok(ev) = serde_json::from_value::<QmpEvent>(v) {
+        match QmpLine::classify(&line) {
+            QmpLine::NotJson => tracing::warn!(line, "ignoring non-JSON QMP line"),
+            QmpLine::Event(ev) => {
                 tracing::debug!(event = ev.event, "qmp event");
                 // No subscribers is fine.
                 let _ = events.send(ev);
             }
-            continue;
+            QmpLine::Reply { id, reply } => {
+                if let Some(tx) = lock(&pending).as_mut().and_then(|m| m.remove(&id)) {
+                    let reply = reply.map_err(|QmpFailure { class, desc }| QmpError::Command {
+                        command: String::new(),
+                        class,
+                        desc,
+                    });
+                    let _ = tx.send(reply);
+                }
+            }
+            QmpLine::Ignored => {}
         }
-        let Some(id) = v.get("id").and_then(Value::as_u64) else {
-            continue;
-        };
-        let Some(tx) = lock(&pending).as_mut().and_then(|m| m.remove(&id)) else {
-            continue;
-        };
-        let reply = if let Some(ret) = v.get("return") {
-            Ok(ret.clone())
-        } else {
-            let err = v.get("error");
-            let field = |k: &str| err.and_then(|e| e.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
-            Err(QmpError::Command { command: String::new(), class: field("class"), desc: field("desc") })
-        };
-        let _ = tx.send(reply);
     }
     // Fail everyone still waiting, refuse new commands, close the event stream.
     if let Some(map) = lock(&pending).take() {
@@ -400,6 +451,59 @@ mod tests {
         qmp.closed().await;
         assert!(qmp.is_closed());
         assert!(matches!(qmp.execute("query-status", None).await, Err(QmpError::Disconnected)));
+    }
+
+    #[test]
+    fn lines_are_classified_as_events_replies_errors_or_ignored() {
+        let event = QmpLine::classify(r#"{"event": "SHUTDOWN", "data": {"guest": true}, "timestamp": {"seconds": 1}}"#);
+        let QmpLine::Event(ev) = event else { panic!("not an event: {event:?}") };
+        assert_eq!(
+            (ev.event.as_str(), &ev.data, &ev.timestamp),
+            ("SHUTDOWN", &json!({"guest": true}), &json!({"seconds": 1}))
+        );
+        // Absent data and timestamp are null; an event is an event even with an id.
+        let QmpLine::Event(ev) = QmpLine::classify(r#"{"event": "STOP", "id": 3}"#) else { panic!() };
+        assert_eq!((ev.data, ev.timestamp), (Value::Null, Value::Null));
+
+        assert_eq!(
+            QmpLine::classify(r#"{"return": {"status": "running"}, "id": 7}"#),
+            QmpLine::Reply { id: 7, reply: Ok(json!({"status": "running"})) }
+        );
+        assert_eq!(
+            QmpLine::classify(r#"{"error": {"class": "GenericError", "desc": "no"}, "id": 8}"#),
+            QmpLine::Reply { id: 8, reply: Err(QmpFailure { class: "GenericError".into(), desc: "no".into() }) }
+        );
+        // A reply with neither return nor error fails its command rather than leaving it waiting.
+        assert_eq!(QmpLine::classify(r#"{"id": 9}"#), QmpLine::Reply { id: 9, reply: Err(QmpFailure::default()) });
+        assert_eq!(
+            QmpLine::classify(r#"{"error": {"class": 1}, "id": 10}"#),
+            QmpLine::Reply { id: 10, reply: Err(QmpFailure::default()) }
+        );
+        // `return` wins over `error`, as QEMU never sends both.
+        assert!(matches!(
+            QmpLine::classify(r#"{"return": null, "error": {}, "id": 11}"#),
+            QmpLine::Reply { id: 11, reply: Ok(Value::Null) }
+        ));
+
+        // An event's data and timestamp may be any JSON, and other members do not matter.
+        let odd = QmpLine::classify(r#"{"event": "STOP", "data": 1, "timestamp": [], "extra": true}"#);
+        assert!(matches!(&odd, QmpLine::Event(ev) if ev.data == json!(1)), "{odd:?}");
+
+        for ignored in [
+            r#"{"event": 5}"#,
+            r#"{"return": {}}"#,
+            r#"{"return": {}, "id": -1}"#,
+            r#"{"return": {}, "id": 1.5}"#,
+            r#"{"return": {}, "id": "1"}"#,
+            r#"{"QMP": {"version": {}, "capabilities": []}}"#,
+            "[1, 2]",
+            "42",
+        ] {
+            assert_eq!(QmpLine::classify(ignored), QmpLine::Ignored, "{ignored}");
+        }
+        for not_json in ["", "garbage", r#"{"return": {}, "id": 1"#, "{\"id\": 1} trailing"] {
+            assert_eq!(QmpLine::classify(not_json), QmpLine::NotJson, "{not_json}");
+        }
     }
 
     #[tokio::test]
