@@ -42,7 +42,9 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 pub use config::{Backend, S3Config, StoreConfig, StoreOverrides};
-pub use manifest::{ChunkId, Extent, FileEntry, LAYERED_CHUNK, Manifest, PLAIN_CHUNK, Source, SourceRange};
+pub use manifest::{
+    ChunkId, Extent, FileEntry, LAYERED_CHUNK, Manifest, ManifestError, PLAIN_CHUNK, Source, SourceRange,
+};
 
 /// The store's name of snapshot `id` (the agent that takes it and the control plane agree).
 pub fn snapshot_name(id: impl std::fmt::Display) -> String {
@@ -82,9 +84,14 @@ pub enum StoreError {
     /// A chunk's bytes do not match its name.
     #[error("chunk {chunk} is corrupt ({location}): its bytes do not hash to its name")]
     Corrupt { chunk: ChunkId, location: String },
-    /// A manifest cannot be parsed.
-    #[error("store {store}: manifest {key} is invalid: {reason}")]
-    InvalidManifest { store: String, key: String, reason: String },
+    /// A manifest cannot be parsed, or lists what cannot be (see [`Manifest::validate`]).
+    #[error("store {store}: manifest {key} is invalid")]
+    InvalidManifest {
+        store: String,
+        key: String,
+        #[source]
+        source: ManifestError,
+    },
     /// A local file could not be read or written.
     #[error("cannot access {path}")]
     Io {
@@ -217,6 +224,12 @@ impl Store {
             .await
             .map_err(|source| StoreError::Io { path: PathBuf::from("(snapshot files)"), source })?;
         let manifest = Manifest { name: name.to_owned(), created_at: chrono::Utc::now(), files };
+        // What readers would refuse is not stored (ranges from qemu-img past a disk's size…).
+        manifest.validate().map_err(|source| StoreError::InvalidManifest {
+            store: self.label.clone(),
+            key: manifest_key(name).to_string(),
+            source,
+        })?;
         let json = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| StoreError::Config(e.to_string()))?);
         let pending = Key::from(format!("pending/{name}.{}.json", uuid::Uuid::new_v4()));
         self.objects.put(&pending, PutPayload::from(json.clone())).await.map_err(self.backend("write", &pending))?;
@@ -301,10 +314,10 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.backend("read", key)(e)),
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::InvalidManifest {
+        Manifest::from_json(&bytes).map(Some).map_err(|source| StoreError::InvalidManifest {
             store: self.label.clone(),
             key: key.to_string(),
-            reason: e.to_string(),
+            source,
         })
     }
 
@@ -572,8 +585,13 @@ fn write_extents(dest: &Path, size: u64, extents: &[LocalExtent]) -> Result<(), 
     for e in extents {
         let Some(chunk) = &e.chunk else { continue };
         let data = read_chunk(chunk)?;
+        // The manifest's length, not the chunk's, is what a hostile or broken manifest controls.
+        if data.len() != e.len as usize {
+            let location = format!("{} (its extent has {} bytes)", chunk.display(), e.len);
+            return Err(StoreError::Corrupt { chunk: ChunkId::of(&data), location });
+        }
         out.seek(std::io::SeekFrom::Start(e.offset)).map_err(io(&tmp))?;
-        out.write_all(&data[..e.len as usize]).map_err(io(&tmp))?;
+        out.write_all(&data).map_err(io(&tmp))?;
     }
     out.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, dest).map_err(io(dest))
@@ -608,6 +626,22 @@ pub async fn list_manifests(store: &Store) -> Result<BTreeMap<String, Manifest>,
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_extent_longer_or_shorter_than_its_chunk_is_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"0123456789";
+        let chunk = dir.path().join(ChunkId::of(data).hex());
+        std::fs::write(&chunk, data).unwrap();
+        let dest = dir.path().join("out");
+        let extent = |len| [LocalExtent { offset: 0, len, chunk: Some(chunk.clone()) }];
+        write_extents(&dest, 10, &extent(10)).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        for len in [20, 4] {
+            let err = write_extents(&dest, 20, &extent(len)).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { chunk, .. } if chunk == ChunkId::of(data)), "{len}: {err}");
+        }
+    }
 
     #[test]
     fn trimming_removes_the_chunks_used_longest_ago_and_never_recent_ones() {

@@ -81,7 +81,71 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
 }
 
+/// What is wrong with a manifest read from the store (see [`Manifest::from_json`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON of a manifest's shape.
+    #[error("not a manifest")]
+    Json(#[source] serde_json::Error),
+    /// A file name that is not one path component (files are written under their names).
+    #[error("file name {name:?} is not a single path component")]
+    FileName { name: String },
+    /// A base given for a plain file, or a base that is not a SHA-256.
+    #[error("file {file}: base {base:?} is not the lowercase hex SHA-256 of a layered disk's base")]
+    Base { file: String, base: String },
+    /// An extent of no bytes, or of more than one chunk.
+    #[error("file {file}: extent {index} has {len} bytes (1 to {chunk} expected)")]
+    ExtentLength { file: String, index: usize, len: u32, chunk: u64 },
+    /// An extent that starts before the one ahead of it ends.
+    #[error("file {file}: extent {index} at {offset} overlaps or precedes the one before it")]
+    ExtentOrder { file: String, index: usize, offset: u64 },
+    /// An extent that ends past the file's size.
+    #[error("file {file}: extent {index} at {offset} ends past the file's {size} bytes")]
+    ExtentPastEnd { file: String, index: usize, offset: u64, size: u64 },
+}
+
 impl Manifest {
+    /// Reads a manifest as stored and checks it (see [`Manifest::validate`]): a manifest comes
+    /// from a store that other machines write, and the extents it lists become file writes.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Checks what [`cut`] guarantees and readers rely on: file names are single path
+    /// components; a base belongs to a layered disk and is a SHA-256; each file's extents are
+    /// 1 byte to one chunk long (64 KiB for a layered disk, 1 MiB otherwise), in ascending
+    /// order, never overlapping, and within the file's size.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        for (name, file) in &self.files {
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                return Err(ManifestError::FileName { name: name.clone() });
+            }
+            if let Some(base) = &file.base
+                && (!file.layered || base.parse::<ChunkId>().is_err())
+            {
+                return Err(ManifestError::Base { file: name.clone(), base: base.clone() });
+            }
+            let (chunk, size) = (if file.layered { LAYERED_CHUNK } else { PLAIN_CHUNK }, file.size);
+            let mut free_from = 0;
+            for (index, e) in file.extents.iter().enumerate() {
+                let (file, offset) = (name.clone(), e.offset);
+                if e.len == 0 || u64::from(e.len) > chunk {
+                    return Err(ManifestError::ExtentLength { file, index, len: e.len, chunk });
+                }
+                if offset < free_from {
+                    return Err(ManifestError::ExtentOrder { file, index, offset });
+                }
+                free_from = match offset.checked_add(u64::from(e.len)) {
+                    Some(end) if end <= size => end,
+                    _ => return Err(ManifestError::ExtentPastEnd { file, index, offset, size }),
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Every chunk it references.
     pub fn chunks(&self) -> BTreeSet<ChunkId> {
         self.files.values().flat_map(|f| f.extents.iter().filter_map(|e| e.chunk)).collect()
@@ -268,6 +332,82 @@ mod tests {
         let (files, after) = cut(&[source(&path)]).unwrap();
         assert_eq!(after.keys().filter(|c| !before.contains_key(c)).count(), 1);
         assert_eq!(files["d"].extents[0].offset, 1 << 20);
+    }
+
+    fn manifest(files: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "name": "snapshots/x", "created_at": "2026-12-02T06:15:00Z", "files": files,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn manifests_as_cut_are_valid_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        let data: Vec<u8> = (0..(LAYERED_CHUNK * 3 + 5)).map(|i| (i % 7) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let sources = [
+            Source::plain("memory.state", &path).unwrap(),
+            Source {
+                name: "disk-0.qcow2".into(),
+                path: path.clone(),
+                size: 1 << 30,
+                layered: Some(Some(ChunkId::of(b"base").hex())),
+                ranges: vec![
+                    SourceRange { offset: 0, len: 10, at: Some(0) },
+                    SourceRange { offset: LAYERED_CHUNK * 2 - 3, len: LAYERED_CHUNK * 3, at: Some(5) },
+                    SourceRange { offset: (1 << 30) - 512, len: 512, at: None },
+                ],
+            },
+        ];
+        let (files, _) = cut(&sources).unwrap();
+        let manifest = Manifest { name: "snapshots/x".into(), created_at: Utc::now(), files };
+        let json = serde_json::to_vec(&manifest).unwrap();
+        assert_eq!(Manifest::from_json(&json).unwrap(), manifest);
+    }
+
+    #[test]
+    fn manifests_whose_extents_or_names_cannot_be_trusted_are_refused() {
+        let id = ChunkId::of(b"x").hex();
+        let ok = serde_json::json!({"f": {"size": 10, "extents": [{"offset": 0, "len": 4, "chunk": id}, {"offset": 4, "len": 6}]}});
+        assert!(Manifest::from_json(&manifest(ok)).is_ok());
+        let refused = |files: serde_json::Value| Manifest::from_json(&manifest(files)).unwrap_err();
+
+        assert!(matches!(refused(serde_json::json!({"f": {"size": 1}})), ManifestError::Json(_)));
+        for name in ["", ".", "..", "a/b", "../etc", "a\0b"] {
+            let err = refused(serde_json::json!({ name: {"size": 0, "extents": []} }));
+            assert!(matches!(&err, ManifestError::FileName { name: n } if n == name), "{name:?}: {err}");
+        }
+        let err = refused(serde_json::json!({"f": {"size": 0, "base": id, "extents": []}}));
+        assert!(matches!(err, ManifestError::Base { .. }), "a plain file over a base");
+        let err = refused(serde_json::json!({"f": {"size": 0, "layered": true, "base": "../x", "extents": []}}));
+        assert!(matches!(err, ManifestError::Base { .. }));
+
+        let extents = |extents: serde_json::Value| serde_json::json!({"f": {"size": 1 << 21, "extents": extents}});
+        let err = refused(extents(serde_json::json!([{"offset": 0, "len": 0}])));
+        assert!(matches!(err, ManifestError::ExtentLength { index: 0, len: 0, .. }));
+        // One chunk at most: 1 MiB for a plain file, 64 KiB for a layered disk.
+        assert!(
+            Manifest::from_json(&manifest(extents(serde_json::json!([{"offset": 0, "len": PLAIN_CHUNK}])))).is_ok()
+        );
+        let err = refused(extents(serde_json::json!([{"offset": 0, "len": PLAIN_CHUNK + 1}])));
+        assert!(matches!(err, ManifestError::ExtentLength { .. }));
+        let layered = serde_json::json!({"f": {"size": 1 << 21, "layered": true, "extents": [{"offset": 0, "len": LAYERED_CHUNK + 1}]}});
+        assert!(matches!(refused(layered), ManifestError::ExtentLength { chunk: LAYERED_CHUNK, .. }));
+        // A zero extent of 4 GiB - 1 is what a hostile manifest would use to make a reader
+        // allocate that much.
+        let err = refused(extents(serde_json::json!([{"offset": 0, "len": u32::MAX}])));
+        assert!(matches!(err, ManifestError::ExtentLength { .. }));
+
+        let err = refused(extents(serde_json::json!([{"offset": 10, "len": 5}, {"offset": 14, "len": 1}])));
+        assert!(matches!(err, ManifestError::ExtentOrder { index: 1, offset: 14, .. }));
+        let err = refused(extents(serde_json::json!([{"offset": 10, "len": 5}, {"offset": 0, "len": 1}])));
+        assert!(matches!(err, ManifestError::ExtentOrder { index: 1, .. }));
+        let err = refused(extents(serde_json::json!([{"offset": (1 << 21) - 1, "len": 2}])));
+        assert!(matches!(err, ManifestError::ExtentPastEnd { index: 0, .. }));
+        let err = refused(extents(serde_json::json!([{"offset": u64::MAX, "len": 2}])));
+        assert!(matches!(err, ManifestError::ExtentPastEnd { .. }), "an end past u64 is no wrap-around");
     }
 
     #[test]
