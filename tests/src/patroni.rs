@@ -23,6 +23,8 @@ pub struct Node {
     pub api_port: u16,
     pub data_dir: PathBuf,
     patroni: Option<Proc>,
+    /// Stopped by [`Node::hang`]: to be killed, as it would not answer a SIGTERM.
+    hung: bool,
 }
 
 impl Node {
@@ -32,19 +34,31 @@ impl Node {
         text.lines().next()?.trim().parse().ok()
     }
 
-    /// SIGKILL to Patroni, the postmaster and every process of the postmaster, as a machine
-    /// that loses power.
+    /// Patroni, the postmaster and every process of the postmaster.
+    fn processes(&self) -> Vec<Pid> {
+        let patroni = self.patroni.iter().map(Proc::pid);
+        let postgres = self.postmaster().map(|pm| [vec![pm], children_of(pm)].concat()).unwrap_or_default();
+        patroni.chain(postgres.into_iter().map(Pid::from_raw)).collect()
+    }
+
+    /// SIGKILL to Patroni and PostgreSQL, as a machine that loses power: its connections are
+    /// reset (on loopback the kernel answers for the dead processes).
     pub fn crash(&mut self) {
+        for pid in self.processes() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
         if let Some(mut patroni) = self.patroni.take() {
             patroni.kill_hard();
         }
-        if let Some(pm) = self.postmaster() {
-            let children = children_of(pm);
-            let _ = kill(Pid::from_raw(pm), Signal::SIGKILL);
-            for child in children {
-                let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
-            }
+    }
+
+    /// SIGSTOP to Patroni and PostgreSQL, as a machine that hangs or drops off the network:
+    /// its connections stay open and nothing on them is answered. Killed on drop.
+    pub fn hang(&mut self) {
+        for pid in self.processes() {
+            let _ = kill(pid, Signal::SIGSTOP);
         }
+        self.hung = true;
     }
 }
 
@@ -126,7 +140,7 @@ impl PatroniCluster {
             let data_dir = dir.join(name);
             std::fs::write(dir.join(format!("{name}.yml")), config(&dir, name, pg_port, api_port, etcd_port))
                 .expect("patroni config");
-            nodes.push(Node { name: name.to_owned(), pg_port, api_port, data_dir, patroni: None });
+            nodes.push(Node { name: name.to_owned(), pg_port, api_port, data_dir, patroni: None, hung: false });
         }
         for entry in walk(&dir) {
             nix::unistd::chown(&entry, Some(user.uid), Some(user.gid)).expect("chown to postgres");
@@ -159,7 +173,7 @@ impl PatroniCluster {
     /// The index of the primary, if a node says it is.
     pub async fn primary(&self) -> Option<usize> {
         for (i, node) in self.nodes.iter().enumerate() {
-            if node.patroni.is_some() && self.is(node, "primary").await {
+            if node.patroni.is_some() && !node.hung && self.is(node, "primary").await {
                 return Some(i);
             }
         }
@@ -198,6 +212,9 @@ impl Drop for PatroniCluster {
         // Patroni stops its PostgreSQL on SIGTERM (Proc's drop); one that outlived a crashed
         // Patroni is stopped by PID.
         for node in &mut self.nodes {
+            if node.hung {
+                node.crash();
+            }
             node.patroni.take();
             if let Some(pm) = node.postmaster()
                 && std::fs::read_to_string(format!("/proc/{pm}/cmdline")).is_ok_and(|c| c.contains("postgres"))

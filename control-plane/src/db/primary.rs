@@ -8,14 +8,20 @@
 //!  follow:    every second, ask the pools' host; unreachable or now a replica
 //!             ─▶ find the primary again ─▶ the pools open new connections there
 //! ```
-//! Connections to the old primary end with it: a crashed server's are broken, and a demoted one
-//! restarts as a replica, ending its sessions; the pool drops broken connections by itself. A
+//! Connections to the old primary must end with it, and the pool drops broken connections by
+//! itself. A crashed server's are reset by its machine's kernel, and a demoted one restarts as a
+//! replica, ending its sessions; but a machine that hangs, loses power or drops off the network
+//! resets nothing, and sqlx sets no TCP keepalive: a statement waiting on such a connection would
+//! wait forever, holding its pool connection, until the pools are empty. So after a switch the
+//! control plane shuts down its own sockets to the old primary (`cut_connections_to`). A
 //! statement in flight at the switch fails (503 `unavailable` to an API caller, a retried step
 //! to the executor); what was committed before is on the new primary when the cluster replicates
 //! synchronously (Patroni's `synchronous_mode`).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use nix::sys::socket::{Shutdown, SockaddrStorage, getpeername, shutdown};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -104,23 +110,63 @@ pub async fn follow(hosts: Vec<PgConnectOptions>, pools: Vec<PgPool>, stop: impl
             Ok(Err(err)) => format!("the database host does not answer: {err}"),
             Err(_) => format!("the database host did not answer within {ANSWER_WITHIN:?}"),
         };
-        let was = describe(&first.connect_options());
+        let old = first.connect_options();
+        let was = describe(&old);
         match find(&hosts).await {
             Ok(primary) if describe(&primary) == was => {}
             Ok(primary) => {
-                tracing::warn!(from = %was, to = %describe(&primary), %why, "following the new database primary");
                 for pool in &pools {
                     pool.set_connect_options(primary.clone());
                 }
+                let addrs = tokio::net::lookup_host((old.get_host(), old.get_port())).await;
+                let cut = addrs.map(|addrs| cut_connections_to(&addrs.collect::<Vec<_>>())).unwrap_or(0);
+                tracing::warn!(from = %was, to = %describe(&primary), %why, cut, "following the new database primary");
             }
             Err(err) => tracing::warn!(%why, error = %err, "no database primary found yet"),
         }
     }
 }
 
+/// Shuts down (without closing: each stays owned by its connection) this process's sockets
+/// connected to any of `addrs`, so that whatever waits on them sees the end of the stream at once;
+/// returns how many. Linux: the sockets are found in `/proc/self/fd`.
+fn cut_connections_to(addrs: &[SocketAddr]) -> usize {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return 0 };
+    let peer_of = |fd| {
+        let peer = getpeername::<SockaddrStorage>(fd).ok()?;
+        let v4 = peer.as_sockaddr_in().map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)));
+        v4.or_else(|| peer.as_sockaddr_in6().map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a))))
+    };
+    fds.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&fd| peer_of(fd).is_some_and(|peer| addrs.contains(&peer)))
+        .filter(|&fd| shutdown(fd, Shutdown::Both).is_ok())
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sockets_to_an_old_primary_are_cut_and_no_others() -> std::io::Result<()> {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        let (old, other) = (TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?);
+        let mut to_old = TcpStream::connect(old.local_addr()?)?;
+        let mut to_other = TcpStream::connect(other.local_addr()?)?;
+        let _accepted = (old.accept()?, other.accept()?);
+
+        assert_eq!(cut_connections_to(&[old.local_addr()?]), 1);
+        // A read waiting for the old primary's answer ends at once ...
+        to_old.set_read_timeout(Some(Duration::from_secs(5)))?;
+        assert_eq!(to_old.read(&mut [0; 8])?, 0);
+        // ... and the other connection still waits for its peer.
+        to_other.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let err = to_other.read(&mut [0; 8]).expect_err("nothing was sent on the other connection");
+        assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{err}");
+        Ok(())
+    }
 
     #[test]
     fn a_host_list_is_one_url_per_host_with_the_rest_shared() {

@@ -65,8 +65,26 @@ async fn create(cp: &ControlPlane, i: usize) -> Result<Acknowledged, (u16, serde
     Ok(Acknowledged { instance: id(&accepted["instance"]), operation: id(&accepted["operation"]) })
 }
 
+/// How the primary's machine fails.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// It loses power: its connections are reset.
+    Crash,
+    /// It hangs, or drops off the network: its connections stay open, unanswered.
+    Hang,
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
+async fn replicas_follow_a_patroni_failover_when_the_primary_crashes_and_lose_no_acknowledged_create() {
+    failover_under_load(Failure::Crash).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_follow_a_patroni_failover_when_the_primary_hangs_and_lose_no_acknowledged_create() {
+    failover_under_load(Failure::Hang).await;
+}
+
+async fn failover_under_load(failure: Failure) {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = PatroniCluster::start(dir.path()).await;
     cluster.execute("CREATE DATABASE cloud").await;
@@ -100,7 +118,10 @@ async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
     let crash_under_load = async {
         let acknowledged = || async { stream.lock().unwrap().acknowledged.len() >= 16 };
         wait_until(Duration::from_secs(60), "16 creates before the crash", acknowledged).await;
-        cluster.nodes[old_primary].crash();
+        match failure {
+            Failure::Crash => cluster.nodes[old_primary].crash(),
+            Failure::Hang => cluster.nodes[old_primary].hang(),
+        }
         stream.lock().unwrap().crashed_at = Some(Instant::now());
         let recovered = || async { stream.lock().unwrap().since_recovery >= 16 };
         wait_until(Duration::from_secs(120), "creates acknowledged again after the crash", recovered).await;
@@ -113,7 +134,7 @@ async fn replicas_follow_a_patroni_failover_and_lose_no_acknowledged_create() {
     assert_ne!(new_primary, old_primary);
     let statuses: BTreeSet<u16> = refused.iter().map(|(status, _)| *status).collect();
     eprintln!(
-        "failover: creates succeed again {recovered_in:?} after the primary died; {sent} sent, {} acknowledged, \
+        "failover ({failure:?}): creates succeed again {recovered_in:?} after the primary failed; {sent} sent, {} acknowledged, \
          {} refused (statuses {statuses:?})",
         acknowledged.len(),
         refused.len(),
