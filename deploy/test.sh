@@ -81,6 +81,7 @@ cargo nextest run --workspace --no-fail-fast "$@"
 
 if [ "$#" -eq 0 ]; then
   deploy/bench-smoke.sh
+  deploy/fuzz-smoke.sh
 else
-  say "benchmarks not run: the tests were filtered ($*)"
+  say "benchmarks and fuzz targets not run: the tests were filtered ($*)"
 fi

@@ -3,7 +3,7 @@
 //! [`PublicKey::parse`] checks a key strictly, because keys end up in files inside guests (users'
 //! keys) and on users' machines (guests' host keys): a known type, a body that decodes to a
 //! well-formed key blob of that type, no control characters (so no second line can be smuggled
-//! in), at most 16 KiB.
+//! in), a comment of printable ASCII (what the config drive takes), at most 16 KiB.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -43,6 +43,8 @@ pub enum PublicKeyError {
     Malformed { key_type: String },
     #[error("the key's body is a {embedded:?} key, not {declared:?}")]
     TypeMismatch { declared: String, embedded: String },
+    #[error("the key's comment is not printable ASCII (guests get their keys in ASCII); change or remove it")]
+    CommentNotAscii,
 }
 
 /// An OpenSSH public key, checked.
@@ -87,7 +89,14 @@ impl PublicKey {
             return Err(PublicKeyError::TypeMismatch { declared: key_type.to_owned(), embedded: embedded.into() });
         }
         check_key_fields(key_type, &parts).ok_or_else(malformed)?;
-        let comment = Some(comment.trim().to_owned()).filter(|c| !c.is_empty());
+        // The config drive (vmm::config_drive::validate_ssh_key) takes printable ASCII only: a
+        // comment it would refuse is refused here, rather than every create that uses the key
+        // failing on its host. Tabs in it become spaces, as between the fields.
+        let comment = comment.trim_matches([' ', '\t']);
+        if !comment.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            return Err(PublicKeyError::CommentNotAscii);
+        }
+        let comment = Some(comment.replace('\t', " ")).filter(|c| !c.is_empty());
         Ok(Self { key_type: key_type.to_owned(), blob, comment })
     }
 
@@ -213,6 +222,23 @@ mod tests {
         assert_eq!(key.to_openssh(), format!("ssh-ed25519 {body}"));
         let key = PublicKey::parse(&format!("ssh-ed25519 {body} alice at work")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(key.comment.as_deref(), Some("alice at work"));
+        let key = PublicKey::parse(&format!("ssh-ed25519 {body}\talice\tat  work\t")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.to_openssh(), format!("ssh-ed25519 {body} alice at  work"));
+    }
+
+    /// Found by the api_request fuzz target: a key with such a comment was stored, then every
+    /// instance created with it failed on its host (the config drive takes ASCII keys only).
+    #[test]
+    fn keys_are_stored_in_a_form_the_config_drive_takes() {
+        let body = ED25519.split(' ').nth(1).unwrap_or_default();
+        for comment in ["José@laptop", "alice\u{a0}laptop", "日本"] {
+            let err = PublicKey::parse(&format!("ssh-ed25519 {body} {comment}")).err();
+            assert_eq!(err, Some(PublicKeyError::CommentNotAscii), "{comment:?}");
+        }
+        for text in [ED25519, ECDSA384, RSA, &format!("ssh-ed25519 {body} a\tb")] {
+            let stored = PublicKey::parse(text).unwrap_or_else(|e| panic!("{e}")).to_openssh();
+            assert!(vmm::config_drive::validate_ssh_key(&stored), "{stored:?}");
+        }
     }
 
     #[test]

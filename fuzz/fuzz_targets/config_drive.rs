@@ -84,6 +84,7 @@ fn params(u: &mut Unstructured<'_>) -> Result<ConfigDriveParams> {
             2 => "#cloud-boothook".to_owned(),
             3 => "#include".to_owned(),
             4 => "#cloud-config \t\r".to_owned(),
+            5 => "#include\u{a0}".to_owned(),
             _ => text(u, TEXT, 16)?,
         };
         let mut body = first;
@@ -180,8 +181,8 @@ fn first_fault(p: &ConfigDriveParams) -> Option<Fault> {
 
 /// The content type the first line of the caller's user-data calls for.
 fn content_type(theirs: &str) -> Option<&'static str> {
-    let first = theirs.split('\n').next().unwrap_or_default();
-    let first = first.strip_suffix('\r').unwrap_or(first).trim_end();
+    // Only spaces, tabs and carriage returns may follow a keyword: what the API's pattern says.
+    let first = theirs.split('\n').next().unwrap_or_default().trim_end_matches([' ', '\t', '\r']);
     match first {
         "#cloud-config" => Some("text/cloud-config"),
         "#cloud-boothook" => Some("text/cloud-boothook"),

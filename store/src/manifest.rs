@@ -113,7 +113,7 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Checks what [`cut`] guarantees and readers rely on: file names are single path
+    /// Checks what `cut` guarantees and readers rely on: file names are single path
     /// components; a base belongs to a layered disk and is a SHA-256; each file's extents are
     /// 1 byte to one chunk long (64 KiB for a layered disk, 1 MiB otherwise), in ascending
     /// order, never overlapping, and within the file's size.

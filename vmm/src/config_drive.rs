@@ -300,19 +300,32 @@ fn network_config(nics: &[NicNetwork]) -> String {
     s
 }
 
-fn multipart(ours: &str, theirs: &str) -> Result<String, ConfigDriveError> {
-    let first = theirs.lines().next().unwrap_or_default().trim_end();
-    let content_type = if first == "#cloud-config" {
-        "text/cloud-config"
+/// [`user_data_content_type`]'s rule as a regular expression (ECMA-262, and Python's `re` alike),
+/// with the empty string (no user-data) allowed too.
+pub const USER_DATA_PATTERN: &str = r"^(?![\s\S])|^#!|^(#cloud-config|#cloud-boothook|#include)[ \t\r]*(\n|$)";
+
+/// The MIME type the caller's user-data goes in, chosen from its first line (`#cloud-config`,
+/// `#!…`, `#cloud-boothook`, `#include`, each but `#!` with nothing after it but spaces, tabs or
+/// a carriage return); `None` for anything else, which [`render`] refuses. The control plane
+/// checks user-data with it when an instance is created, and its API document states the same
+/// rule as [`USER_DATA_PATTERN`].
+pub fn user_data_content_type(user_data: &str) -> Option<&'static str> {
+    let first = user_data.split('\n').next().unwrap_or_default().trim_end_matches([' ', '\t', '\r']);
+    if first == "#cloud-config" {
+        Some("text/cloud-config")
     } else if first.starts_with("#!") {
-        "text/x-shellscript"
+        Some("text/x-shellscript")
     } else if first == "#cloud-boothook" {
-        "text/cloud-boothook"
+        Some("text/cloud-boothook")
     } else if first == "#include" {
-        "text/x-include-url"
+        Some("text/x-include-url")
     } else {
-        return Err(ConfigDriveError::UnsupportedUserData);
-    };
+        None
+    }
+}
+
+fn multipart(ours: &str, theirs: &str) -> Result<String, ConfigDriveError> {
+    let content_type = user_data_content_type(theirs).ok_or(ConfigDriveError::UnsupportedUserData)?;
     // A boundary that cannot occur in either part.
     let mut boundary = String::from("==cloud-vmm-boundary==");
     while ours.contains(&boundary) || theirs.contains(&boundary) {
@@ -479,6 +492,10 @@ mod tests {
         assert!(render(&p).unwrap().user_data.contains("text/x-shellscript"));
         p.user_data = Some("just text".into());
         assert!(matches!(render(&p), Err(ConfigDriveError::UnsupportedUserData)));
+        assert_eq!(user_data_content_type("#cloud-boothook\r\necho hi"), Some("text/cloud-boothook"));
+        assert_eq!(user_data_content_type("#include \nhttps://example.com/x"), Some("text/x-include-url"));
+        assert_eq!(user_data_content_type(" #cloud-config\n"), None);
+        assert_eq!(user_data_content_type(""), None);
     }
 
     #[tokio::test]

@@ -73,6 +73,12 @@ pub mod schema {
         dns_label_of(true)
     }
 
+    /// Optional cloud-init user-data: at most `max` characters, of a kind the config drive takes
+    /// (its first line, [`vmm::config_drive::USER_DATA_PATTERN`]).
+    pub fn user_data_or_null(max: usize) -> Object {
+        string(true).pattern(Some(vmm::config_drive::USER_DATA_PATTERN)).max_length(Some(max)).build()
+    }
+
     /// One line of at most `max` characters.
     pub fn plain_text(max: usize, nullable: bool) -> Object {
         string(nullable).pattern(Some(PLAIN_TEXT)).max_length(Some(max)).build()

@@ -205,6 +205,43 @@ mod tests {
         }
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "lowercase")]
+    #[allow(dead_code)]
+    enum Color {
+        Red,
+        Blue,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Paint {
+        color: Color,
+    }
+
+    /// The document alone decides between 400 and 422 (the `api_request` fuzz target checks the
+    /// same): an enum given a number is a wrong field, not bad JSON, and a wrong field ahead of
+    /// broken JSON is still bad JSON.
+    #[test]
+    fn the_document_decides_between_400_and_422() {
+        let refused = |body: &[u8]| match parse::<Paint>(body) {
+            Ok(p) => panic!("{body:?} parsed as {p:?}"),
+            Err(err) => err,
+        };
+        for body in [r#"{"color": 2}"#, r#"{"color": [1]}"#, r#"[2]"#, r#"{"color": "green"}"#] {
+            let err = refused(body.as_bytes());
+            assert_eq!((err.status, err.code), (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"), "{body}");
+        }
+        let err = refused(br#"{"color": 2}"#);
+        assert!(err.message.starts_with("invalid request body: color: "), "{}", err.message);
+        for body in [&br#"{"name": 7,"#[..], br#"{"color": "red", "x": 1 x"#, b"{\"color\": \"r\xffd\"}"] {
+            let err = refused(body);
+            assert_eq!((err.status, err.code), (StatusCode::BAD_REQUEST, "invalid"), "{body:?}: {}", err.message);
+        }
+        assert!(parse::<Paint>(br#"{"color": "blue"}"#).is_ok());
+    }
+
     #[test]
     fn json_content_types_are_recognised() {
         for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge+json"]
