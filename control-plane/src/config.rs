@@ -29,6 +29,7 @@
 //! join_token_ttl_secs = 3600              # CLOUD_FLEET_JOIN_TOKEN_TTL_SECS
 //! partition_silent_percent = 34           # CLOUD_FLEET_PARTITION_SILENT_PERCENT: this share silent at once
 //! partition_min_hosts = 2                 # CLOUD_FLEET_PARTITION_MIN_HOSTS:  (and this many) is a partition
+//! keep_agent_connections = true           # CLOUD_FLEET_KEEP_AGENT_CONNECTIONS: dial agents ahead of calls
 //!
 //! [scheduler]
 //! strategy = "spread"                     # CLOUD_SCHEDULER_STRATEGY: spread | binpack
@@ -229,6 +230,9 @@ pub struct Overrides {
     /// Fewest silent hosts that make a partition [default: 2].
     #[arg(long, env = "CLOUD_FLEET_PARTITION_MIN_HOSTS", value_name = "N")]
     pub fleet_partition_min_hosts: Option<u32>,
+    /// Dial every live host's agent ahead of its first call and keep the connection [default: true].
+    #[arg(long, env = "CLOUD_FLEET_KEEP_AGENT_CONNECTIONS", value_name = "BOOL")]
+    pub fleet_keep_agent_connections: Option<bool>,
     /// Placement strategy: spread or binpack [default: spread].
     #[arg(long, env = "CLOUD_SCHEDULER_STRATEGY", value_name = "STRATEGY")]
     pub scheduler_strategy: Option<crate::scheduler::Strategy>,
@@ -350,6 +354,7 @@ impl Config {
         set(&mut self.fleet.join_token_ttl_secs, &o.fleet_join_token_ttl_secs);
         set(&mut self.fleet.partition_silent_percent, &o.fleet_partition_silent_percent);
         set(&mut self.fleet.partition_min_hosts, &o.fleet_partition_min_hosts);
+        set(&mut self.fleet.keep_agent_connections, &o.fleet_keep_agent_connections);
         set(&mut self.scheduler.strategy, &o.scheduler_strategy);
         set(&mut self.operations.lease_secs, &o.operations_lease_secs);
         set(&mut self.operations.concurrency, &o.operations_concurrency);

@@ -221,6 +221,10 @@ async fn serve_with(
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::disaster_recovery::run(app, stop))
     };
+    let channels = config.fleet.keep_agent_connections.then(|| {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(reconcilers::agent_channels::run(app, stop))
+    });
     let store_gc = {
         let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
         tokio::spawn(reconcilers::store_gc::run(app, stop))
@@ -249,6 +253,9 @@ async fn serve_with(
     let grpc = fleet::grpc::serve(app, grpc_listener, stopped(stop_rx.clone()));
     let (http, grpc) = tokio::join!(http, grpc);
     let _ = tokio::join!(executor, liveness, policies, recovery, store_gc);
+    if let Some(channels) = channels {
+        let _ = channels.await;
+    }
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
     }

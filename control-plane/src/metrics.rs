@@ -73,6 +73,7 @@ pub struct Metrics {
     filtered: Family<FilterLabels, Counter>,
     report_seconds: Histogram,
     report_lag: Histogram,
+    agent_channels: Gauge,
 }
 
 /// Encoding the text format failed (only on a formatter error).
@@ -154,6 +155,12 @@ impl Metrics {
             "Age of a report's freshest instance observation when it is applied (the agent's clock against this replica's)",
             report_lag.clone(),
         );
+        let agent_channels = Gauge::default();
+        registry.register(
+            "agent_channels",
+            "Channels to host agents this replica holds (dialed ahead of their first call, or opened by one)",
+            agent_channels.clone(),
+        );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_owned(), crate::VERSION.to_owned())]).set(1);
         registry.register("build_info", "Version of the running control plane", build);
@@ -175,6 +182,7 @@ impl Metrics {
             filtered,
             report_seconds,
             report_lag,
+            agent_channels,
         }
     }
 
@@ -225,6 +233,11 @@ impl Metrics {
     pub fn set_fleet_liveness(&self, degraded: bool, silent_hosts: u64) {
         self.fleet_degraded.set(i64::from(degraded));
         self.fleet_silent_hosts.set(i64::try_from(silent_hosts).unwrap_or(i64::MAX));
+    }
+
+    /// Records how many channels to agents are held.
+    pub fn set_agent_channels(&self, held: usize) {
+        self.agent_channels.set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     /// Counts a restart of the embedded database.

@@ -113,6 +113,16 @@ async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url:
     }
 }
 
+/// The `cloud_agent_channels` gauge of the replica at `api` (0 when it cannot be read).
+async fn agent_channels(http: &reqwest::Client, api: &str) -> i64 {
+    let Ok(resp) = http.get(format!("{api}/metrics")).send().await else { return 0 };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("cloud_agent_channels "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Joins simulated host `i` and runs its agent until `stop`.
 async fn agent(
     i: u32,
@@ -204,6 +214,23 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tracing::info!(hosts = args.hosts, seconds = joining.elapsed().as_secs_f64(), "simulated hosts joined and active");
+
+    // A control plane that has run a while holds a connection to each of its agents
+    // (`fleet.keep_agent_connections`); measure that, not the first minute's handshakes.
+    let dialing = Instant::now();
+    for api in [&a, &b] {
+        loop {
+            let held = agent_channels(&http, api).await;
+            if held >= i64::from(args.hosts) {
+                break;
+            }
+            if dialing.elapsed() > Duration::from_secs(600) {
+                bail!("{api} holds channels to only {held} of {} agents", args.hosts);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    tracing::info!(seconds = dialing.elapsed().as_secs_f64(), "both replicas connected to every agent");
 
     // The load: every create once, alternating replicas, `concurrency` in flight.
     let started = Instant::now();

@@ -245,6 +245,11 @@ pub async fn host_list(conn: &mut PgConnection) -> Result<Vec<HostRow>, sqlx::Er
     sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY created_at, id")).fetch_all(conn).await
 }
 
+/// The agent endpoint of every host that may be called (all but the dead), by host id.
+pub async fn host_endpoints(conn: &mut PgConnection) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, agent_endpoint FROM hosts WHERE state <> 'dead'").fetch_all(conn).await
+}
+
 /// One host.
 pub async fn host_get(conn: &mut PgConnection, id: Uuid) -> Result<Option<HostRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1")).bind(id).fetch_optional(conn).await

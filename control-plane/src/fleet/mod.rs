@@ -42,6 +42,9 @@ pub struct FleetConfig {
     pub partition_silent_percent: u32,
     /// The fewest silent hosts that can make a partition.
     pub partition_min_hosts: u32,
+    /// Dial every live host's agent ahead of its first call and keep the connection
+    /// (`reconcilers::agent_channels`); off, each is dialed by its first call.
+    pub keep_agent_connections: bool,
 }
 
 impl Default for FleetConfig {
@@ -54,6 +57,7 @@ impl Default for FleetConfig {
             join_token_ttl_secs: 3600,
             partition_silent_percent: 34,
             partition_min_hosts: 2,
+            keep_agent_connections: true,
         }
     }
 }

@@ -121,6 +121,8 @@ async fn a_customer_signs_in_launches_reaches_and_deletes_an_instance_in_the_bro
         "{metrics}"
     );
     assert!(metrics.contains(r#"cloud_hosts{state="active"} 1"#), "{metrics}");
+    // The one agent's channel is held (dialed ahead of calls, `fleet.keep_agent_connections`).
+    assert!(metrics.contains("cloud_agent_channels 1"), "{metrics}");
     for histogram in ["cloud_report_duration_seconds_count", "cloud_report_lag_seconds_count"] {
         let count = metrics.lines().find_map(|l| l.strip_prefix(histogram)).map(str::trim);
         assert!(count.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "{histogram}: {metrics}");
