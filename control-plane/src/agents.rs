@@ -80,7 +80,8 @@ impl Agents {
     /// Holds a connected channel to each host of `live` (id, agent endpoint) and no other: dials
     /// those without one (`DIAL_AT_ONCE` at a time), so no call pays the mutual-TLS handshake
     /// on its way, and drops the channels of hosts that are gone or moved. A host that cannot
-    /// be dialed now is tried again at the next call. Returns how many channels are held.
+    /// be dialed now is tried again at the next pass, or by its next call. Returns how many
+    /// channels are held.
     pub async fn keep_connected(&self, fleet: &Fleet, live: Vec<(HostId, String)>) -> usize {
         let to_dial: Vec<(HostId, String)> = {
             let mut channels = self.channels();
