@@ -114,13 +114,10 @@ async fn call(http: &reqwest::Client, token: &str, method: reqwest::Method, url:
 }
 
 /// The `cloud_agent_channels` gauge of the replica at `api` (0 when it cannot be read).
-async fn agent_channels(http: &reqwest::Client, api: &str) -> i64 {
-    let Ok(resp) = http.get(format!("{api}/metrics")).send().await else { return 0 };
+async fn agent_channels(http: &reqwest::Client, api: &str) -> f64 {
+    let Ok(resp) = http.get(format!("{api}/metrics")).send().await else { return 0.0 };
     let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|line| line.strip_prefix("cloud_agent_channels "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    cloud_tests::metric_value(&text, "cloud_agent_channels").unwrap_or(0.0)
 }
 
 /// Joins simulated host `i` and runs its agent until `stop`.
@@ -221,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
     for api in [&a, &b] {
         loop {
             let held = agent_channels(&http, api).await;
-            if held >= i64::from(args.hosts) {
+            if held >= f64::from(args.hosts) {
                 break;
             }
             if dialing.elapsed() > Duration::from_secs(600) {

@@ -35,6 +35,12 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The value of one sample in a Prometheus text exposition: `series` is the sample's name with
+/// its labels as printed (`cloud_hosts{state="active"}`), or its bare name when it has none.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Fails loudly when the test cannot do what it needs (root for namespaces, a tool).
 pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "end-to-end tests create network namespaces: run them as root");

@@ -124,15 +124,15 @@ async fn a_customer_signs_in_launches_reaches_and_deletes_an_instance_in_the_bro
     // The one agent's channel is held (dialed ahead of calls, `fleet.keep_agent_connections`).
     assert!(metrics.contains("cloud_agent_channels 1"), "{metrics}");
     for histogram in ["cloud_report_duration_seconds_count", "cloud_report_lag_seconds_count"] {
-        let count = metrics.lines().find_map(|l| l.strip_prefix(histogram)).map(str::trim);
-        assert!(count.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0), "{histogram}: {metrics}");
+        let count = cloud_tests::metric_value(&metrics, histogram);
+        assert!(count.is_some_and(|n| n > 0.0), "{histogram}: {metrics}");
     }
     // And the host agent's: the guest's boot to SSH, the image files it fetched.
     let agent = format!("http://{}:9464/metrics", cloud.agent.net.address);
     let metrics = reqwest::get(agent).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"cloud_agent_guest_ready_seconds_count{start="boot"} 1"#), "{metrics}");
-    let fetched = metrics.lines().find_map(|l| l.strip_prefix("cloud_agent_image_fetched_bytes_total "));
-    assert!(fetched.and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 1_000_000), "{metrics}");
+    let fetched = cloud_tests::metric_value(&metrics, "cloud_agent_image_fetched_bytes_total");
+    assert!(fetched.is_some_and(|n| n > 1_000_000.0), "{metrics}");
 
     // Bob, of another project, sees nothing of alice's: not in the switcher, and its pages say
     // there is no such project. Made a viewer of it, he can list but is offered no change.
