@@ -30,7 +30,7 @@ for line in lines:
 }
 
 bench placement cargo run -q -p control-plane --example placement-bench -- --hosts 200 --preplaced 2000 --placements 200 --workers 4
-bench api-load cargo run -q -p cloud-tests --example api-load-bench -- --hosts 10 --creates 40 --concurrency 8 --report-interval-ms 1000 --list-instances 400
+bench api-load cargo run -q -p cloud-tests --example api-load-bench -- --hosts 10 --creates 40 --concurrency 8 --warmup 8 --report-interval-ms 1000 --list-instances 400
 bench vmm cargo bench -q --profile dev -p vmm --bench vmm-bench -- 1
 bench suspend cargo run -q -p cloud-tests --example suspend-bench -- 1
 bench first-create cargo run -q -p cloud-tests --example first-create-bench

@@ -1,12 +1,13 @@
 //! Load benchmark of the API: `POST /v1/projects/default/instances` against a fleet of simulated
 //! hosts served by two control-plane replicas sharing one database. Prints JSON lines: latency
-//! (p50/p99) and throughput of the POST, then how fast the accepted creates were placed and
-//! reached `running`, then reads under the same load (every page of the instance list, first
-//! pages and single gets with `--concurrency` in flight), at the creates' count and again at
-//! `--list-instances` (the rest inserted directly). Figures only, no assertions.
+//! (p50/p99) and throughput of the POST (after `--warmup` creates, measured apart), then how fast
+//! the accepted creates were placed and reached `running`, then reads under the same load (every
+//! page of the instance list, first pages and single gets with `--concurrency` in flight), at the
+//! creates' count and again at `--list-instances` (the rest inserted directly). Figures only, no
+//! assertions.
 //!
 //! ```text
-//! cargo run --release -p cloud-tests --example api-load-bench -- [--hosts 1000] [--creates 2000] [--concurrency 32] [--list-instances 100000]
+//! cargo run --release -p cloud-tests --example api-load-bench -- [--hosts 1000] [--creates 2000] [--concurrency 32] [--warmup 64] [--list-instances 100000]
 //! ```
 //!
 //! Everything runs on this machine and in this process except PostgreSQL: the two replicas
@@ -49,6 +50,11 @@ struct Args {
     /// Each replica's `operations.max_connections` (the executor's database connections).
     #[arg(long)]
     executor_connections: Option<u32>,
+    /// Creates sent first, the same way, and left out of the figures (0: none): the replicas,
+    /// their database connections and the client's HTTP connections meet their first requests
+    /// here, as those of a control plane that has served a while have.
+    #[arg(long, default_value_t = 64)]
+    warmup: u32,
 }
 
 type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -229,29 +235,14 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(seconds = dialing.elapsed().as_secs_f64(), "both replicas connected to every agent");
 
-    // The load: every create once, alternating replicas, `concurrency` in flight.
-    let started = Instant::now();
+    // The load: every create once, alternating replicas, `concurrency` in flight; the warm-up's
+    // creates first, measured apart.
     let replicas = Arc::new([a.clone(), b.clone()]);
-    let results: Vec<(u16, Duration)> = futures::stream::iter(0..args.creates)
-        .map(|i| {
-            let (replicas, token, http) = (replicas.clone(), token.clone(), http.clone());
-            async move {
-                let url = format!("{}/v1/projects/default/instances", replicas[i as usize % 2]);
-                let body = json!({"name": format!("vm-{i}"), "image": "sim", "vcpus": 1, "memory_mib": 512});
-                let t = Instant::now();
-                let (status, _) = call(&http, &token, reqwest::Method::POST, &url, body).await;
-                (status, t.elapsed())
-            }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect()
-        .await;
+    let load = Load { http: &http, token: &token, replicas: &replicas, concurrency: args.concurrency };
+    let (warmup, _) = load.creates("warm", args.warmup).await;
+    let started = Instant::now();
+    let (latencies, accepted) = load.creates("vm", args.creates).await;
     let posted = started.elapsed();
-    let accepted = results.iter().filter(|(s, _)| *s == 202).count();
-    let latencies: Vec<Duration> = results.into_iter().map(|(_, d)| d).collect();
-    // The first requests meet cold caches and every executor starting at once: p99 also
-    // without the first 5% (in order of completion).
-    let steady = &latencies[latencies.len() / 20..];
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -260,8 +251,8 @@ async fn main() -> anyhow::Result<()> {
             "bench": "post_instances", "hosts": args.hosts, "replicas": 2, "creates": args.creates,
             "concurrency": args.concurrency, "accepted": accepted,
             "p50_ms": percentile_ms(&latencies, 0.50), "p99_ms": percentile_ms(&latencies, 0.99),
-            "steady_p99_ms": percentile_ms(steady, 0.99),
             "requests_per_s": f64::from(args.creates) / posted.as_secs_f64(),
+            "warmup_creates": args.warmup, "warmup_p99_ms": percentile_ms(&warmup, 0.99),
         })
     )?;
     out.flush()?;
@@ -289,8 +280,9 @@ async fn main() -> anyhow::Result<()> {
     .fetch_one(&pool)
     .await?;
     let (succeeded, failed): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed')
-         FROM operations WHERE kind = 'instance_create'",
+        "SELECT count(*) FILTER (WHERE o.state = 'succeeded'), count(*) FILTER (WHERE o.state = 'failed')
+         FROM operations o JOIN instances i ON i.id = o.target_id
+         WHERE o.kind = 'instance_create' AND i.name LIKE 'vm-%'",
     )
     .fetch_one(&pool)
     .await?;
@@ -314,20 +306,20 @@ async fn main() -> anyhow::Result<()> {
 
     // Reads under the same load (the hosts keep reporting): at the creates' count, then at
     // `--list-instances`.
-    let reads = Reads { http: &http, token: &token, replicas: &replicas, concurrency: args.concurrency };
-    writeln!(out, "{}", reads.measure(i64::from(args.creates)).await?)?;
+    let created = args.creates + args.warmup;
+    writeln!(out, "{}", load.measure(i64::from(created)).await?)?;
     out.flush()?;
-    if args.list_instances > args.creates {
+    if args.list_instances > created {
         sqlx::query(
             "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, state)
              SELECT gen_random_uuid(), i.project_id, 'bulk-' || n, i.image_id, 1, 512 << 20, 1 << 30, 'stopped'
              FROM (SELECT project_id, image_id FROM instances LIMIT 1) i, generate_series(1, $1) AS n",
         )
-        .bind(i64::from(args.list_instances - args.creates))
+        .bind(i64::from(args.list_instances - created))
         .execute(&pool)
         .await?;
         sqlx::query("VACUUM ANALYZE instances").execute(&pool).await?;
-        writeln!(out, "{}", reads.measure(i64::from(args.list_instances)).await?)?;
+        writeln!(out, "{}", load.measure(i64::from(args.list_instances)).await?)?;
     }
     pool.close().await;
     let _ = stop_tx.send(true);
@@ -335,15 +327,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads of the instance list and of single instances, alternating replicas.
-struct Reads<'a> {
+/// The API's client: creates, and reads of the instance list and of single instances,
+/// alternating replicas, `concurrency` in flight.
+struct Load<'a> {
     http: &'a reqwest::Client,
     token: &'a str,
     replicas: &'a [String; 2],
     concurrency: usize,
 }
 
-impl Reads<'_> {
+impl Load<'_> {
+    /// Creates `count` instances named `<prefix>-<n>`: each request's latency, and how many were
+    /// accepted.
+    async fn creates(&self, prefix: &str, count: u32) -> (Vec<Duration>, usize) {
+        let results: Vec<(u16, Duration)> = futures::stream::iter(0..count)
+            .map(|i| async move {
+                let url = format!("{}/v1/projects/default/instances", self.replicas[i as usize % 2]);
+                let body = json!({"name": format!("{prefix}-{i}"), "image": "sim", "vcpus": 1, "memory_mib": 512});
+                let t = Instant::now();
+                let (status, _) = call(self.http, self.token, reqwest::Method::POST, &url, body).await;
+                (status, t.elapsed())
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let accepted = results.iter().filter(|(s, _)| *s == 202).count();
+        (results.into_iter().map(|(_, d)| d).collect(), accepted)
+    }
+
     /// Every page of the list in turn (100 a page), then 1,000 first pages and 1,000 gets with
     /// `concurrency` in flight: p50/p99 of each, as one JSON line.
     async fn measure(&self, instances: i64) -> anyhow::Result<Value> {

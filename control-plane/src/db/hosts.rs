@@ -226,13 +226,18 @@ pub async fn hosts_report(
 }
 
 /// The ids of the live instances placed on each of `hosts` (hosts without any are absent).
+/// One lookup of the host index per host: written as `host_id = ANY($1)`, the plan hung on the
+/// table's statistics, and while they lagged behind a quickly growing table (a new fleet's first
+/// minute) every report batch read all live instances instead.
 pub async fn hosts_instance_ids(
     conn: &mut PgConnection,
     hosts: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, Vec<Uuid>>, sqlx::Error> {
     let rows: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(
-        "SELECT host_id, array_agg(id ORDER BY id) FROM instances
-         WHERE host_id = ANY($1) AND deleted_at IS NULL GROUP BY host_id",
+        "SELECT h.id, l.ids FROM unnest($1::uuid[]) AS h(id)
+         CROSS JOIN LATERAL (SELECT array_agg(i.id ORDER BY i.id) AS ids FROM instances i
+                             WHERE i.host_id = h.id AND i.deleted_at IS NULL) l
+         WHERE l.ids IS NOT NULL",
     )
     .bind(hosts)
     .fetch_all(conn)

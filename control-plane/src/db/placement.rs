@@ -162,7 +162,7 @@ pub async fn release_instance(conn: &mut PgConnection, instance: InstanceId) -> 
 /// True when some host could take `need` right now (the same filters as the scheduler's
 /// ranking, in one query that returns one boolean). Reserves nothing.
 pub async fn any_host_fits(conn: &mut PgConnection, need: &Need<'_>) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM hosts h WHERE {FITS})"))
+    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM hosts h WHERE {})", fits(need)))
         .bind(need.project_id)
         .bind(need.anti_affinity_group)
         .bind(need.vcpus)
@@ -172,16 +172,29 @@ pub async fn any_host_fits(conn: &mut PgConnection, need: &Need<'_>) -> Result<b
         .await
 }
 
-/// The hosts `h` that pass every filter of the scheduler's ranking for a request bound as $1
-/// project, $2 anti-affinity group, $3 vCPUs, $4 memory bytes, $5 disk bytes.
-const FITS: &str = "h.state = 'active'
-    AND h.reserved_vcpus + $3 <= h.total_vcpus
-    AND h.reserved_memory_bytes + $4 <= h.total_memory_bytes
-    AND h.reserved_disk_bytes + $5 <= h.total_disk_bytes
-    AND h.reserved_addresses < 253
-    AND ($2::text IS NULL OR NOT EXISTS (
-        SELECT 1 FROM instances i
-        WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL))";
+/// The hosts `h` that pass every filter of the scheduler's ranking for `need`, bound as $1
+/// project, $2 anti-affinity group, $3 vCPUs, $4 memory bytes, $5 disk bytes. Without a group
+/// the text has no anti-affinity subquery at all: its plan then does not hang on the parameters,
+/// so PostgreSQL plans it once per connection and reuses the plan. (Written once for both, as
+/// `$2 IS NULL OR NOT EXISTS …`, the plan kept for any parameters looked dearer than one made for
+/// the values at hand, and every execution was planned anew, more work than running it.)
+fn fits(need: &Need<'_>) -> String {
+    let group = if need.anti_affinity_group.is_some() {
+        "NOT EXISTS (SELECT 1 FROM instances i
+             WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL)"
+    } else {
+        // Both are bound either way, and a parameter's type must be stated where it appears.
+        "$1::uuid IS NOT NULL AND $2::text IS NULL"
+    };
+    format!(
+        "h.state = 'active'
+         AND h.reserved_vcpus + $3 <= h.total_vcpus
+         AND h.reserved_memory_bytes + $4 <= h.total_memory_bytes
+         AND h.reserved_disk_bytes + $5 <= h.total_disk_bytes
+         AND h.reserved_addresses < 253
+         AND {group}"
+    )
+}
 
 /// Step 3: the `limit` fitting hosts with the most (`most_headroom_first`) or least headroom,
 /// as the database keeps it in each row (`hosts.headroom`, indexed): a placement reads a few
@@ -200,9 +213,10 @@ pub async fn shortlist(
         "SELECT h.id, h.state, h.total_vcpus, h.total_memory_bytes, h.total_disk_bytes,
                 h.reserved_vcpus, h.reserved_memory_bytes, h.reserved_disk_bytes, h.reserved_addresses,
                 false AS runs_group_member
-         FROM hosts h WHERE {FITS} AND h.headroom > 0
+         FROM hosts h WHERE {fits} AND h.headroom > 0
          ORDER BY h.headroom {order}, h.id {order}
-         LIMIT $6"
+         LIMIT $6",
+        fits = fits(need)
     ))
     .bind(need.project_id)
     .bind(need.anti_affinity_group)
