@@ -150,12 +150,17 @@ pub fn resources(vcpus: u32, memory_mib: u64, disk_gib: u64) -> Result<Resources
     })
 }
 
-/// A unique violation on the instance's name is a conflict; anything else is internal.
-fn name_taken(err: sqlx::Error) -> AppError {
-    if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
-        return AppError::Conflict("an instance with this name already exists in the project".to_owned());
+/// A unique violation recording a new instance: its name is taken, or its idempotency key is
+/// in use by a concurrent request. Anything else as [`AppError`] has it.
+fn taken(err: sqlx::Error) -> AppError {
+    let unique = err.as_database_error().filter(|e| e.is_unique_violation());
+    match unique.and_then(|e| e.constraint()) {
+        Some("instances_project_name_idx") => {
+            AppError::Conflict("an instance with this name already exists in the project".to_owned())
+        }
+        Some(_) => super::operations::key_in_use(),
+        None => err.into(),
     }
-    err.into()
 }
 
 /// What identifies a request for its idempotency key: the same key with another request is a
@@ -202,11 +207,13 @@ pub async fn create(
     let project = projects::resolve(app, caller, project, Role::Member).await?;
     validate(&params)?;
     let hash = request_hash(&format!("instance_create:{project}"), &params);
-    let mut tx = app.pool.begin().await?;
-    if let Some(earlier) = replay(&mut tx, caller, idempotency_key, &hash).await? {
+    // No transaction: these reads decide nothing the one statement recording the create does
+    // not check again (the image row it references, the room on some host, the quotas).
+    let mut conn = app.pool.acquire().await?;
+    if let Some(earlier) = replay(&mut conn, caller, idempotency_key, &hash).await? {
         return Ok(earlier);
     }
-    let image = crate::db::images::image_by_name_or_id(&mut tx, project, &params.image)
+    let image = crate::db::images::image_by_name_or_id(&mut conn, project, &params.image)
         .await?
         .filter(|image| image.state == ImageState::Available)
         .ok_or_else(|| {
@@ -228,13 +235,12 @@ pub async fn create(
         }
         (gib, _) => gib,
     };
-    let keys = key_ids(&mut tx, project, &params.ssh_keys).await?;
+    let keys = key_ids(&mut conn, project, &params.ssh_keys).await?;
     let request = Request {
         resources: resources(params.vcpus, params.memory_mib, disk_gib)?,
         project_id: project,
         anti_affinity_group: params.anti_affinity_group.clone(),
     };
-    admit(&mut tx, app, &request).await?;
     let id = InstanceId::new();
     let new = NewInstance {
         id,
@@ -248,16 +254,41 @@ pub async fn create(
         anti_affinity_group: params.anti_affinity_group.clone(),
         ssh_keys: keys,
     };
-    within_quota(&mut tx, app, &new).await?;
-    let instance = db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
-    let operation =
-        create_operation(&mut tx, caller, project, OperationKind::InstanceCreate, id, 1, None, idempotency_key, hash)
-            .await?;
-    tx.commit().await?;
-    let accepted = InstanceAccepted { operation, instance };
+    let kind = OperationKind::InstanceCreate;
+    let operation = new_operation(Some(caller.user_id), kind, Target::new(&new, None), idempotency_key, Some(hash))?;
+    let accepted = record_new(&mut conn, app, &new, Some(&request), &operation).await?;
     app.executor.wake();
     tracing::info!(instance = %id, name = %params.name, "instance create accepted");
     Ok(accepted)
+}
+
+/// Records a new instance and the operation creating it, in one statement
+/// ([`db::instance_create`]). With `request`, only while some host could take it: else refused
+/// at once, nothing recorded, with each host's reason (`NoCapacity`). A create admitted here may
+/// still be refused by the placement step, when concurrent creates took the room meanwhile: its
+/// operation then fails with the same code and reasons.
+async fn record_new(
+    conn: &mut sqlx::PgConnection,
+    app: &App,
+    new: &NewInstance,
+    request: Option<&Request>,
+    operation: &NewOperation<'_>,
+) -> Result<InstanceAccepted, AppError> {
+    let need = request.map(reserve::need);
+    // Twice at most: room freed between the statement and the reasons is taken at once.
+    for _ in 0..2 {
+        let created = db::instance_create(conn, new, need.as_ref(), &app.quotas, operation).await.map_err(taken)?;
+        if let Some((instance, operation)) = created {
+            return Ok(InstanceAccepted { operation, instance });
+        }
+        let Some(request) = request else { break };
+        match reserve::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
+            Ok(_) => continue,
+            Err(PlacementError::NoHostFits(reasons)) => return Err(AppError::NoCapacity(reasons.to_string())),
+            Err(err) => return Err(AppError::internal(err)),
+        }
+    }
+    Err(AppError::NotFound("no such project".to_owned()))
 }
 
 /// The ids of the project's SSH keys named (or identified) in `names`.
@@ -303,11 +334,11 @@ pub async fn restore(
     let project = projects::resolve(app, caller, project, Role::Member).await?;
     validate::require_dns_label("name", &params.name)?;
     let hash = request_hash(&format!("instance_restore:{project}:{snapshot}"), &params);
-    let mut tx = app.pool.begin().await?;
-    if let Some(earlier) = replay(&mut tx, caller, idempotency_key, &hash).await? {
+    let mut conn = app.pool.acquire().await?;
+    if let Some(earlier) = replay(&mut conn, caller, idempotency_key, &hash).await? {
         return Ok(earlier);
     }
-    let snap = crate::db::snapshots::snapshot_get(&mut tx, project, snapshot)
+    let snap = crate::db::snapshots::snapshot_get(&mut conn, project, snapshot)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no snapshot {snapshot:?} in this project")))?;
     if snap.state != SnapshotState::Available {
@@ -316,7 +347,7 @@ pub async fn restore(
             snap.name, snap.state
         )));
     }
-    let source = crate::db::snapshots::snapshot_source(&mut tx, snap.id).await?;
+    let source = crate::db::snapshots::snapshot_source(&mut conn, snap.id).await?;
     let (Some(image_id), Some(vcpus), Some(memory_bytes), Some(disk_bytes)) =
         source.map(|s| (s.image_id, s.vcpus, s.memory_bytes, s.disk_bytes)).unwrap_or_default()
     else {
@@ -325,7 +356,7 @@ pub async fn restore(
             snap.name
         )));
     };
-    let keys = key_ids(&mut tx, project, &params.ssh_keys).await?;
+    let keys = key_ids(&mut conn, project, &params.ssh_keys).await?;
     let id = InstanceId::new();
     let new = NewInstance {
         id,
@@ -339,60 +370,14 @@ pub async fn restore(
         anti_affinity_group: None,
         ssh_keys: keys,
     };
-    within_quota(&mut tx, app, &new).await?;
-    let instance = db::instance_insert(&mut tx, &new).await.map_err(name_taken)?;
     let kind = OperationKind::InstanceRestore;
-    let operation =
-        create_operation(&mut tx, caller, project, kind, id, 1, Some(snap.id), idempotency_key, hash).await?;
-    tx.commit().await?;
-    let accepted = InstanceAccepted { operation, instance };
+    let on = Target::new(&new, Some(snap.id));
+    let operation = new_operation(Some(caller.user_id), kind, on, idempotency_key, Some(hash))?;
+    // It is placed on the snapshot's host, whose room the restore step checks.
+    let accepted = record_new(&mut conn, app, &new, None, &operation).await?;
     app.executor.wake();
     tracing::info!(instance = %id, name = %params.name, snapshot = %snap.id, "instance restore accepted");
     Ok(accepted)
-}
-
-/// Refuses a create at once (`NoCapacity`, nothing recorded) when no host could take it right
-/// now. A create admitted here may still be refused by the placement step, when concurrent
-/// creates took the room meanwhile: its operation then fails with the same code and reasons.
-async fn admit(conn: &mut sqlx::PgConnection, app: &App, request: &Request) -> Result<(), AppError> {
-    // One boolean in the common case; the per-filter reasons only when nothing fits.
-    if reserve::any_host_fits(conn, request).await? {
-        return Ok(());
-    }
-    match reserve::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
-        Ok(_) => Ok(()),
-        Err(PlacementError::NoHostFits(reasons)) => Err(AppError::NoCapacity(reasons.to_string())),
-        Err(err) => Err(AppError::internal(err)),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn create_operation(
-    conn: &mut sqlx::PgConnection,
-    caller: &Caller,
-    project: ProjectId,
-    kind: OperationKind,
-    id: InstanceId,
-    generation: i64,
-    snapshot_id: Option<SnapshotId>,
-    key: Option<&str>,
-    hash: Vec<u8>,
-) -> Result<OperationRow, AppError> {
-    let on = Target { project, id, generation, snapshot_id };
-    instance_operation(conn, Some(caller.user_id), kind, on, key, Some(hash)).await
-}
-
-/// Refuses an instance that would take its project over a quota (locking the project's row
-/// until the transaction ends, so concurrent creates cannot both take the last room).
-async fn within_quota(conn: &mut sqlx::PgConnection, app: &App, new: &NewInstance) -> Result<(), AppError> {
-    let ask = crate::quotas::Ask {
-        instances: 1,
-        vcpus: i64::from(new.vcpus),
-        memory_bytes: new.memory_bytes,
-        disk_bytes: new.disk_bytes,
-        snapshots: 0,
-    };
-    Ok(crate::quotas::check(conn, new.project_id, &app.quotas, &ask).await??)
 }
 
 /// What an instance operation acts on.
@@ -404,17 +389,23 @@ pub(super) struct Target {
     pub snapshot_id: Option<SnapshotId>,
 }
 
-/// Records an operation of `kind` on an instance (by a user, or by the control plane itself).
-pub(super) async fn instance_operation(
-    conn: &mut sqlx::PgConnection,
+impl Target {
+    /// A new instance (generation 1), restored from `snapshot_id` if given.
+    fn new(instance: &NewInstance, snapshot_id: Option<SnapshotId>) -> Self {
+        Self { project: instance.project_id, id: instance.id, generation: 1, snapshot_id }
+    }
+}
+
+/// An operation of `kind` on an instance (by a user, or by the control plane itself).
+fn new_operation(
     created_by: Option<crate::ids::UserId>,
     kind: OperationKind,
     on: Target,
     key: Option<&str>,
     hash: Option<Vec<u8>>,
-) -> Result<OperationRow, AppError> {
+) -> Result<NewOperation<'_>, AppError> {
     let params = InstanceParams { instance_id: on.id, generation: on.generation, snapshot_id: on.snapshot_id };
-    let new = NewOperation {
+    Ok(NewOperation {
         project_id: Some(on.project),
         kind,
         target_kind: "instance",
@@ -424,8 +415,19 @@ pub(super) async fn instance_operation(
         idempotency_key: key,
         request_hash: hash,
         steps: crate::operations::steps(kind),
-    };
-    super::operations::record(conn, &new).await
+    })
+}
+
+/// Records an operation of `kind` on an instance (by a user, or by the control plane itself).
+pub(super) async fn instance_operation(
+    conn: &mut sqlx::PgConnection,
+    created_by: Option<crate::ids::UserId>,
+    kind: OperationKind,
+    on: Target,
+    key: Option<&str>,
+    hash: Option<Vec<u8>>,
+) -> Result<OperationRow, AppError> {
+    super::operations::record(conn, &new_operation(created_by, kind, on, key, hash)?).await
 }
 
 /// The project's live instances in `window`, only those in `state` if given.
@@ -530,8 +532,8 @@ pub async fn change(
             from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
         ))
     })?;
-    let operation =
-        create_operation(&mut tx, caller, project, kind, row.id, generation, None, idempotency_key, hash).await?;
+    let on = Target { project, id: row.id, generation, snapshot_id: None };
+    let operation = instance_operation(&mut tx, Some(caller.user_id), kind, on, idempotency_key, Some(hash)).await?;
     let instance = db::instance_get_unchecked(&mut tx, row.id)
         .await?
         .ok_or_else(|| AppError::NotFound("no such instance".to_owned()))?;

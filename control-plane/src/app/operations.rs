@@ -47,14 +47,15 @@ pub async fn list(app: &App, caller: &Caller, project: &str, window: Window) -> 
     Ok(db::operation_list(&mut *app.pool.acquire().await?, project, after, window.fetch).await?)
 }
 
+/// The answer to a request whose idempotency key a concurrent request is using.
+pub(super) fn key_in_use() -> AppError {
+    AppError::Conflict("this Idempotency-Key is being used by a concurrent request; retry".to_owned())
+}
+
 /// Records an operation and its steps inside the caller's transaction; an idempotency key
 /// that a concurrent request is using is a conflict.
 pub(super) async fn record(conn: &mut sqlx::PgConnection, new: &NewOperation<'_>) -> Result<OperationRow, AppError> {
     db::operation_create(conn, new).await.map_err(|err| {
-        if err.as_database_error().is_some_and(|e| e.is_unique_violation()) {
-            AppError::Conflict("this Idempotency-Key is being used by a concurrent request; retry".to_owned())
-        } else {
-            err.into()
-        }
+        if err.as_database_error().is_some_and(|e| e.is_unique_violation()) { key_in_use() } else { err.into() }
     })
 }

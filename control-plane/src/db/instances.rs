@@ -65,36 +65,58 @@ pub struct NewInstance {
     pub ssh_keys: Vec<SshKeyId>,
 }
 
-/// Inserts an instance (state `creating`, generation 1) and its key links; the instance as
-/// inserted.
-pub async fn instance_insert(conn: &mut PgConnection, new: &NewInstance) -> Result<InstanceRow, sqlx::Error> {
-    let row = sqlx::query_as(&format!(
-        "INSERT INTO instances AS i (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, user_data, anti_affinity_group)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         RETURNING {COLUMNS}"
-    ))
-    .bind(new.id)
-    .bind(new.project_id)
-    .bind(&new.name)
-    .bind(new.image_id)
-    .bind(new.vcpus)
-    .bind(new.memory_bytes)
-    .bind(new.disk_bytes)
-    .bind(&new.user_data)
-    .bind(&new.anti_affinity_group)
-    .fetch_one(&mut *conn)
-    .await?;
-    if !new.ssh_keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO instance_ssh_keys (instance_id, ssh_key_id) SELECT $1, k FROM unnest($2::uuid[]) AS k
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(new.id)
-        .bind(&new.ssh_keys)
-        .execute(&mut *conn)
-        .await?;
+/// Records a new instance (state `creating`, generation 1), its key links and its operation, in
+/// one statement: nothing else to wait for, and they exist together or not at all. The project's
+/// quotas are handed to the statement's transaction, so the usage triggers refuse it (`CQ001`)
+/// when it would take the project over one. With `fits`, only if some host could take `fits`
+/// right now (see [`super::placement::fits`]); `None` when nothing was recorded for that reason
+/// (or because the project is gone).
+pub async fn instance_create(
+    conn: &mut PgConnection,
+    new: &NewInstance,
+    fits: Option<&super::placement::Need<'_>>,
+    quotas: &crate::quotas::Amounts,
+    operation: &super::operations::NewOperation<'_>,
+) -> Result<Option<(InstanceRow, super::operations::OperationRow)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Created {
+        #[sqlx(flatten)]
+        instance: InstanceRow,
+        operation_created_at: DateTime<Utc>,
     }
-    Ok(row)
+    let operation = super::operations::Inserting::new(operation);
+    // $1-$5 as the fit check reads them (see `placement::fits`); the quotas' defaults at $11.
+    let fit = match fits {
+        Some(need) => format!(", (SELECT 1 FROM hosts h WHERE {} LIMIT 1) AS fit", super::placement::fits(need)),
+        None => String::new(),
+    };
+    let sql = format!(
+        "WITH q AS (SELECT c FROM projects p {handed_over} WHERE p.id = $1),
+         i AS (
+           INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, user_data, anti_affinity_group)
+           SELECT $6, $1, $7, $8, $3, $4, $5, $9, $2 FROM q {fit}
+           RETURNING *),
+         k AS (
+           INSERT INTO instance_ssh_keys (instance_id, ssh_key_id) SELECT i.id, key FROM i, unnest($10::uuid[]) AS key),
+         {operation_ctes}
+         SELECT {COLUMNS}, o.created_at AS operation_created_at FROM i, o",
+        handed_over = crate::quotas::handed_over(11),
+        operation_ctes = super::operations::Inserting::ctes(16, Some("i")),
+    );
+    let query = sqlx::query_as(&sql)
+        .bind(new.project_id)
+        .bind(&new.anti_affinity_group)
+        .bind(new.vcpus)
+        .bind(new.memory_bytes)
+        .bind(new.disk_bytes)
+        .bind(new.id)
+        .bind(&new.name)
+        .bind(new.image_id)
+        .bind(&new.user_data)
+        .bind(&new.ssh_keys);
+    let query = operation.bind(crate::quotas::bind_defaults(query, quotas));
+    let created: Option<Created> = query.fetch_optional(conn).await?;
+    Ok(created.map(|c| (c.instance, operation.row(c.operation_created_at))))
 }
 
 /// A live instance of `project` by name or id.

@@ -63,33 +63,97 @@ pub struct NewOperation<'a> {
 /// Call inside the transaction that makes the change the operation carries out, so both exist
 /// or neither does.
 pub async fn operation_create(conn: &mut PgConnection, new: &NewOperation<'_>) -> Result<OperationRow, sqlx::Error> {
-    let names: Vec<&str> = new.steps.iter().map(|step| step.as_str()).collect();
-    // The steps are numbered from 0 in order. `current_step` reads the steps as they were
-    // before this statement (none): null, as it is for an operation whose steps are all pending.
-    sqlx::query_as(&format!(
-        "WITH o AS (
-           INSERT INTO operations AS o (id, project_id, kind, target_kind, target_id, params, created_by, idempotency_key, request_hash, traceparent)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           RETURNING {COLUMNS}),
-         s AS (
-           INSERT INTO operation_steps (operation_id, idx, name)
-           SELECT $1, n - 1, name FROM unnest($11::text[]) WITH ORDINALITY AS s(name, n))
-         SELECT * FROM o"
-    ))
-    .bind(OperationId::new())
-    .bind(new.project_id)
-    .bind(new.kind.as_str())
-    .bind(new.target_kind)
-    .bind(new.target_id)
-    .bind(&new.params)
-    .bind(new.created_by)
-    .bind(new.idempotency_key)
-    .bind(&new.request_hash)
-    // The span creating it (a request's, a reconciler's): the operation continues its trace.
-    .bind(cloud_common::telemetry::traceparent())
-    .bind(&names)
-    .fetch_one(conn)
-    .await
+    let inserting = Inserting::new(new);
+    let (created_at,) = inserting
+        .bind(sqlx::query_as(&format!("WITH {} SELECT o.created_at FROM o", Inserting::ctes(1, None))))
+        .fetch_one(conn)
+        .await?;
+    Ok(inserting.row(created_at))
+}
+
+/// An operation on its way into a statement that inserts it: its values bound from one
+/// parameter on ([`Inserting::bind`]), the statement's CTEs ([`Inserting::ctes`]), and the row
+/// as inserted ([`Inserting::row`]). A statement inserting something else may insert its
+/// operation in the same statement, so the change and its operation are one round trip.
+#[derive(Debug)]
+pub struct Inserting<'a> {
+    id: OperationId,
+    new: &'a NewOperation<'a>,
+    /// The span creating it (a request's, a reconciler's): the operation continues its trace.
+    traceparent: Option<String>,
+}
+
+impl<'a> Inserting<'a> {
+    /// How many parameters [`Inserting::bind`] binds.
+    pub const PARAMETERS: usize = 11;
+
+    pub fn new(new: &'a NewOperation<'a>) -> Self {
+        Self { id: OperationId::new(), new, traceparent: cloud_common::telemetry::traceparent() }
+    }
+
+    /// CTEs `o` (the operation: its `id` and `created_at`) and `s` (its steps, numbered from 0
+    /// in order), with parameters `$first` on. One operation for each row of the CTE `from`
+    /// (`None`: one): a statement inserts the operation only if it inserts what it acts on.
+    pub fn ctes(first: usize, from: Option<&str>) -> String {
+        let p: Vec<String> = (first..first + Self::PARAMETERS).map(|n| format!("${n}")).collect();
+        let from = from.map(|cte| format!(" FROM {cte}")).unwrap_or_default();
+        format!(
+            "o AS (
+               INSERT INTO operations (id, project_id, kind, target_kind, target_id, params, created_by,
+                                       idempotency_key, request_hash, traceparent)
+               SELECT {}{from}
+               RETURNING id, created_at),
+             s AS (
+               INSERT INTO operation_steps (operation_id, idx, name)
+               SELECT o.id, n - 1, name FROM o, unnest({}::text[]) WITH ORDINALITY AS s(name, n))",
+            p[..10].join(", "),
+            p[10],
+        )
+    }
+
+    /// Binds the operation's values, in the order [`Inserting::ctes`] reads them.
+    pub fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        let names: Vec<&str> = self.new.steps.iter().map(|step| step.as_str()).collect();
+        query
+            .bind(self.id)
+            .bind(self.new.project_id)
+            .bind(self.new.kind.as_str())
+            .bind(self.new.target_kind)
+            .bind(self.new.target_id)
+            .bind(&self.new.params)
+            .bind(self.new.created_by)
+            .bind(self.new.idempotency_key)
+            .bind(&self.new.request_hash)
+            .bind(&self.traceparent)
+            .bind(names)
+    }
+
+    /// The operation as inserted at `created_at`: pending, no step begun, never attempted.
+    pub fn row(self, created_at: DateTime<Utc>) -> OperationRow {
+        let new = self.new;
+        OperationRow {
+            id: self.id,
+            project_id: new.project_id,
+            kind: new.kind,
+            target_kind: new.target_kind.to_owned(),
+            target_id: new.target_id,
+            state: OperationState::Pending,
+            current_step: None,
+            error_code: None,
+            error_message: None,
+            attempts: 0,
+            created_at,
+            updated_at: created_at,
+            finished_at: None,
+            params: new.params.clone(),
+            request_hash: new.request_hash.clone(),
+            trace_id: self.traceparent.as_deref().and_then(cloud_common::telemetry::trace_id).map(str::to_owned),
+            traceparent: self.traceparent,
+        }
+    }
 }
 
 /// The operation a user created earlier with this idempotency key, if any.

@@ -159,26 +159,13 @@ pub async fn release_instance(conn: &mut PgConnection, instance: InstanceId) -> 
     .await
 }
 
-/// True when some host could take `need` right now (the same filters as the scheduler's
-/// ranking, in one query that returns one boolean). Reserves nothing.
-pub async fn any_host_fits(conn: &mut PgConnection, need: &Need<'_>) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM hosts h WHERE {})", fits(need)))
-        .bind(need.project_id)
-        .bind(need.anti_affinity_group)
-        .bind(need.vcpus)
-        .bind(need.memory_bytes)
-        .bind(need.disk_bytes)
-        .fetch_one(conn)
-        .await
-}
-
 /// The hosts `h` that pass every filter of the scheduler's ranking for `need`, bound as $1
 /// project, $2 anti-affinity group, $3 vCPUs, $4 memory bytes, $5 disk bytes. Without a group
 /// the text has no anti-affinity subquery at all: its plan then does not hang on the parameters,
 /// so PostgreSQL plans it once per connection and reuses the plan. (Written once for both, as
 /// `$2 IS NULL OR NOT EXISTS …`, the plan kept for any parameters looked dearer than one made for
 /// the values at hand, and every execution was planned anew, more work than running it.)
-fn fits(need: &Need<'_>) -> String {
+pub fn fits(need: &Need<'_>) -> String {
     let group = if need.anti_affinity_group.is_some() {
         "NOT EXISTS (SELECT 1 FROM instances i
              WHERE i.host_id = h.id AND i.project_id = $1 AND i.anti_affinity_group = $2 AND i.deleted_at IS NULL)"

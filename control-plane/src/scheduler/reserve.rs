@@ -181,14 +181,8 @@ pub async fn hosts_ranked_for(
     Ok(placement::rank(request, &candidates, strategy)?)
 }
 
-/// True when some host could take `request` right now (the same filters as
-/// [`placement::rank`], in one query that returns one boolean): the cheap check before an
-/// instance create is accepted, whatever the size of the fleet. Reserves nothing.
-pub async fn any_host_fits(conn: &mut PgConnection, request: &Request) -> Result<bool, sqlx::Error> {
-    store::any_host_fits(conn, &need(request)).await
-}
-
-fn need(request: &Request) -> Need<'_> {
+/// What the database's filters read of `request` ([`store::fits`]).
+pub fn need(request: &Request) -> Need<'_> {
     Need {
         project_id: request.project_id,
         anti_affinity_group: request.anti_affinity_group.as_deref(),

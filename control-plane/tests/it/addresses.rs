@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 
 use control_plane::db::instances::mac_allocate;
+use control_plane::db::placement::shortlist;
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
-use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for};
+use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, need};
 
 #[tokio::test]
 async fn a_host_with_no_free_address_is_never_chosen() {
@@ -25,9 +26,11 @@ async fn a_host_with_no_free_address_is_never_chosen() {
     };
     // Spread would prefer the big empty host, but its subnet is full.
     assert_eq!(hosts_ranked_for(&mut conn, &request, Strategy::Spread).await.unwrap(), vec![roomy]);
-    assert!(control_plane::scheduler::reserve::any_host_fits(&mut conn, &request).await.unwrap());
+    // The database's filters (a create's fit check, a placement's shortlist) agree.
+    let need = need(&request);
+    assert_eq!(shortlist(&mut conn, &need, true, 8).await.unwrap().len(), 1);
     sqlx::query("UPDATE hosts SET reserved_addresses = 253").execute(&pool).await.unwrap();
-    assert!(!control_plane::scheduler::reserve::any_host_fits(&mut conn, &request).await.unwrap());
+    assert!(shortlist(&mut conn, &need, true, 8).await.unwrap().is_empty());
     match hosts_ranked_for(&mut conn, &request, Strategy::Spread).await {
         Err(PlacementError::NoHostFits(why)) => {
             assert_eq!(why.removed_by(Filter::Addresses), 2, "{why}");

@@ -3,11 +3,16 @@
 
 use std::collections::HashMap;
 
-use control_plane::ids::{HostId, InstanceId, ProjectId};
+use control_plane::db::instances::{NewInstance, instance_create};
+use control_plane::db::operations::NewOperation;
+use control_plane::ids::{HostId, ImageId, InstanceId, ProjectId};
+use control_plane::quotas::Amounts;
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
-use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, place_instance, release_instance};
+use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, need, place_instance, release_instance};
+use control_plane::states::OperationKind;
 use control_plane::testing::TestDatabase;
+use sqlx::Connection;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -414,7 +419,7 @@ async fn two_hundred_concurrent_placements_never_overcommit_three_small_hosts() 
 }
 
 #[tokio::test]
-async fn the_quick_admission_check_agrees_with_the_ranking_on_every_filter() {
+async fn a_create_is_recorded_exactly_when_the_ranking_finds_a_host_on_every_filter() {
     let fleet = empty_fleet().await;
     for state in ["joining", "draining", "suspect", "dead"] {
         fleet.host(state, 64, 256, 1000).await;
@@ -451,9 +456,36 @@ async fn the_quick_admission_check_agrees_with_the_ranking_on_every_filter() {
             project_id: project,
             anti_affinity_group: group.map(str::to_owned),
         };
-        let quick = control_plane::scheduler::reserve::any_host_fits(&mut conn, &request).await.unwrap();
+        // The create's own statement, its fit check guarding the insert; rolled back each time.
+        let new = NewInstance {
+            id: InstanceId::new(),
+            project_id: project,
+            name: "probe".to_owned(),
+            image_id: ImageId::from(fleet.image),
+            vcpus,
+            memory_bytes: memory * GIB,
+            disk_bytes: disk * GIB,
+            user_data: String::new(),
+            anti_affinity_group: request.anti_affinity_group.clone(),
+            ssh_keys: Vec::new(),
+        };
+        let operation = NewOperation {
+            project_id: Some(project),
+            kind: OperationKind::InstanceCreate,
+            target_kind: "instance",
+            target_id: Some(new.id.0),
+            params: serde_json::json!({}),
+            created_by: None,
+            idempotency_key: None,
+            request_hash: None,
+            steps: &[],
+        };
+        let mut tx = conn.begin().await.unwrap();
+        let need = need(&request);
+        let created = instance_create(&mut tx, &new, Some(&need), &Amounts::default(), &operation).await.unwrap();
+        tx.rollback().await.unwrap();
         let ranked = hosts_ranked_for(&mut conn, &request, Strategy::Spread).await;
-        assert_eq!(quick, ranked.is_ok(), "{request:?}: {ranked:?}");
+        assert_eq!(created.is_some(), ranked.is_ok(), "{request:?}: {ranked:?}");
     }
 }
 
