@@ -276,117 +276,24 @@ pub async fn instance_agent_spec(conn: &mut PgConnection, id: InstanceId) -> Res
     .await
 }
 
-/// Gives instance `id` its first NIC and an address on its host's /24, unless it has them.
-/// The lowest free address from .2 is taken; a concurrent allocation of the same address fails
-/// on the primary key and the caller retries.
+/// Gives instance `id` its first NIC and an address on its host's /24, unless it has them
+/// there: its MAC and address, in one call of `nic_allocate` (migration 0035, which says how).
+/// `RowNotFound` when the instance is gone or being deleted. A concurrent allocation of the same
+/// address fails on the primary key and the caller retries.
 pub async fn nic_allocate(
     conn: &mut PgConnection,
     id: InstanceId,
     host: HostId,
 ) -> Result<(String, Ipv4Addr), sqlx::Error> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let allocated = nic_allocate_in(&mut tx, id, host).await?;
-    tx.commit().await?;
-    Ok(allocated)
+    let (mac, address): (String, String) =
+        sqlx::query_as("SELECT mac, address FROM nic_allocate($1, $2)").bind(id).bind(host).fetch_one(conn).await?;
+    let address = address.parse().map_err(|_| sqlx::Error::Protocol(format!("not an IPv4 address: {address}")))?;
+    Ok((mac, address))
 }
 
-/// An instance being deleted gets no address (the delete may have released its addresses
-/// already): the row lock orders this against the delete's transition.
-async fn nic_allocate_in(
-    conn: &mut PgConnection,
-    id: InstanceId,
-    host: HostId,
-) -> Result<(String, Ipv4Addr), sqlx::Error> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM instances WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if state.and_then(|s| s.parse::<InstanceState>().ok()).is_none_or(InstanceState::is_going_away) {
-        return Err(sqlx::Error::RowNotFound);
-    }
-    let existing: Option<(String, String, HostId)> = sqlx::query_as(
-        "SELECT n.mac::text, host(a.address), a.host_id FROM network_interfaces n JOIN ip_allocations a ON a.nic_id = n.id
-         WHERE n.instance_id = $1 AND n.idx = 0",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match existing {
-        Some((mac, addr, on)) if on == host => return Ok((mac, addr.parse().unwrap_or(Ipv4Addr::UNSPECIFIED))),
-        // The instance moved to another host (a resume or a recovery elsewhere): its address
-        // belongs to the old host's subnet. It keeps its NIC and MAC and gets a new address.
-        Some(_) => {
-            sqlx::query(
-                "DELETE FROM ip_allocations WHERE nic_id IN
-                   (SELECT id FROM network_interfaces WHERE instance_id = $1 AND idx = 0)",
-            )
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        None => {}
-    }
-    let subnet: String = sqlx::query_scalar("SELECT host(instance_subnet) FROM hosts WHERE id = $1")
-        .bind(host)
-        .fetch_one(&mut *conn)
-        .await?;
-    let base: Ipv4Addr = subnet.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let used: Vec<String> = sqlx::query_scalar("SELECT host(address) FROM ip_allocations WHERE host_id = $1")
-        .bind(host)
-        .fetch_all(&mut *conn)
-        .await?;
-    let free = (2u32..=254)
-        .map(|n| Ipv4Addr::from(u32::from(base) + n))
-        .find(|a| !used.iter().any(|u| u == &a.to_string()))
-        .ok_or_else(|| sqlx::Error::Protocol(format!("no free address left on host {host}")))?;
-    let nic = uuid::Uuid::new_v4();
-    // A MAC from the sequence; after it wrapped around, one still in use is skipped.
-    let mut mac = mac_allocate(&mut *conn).await?;
-    for _ in 0..64 {
-        let inserted = sqlx::query(
-            "INSERT INTO network_interfaces (id, instance_id, idx, mac)
-             SELECT $1, $2, 0, $3::macaddr WHERE NOT EXISTS (SELECT 1 FROM network_interfaces WHERE mac = $3::macaddr)
-             ON CONFLICT (instance_id, idx) DO NOTHING",
-        )
-        .bind(nic)
-        .bind(id)
-        .bind(&mac)
-        .execute(&mut *conn)
-        .await?;
-        let mac_taken = inserted.rows_affected() == 0
-            && sqlx::query_scalar::<_, bool>(
-                "SELECT NOT EXISTS (SELECT 1 FROM network_interfaces WHERE instance_id = $1 AND idx = 0)",
-            )
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await?;
-        if !mac_taken {
-            break;
-        }
-        mac = mac_allocate(&mut *conn).await?;
-    }
-    let (nic, mac): (uuid::Uuid, String) =
-        sqlx::query_as("SELECT id, mac::text FROM network_interfaces WHERE instance_id = $1 AND idx = 0")
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await?;
-    sqlx::query("INSERT INTO ip_allocations (address, host_id, nic_id) VALUES ($1::inet, $2, $3)")
-        .bind(free.to_string())
-        .bind(host)
-        .bind(nic)
-        .execute(&mut *conn)
-        .await?;
-    Ok((mac, free))
-}
-
-/// The next MAC address of the fleet: `52:54` (locally administered, QEMU's prefix) and 32 bits
-/// of the `mac_addresses` sequence. Allocated, never derived from an id, so two NICs get the same
-/// one only after four billion allocations (and then the insert skips one still in use).
+/// The next MAC address of the fleet (`next_mac()`, migration 0035).
 pub async fn mac_allocate(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT nextval('mac_addresses')").fetch_one(conn).await?;
-    let b = (n as u32).to_be_bytes();
-    Ok(format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3]))
+    sqlx::query_scalar("SELECT next_mac()::text").fetch_one(conn).await
 }
 
 /// Frees the NICs and addresses of instance `id` (idempotent).

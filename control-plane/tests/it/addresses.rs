@@ -1,11 +1,12 @@
 //! Addresses and MACs: a host whose subnet is full is never chosen (the scheduler reserves an
 //! address with every placement, and says why nothing fits); MAC addresses are allocated from
-//! a sequence and never collide.
+//! a sequence and never collide; an instance's NIC and address are allocated once per host.
 
 use std::collections::HashSet;
 
-use control_plane::db::instances::mac_allocate;
+use control_plane::db::instances::{mac_allocate, nic_allocate};
 use control_plane::db::placement::shortlist;
+use control_plane::ids::{InstanceId, ProjectId};
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
 use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, need};
@@ -51,4 +52,75 @@ async fn ten_thousand_mac_allocations_never_collide() {
         assert!(mac.starts_with("52:54:") && mac.len() == 17, "{mac}");
         assert!(seen.insert(mac.clone()), "{mac} was handed out twice");
     }
+}
+
+/// An instance of a new project, in `state`.
+async fn instance(pool: &sqlx::PgPool, state: &str) -> InstanceId {
+    let (project, image, id) = (ProjectId::new(), uuid::Uuid::new_v4(), InstanceId::new());
+    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, $2)")
+        .bind(project)
+        .bind(format!("p{}", project.0.simple()))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, $2, 'available', 'firmware', 'uefi')",
+    )
+    .bind(image)
+    .bind(format!("i{}", image.simple()))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, state)
+         VALUES ($1, $2, 'vm', $3, 1, 1 << 30, 1 << 30, $4)",
+    )
+    .bind(id)
+    .bind(project)
+    .bind(image)
+    .bind(state)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_nic_is_allocated_once_per_host_from_the_lowest_free_address() {
+    let db = control_plane::testing::TestDatabase::create().await.unwrap();
+    let pool = db.migrated_pool().await.unwrap();
+    let one = control_plane::testing::add_host(&pool, "one", 8, 8, 100).await.unwrap();
+    let two = control_plane::testing::add_host(&pool, "two", 8, 8, 100).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let (a, b) = (instance(&pool, "creating").await, instance(&pool, "creating").await);
+    let (mac_a, addr_a) = nic_allocate(&mut conn, a, one).await.unwrap();
+    assert_eq!(addr_a.to_string(), "10.200.0.2");
+    assert!(mac_a.starts_with("52:54:"), "{mac_a}");
+    // Again on the same host: the same NIC and address (a step run twice changes nothing).
+    assert_eq!(nic_allocate(&mut conn, a, one).await.unwrap(), (mac_a.clone(), addr_a));
+    let (mac_b, addr_b) = nic_allocate(&mut conn, b, one).await.unwrap();
+    assert_eq!(addr_b.to_string(), "10.200.0.3");
+    assert_ne!(mac_a, mac_b);
+    // Moved to another host: the same NIC and MAC, an address there; the old one is free again
+    // and is the lowest, so it is the next one handed out on the first host.
+    let (moved_mac, moved) = nic_allocate(&mut conn, a, two).await.unwrap();
+    assert_eq!((moved_mac.as_str(), moved.to_string().as_str()), (mac_a.as_str(), "10.200.1.2"));
+    let c = instance(&pool, "creating").await;
+    assert_eq!(nic_allocate(&mut conn, c, one).await.unwrap().1.to_string(), "10.200.0.2");
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM ip_allocations").fetch_one(&pool).await.unwrap();
+    assert_eq!(held, 3);
+    // An instance being deleted gets nothing.
+    let going = instance(&pool, "deleting").await;
+    assert!(matches!(nic_allocate(&mut conn, going, one).await, Err(sqlx::Error::RowNotFound)));
+    // A full subnet is an error that names the host, and allocates nothing.
+    sqlx::query(
+        "INSERT INTO ip_allocations (address, host_id) SELECT ('10.200.1.' || n)::inet, $1 FROM generate_series(3, 254) n",
+    )
+    .bind(two)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let err = nic_allocate(&mut conn, b, two).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("no free address left on host {two}")), "{err}");
+    assert_eq!(nic_allocate(&mut conn, b, one).await.unwrap().1, addr_b);
 }
