@@ -37,7 +37,7 @@
 //! [operations]
 //! lease_secs = 30                # CLOUD_OPERATIONS_LEASE_SECS: a dead replica's work resumes after this
 //! concurrency = 32               # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
-//! max_connections = 4            # CLOUD_OPERATIONS_MAX_CONNECTIONS: the executor's own, apart from the API's
+//! max_connections = 2            # CLOUD_OPERATIONS_MAX_CONNECTIONS: the executor's own, apart from the API's
 //! step_timeout_secs = 600        # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may keep retrying
 //! step_timeouts = { wait_running = 900 }   # per step name (no variable)
 //!

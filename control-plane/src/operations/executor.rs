@@ -18,6 +18,9 @@ pub struct OperationsConfig {
     /// How many operations one replica drives at once.
     pub concurrency: u32,
     /// Database connections the executor uses, apart from the API's `database.max_connections`.
+    /// Its statements are short and CPU-bound on the database (waits for agents hold no
+    /// connection): more of them than the database has cores to spare make operations no faster
+    /// and take the cores requests need.
     pub max_connections: u32,
     /// How long a step may keep asking to be retried before the operation fails.
     pub step_timeout_secs: u32,
@@ -31,7 +34,7 @@ impl Default for OperationsConfig {
         Self {
             lease_secs: 30,
             concurrency: 32,
-            max_connections: 4,
+            max_connections: 2,
             step_timeout_secs: 600,
             step_timeouts: Default::default(),
         }
