@@ -130,6 +130,56 @@ pub fn app_with(pool: PgPool, config: crate::config::Config) -> crate::app::App 
         .unwrap_or_else(|err| panic!("cannot set up the test's app (snapshot store {:?}): {err}", config.store))
 }
 
+/// Records a project with a unique name, for tests below the API.
+pub async fn add_project(pool: &PgPool) -> Result<crate::ids::ProjectId, sqlx::Error> {
+    let id = crate::ids::ProjectId::new();
+    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, $2)")
+        .bind(id)
+        .bind(format!("p{}", id.0.simple()))
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+/// Records a public, available firmware image with a unique name (no files: nothing boots it).
+pub async fn add_image(pool: &PgPool) -> Result<crate::ids::ImageId, sqlx::Error> {
+    let id = crate::ids::ImageId::new();
+    sqlx::query(
+        "INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, $2, 'available', 'firmware', 'uefi')",
+    )
+    .bind(id)
+    .bind(format!("i{}", id.0.simple()))
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// Records an instance `name` of `project` (1 vCPU, 1 GiB of memory and of disk) in `state`,
+/// on `host` if given.
+pub async fn add_instance(
+    pool: &PgPool,
+    project: crate::ids::ProjectId,
+    name: &str,
+    host: Option<crate::ids::HostId>,
+    state: &str,
+) -> Result<crate::ids::InstanceId, sqlx::Error> {
+    let id = crate::ids::InstanceId::new();
+    let image = add_image(pool).await?;
+    sqlx::query(
+        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, host_id, state)
+         VALUES ($1, $2, $3, $4, 1, 1 << 30, 1 << 30, $5, $6)",
+    )
+    .bind(id)
+    .bind(project)
+    .bind(name)
+    .bind(image)
+    .bind(host)
+    .bind(state)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
 /// Records an active host with a lease of an hour and `vcpus`, `memory_gib` and `disk_gib` free,
 /// for tests that exercise the API without agents. Each gets its own /24 in 10.200.0.0/16.
 pub async fn add_host(

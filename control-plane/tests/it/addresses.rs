@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use control_plane::db::instances::{mac_allocate, nic_allocate};
 use control_plane::db::placement::shortlist;
-use control_plane::ids::{InstanceId, ProjectId};
+use control_plane::ids::InstanceId;
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
 use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, need};
@@ -54,35 +54,10 @@ async fn ten_thousand_mac_allocations_never_collide() {
     }
 }
 
-/// An instance of a new project, in `state`.
+/// An instance of a new project, in `state`, on no host.
 async fn instance(pool: &sqlx::PgPool, state: &str) -> InstanceId {
-    let (project, image, id) = (ProjectId::new(), uuid::Uuid::new_v4(), InstanceId::new());
-    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, $2)")
-        .bind(project)
-        .bind(format!("p{}", project.0.simple()))
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, $2, 'available', 'firmware', 'uefi')",
-    )
-    .bind(image)
-    .bind(format!("i{}", image.simple()))
-    .execute(pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, state)
-         VALUES ($1, $2, 'vm', $3, 1, 1 << 30, 1 << 30, $4)",
-    )
-    .bind(id)
-    .bind(project)
-    .bind(image)
-    .bind(state)
-    .execute(pool)
-    .await
-    .unwrap();
-    id
+    let project = control_plane::testing::add_project(pool).await.unwrap();
+    control_plane::testing::add_instance(pool, project, "vm", None, state).await.unwrap()
 }
 
 #[tokio::test]

@@ -110,26 +110,9 @@ async fn two_hundred_hosts_reporting_at_once_each_get_their_own_answer() {
     }
     sqlx::query("UPDATE hosts SET state = 'suspect', lease_expires_at = now()").execute(&pool).await.unwrap();
     // One instance on the first host, stopped in the database and running by the report.
-    let project = control_plane::ids::ProjectId::new();
-    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, 'p')").bind(project).execute(&pool).await.unwrap();
-    let image = uuid::Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, 'i', 'available', 'firmware', 'uefi')",
-    )
-    .bind(image)
-    .execute(&pool)
-    .await
-    .unwrap();
-    let instance: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO instances (id, project_id, name, image_id, vcpus, memory_bytes, disk_bytes, host_id, state)
-         VALUES (gen_random_uuid(), $1, 'vm', $2, 1, 1 << 30, 1 << 30, $3, 'stopped') RETURNING id",
-    )
-    .bind(project)
-    .bind(image)
-    .bind(hosts[0])
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let project = control_plane::testing::add_project(&pool).await.unwrap();
+    let instance =
+        control_plane::testing::add_instance(&pool, project, "vm", Some(hosts[0]), "stopped").await.unwrap().0;
 
     let report = |host: uuid::Uuid, vcpus: i32| HostReport {
         host_id: host,

@@ -40,24 +40,12 @@ async fn empty_fleet_with_connections(connections: u32) -> Fleet {
     db.migrated_pool().await.unwrap().close().await;
     let pool = PgPoolOptions::new().max_connections(connections).connect_with(db.options()).await.unwrap();
     let project = new_project(&pool).await;
-    let image = Uuid::new_v4();
-    sqlx::query("INSERT INTO images (id, name, state, boot_mode, firmware) VALUES ($1, 'base', 'available', 'firmware', 'uefi')")
-        .bind(image)
-        .execute(&pool)
-        .await
-        .unwrap();
+    let image = control_plane::testing::add_image(&pool).await.unwrap().0;
     Fleet { pool, project, image, _db: db }
 }
 
 async fn new_project(pool: &PgPool) -> ProjectId {
-    let project = ProjectId::new();
-    sqlx::query("INSERT INTO projects (id, name) VALUES ($1, $2)")
-        .bind(project)
-        .bind(format!("p{}", project.0.simple()))
-        .execute(pool)
-        .await
-        .unwrap();
-    project
+    control_plane::testing::add_project(pool).await.unwrap()
 }
 
 impl Fleet {
