@@ -158,8 +158,8 @@ fn taken(err: sqlx::Error) -> AppError {
         Some("instances_project_name_idx") => {
             AppError::Conflict("an instance with this name already exists in the project".to_owned())
         }
-        Some(_) => super::operations::key_in_use(),
-        None => err.into(),
+        Some("operations_idempotency_idx") => super::operations::key_in_use(),
+        _ => err.into(),
     }
 }
 
@@ -275,20 +275,26 @@ async fn record_new(
     operation: &NewOperation<'_>,
 ) -> Result<InstanceAccepted, AppError> {
     let need = request.map(reserve::need);
-    // Twice at most: room freed between the statement and the reasons is taken at once.
-    for _ in 0..2 {
+    let mut tries = 0;
+    loop {
+        tries += 1;
         let created = db::instance_create(conn, new, need.as_ref(), &app.quotas, operation).await.map_err(taken)?;
         if let Some((instance, operation)) = created {
             return Ok(InstanceAccepted { operation, instance });
         }
-        let Some(request) = request else { break };
+        let Some(request) = request else { return Err(AppError::NotFound("no such project".to_owned())) };
         match reserve::hosts_ranked_for(conn, request, app.scheduler.strategy).await {
-            Ok(_) => continue,
+            // Room freed between the statement and the reasons: taken at once, once.
+            Ok(_) if tries < 2 => continue,
+            Ok(_) => {
+                return Err(AppError::NoCapacity(
+                    "concurrent creates took the room on every host that could take this one; retry".to_owned(),
+                ));
+            }
             Err(PlacementError::NoHostFits(reasons)) => return Err(AppError::NoCapacity(reasons.to_string())),
             Err(err) => return Err(AppError::internal(err)),
         }
     }
-    Err(AppError::NotFound("no such project".to_owned()))
 }
 
 /// The ids of the project's SSH keys named (or identified) in `names`.

@@ -180,6 +180,38 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     assert_eq!(api.instances().await, 1);
 }
 
+/// Creates racing with one Idempotency-Key, each for another name: one is recorded, with its
+/// operation; every other answer is a conflict (the key was used for another request, or is in
+/// use by a concurrent one), never an error of the server.
+#[tokio::test]
+async fn creates_racing_with_one_idempotency_key_record_one_instance() {
+    let api = serve_api().await;
+    let a = project(&api.pool, "team-a").await;
+    let alice = user_with_token(&api.pool, "alice", false, &[(a, Role::Admin)]).await;
+    let url = format!("{}/v1/projects/team-a/instances", api.base);
+    let answers = futures::future::join_all((0..16).map(|n| {
+        let request = api
+            .client
+            .post(&url)
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "race-1")
+            .json(&json!({"name": format!("web-{n}"), "image": "img", "vcpus": 1, "memory_mib": 256}));
+        async move {
+            let resp = request.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    }))
+    .await;
+    let accepted: Vec<&Value> = answers.iter().filter(|(status, _)| *status == 202).map(|(_, body)| body).collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    for (status, body) in &answers {
+        assert!(*status == 202 || (*status == 409 && body["error"]["code"] == json!("conflict")), "{status}: {body}");
+    }
+    assert_eq!(api.instances().await, 1);
+    let ops: i64 = sqlx::query_scalar("SELECT count(*) FROM operations").fetch_one(&api.pool).await.unwrap();
+    assert_eq!(ops, 1);
+}
+
 /// Pages of instances (oldest first) and of operations (newest first) walked with their cursors
 /// give every item once, in order, and the query plans read the list indexes.
 #[tokio::test]
