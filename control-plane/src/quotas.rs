@@ -169,7 +169,7 @@ pub async fn standing(
 /// from `$first` on by [`bind_defaults`]), handed to the transaction as `cloud.quotas` (column
 /// `c`) for the usage triggers to check at commit.
 pub fn handed_over(first: usize) -> String {
-    let d: Vec<String> = (first..first + 5).map(|n| format!("${n}")).collect();
+    let d = crate::db::placeholders(first, 5);
     format!(
         "CROSS JOIN LATERAL (SELECT COALESCE(p.quota_instances, {})::bigint AS instances,
                                     COALESCE(p.quota_vcpus, {})::bigint AS vcpus,

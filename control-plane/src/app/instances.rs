@@ -274,11 +274,10 @@ async fn record_new(
     request: Option<&Request>,
     operation: &NewOperation<'_>,
 ) -> Result<InstanceAccepted, AppError> {
-    let need = request.map(reserve::need);
     let mut tries = 0;
     loop {
         tries += 1;
-        let created = db::instance_create(conn, new, need.as_ref(), &app.quotas, operation).await.map_err(taken)?;
+        let created = db::instance_create(conn, new, request.is_some(), &app.quotas, operation).await.map_err(taken)?;
         if let Some((instance, operation)) = created {
             return Ok(InstanceAccepted { operation, instance });
         }

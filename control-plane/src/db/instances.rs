@@ -68,13 +68,13 @@ pub struct NewInstance {
 /// Records a new instance (state `creating`, generation 1), its key links and its operation, in
 /// one statement: nothing else to wait for, and they exist together or not at all. The project's
 /// quotas are handed to the statement's transaction, so the usage triggers refuse it (`CQ001`)
-/// when it would take the project over one. With `fits`, only if some host could take `fits`
-/// right now (see [`super::placement::fits`]); `None` when nothing was recorded for that reason
-/// (or because the project is gone).
+/// when it would take the project over one. With `check_fit`, only if some host could take the
+/// instance right now (see [`super::placement::fits`]); `None` when nothing was recorded for
+/// that reason (or because the project is gone).
 pub async fn instance_create(
     conn: &mut PgConnection,
     new: &NewInstance,
-    fits: Option<&super::placement::Need<'_>>,
+    check_fit: bool,
     quotas: &crate::quotas::Amounts,
     operation: &super::operations::NewOperation<'_>,
 ) -> Result<Option<(InstanceRow, super::operations::OperationRow)>, sqlx::Error> {
@@ -86,9 +86,17 @@ pub async fn instance_create(
     }
     let operation = super::operations::Inserting::new(operation);
     // $1-$5 as the fit check reads them (see `placement::fits`); the quotas' defaults at $11.
-    let fit = match fits {
-        Some(need) => format!(", (SELECT 1 FROM hosts h WHERE {} LIMIT 1) AS fit", super::placement::fits(need)),
-        None => String::new(),
+    let need = super::placement::Need {
+        project_id: new.project_id,
+        anti_affinity_group: new.anti_affinity_group.as_deref(),
+        vcpus: new.vcpus,
+        memory_bytes: new.memory_bytes,
+        disk_bytes: new.disk_bytes,
+    };
+    let fit = if check_fit {
+        format!(", (SELECT 1 FROM hosts h WHERE {} LIMIT 1) AS fit", super::placement::fits(&need))
+    } else {
+        String::new()
     };
     let sql = format!(
         "WITH q AS (SELECT c FROM projects p {handed_over} WHERE p.id = $1),

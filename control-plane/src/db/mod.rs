@@ -110,6 +110,12 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
 }
+/// `count` parameter placeholders from `$first` on, for statements assembled from parts that
+/// each bind their own values in turn.
+pub(crate) fn placeholders(first: usize, count: usize) -> Vec<String> {
+    (first..first + count).map(|n| format!("${n}")).collect()
+}
+
 /// The keyset condition of a list page: with a cursor, `(created_at, id) <op> ($n, $n+1)` on
 /// `columns` (e.g. `i.created_at, i.id`), a range the project's list index is scanned from, so a
 /// page costs the same however far in it is; without one, a no-op on those (NULL) parameters.

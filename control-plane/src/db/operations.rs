@@ -95,7 +95,7 @@ impl<'a> Inserting<'a> {
     /// in order), with parameters `$first` on. One operation for each row of the CTE `from`
     /// (`None`: one): a statement inserts the operation only if it inserts what it acts on.
     pub fn ctes(first: usize, from: Option<&str>) -> String {
-        let p: Vec<String> = (first..first + Self::PARAMETERS).map(|n| format!("${n}")).collect();
+        let p = super::placeholders(first, Self::PARAMETERS);
         let from = from.map(|cte| format!(" FROM {cte}")).unwrap_or_default();
         format!(
             "o AS (

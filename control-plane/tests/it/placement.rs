@@ -9,7 +9,7 @@ use control_plane::ids::{HostId, ImageId, InstanceId, ProjectId};
 use control_plane::quotas::Amounts;
 use control_plane::scheduler::Strategy;
 use control_plane::scheduler::placement::{Filter, Request, Resources};
-use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, need, place_instance, release_instance};
+use control_plane::scheduler::reserve::{PlacementError, hosts_ranked_for, place_instance, release_instance};
 use control_plane::states::OperationKind;
 use control_plane::testing::TestDatabase;
 use sqlx::Connection;
@@ -469,8 +469,7 @@ async fn a_create_is_recorded_exactly_when_the_ranking_finds_a_host_on_every_fil
             steps: &[],
         };
         let mut tx = conn.begin().await.unwrap();
-        let need = need(&request);
-        let created = instance_create(&mut tx, &new, Some(&need), &Amounts::default(), &operation).await.unwrap();
+        let created = instance_create(&mut tx, &new, true, &Amounts::default(), &operation).await.unwrap();
         tx.rollback().await.unwrap();
         let ranked = hosts_ranked_for(&mut conn, &request, Strategy::Spread).await;
         assert_eq!(created.is_some(), ranked.is_ok(), "{request:?}: {ranked:?}");
