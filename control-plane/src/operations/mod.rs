@@ -32,7 +32,7 @@
 //! [operations]
 //! lease_secs = 30      # CLOUD_OPERATIONS_LEASE_SECS: how long a claim lasts without renewal
 //! concurrency = 32     # CLOUD_OPERATIONS_CONCURRENCY: operations one replica drives at once
-//! max_connections = 4  # CLOUD_OPERATIONS_MAX_CONNECTIONS: the executor's own database connections
+//! max_connections = 2  # CLOUD_OPERATIONS_MAX_CONNECTIONS: the executor's own database connections
 //! step_timeout_secs = 600    # CLOUD_OPERATIONS_STEP_TIMEOUT_SECS: how long a step may retry
 //! step_timeouts = { ensure_on_host = 900 }   # per step name, overriding step_timeout_secs
 //! ```
