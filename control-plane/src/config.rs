@@ -14,7 +14,8 @@
 //! url = "postgres://…"           # CLOUD_DATABASE_URL; absent: run the embedded PostgreSQL;
 //!                                # several hosts (postgres://u:p@h1:5432,h2:5432/cloud): the
 //!                                # primary among them, followed when another is promoted
-//! max_connections = 16           # CLOUD_DATABASE_MAX_CONNECTIONS
+//! max_connections = 16           # CLOUD_DATABASE_MAX_CONNECTIONS: the API's (the executor and the
+//!                                # report writer have their own)
 //! connect_timeout_secs = 60      # CLOUD_DATABASE_CONNECT_TIMEOUT_SECS
 //!
 //! [embedded_database]

@@ -230,7 +230,7 @@ async fn serve_with(
         tokio::spawn(reconcilers::store_gc::run(app, stop))
     };
     let primary = (database.hosts.len() > 1).then(|| {
-        let pools = vec![app.pool.clone(), app.work_pool.clone()];
+        let pools = vec![app.pool.clone(), app.work_pool.clone(), app.reports.pool().clone()];
         tokio::spawn(db::primary::follow(database.hosts.clone(), pools, stopped(stop_rx.clone())))
     });
     let supervisor = embedded.map(|pg| {

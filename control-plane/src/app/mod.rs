@@ -74,9 +74,12 @@ impl App {
     pub fn new(pool: PgPool, fleet: crate::fleet::Fleet, config: &Config) -> Result<Self, crate::StartError> {
         let changes = changes::Changes::default();
         let notify = changes.clone();
+        let options = pool.connect_options().as_ref().clone();
         let reports =
-            crate::fleet::reports::ReportWriter::new(pool.clone(), fleet.config.lease_secs, move || notify.notify());
-        let work_pool = crate::db::pool_of(pool.connect_options().as_ref().clone(), config.operations.max_connections);
+            crate::fleet::reports::ReportWriter::connect(options.clone(), fleet.config.lease_secs, move || {
+                notify.notify()
+            });
+        let work_pool = crate::db::pool_of(options, config.operations.max_connections);
         Ok(Self {
             pool,
             work_pool,

@@ -12,6 +12,10 @@
 //! Under light load a batch is one report and nothing waits; under heavy load a batch holds
 //! what queued during the previous one, so the writes per second stay flat as reports grow.
 //! The writer runs as its own task: a caller that goes away cancels nobody else's report.
+//!
+//! The writer has a database connection of its own ([`ReportWriter::connect`]), apart from the
+//! API's and the executor's: reports renew the hosts' leases, and requests holding every API
+//! connection must not make a fleet look silent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,9 +69,21 @@ impl std::fmt::Debug for ReportWriter {
 }
 
 impl ReportWriter {
-    pub fn new(pool: sqlx::PgPool, lease_secs: u32, changed: impl Fn() + Send + Sync + 'static) -> Self {
+    /// A writer with its own pool of the database of `options`: one connection, as one batch
+    /// is written at a time.
+    pub fn connect(
+        options: sqlx::postgres::PgConnectOptions,
+        lease_secs: u32,
+        changed: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        let pool = crate::db::pool_of(options, 1);
         let changed = Box::new(changed);
         Self { queue: Mutex::default(), writing: AtomicBool::new(false), pool, lease_secs, changed }
+    }
+
+    /// The writer's pool (to follow a new primary with the others).
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
     }
 }
 

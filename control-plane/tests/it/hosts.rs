@@ -176,3 +176,32 @@ async fn two_hundred_hosts_reporting_at_once_each_get_their_own_answer() {
         sqlx::query_scalar("SELECT state FROM instances WHERE id = $1").bind(instance).fetch_one(&pool).await.unwrap();
     assert_eq!(state, "running");
 }
+
+/// Reports have a connection of their own: requests holding every connection of the API's pool
+/// do not keep a host's report, and so its lease, waiting.
+#[tokio::test]
+async fn a_report_is_written_while_requests_hold_every_api_connection() {
+    use control_plane::fleet::reports::{HostReport, submit};
+    let db = control_plane::testing::TestDatabase::create().await.unwrap();
+    db.migrated_pool().await.unwrap().close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .connect_with(db.options())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = control_plane::testing::app(pool.clone(), dir.path());
+    let host = control_plane::testing::add_host(&pool, "hv-1", 8, 8, 100).await.unwrap();
+    sqlx::query("UPDATE hosts SET state = 'suspect', lease_expires_at = now()").execute(&pool).await.unwrap();
+    let held = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+
+    let report = HostReport { host_id: host.0, capacity: (8, 8 << 30, 100 << 30), instances: vec![] };
+    let written = tokio::time::timeout(std::time::Duration::from_secs(10), submit(&app.reports, report))
+        .await
+        .expect("the report waited for the API's connections")
+        .unwrap()
+        .expect("the host is known");
+    assert_eq!(written.0.state.as_str(), "active", "{written:?}");
+    drop(held);
+}
