@@ -68,13 +68,30 @@ pub async fn connect(hosts: &[PgConnectOptions], max_connections: u32, timeout: 
 
 /// A pool of `max_connections` to the database of `options`, opened in the background from
 /// the start, so the first requests do not wait for connections to be set up.
+///
+/// A connection idle for a second or more is pinged before it is handed out (a broken one is
+/// replaced unseen); one in steady use is not, since a ping is a round trip of its own and
+/// the executor takes a connection for each statement. A connection that broke while in use
+/// fails that statement, which is retried like any other that met an unavailable database.
 pub fn pool_of(options: PgConnectOptions, max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
+
+/// How long a pooled connection may sit idle before it is pinged on its way out.
+const PING_IDLE: Duration = Duration::from_secs(1);
 
 /// Applies every migration not yet applied (a no-op on an up-to-date database).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
