@@ -74,6 +74,17 @@ pub async fn resolve(app: &App, caller: &Caller, key: &str, min: Role) -> Result
     Ok(resolve_with_role(app, caller, key, min).await?.0)
 }
 
+/// [`resolve`] on a connection the request holds already (one connection fewer to take, and
+/// hand back, from the pool).
+pub async fn resolve_on(
+    conn: &mut sqlx::PgConnection,
+    caller: &Caller,
+    key: &str,
+    min: Role,
+) -> Result<ProjectId, AppError> {
+    Ok(caller.require_role(conn, project_key(key), min).await?.0)
+}
+
 /// [`resolve`], also returning the caller's role in the project.
 pub async fn resolve_with_role(
     app: &App,

@@ -234,8 +234,12 @@ impl Caller {
 
     /// The project's id and the caller's role in it; [`AuthzError::NoSuchProject`] when the
     /// caller is not a member, exactly as when the project does not exist.
-    pub async fn project_role(&self, pool: &PgPool, project: ProjectKey<'_>) -> Result<(ProjectId, Role), AuthzError> {
-        let (id, role) = match identity::project_member_role(pool, project, self.user_id).await {
+    pub async fn project_role(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        project: ProjectKey<'_>,
+    ) -> Result<(ProjectId, Role), AuthzError> {
+        let (id, role) = match identity::project_member_role(db, project, self.user_id).await {
             Ok(Some(found)) => found,
             Ok(None) => return Err(AuthzError::NoSuchProject),
             Err(err) => return Err(AuthzError::Store(err)),
@@ -251,11 +255,11 @@ impl Caller {
     /// [`Caller::project_role`]).
     pub async fn require_role(
         &self,
-        pool: &PgPool,
+        db: impl sqlx::PgExecutor<'_>,
         project: ProjectKey<'_>,
         min: Role,
     ) -> Result<(ProjectId, Role), AuthzError> {
-        let (id, role) = self.project_role(pool, project).await?;
+        let (id, role) = self.project_role(db, project).await?;
         if role.allows(min) { Ok((id, role)) } else { Err(AuthzError::RoleTooLow { role, min }) }
     }
 }
