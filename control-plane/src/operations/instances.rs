@@ -121,8 +121,11 @@ async fn drop_suspend_state(app: &App, id: InstanceId) -> Result<(), StepError> 
 }
 
 async fn spec(app: &App, id: InstanceId) -> Result<db::AgentSpecRow, StepError> {
-    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
-    db::instance_agent_spec(&mut conn, id)
+    spec_on(&mut *app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?, id).await
+}
+
+async fn spec_on(conn: &mut sqlx::PgConnection, id: InstanceId) -> Result<db::AgentSpecRow, StepError> {
+    db::instance_agent_spec(conn, id)
         .await
         .map_err(|e| StepError::db(&e))?
         .ok_or(StepError::Fail { code: "not_found", message: "the instance no longer exists".to_owned() })
@@ -351,11 +354,11 @@ pub async fn run_step(
             }
         }
         Step::AllocateAddress => {
-            let s = spec(app, id).await?;
+            let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
+            let s = spec_on(&mut conn, id).await?;
             let host = s
                 .host_id
                 .ok_or(StepError::Fail { code: "internal", message: "the instance has no host".to_owned() })?;
-            let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
             let (mac, address) = match db::nic_allocate(&mut conn, id, host).await {
                 Err(sqlx::Error::RowNotFound) => {
                     return Err(StepError::Fail {
@@ -568,19 +571,18 @@ async fn set_state(app: &App, id: InstanceId, state: InstanceState) -> Result<()
 }
 
 /// Records the outcome of a successful operation on the instance.
-pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
+pub async fn on_success(conn: &mut sqlx::PgConnection, op: &OperationRow) -> Result<(), StepError> {
     let id = params(op)?.instance_id;
-    let mut conn = app.work_pool.acquire().await.map_err(|e| StepError::db(&e))?;
     let done = match op.kind {
-        OperationKind::InstanceSuspend => db::instance_set_state(&mut conn, id, InstanceState::Suspended, None).await,
+        OperationKind::InstanceSuspend => db::instance_set_state(conn, id, InstanceState::Suspended, None).await,
         OperationKind::InstanceCreate
         | OperationKind::InstanceRestore
         | OperationKind::InstanceResume
         | OperationKind::InstanceRecover
         | OperationKind::InstanceStart
-        | OperationKind::InstanceReboot => db::instance_set_state(&mut conn, id, InstanceState::Running, None).await,
-        OperationKind::InstanceStop => db::instance_set_state(&mut conn, id, InstanceState::Stopped, None).await,
-        OperationKind::InstanceDelete => db::instance_mark_deleted(&mut conn, id).await,
+        | OperationKind::InstanceReboot => db::instance_set_state(conn, id, InstanceState::Running, None).await,
+        OperationKind::InstanceStop => db::instance_set_state(conn, id, InstanceState::Stopped, None).await,
+        OperationKind::InstanceDelete => db::instance_mark_deleted(conn, id).await,
         OperationKind::SnapshotCreate | OperationKind::SnapshotDelete => Ok(()),
     };
     done.map_err(|e| StepError::db(&e))

@@ -163,16 +163,21 @@ impl Executor {
     }
 
     async fn steps(&self, app: &Arc<App>, op: &OperationRow) -> Result<(), sqlx::Error> {
+        let mut undoing = op.state == OperationState::Undoing;
         let mut conn = app.work_pool.acquire().await?;
         let steps = db::operation_steps(&mut conn, op.id).await?;
+        let todo: Vec<_> = steps.iter().filter(|s| !undoing && s.state != StepState::Done).collect();
+        // The first step to run is recorded running on the same connection; each one after it
+        // with the previous one's done, in one statement.
+        if let Some(first) = todo.first() {
+            db::step_set(&mut conn, op.id, first.idx, StepState::Running, None, None).await?;
+        }
         drop(conn);
-        let mut undoing = op.state == OperationState::Undoing;
         if !undoing {
-            let todo: Vec<_> = steps.iter().filter(|s| s.state != StepState::Done).collect();
             // The output of the step done just before in this run, and whether the step about
-            // to run is recorded running already (with the previous one's done, in one statement).
+            // to run is recorded running already.
             let mut prior: Option<serde_json::Value> = None;
-            let mut recorded_running = false;
+            let mut recorded_running = true;
             for (n, step) in todo.iter().enumerate() {
                 if !recorded_running {
                     db::step_set(&mut *app.work_pool.acquire().await?, op.id, step.idx, StepState::Running, None, None)
@@ -236,10 +241,13 @@ impl Executor {
             }
         }
         if !undoing {
-            if let Err(err) = on_success(app, op).await {
+            let mut conn = app.work_pool.acquire().await?;
+            if let Err(err) = on_success(&mut conn, op).await {
+                drop(conn);
                 return self.later(app, op, err).await;
             }
-            db::operation_finish(&mut *app.work_pool.acquire().await?, op.id, OperationState::Succeeded).await?;
+            db::operation_finish(&mut conn, op.id, OperationState::Succeeded).await?;
+            drop(conn);
             app.metrics.operation_finished(op.kind.as_str(), OperationState::Succeeded.as_str());
             app.changes.notify();
             tracing::info!("operation succeeded");
@@ -331,8 +339,8 @@ async fn undo_step(
     }
 }
 
-async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
-    if op.kind.is_snapshot() { snapshots::on_success(app, op).await } else { instances::on_success(app, op).await }
+async fn on_success(conn: &mut sqlx::PgConnection, op: &OperationRow) -> Result<(), StepError> {
+    if op.kind.is_snapshot() { snapshots::on_success(conn, op).await } else { instances::on_success(conn, op).await }
 }
 
 async fn on_failure(app: &Arc<App>, op: &OperationRow, reason: &str) -> Result<(), StepError> {

@@ -195,12 +195,11 @@ pub(super) async fn forget(
 }
 
 /// Records the outcome of a successful operation on the snapshot.
-pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepError> {
+pub async fn on_success(conn: &mut sqlx::PgConnection, op: &OperationRow) -> Result<(), StepError> {
     let id = params(op)?.snapshot_id;
-    let mut conn = app.work_pool.acquire().await.map_err(db_err)?;
     match op.kind {
         OperationKind::SnapshotCreate => {
-            let steps = crate::db::operations::operation_steps(&mut conn, op.id).await.map_err(db_err)?;
+            let steps = crate::db::operations::operation_steps(&mut *conn, op.id).await.map_err(db_err)?;
             let taken: Taken = steps
                 .iter()
                 .find(|s| s.name == Step::SnapshotOnHost)
@@ -210,10 +209,10 @@ pub async fn on_success(app: &Arc<App>, op: &OperationRow) -> Result<(), StepErr
                     code: "internal",
                     message: "the snapshot step recorded nothing".to_owned(),
                 })?;
-            db::snapshot_set_available(&mut conn, id, taken.size_bytes, &taken.location).await.map_err(db_err)
+            db::snapshot_set_available(&mut *conn, id, taken.size_bytes, &taken.location).await.map_err(db_err)
         }
         OperationKind::SnapshotDelete => {
-            db::snapshot_transition(&mut conn, id, &[SnapshotState::Deleting], SnapshotState::Deleted, None)
+            db::snapshot_transition(&mut *conn, id, &[SnapshotState::Deleting], SnapshotState::Deleted, None)
                 .await
                 .map(drop)
                 .map_err(db_err)
