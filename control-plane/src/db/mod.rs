@@ -71,8 +71,10 @@ pub async fn connect(hosts: &[PgConnectOptions], max_connections: u32, timeout: 
 ///
 /// A connection idle for a second or more is pinged before it is handed out (a broken one is
 /// replaced unseen); one in steady use is not, since a ping is a round trip of its own and
-/// the executor takes a connection for each statement. A connection that broke while in use
-/// fails that statement, which is retried like any other that met an unavailable database.
+/// the executor takes a connection for each statement. So a connection that broke within a
+/// second of its last use fails its next statement, like the statements in flight when it
+/// broke (503 to an API caller, a retried step to the executor); sqlx's ping as a connection
+/// comes back to the pool keeps a broken one out of it.
 pub fn pool_of(options: PgConnectOptions, max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)

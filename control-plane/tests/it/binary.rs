@@ -39,19 +39,19 @@ impl Drop for Running {
     }
 }
 
-async fn wait_healthy(base: &str, child: &mut Child) {
+async fn wait_healthy(base: &str, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut delay = Duration::from_millis(50);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("control plane exited early: {status}");
+            panic!("control plane exited early: {status}\n{}", logged(log));
         }
         if let Ok(resp) = reqwest::get(format!("{base}/healthz")).await
             && resp.status() == 200
         {
             return;
         }
-        assert!(Instant::now() < deadline, "control plane not healthy within 90 s");
+        assert!(Instant::now() < deadline, "control plane not healthy within 90 s\n{}", logged(log));
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));
     }
@@ -78,25 +78,31 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// What the control plane wrote to its log file, for a failure's message.
+fn logged(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_else(|err| format!("(no log at {}: {err})", log.display()))
+}
+
 async fn run_until_signal(data_dir: &Path, signal: Signal) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     // Its own fleet port too: another control plane on this machine may hold the default one.
     let grpc = format!("127.0.0.1:{}", free_port());
     let data = data_dir.to_str().unwrap();
+    let log = data_dir.join(format!("control-plane-{signal}.log"));
     let child = control_plane(&["--data-dir", data, "--listen", &listen, "--fleet-grpc-listen", &grpc])
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut running = Running { child };
-    wait_healthy(&format!("http://{listen}"), &mut running.child).await;
+    wait_healthy(&format!("http://{listen}"), &mut running.child, &log).await;
     let pg = embedded_postgres_pid(data_dir).expect("embedded PostgreSQL running");
     assert!(process_exists(pg));
 
     kill(Pid::from_raw(running.child.id() as i32), signal).unwrap();
     let status = wait_exit(&mut running.child, Duration::from_secs(30));
-    assert!(status.success(), "exit status {status}");
-    assert!(!process_exists(pg), "embedded PostgreSQL {pg} outlived the control plane");
+    assert!(status.success(), "exit status {status}\n{}", logged(&log));
+    assert!(!process_exists(pg), "embedded PostgreSQL {pg} outlived the control plane\n{}", logged(&log));
 }
 
 #[tokio::test]
