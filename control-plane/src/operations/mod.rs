@@ -174,15 +174,9 @@ impl Executor {
         }
         drop(conn);
         if !undoing {
-            // The output of the step done just before in this run, and whether the step about
-            // to run is recorded running already.
+            // The output of the step done just before in this run.
             let mut prior: Option<serde_json::Value> = None;
-            let mut recorded_running = true;
             for (n, step) in todo.iter().enumerate() {
-                if !recorded_running {
-                    db::step_set(&mut *app.work_pool.acquire().await?, op.id, step.idx, StepState::Running, None, None)
-                        .await?;
-                }
                 tracing::info!(step = %step.name, "step");
                 let limit = self.config.step_timeout(step.name);
                 let attempt = std::time::Instant::now();
@@ -214,7 +208,6 @@ impl Executor {
                         let next = todo.get(n + 1).map(|s| s.idx);
                         db::step_advance(&mut *app.work_pool.acquire().await?, op.id, step.idx, output.as_ref(), next)
                             .await?;
-                        recorded_running = next.is_some();
                         crate::fault::crash_point(step.name.as_str());
                         prior = output;
                     }
