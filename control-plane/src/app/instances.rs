@@ -207,7 +207,7 @@ pub async fn create(
     // No transaction: these reads decide nothing the one statement recording the create does
     // not check again (the image row it references, the room on some host, the quotas).
     let mut conn = app.pool.acquire().await?;
-    let project = projects::resolve_on(&mut conn, caller, project, Role::Member).await?;
+    let project = projects::resolve_on(&mut *conn, caller, project, Role::Member).await?;
     validate(&params)?;
     let hash = request_hash(&format!("instance_create:{project}"), &params);
     if let Some(earlier) = replay(&mut conn, caller, idempotency_key, &hash).await? {
@@ -337,7 +337,7 @@ pub async fn restore(
     idempotency_key: Option<&str>,
 ) -> Result<InstanceAccepted, AppError> {
     let mut conn = app.pool.acquire().await?;
-    let project = projects::resolve_on(&mut conn, caller, project, Role::Member).await?;
+    let project = projects::resolve_on(&mut *conn, caller, project, Role::Member).await?;
     validate::require_dns_label("name", &params.name)?;
     let hash = request_hash(&format!("instance_restore:{project}:{snapshot}"), &params);
     if let Some(earlier) = replay(&mut conn, caller, idempotency_key, &hash).await? {

@@ -71,18 +71,18 @@ impl From<IdentityError> for AppError {
 /// The project named or identified by `key` (a UUID is always an id; names never are), if the
 /// caller's role in it is at least `min`. Every project-scoped request starts here.
 pub async fn resolve(app: &App, caller: &Caller, key: &str, min: Role) -> Result<ProjectId, AppError> {
-    Ok(resolve_with_role(app, caller, key, min).await?.0)
+    resolve_on(&app.pool, caller, key, min).await
 }
 
-/// [`resolve`] on a connection the request holds already (one connection fewer to take, and
-/// hand back, from the pool).
+/// [`resolve`] through `db`: a connection the request holds already saves taking (and handing
+/// back) another from the pool.
 pub async fn resolve_on(
-    conn: &mut sqlx::PgConnection,
+    db: impl sqlx::PgExecutor<'_>,
     caller: &Caller,
     key: &str,
     min: Role,
 ) -> Result<ProjectId, AppError> {
-    Ok(caller.require_role(conn, project_key(key), min).await?.0)
+    Ok(caller.require_role(db, project_key(key), min).await?.0)
 }
 
 /// [`resolve`], also returning the caller's role in the project.
